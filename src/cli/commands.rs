@@ -1,0 +1,165 @@
+//! What each command does, on top of the library.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::{CheckFormat, Command, RegisterAction, RegisterFormat};
+use crate::config::Config;
+use crate::http::Application;
+use crate::policy::{Checked, Policy, Severity};
+use crate::store::Store;
+use crate::{notice, register, sources};
+
+/// Synthetic people in a new demo database.
+const DEMO_PEOPLE: u32 = 200;
+
+pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Check { format } => check(&config, format),
+        Command::Notice { format, out } => {
+            let policy = load_valid(&config.policies)?;
+            write_out(out.as_deref(), notice::render(&policy, format)?.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Register {
+            action: RegisterAction::Export { format, out },
+        } => {
+            let policy = load_valid(&config.policies)?;
+            let rows = register::rows(&policy);
+            let bytes = match format {
+                RegisterFormat::Csv => register::to_csv(&rows)?,
+                RegisterFormat::Json => register::to_json(&rows)?,
+            };
+            write_out(out.as_deref(), &bytes)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let store = Store::open(&config.database).await?;
+            store.close().await;
+            eprintln!("store at {} is up to date", config.database_display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { .. } => serve(config).await,
+    }
+}
+
+fn check(config: &Config, format: CheckFormat) -> anyhow::Result<ExitCode> {
+    let checked = Policy::load(&config.policies)?;
+    let errors = checked.errors().count();
+    let warnings = checked.warnings().count();
+    match format {
+        CheckFormat::Json => {
+            let out = serde_json::json!({
+                "policy_hash": checked.policy.hash,
+                "files": checked.policy.files.len(),
+                "errors": errors,
+                "warnings": warnings,
+                "diagnostics": checked.diagnostics,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        CheckFormat::Text => {
+            for d in &checked.diagnostics {
+                println!("{d}");
+            }
+            println!(
+                "{}: {} file(s), {} purpose(s), {} system(s); {errors} error(s), {warnings} warning(s)",
+                config.policies.display(),
+                checked.policy.files.len(),
+                checked.policy.purposes.len(),
+                checked.policy.systems.len(),
+            );
+        }
+    }
+    Ok(if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Loads the policy; on errors prints them to stderr and fails.
+pub fn load_valid(dir: &Path) -> anyhow::Result<Policy> {
+    let checked: Checked = Policy::load(dir)?;
+    for d in checked
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+    {
+        eprintln!("{d}");
+    }
+    Ok(checked.into_valid()?)
+}
+
+fn write_out(path: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
+    match path {
+        Some(p) => std::fs::write(p, bytes).with_context(|| format!("writing {}", p.display())),
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(bytes)?;
+            stdout.flush()?;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let checked = Policy::load(&config.policies)?;
+    for d in &checked.diagnostics {
+        match d.severity {
+            Severity::Error => tracing::error!(target: "lethe::policy", "{d}"),
+            Severity::Warning => tracing::warn!(target: "lethe::policy", "{d}"),
+        }
+    }
+    let policy = Arc::new(checked.into_valid()?);
+    let store = Store::open(&config.database).await?;
+    store
+        .record_policy_load(
+            &policy.hash,
+            policy.files.len(),
+            "serve",
+            chrono::Utc::now(),
+        )
+        .await?;
+    if config.demo_data {
+        sources::demo::ensure(&policy, DEMO_PEOPLE).await?;
+    }
+    let app = Application::build(&config.bind, store.clone(), policy.clone()).await?;
+    tracing::info!(
+        address = %app.local_addr()?,
+        store = %config.database_display(),
+        policy_hash = %policy.hash,
+        "lethe is serving"
+    );
+    app.run_until(shutdown_signal()).await?;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,176 @@
+//! Configuration: defaults < `lethe.toml` < `LETHE_*` environment < command-line flags.
+//! Every secret may also come from a file named by `LETHE_<KEY>_FILE`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Keys read from `LETHE_<KEY>` (and `LETHE_<KEY>_FILE`).
+const ENV_KEYS: &[&str] = &[
+    "policies",
+    "database",
+    "bind",
+    "log_format",
+    "jobs",
+    "demo_data",
+    "smtp_url",
+    "smtp_password",
+    "mail_from",
+    "master_key",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The policy directory.
+    pub policies: PathBuf,
+    /// The engine's own store: `sqlite://...` or `postgres://...`.
+    pub database: SecretString,
+    /// Where `lethe serve` listens.
+    pub bind: String,
+    pub log_format: LogFormat,
+    /// The job definitions directory.
+    pub jobs: PathBuf,
+    /// Create and fill the demo application database when a system's default is used.
+    pub demo_data: bool,
+    pub smtp_url: Option<SecretString>,
+    pub smtp_password: Option<SecretString>,
+    pub mail_from: Option<String>,
+    pub master_key: Option<SecretString>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            policies: PathBuf::from("./policies"),
+            database: SecretString::from("sqlite://lethe.db?mode=rwc"),
+            bind: "127.0.0.1:8080".to_owned(),
+            log_format: LogFormat::Text,
+            jobs: PathBuf::from("./jobs"),
+            demo_data: true,
+            smtp_url: None,
+            smtp_password: None,
+            mail_from: None,
+            master_key: None,
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers in force.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policies: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Loads the layers. `file` is the `--config` path: when given it must exist;
+    /// otherwise `lethe.toml` is read if present.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Self> {
+        let toml_path = match file {
+            Some(p) if !p.is_file() => anyhow::bail!("config file {} not found", p.display()),
+            Some(p) => p.to_path_buf(),
+            None => PathBuf::from("lethe.toml"),
+        };
+        let mut figment = Figment::new()
+            .merge(Toml::file(&toml_path))
+            .merge(secret_files()?)
+            .merge(Env::prefixed("LETHE_").only(ENV_KEYS));
+        figment = figment.merge(Serialized::defaults(overrides));
+        figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("configuration error: {e}"))
+    }
+
+    /// The store URL with any password replaced, for logs and messages.
+    pub fn database_display(&self) -> String {
+        redact_url(self.database.expose_secret())
+    }
+}
+
+/// `LETHE_<KEY>_FILE` for each key: the file's content, trimmed of the final newline.
+fn secret_files() -> anyhow::Result<Serialized<serde_json::Map<String, serde_json::Value>>> {
+    let mut map = serde_json::Map::new();
+    for key in ENV_KEYS {
+        let var = format!("LETHE_{}_FILE", key.to_ascii_uppercase());
+        if let Some(path) = std::env::var_os(&var) {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {var} ({})", Path::new(&path).display()))?;
+            map.insert(
+                (*key).to_owned(),
+                serde_json::Value::String(text.trim_end_matches(['\n', '\r']).to_owned()),
+            );
+        }
+    }
+    Ok(Serialized::defaults(map))
+}
+
+/// Replaces the password of a URL with `***`; leaves anything unparsable as a fixed text.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparsable URL>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_print() {
+        let shown = redact_url("postgres://lethe:s3cret@db.internal:5432/lethe");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("lethe:***@db.internal"), "{shown}");
+        assert_eq!(
+            redact_url("sqlite://lethe.db?mode=rwc"),
+            "sqlite://lethe.db?mode=rwc"
+        );
+        assert!(!redact_url("not a url s3cret").contains("s3cret"));
+    }
+
+    #[test]
+    fn flags_win_over_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("lethe.toml");
+        std::fs::write(
+            &file,
+            "bind = \"127.0.0.1:9999\"\npolicies = \"/etc/lethe\"\n",
+        )
+        .unwrap();
+        let over = Overrides {
+            policies: Some("/srv/policies".into()),
+            ..Default::default()
+        };
+        let cfg = Config::load(Some(&file), &over).unwrap();
+        assert_eq!(cfg.bind, "127.0.0.1:9999");
+        assert_eq!(cfg.policies, PathBuf::from("/srv/policies"));
+        assert!(Config::load(Some(&dir.path().join("missing.toml")), &over).is_err());
+        std::fs::write(&file, "bnd = 1\n").unwrap();
+        let err = Config::load(Some(&file), &over).unwrap_err().to_string();
+        assert!(err.contains("bnd"), "{err}");
+    }
+}

@@ -1,0 +1,16 @@
+//! lethe: a privacy-compliance engine driven by one declarative policy model.
+//!
+//! `policy/` is the model every other module reads; `register/` and `notice/` derive the
+//! Art. 30 register and the privacy notice from it without I/O; `store/` is the engine's
+//! own database; `sources/` talks to the company's databases; `http/` and `cli/` are the
+//! two ways in.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod notice;
+pub mod policy;
+pub mod register;
+pub mod sources;
+pub mod store;

@@ -1,0 +1,720 @@
+//! The rules `lethe check` enforces across the merged policy set. Every rule reports with
+//! the position of the value it is about; nothing here stops at the first problem.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use marked_yaml::{Span, Spanned};
+
+use super::diagnostic::Diagnostics;
+use super::model::*;
+use super::types::{Id, TransferSafeguard};
+use super::{BUILT_IN_SUBJECTS, Policy, Taxonomy};
+
+/// Art. 28(3) points (a)-(h).
+const ART28_CLAUSES: &[&str] = &["a", "b", "c", "d", "e", "f", "g", "h"];
+
+struct Known {
+    purposes: BTreeSet<String>,
+    processors: BTreeSet<String>,
+    subjects: BTreeSet<String>,
+    agreements: BTreeSet<String>,
+    /// Ids whose definition failed to parse: not reported again as unknown.
+    broken: BTreeSet<String>,
+}
+
+impl Known {
+    fn is_known(set: &BTreeSet<String>, broken: &BTreeSet<String>, id: &str) -> bool {
+        set.contains(id) || broken.contains(id)
+    }
+}
+
+pub fn validate(policy: &mut Policy, broken: &BTreeSet<String>, d: &mut Diagnostics) {
+    if policy.controller.is_none() {
+        let span = Span::new_start(marked_yaml::Marker::new(0, 0, 1, 1));
+        d.error(&span, "controller", "no controller is declared")
+            .hint("add `controller: { name, address, contact_email }` to one policy file");
+    }
+    policy.taxonomy = build_taxonomy(&policy.categories, d);
+    duplicates("purposes", policy.purposes.iter().map(|p| &p.id), d);
+    duplicates("processors", policy.processors.iter().map(|p| &p.id), d);
+    duplicates("systems", policy.systems.iter().map(|s| &s.id), d);
+    duplicates("holds", policy.holds.iter().map(|h| &h.id), d);
+    duplicates("agreements", policy.agreements.iter().map(|a| &a.id), d);
+    duplicates("subjects", policy.subjects.iter(), d);
+
+    let ids = |it: &mut dyn Iterator<Item = &Spanned<Id>>| it.map(|i| i.to_string()).collect();
+    let mut subjects: BTreeSet<String> = ids(&mut policy.subjects.iter());
+    subjects.extend(BUILT_IN_SUBJECTS.iter().map(|s| s.to_string()));
+    let known = Known {
+        purposes: ids(&mut policy.purposes.iter().map(|p| &p.id)),
+        processors: ids(&mut policy.processors.iter().map(|p| &p.id)),
+        agreements: ids(&mut policy.agreements.iter().map(|a| &a.id)),
+        subjects,
+        broken: broken.clone(),
+    };
+    for purpose in &policy.purposes {
+        check_purpose(purpose, policy, &known, d);
+    }
+    for processor in &policy.processors {
+        check_processor(processor, policy, &known, d);
+    }
+    for system in &policy.systems {
+        check_system(system, policy, &known, d);
+    }
+    for hold in &policy.holds {
+        check_hold(hold, policy, d);
+    }
+    for agreement in &policy.agreements {
+        check_agreement(agreement, &known, d);
+    }
+}
+
+fn build_taxonomy(custom: &[CustomCategory], d: &mut Diagnostics) -> Taxonomy {
+    let mut taxonomy = Taxonomy::built_in();
+    let built_in = taxonomy.clone();
+    let mut seen: BTreeMap<String, Span> = BTreeMap::new();
+    // Parents before children, so inheritance sees the parent.
+    let mut sorted: Vec<&CustomCategory> = custom.iter().collect();
+    sorted.sort_by_key(|c| c.id.as_str().matches('.').count());
+    for c in &sorted {
+        let key = format!("categories[{}]", *c.id);
+        if built_in.contains(c.id.as_str()) {
+            d.error(
+                c.id.span(),
+                key,
+                format!("`{}` is a built-in category", *c.id),
+            )
+            .hint("choose a new key below it, e.g. `user.content.comment`");
+            continue;
+        }
+        if let Some(first) = seen.get(c.id.as_str()) {
+            let at = d.location(first);
+            d.error(
+                c.id.span(),
+                key,
+                format!("category `{}` is declared twice", *c.id),
+            )
+            .hint(format!("first declared at {at}"));
+            continue;
+        }
+        seen.insert(c.id.to_string(), *c.id.span());
+        taxonomy.extend((*c.id).clone(), c.name.clone(), c.special);
+    }
+    for c in &sorted {
+        let key = format!("categories[{}]", *c.id);
+        let (parent, span) = match &c.parent {
+            Some(p) => (Some(p.as_str()), *p.span()),
+            None => (c.id.parent(), *c.id.span()),
+        };
+        if let Some(parent) = parent {
+            if !taxonomy.contains(parent) {
+                d.error(
+                    &span,
+                    key,
+                    format!("parent category `{parent}` does not exist"),
+                )
+                .suggest(parent, taxonomy.keys());
+            } else if c.parent.is_some() && c.id.parent() != Some(parent) {
+                d.error(
+                    &span,
+                    key,
+                    format!("`{}` is not below its parent `{parent}`", *c.id),
+                )
+                .hint(format!(
+                    "name it `{parent}.{}`",
+                    c.id.as_str().rsplit('.').next().unwrap_or("")
+                ));
+            }
+        }
+    }
+    taxonomy
+}
+
+fn duplicates<'a>(kind: &str, ids: impl Iterator<Item = &'a Spanned<Id>>, d: &mut Diagnostics) {
+    let mut seen: BTreeMap<&str, &Span> = BTreeMap::new();
+    for id in ids {
+        if let Some(first) = seen.get(id.as_str()) {
+            let at = d.location(first);
+            d.error(
+                id.span(),
+                format!("{kind}[{}]", **id),
+                format!("duplicate id `{}`", **id),
+            )
+            .hint(format!(
+                "ids are unique across all files; first declared at {at}"
+            ));
+        } else {
+            seen.insert(id.as_str(), id.span());
+        }
+    }
+}
+
+fn reference(
+    set: &BTreeSet<String>,
+    known: &Known,
+    id: &Spanned<Id>,
+    key: &str,
+    what: &str,
+    d: &mut Diagnostics,
+) -> bool {
+    if Known::is_known(set, &known.broken, id.as_str()) {
+        return true;
+    }
+    d.error(id.span(), key, format!("unknown {what} `{}`", **id))
+        .suggest(id.as_str(), set.iter().map(String::as_str));
+    false
+}
+
+fn check_category(
+    policy: &Policy,
+    cat: &Spanned<super::types::CategoryKey>,
+    key: &str,
+    d: &mut Diagnostics,
+) {
+    if !policy.taxonomy.contains(cat.as_str()) {
+        d.error(
+            cat.span(),
+            key,
+            format!("unknown data category `{}`", **cat),
+        )
+        .suggest(cat.as_str(), policy.taxonomy.keys())
+        .hint
+        .get_or_insert_with(|| {
+            "declare it under `categories:` or use a built-in key such as `user.contact.email`"
+                .to_owned()
+        });
+    }
+}
+
+fn check_purpose(p: &Purpose, policy: &Policy, known: &Known, d: &mut Diagnostics) {
+    let key = format!("purposes[{}]", *p.id);
+    for s in &p.subjects {
+        reference(
+            &known.subjects,
+            known,
+            s,
+            &format!("{key}.subjects"),
+            "data-subject category",
+            d,
+        );
+    }
+    if p.subjects.is_empty() {
+        d.warning(p.id.span(), &key, "no data subjects are named")
+            .hint("list them under `subjects:` (the register needs them, Art. 30(1)(c))");
+    }
+    if p.categories.is_empty() {
+        d.warning(p.id.span(), &key, "no personal-data categories are named")
+            .hint("list them under `categories:` (Art. 30(1)(c))");
+    }
+    let mut special = None;
+    for c in &p.categories {
+        check_category(policy, c, &format!("{key}.categories"), d);
+        if policy.taxonomy.get(c.as_str()).is_some_and(|i| i.special) {
+            special.get_or_insert(c);
+        }
+    }
+    if let (Some(c), None) = (special, p.special_category_condition) {
+        d.error(c.span(), format!("{key}.special_category_condition"), format!("`{}` is a special category (Art. 9(1)) but no Art. 9(2) condition is given", **c))
+            .hint("add `special_category_condition:` e.g. explicit_consent, employment_social_security, health_care");
+    }
+    for r in &p.recipients {
+        if !reference(
+            &known.processors,
+            known,
+            r,
+            &format!("{key}.recipients"),
+            "processor",
+            d,
+        ) {
+            continue;
+        }
+        if let Some(proc) = policy.processor(r.as_str())
+            && proc.role != super::types::ProcessorRole::IndependentController
+            && proc.agreement.is_none()
+            && !policy
+                .agreements
+                .iter()
+                .any(|a| a.counterparty.as_str() == proc.id.as_str())
+        {
+            d.warning(
+                r.span(),
+                format!("{key}.recipients"),
+                format!("processor `{}` has no agreement (Art. 28(3))", **r),
+            )
+            .hint("add an agreement and name it with `agreement:` on the processor");
+        }
+    }
+    if *p.legal_basis == super::types::LegalBasis::LegitimateInterests
+        && p.legitimate_interest.is_none()
+    {
+        d.warning(
+            p.legal_basis.span(),
+            format!("{key}.legal_basis"),
+            "legitimate interests are the basis but the interest is not stated",
+        )
+        .hint("add `legitimate_interest:` (the notice must name it, Art. 13(1)(d))");
+    }
+    match &p.retention {
+        None => {
+            d.error(
+                p.id.span(),
+                format!("{key}.retention"),
+                "the purpose has no retention rule",
+            )
+            .hint("add `retention: { keep_for: 90d, from: collected }` (Art. 5(1)(e), 13(2)(a))");
+        }
+        Some(r) => {
+            let bound = policy
+                .systems
+                .iter()
+                .flat_map(|s| s.collections.iter())
+                .any(|c| c.events.contains_key(r.from.as_str()));
+            if !bound && !policy.systems.is_empty() {
+                let span = if r.from.span().start().is_some() {
+                    *r.from.span()
+                } else {
+                    *r.keep_for.span()
+                };
+                d.warning(
+                    &span,
+                    format!("{key}.retention.from"),
+                    format!("no collection binds the event `{}`", *r.from),
+                )
+                .hint(format!(
+                    "bind it under a collection's `events:`, e.g. `events: {{ {}: created_at }}`",
+                    *r.from
+                ));
+            }
+        }
+    }
+}
+
+fn check_processor(p: &Processor, policy: &Policy, known: &Known, d: &mut Diagnostics) {
+    let key = format!("processors[{}]", *p.id);
+    for (country, safeguard) in p.third_countries() {
+        let span = p
+            .transfers
+            .iter()
+            .find(|t| &*t.country == country)
+            .map_or(*p.country.span(), |t| *t.country.span());
+        match safeguard {
+            None if country.has_adequacy_decision() => {}
+            None => {
+                d.error(&span, format!("{key}.transfers"), format!("transfer to {country}, a third country, without a safeguard"))
+                    .hint(format!("add `transfers: [{{ country: {country}, safeguard: scc }}]` (scc, dpf, bcr, derogation; Art. 44-49)"));
+            }
+            Some(TransferSafeguard::Adequacy) if !country.has_adequacy_decision() => {
+                d.error(
+                    &span,
+                    format!("{key}.transfers"),
+                    format!("{country} has no adequacy decision"),
+                )
+                .hint("use scc, bcr, dpf (United States) or derogation");
+            }
+            Some(TransferSafeguard::Dpf) if country.as_str() != "US" => {
+                d.error(
+                    &span,
+                    format!("{key}.transfers"),
+                    "the Data Privacy Framework covers only transfers to the United States",
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(a) = &p.agreement {
+        reference(
+            &known.agreements,
+            known,
+            a,
+            &format!("{key}.agreement"),
+            "agreement",
+            d,
+        );
+    }
+    if let Some(n) = &p.erasure_notice {
+        if n.email.is_none() && n.webhook.is_none() {
+            d.error(
+                p.id.span(),
+                format!("{key}.erasure_notice"),
+                "erasure_notice names no channel",
+            )
+            .hint("give `email:` or `webhook:`, or leave erasure_notice out");
+        }
+        if let Some(w) = &n.webhook
+            && !(w.starts_with("https://") || w.starts_with("http://"))
+        {
+            d.error(
+                p.id.span(),
+                format!("{key}.erasure_notice.webhook"),
+                "the webhook must be an http(s) URL",
+            );
+        }
+    }
+    let used = policy
+        .purposes
+        .iter()
+        .any(|pu| pu.recipients.iter().any(|r| r.as_str() == p.id.as_str()));
+    if !used {
+        d.warning(
+            p.id.span(),
+            &key,
+            "no purpose names this processor as a recipient",
+        );
+    }
+}
+
+fn check_system(s: &System, policy: &Policy, known: &Known, d: &mut Diagnostics) {
+    let key = format!("systems[{}]", *s.id);
+    for p in &s.purposes {
+        reference(
+            &known.purposes,
+            known,
+            p,
+            &format!("{key}.purposes"),
+            "purpose",
+            d,
+        );
+    }
+    match &s.connection {
+        None => {
+            d.warning(
+                s.id.span(),
+                &key,
+                "no connection is declared: requests and retention cannot reach this system",
+            )
+            .hint("add `connection: { url_env: APP_DATABASE_URL }`");
+        }
+        Some(c) => {
+            if let Some(env) = &c.url_env
+                && (env.is_empty()
+                    || !env
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_'))
+            {
+                d.error(
+                    s.id.span(),
+                    format!("{key}.connection.url_env"),
+                    format!("`{env}` is not an environment variable name"),
+                );
+            }
+            if let Some(url) = &c.default
+                && !["sqlite:", "postgres:", "postgresql:", "mysql:", "mariadb:"]
+                    .iter()
+                    .any(|p| url.starts_with(p))
+            {
+                d.error(
+                    s.id.span(),
+                    format!("{key}.connection.default"),
+                    "the default URL must start with sqlite:, postgres: or mysql:",
+                );
+            }
+            if c.url_env.is_none() && c.default.is_none() {
+                d.error(
+                    s.id.span(),
+                    format!("{key}.connection"),
+                    "the connection names neither `url_env` nor `default`",
+                );
+            }
+        }
+    }
+    let mut names: BTreeMap<&str, &Span> = BTreeMap::new();
+    for c in &s.collections {
+        if let Some(first) = names.get(c.name.as_str()) {
+            let at = d.location(first);
+            d.error(
+                c.name.span(),
+                format!("{key}.collections"),
+                format!("collection `{}` is declared twice", *c.name),
+            )
+            .hint(format!("first declared at {at}"));
+        }
+        names.insert(c.name.as_str(), c.name.span());
+        check_collection(s, c, policy, known, d);
+    }
+    let mapped = s
+        .collections
+        .iter()
+        .any(|c| c.fields.iter().any(|f| !f.categories.is_empty()));
+    let identity = s
+        .collections
+        .iter()
+        .any(|c| c.fields.iter().any(|f| f.identity.is_some()));
+    if mapped && !identity {
+        d.error(
+            s.id.span(),
+            &key,
+            "the system holds personal data but declares no identity field",
+        )
+        .hint("mark the column that identifies a person, e.g. `{ name: email, identity: email }`");
+    }
+}
+
+fn check_collection(
+    s: &System,
+    c: &Collection,
+    policy: &Policy,
+    known: &Known,
+    d: &mut Diagnostics,
+) {
+    let key = format!("systems[{}].collections[{}]", *s.id, *c.name);
+    for p in &c.purposes {
+        reference(
+            &known.purposes,
+            known,
+            p,
+            &format!("{key}.purposes"),
+            "purpose",
+            d,
+        );
+    }
+    let mut fields: BTreeMap<&str, &Span> = BTreeMap::new();
+    let mut served: BTreeSet<&str> = BTreeSet::new();
+    for f in &c.fields {
+        let fkey = format!("{key}.fields[{}]", *f.name);
+        if let Some(first) = fields.get(f.name.as_str()) {
+            let at = d.location(first);
+            d.error(
+                f.name.span(),
+                &fkey,
+                format!("field `{}` is declared twice", *f.name),
+            )
+            .hint(format!("first declared at {at}"));
+        }
+        fields.insert(f.name.as_str(), f.name.span());
+        for p in &f.purposes {
+            reference(
+                &known.purposes,
+                known,
+                p,
+                &format!("{fkey}.purposes"),
+                "purpose",
+                d,
+            );
+        }
+        for cat in &f.categories {
+            check_category(policy, cat, &format!("{fkey}.categories"), d);
+        }
+        if let Some(r) = &f.references {
+            check_field_ref(s, r, &format!("{fkey}.references"), d);
+        }
+        if f.categories.is_empty() {
+            continue;
+        }
+        let purposes = Policy::field_purposes(s, c, f);
+        if purposes.is_empty() {
+            d.error(
+                f.name.span(),
+                &fkey,
+                "the field holds personal data but serves no purpose",
+            )
+            .hint("add `purposes:` to the field, its collection or its system");
+        }
+        for p in purposes {
+            served.insert(p.as_str());
+            let Some(purpose) = policy.purpose(p.as_str()) else {
+                continue;
+            };
+            for cat in &f.categories {
+                let declared = purpose.categories.iter().any(|pc| {
+                    cat.as_str() == pc.as_str()
+                        || cat.as_str().starts_with(&format!("{}.", pc.as_str()))
+                });
+                if !declared && policy.taxonomy.contains(cat.as_str()) {
+                    d.warning(cat.span(), format!("{fkey}.categories"), format!("purpose `{}` does not declare the category `{}`, so the notice and the register omit it here", purpose.id.as_str(), **cat))
+                        .hint(format!("add `{}` to the purpose's categories", **cat));
+                }
+            }
+        }
+    }
+    for (event, binding) in &c.events {
+        let ekey = format!("{key}.events.{event}");
+        match &**binding {
+            EventBinding::Column(_) => {}
+            EventBinding::Referenced(r) => {
+                let refs = c.fields.iter().any(|f| {
+                    f.references
+                        .as_ref()
+                        .is_some_and(|fr| fr.collection == r.collection)
+                });
+                if find_collection(s, r.collection.as_str()).is_none() {
+                    d.error(
+                        binding.span(),
+                        ekey,
+                        format!(
+                            "collection `{}` does not exist in system `{}`",
+                            r.collection, *s.id
+                        ),
+                    )
+                    .suggest(
+                        r.collection.as_str(),
+                        s.collections.iter().map(|c| c.name.as_str()),
+                    );
+                } else if !refs {
+                    d.error(
+                        binding.span(),
+                        ekey,
+                        format!(
+                            "`{}` does not reference `{}`, so `{r}` cannot be reached",
+                            *c.name, r.collection
+                        ),
+                    )
+                    .hint(format!(
+                        "add a field with `references: {}.<key>`",
+                        r.collection
+                    ));
+                }
+            }
+            EventBinding::LatestOf(r) => {
+                match find_collection(s, r.collection.as_str()) {
+                    None => {
+                        d.error(
+                            binding.span(),
+                            ekey,
+                            format!(
+                                "collection `{}` does not exist in system `{}`",
+                                r.collection, *s.id
+                            ),
+                        )
+                        .suggest(
+                            r.collection.as_str(),
+                            s.collections.iter().map(|c| c.name.as_str()),
+                        );
+                    }
+                    Some(other) => {
+                        let refs = other.fields.iter().any(|f| {
+                            f.references
+                                .as_ref()
+                                .is_some_and(|fr| fr.collection == *c.name)
+                        });
+                        if !refs {
+                            d.error(binding.span(), ekey, format!("`{}` does not reference `{}`, so `max({r})` has no rows to read", r.collection, *c.name));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for p in served {
+        let Some(purpose) = policy.purpose(p) else {
+            continue;
+        };
+        let Some(r) = &purpose.retention else {
+            continue;
+        };
+        if !c.events.contains_key(r.from.as_str()) {
+            d.warning(c.name.span(), format!("{key}.events"), format!("serves `{p}`, whose retention runs from `{}`, but binds no `{}` event: lethe cannot enforce that rule here (requests still work)", *r.from, *r.from))
+                .hint(format!("add `events: {{ {}: <column> }}`", *r.from));
+        }
+    }
+}
+
+fn find_collection<'a>(s: &'a System, name: &str) -> Option<&'a Collection> {
+    s.collections.iter().find(|c| c.name.as_str() == name)
+}
+
+fn check_field_ref(s: &System, r: &Spanned<FieldRef>, key: &str, d: &mut Diagnostics) {
+    match find_collection(s, r.collection.as_str()) {
+        None => {
+            d.error(
+                r.span(),
+                key,
+                format!(
+                    "collection `{}` does not exist in system `{}`",
+                    r.collection, *s.id
+                ),
+            )
+            .suggest(
+                r.collection.as_str(),
+                s.collections.iter().map(|c| c.name.as_str()),
+            );
+        }
+        Some(target) if !target.fields.iter().any(|f| *f.name == r.field) => {
+            d.error(
+                r.span(),
+                key,
+                format!(
+                    "collection `{}` declares no field `{}`",
+                    r.collection, r.field
+                ),
+            )
+            .suggest(
+                r.field.as_str(),
+                target.fields.iter().map(|f| f.name.as_str()),
+            )
+            .hint
+            .get_or_insert_with(|| {
+                format!(
+                    "declare `{}` in `{}` (e.g. `{{ name: {}, primary_key: true }}`)",
+                    r.field, r.collection, r.field
+                )
+            });
+        }
+        Some(_) => {}
+    }
+}
+
+fn check_hold(h: &Hold, policy: &Policy, d: &mut Diagnostics) {
+    let key = format!("holds[{}]", *h.id);
+    for c in &h.collections {
+        let found = c.split_once('.').and_then(|(sys, col)| {
+            policy
+                .system(sys)
+                .map(|s| (s, find_collection(s, col).is_some()))
+        });
+        match found {
+            Some((_, true)) => {}
+            Some((s, false)) => {
+                d.error(
+                    c.span(),
+                    format!("{key}.collections"),
+                    format!(
+                        "system `{}` has no collection `{}`",
+                        *s.id,
+                        c.split_once('.').map_or("", |x| x.1)
+                    ),
+                );
+            }
+            None => {
+                d.error(
+                    c.span(),
+                    format!("{key}.collections"),
+                    format!("`{}` does not name a collection", **c),
+                )
+                .hint("write `system.collection`, e.g. `app.invoices`");
+            }
+        }
+    }
+}
+
+fn check_agreement(a: &Agreement, known: &Known, d: &mut Diagnostics) {
+    let key = format!("agreements[{}]", *a.id);
+    for p in &a.purposes {
+        reference(
+            &known.purposes,
+            known,
+            p,
+            &format!("{key}.purposes"),
+            "purpose",
+            d,
+        );
+    }
+    for c in &a.art28_clauses {
+        if !ART28_CLAUSES.contains(&c.as_str()) {
+            d.error(
+                c.span(),
+                format!("{key}.art28_clauses"),
+                format!("`{}` is not a point of Art. 28(3)", **c),
+            )
+            .hint("use the letters a to h");
+        }
+    }
+    if let (Some(signed), Some(review)) = (a.signed, a.review_by)
+        && review < signed
+    {
+        d.error(
+            a.id.span(),
+            format!("{key}.review_by"),
+            "the review date is before the signing date",
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! The engine's own store: requests, audit log, keys, job runs, tokens, outbox. SQLite by
+//! default, PostgreSQL for several instances. One code path serves both through sqlx's
+//! `Any` driver; only the migrations differ per backend (`migrations/sqlite`,
+//! `migrations/postgres`). Queries use `$n` placeholders, which both backends accept.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Row};
+
+use crate::config::redact_url;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported store URL {0}: use sqlite://... or postgres://...")]
+    Unsupported(String),
+    #[error("cannot connect to the store at {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("migrating the store failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("store query failed: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// A handle on the store; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// One recorded policy load.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PolicyLoad {
+    pub id: i64,
+    pub policy_hash: String,
+    pub file_count: i64,
+    pub loaded_by: String,
+    pub loaded_at: String,
+}
+
+/// Timestamps are stored as fixed-width RFC 3339 text in UTC, which sorts in time order
+/// on both backends.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+impl Store {
+    /// Connects without migrating; see [`Store::migrate`].
+    pub async fn connect(url: &SecretString) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let raw = url.expose_secret();
+        let shown = redact_url(raw);
+        let backend = if raw.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if raw.starts_with("postgres:") || raw.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Unsupported(shown));
+        };
+        let options = AnyConnectOptions::from_str(raw).map_err(|source| StoreError::Connect {
+            url: shown.clone(),
+            source,
+        })?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers work beside the one writer; wait instead of failing.
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Connect { url: shown, source })?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Connects and brings the schema up to date.
+    pub async fn open(url: &SecretString) -> Result<Self, StoreError> {
+        let store = Self::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => {
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Cheap round trip for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Records that a policy set was loaded; returns the record id.
+    pub async fn record_policy_load(
+        &self,
+        hash: &str,
+        file_count: usize,
+        loaded_by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO policy_loads (policy_hash, file_count, loaded_by, loaded_at) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(hash)
+        .bind(i64::try_from(file_count).unwrap_or(i64::MAX))
+        .bind(loaded_by)
+        .bind(timestamp(at))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// The most recent policy loads, newest first.
+    pub async fn policy_loads(&self, limit: i64) -> Result<Vec<PolicyLoad>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, policy_hash, file_count, loaded_by, loaded_at FROM policy_loads \
+             ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PolicyLoad {
+                    id: r.try_get(0)?,
+                    policy_hash: r.try_get(1)?,
+                    file_count: r.try_get(2)?,
+                    loaded_by: r.try_get(3)?,
+                    loaded_at: r.try_get(4)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
