@@ -225,19 +225,129 @@ fn is_null(s: &marked_yaml::types::MarkedScalarNode) -> bool {
     s.may_coerce() && matches!(s.as_str(), "" | "~" | "null" | "Null" | "NULL")
 }
 
-/// Deserialises `node`, reporting a failure under `key` at the right position.
+/// Deserialises `node`, reporting every failure under `key` at the right position.
+///
+/// serde stops at the first error, so after each error the offending entry is removed
+/// from a copy and decoding is tried again: one item with three mistakes yields three
+/// diagnostics. An item that needed more than unknown keys removed is still rejected.
 pub fn decode<T: DeserializeOwned>(node: &Node, key: &str, diags: &mut Diagnostics) -> Option<T> {
-    match marked_yaml::from_node::<T>(node) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let span = e.start_mark().map(Span::new_start).unwrap_or(*node.span());
-            let (message, hint) = describe_decode_error(&e);
-            let d = diags.error(&span, key, message);
-            if let Some(h) = hint {
-                d.hint(h);
-            }
-            None
+    let mut work = node.clone();
+    let mut removed: Vec<String> = Vec::new();
+    let mut only_unknown_keys = true;
+    for _ in 0..32 {
+        let e = match marked_yaml::from_node::<T>(&work) {
+            Ok(v) if only_unknown_keys => return Some(v),
+            Ok(_) => return None,
+            Err(e) => e,
+        };
+        if let marked_yaml::Error::Other(msg, _) = &*e
+            && let Some(field) = msg
+                .strip_prefix("missing field `")
+                .and_then(|m| m.strip_suffix('`'))
+            && removed.iter().any(|r| r == field)
+        {
+            return None; // we removed that key ourselves: its error is already reported
         }
+        let path = e.path().map(str::to_owned);
+        let target = path.as_deref().and_then(|p| resolve(&work, p));
+        let span = match (&*e, target) {
+            (marked_yaml::Error::UnknownFieldError(..), _) | (_, None) => {
+                e.start_mark().map(Span::new_start).unwrap_or(*work.span())
+            }
+            (_, Some(n)) => *n.span(),
+        };
+        let (message, hint) = describe_decode_error(&e);
+        let d = diags.error(&span, key, message);
+        if let Some(h) = hint {
+            d.hint(h);
+        }
+        only_unknown_keys &= matches!(&*e, marked_yaml::Error::UnknownFieldError(..));
+        let field = match &*e {
+            marked_yaml::Error::UnknownFieldError(f, _, _) => {
+                // The path points at the map holding the unknown key.
+                match path {
+                    Some(p) if p == *f || p.ends_with(&format!(".{f}")) => Some(p),
+                    Some(p) if !p.is_empty() => Some(format!("{p}.{f}")),
+                    _ => Some(f.clone()),
+                }
+            }
+            _ => path,
+        };
+        match field {
+            Some(p) if remove(&mut work, &p) => {
+                removed.push(p.rsplit('.').next().unwrap_or(&p).to_owned());
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Splits `a.b[2].c` into map keys and sequence indexes.
+fn segments(path: &str) -> Vec<Result<&str, usize>> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let mut rest = part;
+        if let Some(i) = rest.find('[') {
+            if i > 0 {
+                out.push(Ok(&rest[..i]));
+            }
+            rest = &rest[i..];
+            while let Some(end) = rest.find(']') {
+                if let Ok(n) = rest[1..end].parse() {
+                    out.push(Err(n));
+                }
+                rest = &rest[end + 1..];
+            }
+        } else if !rest.is_empty() {
+            out.push(Ok(rest));
+        }
+    }
+    out
+}
+
+/// The node at `path`, or the deepest one reached when the path leaves the tree early.
+fn resolve<'a>(node: &'a Node, path: &str) -> Option<&'a Node> {
+    let mut at = node;
+    for seg in segments(path) {
+        let next = match seg {
+            Ok(k) => at.as_mapping().and_then(|m| m.get_node(k)),
+            Err(i) => at.as_sequence().and_then(|s| s.get_node(i)),
+        };
+        match next {
+            Some(n) => at = n,
+            None => break,
+        }
+    }
+    Some(at)
+}
+
+/// Removes the entry at `path`; false when there is nothing to remove.
+fn remove(node: &mut Node, path: &str) -> bool {
+    let segs = segments(path);
+    let Some((last, parents)) = segs.split_last() else {
+        return false;
+    };
+    let mut at = node;
+    for seg in parents {
+        let next = match seg {
+            Ok(k) => at.as_mapping_mut().and_then(|m| m.get_mut(*k)),
+            Err(i) => at.as_sequence_mut().and_then(|s| s.get_mut(*i)),
+        };
+        match next {
+            Some(n) => at = n,
+            None => return false,
+        }
+    }
+    match last {
+        Ok(k) => at.as_mapping_mut().is_some_and(|m| m.remove(*k).is_some()),
+        Err(i) => match at.as_sequence_mut() {
+            Some(s) if *i < s.len() => {
+                s.remove(*i);
+                true
+            }
+            _ => false,
+        },
     }
 }
 
@@ -386,24 +496,27 @@ fn decode_items<T: DeserializeOwned>(
 
 fn merge_measures(new: Measures, node: &Node, into: &mut Measures, diags: &mut Diagnostics) {
     for (k, v) in new {
-        if into.contains_key(&k) {
-            let span = node
-                .as_mapping()
-                .and_then(|m| {
-                    m.keys()
-                        .find(|key| key.as_str() == k)
-                        .map(|key| *key.span())
-                })
-                .unwrap_or(*v.span());
-            diags
-                .error(
-                    &span,
-                    format!("measures.{k}"),
-                    "measure declared in two files",
-                )
-                .hint("declare each measure once");
-        } else {
-            into.insert(k, v);
+        let span = node
+            .as_mapping()
+            .and_then(|m| {
+                m.keys()
+                    .find(|key| key.as_str() == k)
+                    .map(|key| *key.span())
+            })
+            .unwrap_or(*v.span());
+        match into.entry(k) {
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(v);
+            }
+            std::collections::btree_map::Entry::Occupied(slot) => {
+                diags
+                    .error(
+                        &span,
+                        format!("measures.{}", slot.key()),
+                        "measure declared in two files",
+                    )
+                    .hint("declare each measure once");
+            }
         }
     }
 }

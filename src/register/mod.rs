@@ -161,8 +161,8 @@ pub fn to_csv(rows: &[RegisterRow]) -> anyhow::Result<Vec<u8>> {
             r.dpo.clone(),
         ])?;
     }
-    Ok(w.into_inner()
-        .map_err(|e| anyhow::anyhow!("writing CSV: {e}"))?)
+    w.into_inner()
+        .map_err(|e| anyhow::anyhow!("writing CSV: {e}"))
 }
 
 pub fn to_json(rows: &[RegisterRow]) -> anyhow::Result<Vec<u8>> {

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use chrono::{DateTime, SecondsFormat, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, Connection, Row};
 
 use crate::config::redact_url;
 
@@ -70,6 +70,15 @@ impl Store {
             url: shown.clone(),
             source,
         })?;
+        // One direct attempt first: a wrong URL or a server that is down fails at once
+        // instead of after the pool's acquire timeout.
+        let probe = sqlx::AnyConnection::connect_with(&options)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: shown.clone(),
+                source,
+            })?;
+        probe.close().await.ok();
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
             .after_connect(move |conn, _| {

@@ -1,0 +1,50 @@
+//! Helpers shared by the integration tests: fresh databases per test on SQLite, and on
+//! PostgreSQL / MariaDB when their URL variables are set.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use secrecy::SecretString;
+use sqlx::{Connection, Executor};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique_name(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}_{}_{n}_{nanos:x}", std::process::id())
+}
+
+/// A fresh SQLite store URL in its own temporary directory (kept alive by the guard).
+pub fn sqlite_store() -> (SecretString, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("lethe.db").display()
+    );
+    (SecretString::from(url), dir)
+}
+
+/// A fresh PostgreSQL database, or None (with a note) when `LETHE_TEST_POSTGRES_URL` is unset.
+pub async fn postgres_store(test: &str) -> Option<SecretString> {
+    let Ok(base) = std::env::var("LETHE_TEST_POSTGRES_URL") else {
+        eprintln!("SKIPPED {test} on PostgreSQL: LETHE_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    let name = unique_name("lethe_test");
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to LETHE_TEST_POSTGRES_URL");
+    conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name}"
+    ))))
+    .await
+    .expect("create test database");
+    conn.close().await.ok();
+    let mut url = url::Url::parse(&base).expect("LETHE_TEST_POSTGRES_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    Some(SecretString::from(url.to_string()))
+}

@@ -1,0 +1,182 @@
+//! `lethe serve` answers /healthz, /readyz and /privacy on SQLite and PostgreSQL: the
+//! real server on port 0, spoken to over HTTP.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use lethe::http::Application;
+use lethe::policy::Policy;
+use lethe::store::Store;
+use secrecy::SecretString;
+
+fn demo_policy() -> Arc<Policy> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    Arc::new(Policy::load(&dir).unwrap().into_valid().unwrap())
+}
+
+async fn health_ready_privacy(url: SecretString, backend: &str) {
+    let store = Store::open(&url).await.unwrap();
+    let policy = demo_policy();
+    let app = Application::build("127.0.0.1:0", store.clone(), policy.clone())
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+
+    let r = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["status"], "ok");
+
+    let r = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ready: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(ready["backend"], backend);
+    assert_eq!(ready["policy_hash"], policy.hash.as_str());
+
+    let r = http.get(format!("{base}/privacy")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    let html = r.text().await.unwrap();
+    for text in [
+        "Registration and billing",
+        "Visitors and cookies",
+        "Content",
+        "8 years",
+        "90 days",
+        "until the account is closed",
+        "privacy@example.com",
+    ] {
+        assert!(html.contains(text), "{text} missing from /privacy");
+    }
+
+    let r = http
+        .get(format!("{base}/no/such/page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
+
+    // Once the store is gone the service is no longer ready, but still alive.
+    store.close().await;
+    let r = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"]["code"],
+        "unavailable"
+    );
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn serves_health_readiness_and_the_notice_on_sqlite() {
+    let (url, _dir) = common::sqlite_store();
+    health_ready_privacy(url, "sqlite").await;
+}
+
+#[tokio::test]
+async fn serves_health_readiness_and_the_notice_on_postgres() {
+    let Some(url) =
+        common::postgres_store("serves_health_readiness_and_the_notice_on_postgres").await
+    else {
+        return;
+    };
+    health_ready_privacy(url, "postgres").await;
+}
+
+/// The binary, as an operator runs it on a fresh checkout: it creates its store and the
+/// demo application database, serves, and stops cleanly on SIGTERM.
+#[test]
+fn the_binary_serves_on_a_fresh_directory_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, policies.join(p.file_name().unwrap())).unwrap();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
+        .current_dir(dir.path())
+        .env_remove("APP_DATABASE_URL")
+        .env_remove("LETHE_DATABASE")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut address = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["fields"]["message"] == "lethe is serving" {
+            address = v["fields"]["address"].as_str().map(str::to_owned);
+            break;
+        }
+    }
+    let address = address.expect("the server announced its address");
+    let body = reqwest::blocking_get(&format!("http://{address}/readyz"));
+    assert!(body.contains("\"ready\""), "{body}");
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+    assert!(dir.path().join("lethe.db").exists());
+    let demo = dir.path().join("demo-app.db");
+    let people: i64 = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", demo.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar("SELECT count(*) FROM users")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        people, 200,
+        "the demo application database holds synthetic people"
+    );
+}
+
+mod reqwest {
+    pub use ::reqwest::*;
+
+    /// One GET from a synchronous test.
+    pub fn blocking_get(url: &str) -> String {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async { ::reqwest::get(url).await.unwrap().text().await.unwrap() })
+    }
+}
