@@ -21,6 +21,8 @@ const ENV_KEYS: &[&str] = &[
     "smtp_password",
     "mail_from",
     "master_key",
+    "signing_key",
+    "key_dir",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
@@ -49,6 +51,10 @@ pub struct Config {
     pub smtp_password: Option<SecretString>,
     pub mail_from: Option<String>,
     pub master_key: Option<SecretString>,
+    /// The Ed25519 checkpoint signing key, PKCS#8 in hex.
+    pub signing_key: Option<SecretString>,
+    /// Where generated keys are written (`master.key`, `signing.key`).
+    pub key_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -64,6 +70,8 @@ impl Default for Config {
             smtp_password: None,
             mail_from: None,
             master_key: None,
+            signing_key: None,
+            key_dir: PathBuf::from(".lethe"),
         }
     }
 }
@@ -98,6 +106,14 @@ impl Config {
         figment
             .extract()
             .map_err(|e| anyhow::anyhow!("configuration error: {e}"))
+    }
+
+    pub fn key_source(&self) -> crate::audit::KeySource {
+        crate::audit::KeySource {
+            master: self.master_key.clone(),
+            signing: self.signing_key.clone(),
+            dir: self.key_dir.clone(),
+        }
     }
 
     /// The store URL with any password replaced, for logs and messages.

@@ -6,8 +6,10 @@
 //! two ways in.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod http;
 pub mod notice;
 pub mod policy;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::{CheckFormat, Command, RegisterAction, RegisterFormat};
+use crate::audit::{Actor, AuditLog, NewEntry};
 use crate::config::Config;
 use crate::http::Application;
 use crate::policy::{Checked, Policy, Severity};
@@ -44,6 +45,10 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { .. } => serve(config).await,
+        Command::Audit { action } => super::audit::run(action, &config).await,
+        Command::Keys {
+            action: super::audit::KeysAction::Rotate { new_key_file },
+        } => super::audit::rotate(new_key_file, &config).await,
     }
 }
 
@@ -117,18 +122,14 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     let policy = Arc::new(checked.into_valid()?);
     let store = Store::open(&config.database).await?;
-    store
-        .record_policy_load(
-            &policy.hash,
-            policy.files.len(),
-            "serve",
-            chrono::Utc::now(),
-        )
-        .await?;
+    let audit = AuditLog::open(store.clone(), &config.key_source()).await?;
+    record_policy_load(&audit, &policy, "serve").await?;
     if config.demo_data {
         sources::demo::ensure(&policy, DEMO_PEOPLE).await?;
     }
-    let app = Application::build(&config.bind, store.clone(), policy.clone()).await?;
+    let app = Application::build(&config.bind, store.clone(), policy.clone())
+        .await?
+        .with_audit(audit, config.key_source());
     tracing::info!(
         address = %app.local_addr()?,
         store = %config.database_display(),
@@ -139,6 +140,29 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     store.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Records the policy set in force, with its audit entry, in one transaction.
+async fn record_policy_load(audit: &AuditLog, policy: &Policy, by: &str) -> anyhow::Result<()> {
+    let mut tx = audit.store().pool().begin().await?;
+    let entry = NewEntry::new(Actor::System, "policy.loaded").summary(serde_json::json!({
+        "policy_hash": policy.hash,
+        "files": policy.files.len(),
+        "purposes": policy.purposes.len(),
+        "systems": policy.systems.len(),
+        "loaded_by": by,
+    }));
+    audit.append_in(&mut tx, &[entry]).await?;
+    Store::record_policy_load_in(
+        &mut tx,
+        &policy.hash,
+        policy.files.len(),
+        by,
+        chrono::Utc::now(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

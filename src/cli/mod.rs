@@ -1,6 +1,7 @@
 //! The command line. Exit codes: 0 ok, 1 findings (validation errors, failed checks),
 //! 2 usage or runtime error.
 
+mod audit;
 mod commands;
 
 use std::path::PathBuf;
@@ -63,6 +64,16 @@ pub enum Command {
     },
     /// Create or update the store's schema
     Migrate,
+    /// The encrypted, tamper-evident audit log
+    Audit {
+        #[command(subcommand)]
+        action: audit::AuditAction,
+    },
+    /// Key management
+    Keys {
+        #[command(subcommand)]
+        action: audit::KeysAction,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,6 +11,10 @@ pub enum ApiError {
     #[error("not found")]
     NotFound,
     #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("{0}")]
     Unavailable(&'static str),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -24,6 +28,8 @@ impl ApiError {
                 "not_found",
                 "no such resource".into(),
             ),
+            Self::Forbidden(why) => (StatusCode::FORBIDDEN, "forbidden", (*why).into()),
+            Self::Conflict(why) => (StatusCode::CONFLICT, "conflict", (*why).into()),
             Self::Unavailable(why) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -1,8 +1,10 @@
 //! `lethe serve`: the HTTP service. [`Application::build`] binds the listener first, so
 //! tests start the real server on port 0 and read the port back.
 
+mod admin;
 mod error;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -17,6 +19,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 
+use crate::audit::{AuditLog, KeySource};
 use crate::notice;
 use crate::policy::Policy;
 use crate::store::Store;
@@ -28,11 +31,13 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     /// The notice is rendered once per policy load, not per request.
     pub notice_html: Arc<String>,
+    pub audit: Option<AuditLog>,
+    pub keys: Option<KeySource>,
 }
 
 pub struct Application {
     listener: TcpListener,
-    router: Router,
+    state: AppState,
 }
 
 impl Application {
@@ -43,14 +48,20 @@ impl Application {
             store,
             policy,
             notice_html,
+            audit: None,
+            keys: None,
         };
         let listener = TcpListener::bind(bind)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
-        Ok(Self {
-            listener,
-            router: router(state),
-        })
+        Ok(Self { listener, state })
+    }
+
+    /// Serves the audit admin routes from `audit`, signing checkpoints with `keys`.
+    pub fn with_audit(mut self, audit: AuditLog, keys: KeySource) -> Self {
+        self.state.audit = Some(audit);
+        self.state.keys = Some(keys);
+        self
     }
 
     pub fn port(&self) -> u16 {
@@ -66,7 +77,8 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
+        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
     }
@@ -77,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/privacy", get(privacy))
+        .nest("/v1/admin", admin::routes())
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
         .layer(SetResponseHeaderLayer::overriding(

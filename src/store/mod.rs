@@ -8,7 +8,7 @@ use std::str::FromStr;
 use chrono::{DateTime, SecondsFormat, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Connection, Row};
+use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use crate::config::redact_url;
 
@@ -149,6 +149,18 @@ impl Store {
         loaded_by: &str,
         at: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::record_policy_load_in(&mut conn, hash, file_count, loaded_by, at).await
+    }
+
+    /// The same inside the caller's transaction.
+    pub async fn record_policy_load_in(
+        conn: &mut AnyConnection,
+        hash: &str,
+        file_count: usize,
+        loaded_by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
         let row = sqlx::query(
             "INSERT INTO policy_loads (policy_hash, file_count, loaded_by, loaded_at) \
              VALUES ($1, $2, $3, $4) RETURNING id",
@@ -157,7 +169,7 @@ impl Store {
         .bind(i64::try_from(file_count).unwrap_or(i64::MAX))
         .bind(loaded_by)
         .bind(timestamp(at))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await?;
         Ok(row.try_get(0)?)
     }

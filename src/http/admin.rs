@@ -1,0 +1,67 @@
+//! Admin routes. Until admin tokens exist, they answer only to clients on the loopback
+//! interface: an operator on the machine, or a reverse proxy that adds authentication.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::routing::get;
+
+use super::{ApiError, AppState};
+use crate::audit::{AuditLog, Checkpoint, keys};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/audit/verify", get(verify)).route(
+        "/audit/checkpoint",
+        get(latest_checkpoint).post(create_checkpoint),
+    )
+}
+
+fn local_audit(state: &AppState, peer: SocketAddr) -> Result<&AuditLog, ApiError> {
+    if !peer.ip().is_loopback() {
+        return Err(ApiError::Forbidden(
+            "admin routes answer only on the loopback interface",
+        ));
+    }
+    state
+        .audit
+        .as_ref()
+        .ok_or(ApiError::Unavailable("the audit log is not open"))
+}
+
+async fn verify(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Result<Json<crate::audit::VerifyReport>, ApiError> {
+    let audit = local_audit(&state, peer)?;
+    Ok(Json(audit.verify().await.map_err(anyhow::Error::from)?))
+}
+
+async fn latest_checkpoint(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Result<Json<Checkpoint>, ApiError> {
+    let audit = local_audit(&state, peer)?;
+    let all = audit.checkpoints().await.map_err(anyhow::Error::from)?;
+    all.into_iter().last().map(Json).ok_or(ApiError::NotFound)
+}
+
+async fn create_checkpoint(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Result<Json<Checkpoint>, ApiError> {
+    let audit = local_audit(&state, peer)?;
+    let source = state
+        .keys
+        .as_ref()
+        .ok_or(ApiError::Unavailable("no signing key is configured"))?;
+    let signer = keys::load_or_create_signer(source).map_err(anyhow::Error::from)?;
+    match audit.checkpoint(&signer).await {
+        Ok(cp) => Ok(Json(cp)),
+        Err(crate::audit::AuditError::DoesNotVerify(_)) => Err(ApiError::Conflict(
+            "the audit log does not verify; run the verification",
+        )),
+        Err(e) => Err(ApiError::Internal(e.into())),
+    }
+}
