@@ -168,6 +168,102 @@ fn the_binary_serves_on_a_fresh_directory_and_stops_on_sigterm() {
         people, 200,
         "the demo application database holds synthetic people"
     );
+
+    // The policy load went through the audit log.
+    let actions: Vec<String> = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let url = SecretString::from(format!(
+            "sqlite://{}",
+            dir.path().join("lethe.db").display()
+        ));
+        let keys = lethe::audit::KeySource {
+            master: None,
+            signing: None,
+            dir: dir.path().join(".lethe"),
+        };
+        let log = lethe::audit::AuditLog::open(Store::open(&url).await.unwrap(), &keys)
+            .await
+            .unwrap();
+        assert!(log.verify().await.unwrap().ok());
+        log.entries(&Default::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.header.action)
+            .collect()
+    });
+    assert_eq!(actions, ["policy.loaded"]);
+}
+
+#[tokio::test]
+async fn the_admin_audit_routes_verify_and_checkpoint() {
+    let (url, _dir) = common::sqlite_store();
+    let keydir = tempfile::tempdir().unwrap();
+    let keys = lethe::audit::KeySource {
+        master: None,
+        signing: None,
+        dir: keydir.path().to_path_buf(),
+    };
+    let store = Store::open(&url).await.unwrap();
+    let audit = lethe::audit::AuditLog::open(store.clone(), &keys)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        audit
+            .append(
+                lethe::audit::NewEntry::new(lethe::audit::Actor::System, "test.event")
+                    .summary(serde_json::json!({ "n": i })),
+            )
+            .await
+            .unwrap();
+    }
+    let app = Application::build("127.0.0.1:0", store, demo_policy())
+        .await
+        .unwrap()
+        .with_audit(audit, keys);
+    let base = format!("http://127.0.0.1:{}/v1/admin/audit", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{base}/checkpoint"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let report: serde_json::Value = http
+        .get(format!("{base}/verify"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["entries"], 3);
+    assert_eq!(report["problems"].as_array().unwrap().len(), 0);
+    let r = http
+        .post(format!("{base}/checkpoint"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cp: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(cp["tree_size"], 3);
+    assert_eq!(cp["root_hash"], report["root_hash"]);
+    let latest: serde_json::Value = http
+        .get(format!("{base}/checkpoint"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(latest, cp);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
 }
 
 mod reqwest {

@@ -90,6 +90,15 @@ impl std::fmt::Display for SubjectId {
 }
 
 /// How a person is looked up: `email=alice@example.com`, `user_id=42`.
+///
+/// ```
+/// use lethe::audit::Identity;
+///
+/// let id = Identity::parse("email=Alice@Example.com").unwrap();
+/// assert_eq!((id.kind(), id.value()), ("email", "alice@example.com"));
+/// // Personal data never reaches a log line through Debug.
+/// assert_eq!(format!("{id:?}"), "Identity(email=<redacted>)");
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Identity {
     kind: String,

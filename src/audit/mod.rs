@@ -292,43 +292,22 @@ impl AuditLog {
             let mac = crypto::hmac_sha256(&self.keys.mac, &leaf);
             rows.push((header, ciphertext, mac));
         }
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO audit_entries (seq, recorded_at, actor, action, request_id, subject_id, summary, key_id, key_version, ciphertext, mac) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 11;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${},${},${},${},${},${},${},${},${},${},${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9,
-                    b + 10,
-                    b + 11
-                ));
-            }
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<_> = rows.by_ref().take(INSERT_CHUNK).collect();
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(chunk.len())));
             for (h, ct, mac) in chunk {
                 q = q
                     .bind(i64::try_from(h.seq).unwrap_or(i64::MAX))
-                    .bind(h.recorded_at.clone())
-                    .bind(h.actor.clone())
-                    .bind(h.action.clone())
-                    .bind(h.request_id.clone())
-                    .bind(h.subject_id.clone())
-                    .bind(h.summary.clone())
-                    .bind(h.key_id.clone())
+                    .bind(h.recorded_at)
+                    .bind(h.actor)
+                    .bind(h.action)
+                    .bind(h.request_id)
+                    .bind(h.subject_id)
+                    .bind(h.summary)
+                    .bind(h.key_id)
                     .bind(i64::from(h.key_version))
-                    .bind(ct.clone())
+                    .bind(ct)
                     .bind(mac.to_vec());
             }
             q.execute(&mut *conn).await?;
@@ -448,6 +427,27 @@ impl AuditLog {
     pub(crate) fn mac_key(&self) -> &ring::hmac::Key {
         &self.keys.mac
     }
+}
+
+/// `INSERT INTO audit_entries ... VALUES (...), (...)` for `rows` rows.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO audit_entries (seq, recorded_at, actor, action, request_id, subject_id, summary, key_id, key_version, ciphertext, mac) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for c in 1..=11 {
+            if c > 1 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("${}", i * 11 + c));
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 /// The log's own key `key_id`: unwrapped if it exists, else created.

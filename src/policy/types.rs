@@ -307,6 +307,14 @@ vocabulary!(
 
 /// A retention period: `90d`, `12w`, `6mo`, `8y`, or ISO 8601 (`P90D`, `P1Y6M`, `P2W`).
 /// `0d` means "at the event".
+///
+/// ```
+/// use lethe::policy::RetentionPeriod;
+///
+/// assert_eq!(RetentionPeriod::parse("8y").unwrap().describe(), "8 years");
+/// assert_eq!(RetentionPeriod::parse("P1Y6M").unwrap().describe(), "1 year and 6 months");
+/// assert!(RetentionPeriod::parse("8 years").is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct RetentionPeriod {

@@ -28,10 +28,20 @@ pub fn sqlite_store() -> (SecretString, tempfile::TempDir) {
     (SecretString::from(url), dir)
 }
 
+/// Says that a test was skipped. Written to stderr directly, past the test harness's
+/// output capture, so the note shows even when the test passes.
+pub fn skipped(test: &str, what: &str, var: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test} on {what}: {var} is not set"
+    );
+}
+
 /// A fresh PostgreSQL database, or None (with a note) when `LETHE_TEST_POSTGRES_URL` is unset.
 pub async fn postgres_store(test: &str) -> Option<SecretString> {
     let Ok(base) = std::env::var("LETHE_TEST_POSTGRES_URL") else {
-        eprintln!("SKIPPED {test} on PostgreSQL: LETHE_TEST_POSTGRES_URL is not set");
+        skipped(test, "PostgreSQL", "LETHE_TEST_POSTGRES_URL");
         return None;
     };
     let name = unique_name("lethe_test");
