@@ -16,3 +16,4 @@ pub mod policy;
 pub mod register;
 pub mod sources;
 pub mod store;
+pub mod vendors;

@@ -46,6 +46,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { .. } => serve(config).await,
         Command::Audit { action } => super::audit::run(action, &config).await,
+        Command::Vendors { action } => super::vendors::run(action, &config),
         Command::Keys {
             action: super::audit::KeysAction::Rotate { new_key_file },
         } => super::audit::rotate(new_key_file, &config).await,
@@ -100,7 +101,7 @@ pub fn load_valid(dir: &Path) -> anyhow::Result<Policy> {
     Ok(checked.into_valid()?)
 }
 
-fn write_out(path: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn write_out(path: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
     match path {
         Some(p) => std::fs::write(p, bytes).with_context(|| format!("writing {}", p.display())),
         None => {

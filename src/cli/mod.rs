@@ -3,6 +3,7 @@
 
 mod audit;
 mod commands;
+mod vendors;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +69,11 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         action: audit::AuditAction,
+    },
+    /// Vendor agreements and TOMs: matrix, strictest obligations, check
+    Vendors {
+        #[command(subcommand)]
+        action: vendors::VendorsAction,
     },
     /// Key management
     Keys {

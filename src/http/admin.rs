@@ -10,20 +10,59 @@ use axum::routing::get;
 
 use super::{ApiError, AppState};
 use crate::audit::{AuditLog, Checkpoint, keys};
+use crate::vendors;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/audit/verify", get(verify)).route(
-        "/audit/checkpoint",
-        get(latest_checkpoint).post(create_checkpoint),
-    )
+    Router::new()
+        .route("/audit/verify", get(verify))
+        .route(
+            "/audit/checkpoint",
+            get(latest_checkpoint).post(create_checkpoint),
+        )
+        .route("/vendors/matrix", get(vendors_matrix))
+        .route("/vendors/obligations", get(vendors_obligations))
+        .route("/vendors/check", get(vendors_check))
+}
+
+fn local(peer: SocketAddr) -> Result<(), ApiError> {
+    if peer.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "admin routes answer only on the loopback interface",
+        ))
+    }
+}
+
+async fn vendors_matrix(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Result<Json<vendors::Matrix>, ApiError> {
+    local(peer)?;
+    Ok(Json(vendors::matrix(&state.policy)))
+}
+
+async fn vendors_obligations(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Result<Json<Vec<vendors::Obligation>>, ApiError> {
+    local(peer)?;
+    Ok(Json(vendors::obligations(&state.policy)))
+}
+
+async fn vendors_check(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    local(peer)?;
+    let findings = vendors::check(&state.policy, chrono::Utc::now().date_naive());
+    Ok(Json(
+        serde_json::json!({ "ok": findings.is_empty(), "findings": findings }),
+    ))
 }
 
 fn local_audit(state: &AppState, peer: SocketAddr) -> Result<&AuditLog, ApiError> {
-    if !peer.ip().is_loopback() {
-        return Err(ApiError::Forbidden(
-            "admin routes answer only on the loopback interface",
-        ));
-    }
+    local(peer)?;
     state
         .audit
         .as_ref()

@@ -23,6 +23,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "holds",
     "measures",
     "agreements",
+    "controls",
 ];
 
 /// Files larger than this are refused: a policy is text written by people.
@@ -430,6 +431,13 @@ pub fn merge_file(path: &Path, root: &Node, raw: &mut Raw, diags: &mut Diagnosti
                 &mut raw.policy.processors,
             ),
             "holds" => decode_items(value, k, diags, &mut raw.broken_ids, &mut raw.policy.holds),
+            "controls" => decode_items(
+                value,
+                k,
+                diags,
+                &mut raw.broken_ids,
+                &mut raw.policy.controls,
+            ),
             "agreements" => decode_items(
                 value,
                 k,

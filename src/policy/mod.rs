@@ -1,6 +1,7 @@
 //! The declarative policy model: loading `policies/**/*.yaml`, validating it, and the
 //! derived views every other capability reads. No I/O beyond reading the policy files.
 
+pub mod controls;
 pub mod diagnostic;
 mod fides;
 mod load;
@@ -49,7 +50,11 @@ pub struct Policy {
     pub holds: Vec<Hold>,
     pub measures: Measures,
     pub agreements: Vec<Agreement>,
+    /// Control parameters declared by the policy beyond the built-in catalogue.
+    pub controls: Vec<controls::CustomControl>,
     pub taxonomy: Taxonomy,
+    /// The control vocabulary in force (built-in plus `controls:`).
+    pub catalogue: controls::Catalogue,
 }
 
 /// A policy with everything `lethe check` found in it.

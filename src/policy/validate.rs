@@ -64,8 +64,139 @@ pub fn validate(policy: &mut Policy, broken: &BTreeSet<String>, d: &mut Diagnost
     for hold in &policy.holds {
         check_hold(hold, policy, d);
     }
+    policy.catalogue = build_catalogue(&policy.controls, d);
+    check_measures(&policy.catalogue, &policy.measures, "measures", d);
     for agreement in &policy.agreements {
         check_agreement(agreement, &known, d);
+        let key = format!("agreements[{}]", *agreement.id);
+        check_measures(
+            &policy.catalogue,
+            &agreement.requires,
+            &format!("{key}.requires"),
+            d,
+        );
+        check_measures(
+            &policy.catalogue,
+            &agreement.promises,
+            &format!("{key}.promises"),
+            d,
+        );
+        if agreement.we_are == super::types::AgreementSide::Processor
+            && !agreement.promises.is_empty()
+        {
+            d.warning(agreement.id.span(), &key, "`promises` on an agreement where we are the processor: what the customer demands of us goes under `requires`");
+        }
+        if agreement.we_are == super::types::AgreementSide::Controller
+            && !agreement.requires.is_empty()
+        {
+            d.warning(agreement.id.span(), &key, "`requires` on an agreement where we are the controller: what the processor commits to goes under `promises`");
+        }
+    }
+}
+
+fn build_catalogue(
+    custom: &[super::controls::CustomControl],
+    d: &mut Diagnostics,
+) -> super::controls::Catalogue {
+    use super::controls::{Catalogue, FAMILIES, Kind, Parameter};
+    let mut cat = Catalogue::default();
+    for c in custom {
+        let key = format!("controls[{}]", *c.id);
+        if cat.get(c.id.as_str()).is_some() {
+            d.error(
+                c.id.span(),
+                &key,
+                format!("`{}` is already a control parameter", *c.id),
+            );
+            continue;
+        }
+        if !FAMILIES.iter().any(|(f, _)| *f == c.family.as_str()) {
+            d.error(
+                c.family.span(),
+                format!("{key}.family"),
+                format!("unknown control family `{}`", *c.family),
+            )
+            .suggest(c.family.as_str(), FAMILIES.iter().map(|(f, _)| *f));
+            continue;
+        }
+        let kind = match (c.kind.as_str(), c.stricter) {
+            ("number", Some(stricter)) => Kind::Number {
+                stricter,
+                unit: c.unit.clone().unwrap_or_default(),
+            },
+            ("number", None) => {
+                d.error(
+                    c.kind.span(),
+                    format!("{key}.stricter"),
+                    "a number parameter needs `stricter: lower` or `stricter: higher`",
+                );
+                continue;
+            }
+            ("bool", _) => Kind::Bool,
+            ("version", _) => Kind::Version,
+            ("enum", _) if c.levels.len() >= 2 => Kind::Enum {
+                levels: c.levels.clone(),
+            },
+            ("enum", _) => {
+                d.error(
+                    c.kind.span(),
+                    format!("{key}.levels"),
+                    "an enum parameter needs at least two `levels`, weakest first",
+                );
+                continue;
+            }
+            (other, _) => {
+                d.error(
+                    c.kind.span(),
+                    format!("{key}.type"),
+                    format!("unknown parameter type `{other}`"),
+                )
+                .hint("use number, bool, version or enum");
+                continue;
+            }
+        };
+        cat.add(Parameter {
+            key: c.id.to_string(),
+            family: c.family.to_string(),
+            kind,
+            label: c.name.clone(),
+        });
+    }
+    cat
+}
+
+/// Every parameter is known to the catalogue and its value has the parameter's type.
+fn check_measures(
+    cat: &super::controls::Catalogue,
+    measures: &Measures,
+    key: &str,
+    d: &mut Diagnostics,
+) {
+    for (name, value) in measures {
+        let Some(param) = cat.get(name) else {
+            d.error(
+                value.span(),
+                format!("{key}.{name}"),
+                format!("unknown control parameter `{name}`"),
+            )
+            .suggest(name, cat.keys())
+            .hint
+            .get_or_insert_with(|| {
+                "declare it under `controls:` with its family, type and strictness".to_owned()
+            });
+            continue;
+        };
+        let Some(raw) = value.as_scalar() else {
+            d.error(
+                value.span(),
+                format!("{key}.{name}"),
+                "a control parameter takes one value, not a list",
+            );
+            continue;
+        };
+        if let Err(e) = param.parse(raw) {
+            d.error(value.span(), format!("{key}.{name}"), e);
+        }
     }
 }
 

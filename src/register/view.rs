@@ -120,32 +120,20 @@ pub fn country_name(code: &CountryCode) -> String {
         .map_or_else(|| code.to_string(), |(_, n)| (*n).to_owned())
 }
 
-/// A general description of one of our measures (Art. 30(1)(g)), by its control parameter.
-pub fn describe_measure(key: &str, value: &str) -> String {
-    let yes = matches!(value, "true" | "yes");
-    match key {
-        "tls_min_version" => format!("TLS {value} or higher for data in transit"),
-        "encryption_at_rest" => format!("{value} encryption of stored data"),
-        "breach_notice_hours" => format!("personal-data breaches notified within {value} hours"),
-        "mfa_required" if yes => "multi-factor authentication for access".to_owned(),
-        "mfa_required" => "no multi-factor authentication requirement".to_owned(),
-        "pentest_interval_months" => format!("penetration test every {value} months"),
-        "vuln_scan_interval_days" => format!("vulnerability scans every {value} days"),
-        "backup_interval_hours" => format!("backups every {value} hours"),
-        "restore_test_interval_days" => format!("restore tests every {value} days"),
-        "log_retention_days" => format!("security logs kept {value} days"),
-        "access_review_interval_days" => format!("access rights reviewed every {value} days"),
-        "iso27001" if yes => "ISO/IEC 27001 certified".to_owned(),
-        "soc2_type2" if yes => "SOC 2 Type II attested".to_owned(),
-        other => format!("{}: {value}", other.replace('_', " ")),
-    }
-}
-
 /// Descriptions of all our measures, in key order.
 pub fn measures_text(policy: &Policy) -> Vec<String> {
     policy
         .measures
         .iter()
-        .map(|(k, v)| describe_measure(k, &v.to_string()))
+        .map(|(k, v)| {
+            match policy
+                .catalogue
+                .get(k)
+                .and_then(|p| Some((p, p.parse(v.as_scalar()?).ok()?)))
+            {
+                Some((p, value)) => p.state(&value),
+                None => format!("{}: {}", k.replace('_', " "), **v),
+            }
+        })
         .collect()
 }
