@@ -10,6 +10,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod dsr;
 pub mod http;
 pub mod notice;
 pub mod policy;

@@ -103,6 +103,8 @@ impl std::fmt::Display for SubjectId {
 pub struct Identity {
     kind: String,
     value: String,
+    /// As given, for matching stored values that kept their case.
+    original: String,
 }
 
 impl Identity {
@@ -119,6 +121,7 @@ impl Identity {
         {
             return Err("an identity is written kind=value, e.g. email=alice@example.com".into());
         }
+        let original = value.to_owned();
         let value = if kind == "email" {
             crate::policy::Email::parse(value)
                 .map_err(|_| "the e-mail address is not valid".to_owned())?;
@@ -126,7 +129,11 @@ impl Identity {
         } else {
             value.to_owned()
         };
-        Ok(Self { kind, value })
+        Ok(Self {
+            kind,
+            value,
+            original,
+        })
     }
 
     pub fn kind(&self) -> &str {
@@ -135,6 +142,15 @@ impl Identity {
 
     pub fn value(&self) -> &str {
         &self.value
+    }
+
+    /// The values to look for in a database: the normalised one and the one as given.
+    pub fn variants(&self) -> Vec<String> {
+        let mut v = vec![self.value.clone()];
+        if self.original != self.value {
+            v.push(self.original.clone());
+        }
+        v
     }
 
     /// The normalised form the subject index is keyed on.

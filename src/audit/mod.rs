@@ -32,6 +32,8 @@ const KEY_VERSION: u32 = 1;
 const SYSTEM_KEY: &str = "system";
 const MAC_KEY: &str = "mac";
 const INDEX_KEY: &str = "index";
+/// Keys the `hash` masking strategy, so masked values cannot be reversed by guessing.
+const MASKING_KEY: &str = "masking";
 /// Rows per multi-row INSERT (11 parameters each, well under SQLite's limit).
 const INSERT_CHUNK: usize = 200;
 
@@ -84,6 +86,7 @@ struct KeyRing {
     system: SealingKey,
     mac: ring::hmac::Key,
     index: ring::hmac::Key,
+    masking: ring::hmac::Key,
     subjects: Mutex<HashMap<String, Arc<SealingKey>>>,
 }
 
@@ -103,11 +106,13 @@ impl AuditLog {
         let system = ensure_key(&store, &master, SYSTEM_KEY).await?;
         let mac = ensure_key(&store, &master, MAC_KEY).await?;
         let index = ensure_key(&store, &master, INDEX_KEY).await?;
+        let masking = ensure_key(&store, &master, MASKING_KEY).await?;
         Ok(Self {
             keys: Arc::new(KeyRing {
                 system: system.aead()?,
                 mac: mac.hmac(),
                 index: index.hmac(),
+                masking: masking.hmac(),
                 master,
                 subjects: Mutex::new(HashMap::new()),
             }),
@@ -422,6 +427,11 @@ impl AuditLog {
         self.append_in(&mut tx, &[entry]).await?;
         tx.commit().await?;
         Ok(rows.len())
+    }
+
+    /// HMAC-SHA-256 of a value under the server's masking key, hex: the `hash` masking.
+    pub fn mask_hash(&self, value: &str) -> String {
+        hex::encode(crypto::hmac_sha256(&self.keys.masking, value.as_bytes()))
     }
 
     pub(crate) fn mac_key(&self) -> &ring::hmac::Key {

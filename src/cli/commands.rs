@@ -47,6 +47,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Serve { .. } => serve(config).await,
         Command::Audit { action } => super::audit::run(action, &config).await,
         Command::Vendors { action } => super::vendors::run(action, &config),
+        Command::Dsr { action } => super::dsr::run(action, &config).await,
         Command::Keys {
             action: super::audit::KeysAction::Rotate { new_key_file },
         } => super::audit::rotate(new_key_file, &config).await,

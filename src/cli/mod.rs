@@ -3,6 +3,7 @@
 
 mod audit;
 mod commands;
+mod dsr;
 mod vendors;
 
 use std::path::PathBuf;
@@ -69,6 +70,11 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         action: audit::AuditAction,
+    },
+    /// Data-subject requests across the company's databases
+    Dsr {
+        #[command(subcommand)]
+        action: dsr::DsrAction,
     },
     /// Vendor agreements and TOMs: matrix, strictest obligations, check
     Vendors {

@@ -490,10 +490,56 @@ impl fmt::Display for Date {
     }
 }
 
+/// Reads a point in time as databases write it: RFC 3339, `YYYY-MM-DD HH:MM:SS[.f][+zz]`
+/// (taken as UTC without an offset), a bare date, or Unix seconds.
+pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, f) {
+            return Some(t.with_timezone(&Utc));
+        }
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
+            return Some(t.and_utc());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    }
+    s.parse::<i64>()
+        .ok()
+        .and_then(|n| DateTime::from_timestamp(n, 0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn timestamps_in_every_database_dialect() {
+        let t = Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap();
+        for s in [
+            "2026-03-01T10:00:00Z",
+            "2026-03-01T10:00:00.000000Z",
+            "2026-03-01 10:00:00",
+            "2026-03-01 10:00:00+00",
+            "2026-03-01 11:00:00+01:00",
+            "2026-03-01 10:00:00.000",
+            "1772359200",
+        ] {
+            assert_eq!(parse_timestamp(s), Some(t), "{s}");
+        }
+        assert_eq!(
+            parse_timestamp("2026-03-01"),
+            Some(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap())
+        );
+        assert_eq!(parse_timestamp("yesterday"), None);
+    }
 
     #[test]
     fn durations_in_both_notations() {

@@ -58,3 +58,32 @@ pub async fn postgres_store(test: &str) -> Option<SecretString> {
     url.set_path(&format!("/{name}"));
     Some(SecretString::from(url.to_string()))
 }
+
+/// A fresh MariaDB/MySQL database URL, or None (with a note) when `LETHE_TEST_MYSQL_URL` is unset.
+pub async fn mysql_database(test: &str) -> Option<String> {
+    let Ok(base) = std::env::var("LETHE_TEST_MYSQL_URL") else {
+        skipped(test, "MariaDB", "LETHE_TEST_MYSQL_URL");
+        return None;
+    };
+    let name = unique_name("lethe_test");
+    let mut conn = sqlx::MySqlConnection::connect(&base)
+        .await
+        .expect("connect to LETHE_TEST_MYSQL_URL");
+    conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name}"
+    ))))
+    .await
+    .expect("create test database");
+    conn.close().await.ok();
+    let mut url = url::Url::parse(&base).expect("LETHE_TEST_MYSQL_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    Some(url.to_string())
+}
+
+/// A fresh PostgreSQL database URL for an application database.
+pub async fn postgres_database(test: &str) -> Option<String> {
+    use secrecy::ExposeSecret;
+    postgres_store(test)
+        .await
+        .map(|s| s.expose_secret().to_owned())
+}

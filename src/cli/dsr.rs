@@ -1,0 +1,201 @@
+//! `lethe dsr plan|access|erase`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use crate::audit::{Actor, AuditLog, Identity};
+use crate::config::Config;
+use crate::dsr::{self, AccessKind, Context, ErasureReport};
+use crate::store::Store;
+
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Who the request is about, as KIND=VALUE (e.g. email=alice@example.com); repeatable
+    #[arg(long = "identity", value_name = "KIND=VALUE", required = true)]
+    pub identities: Vec<String>,
+    /// Fail when a collection with personal data cannot be reached from the identities
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DsrAction {
+    /// Show which collections are read, through which keys, and what would be erased; reads no personal data
+    Plan {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_enum, default_value = "text")]
+        format: super::audit::TextOrJson,
+    },
+    /// Build the access (Art. 15) or portability (Art. 20) package
+    Access {
+        #[command(flatten)]
+        target: Target,
+        /// access: a zip with data.json, one CSV per table and index.html; portability: JSON
+        #[arg(long = "type", value_enum, default_value = "access")]
+        kind: AccessKind,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Erase the person's data (Art. 17), keeping what the law requires, with the reason
+    Erase {
+        #[command(flatten)]
+        target: Target,
+        /// Report exactly what would happen without writing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: super::audit::TextOrJson,
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+fn identities(t: &Target) -> anyhow::Result<Vec<Identity>> {
+    t.identities
+        .iter()
+        .map(|s| Identity::parse(s).map_err(|e| anyhow::anyhow!("--identity: {e}")))
+        .collect()
+}
+
+pub async fn run(action: DsrAction, config: &Config) -> anyhow::Result<ExitCode> {
+    let policy = super::commands::load_valid(&config.policies)?;
+    if let DsrAction::Plan { target, format } = &action {
+        let ids = identities(target)?;
+        let plan = dsr::plan_for(&policy, &ids);
+        match format {
+            super::audit::TextOrJson::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+            super::audit::TextOrJson::Text => print_plan(&plan),
+        }
+        let unreachable = plan.unreachable().count();
+        return Ok(if target.strict && unreachable > 0 {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    let store = Store::open(&config.database).await?;
+    let audit = AuditLog::open(store.clone(), &config.key_source()).await?;
+    let now = chrono::Utc::now();
+    let result = match action {
+        DsrAction::Plan { .. } => Ok(ExitCode::SUCCESS),
+        DsrAction::Access { target, kind, out } => {
+            let ids = identities(&target)?;
+            let ctx = Context {
+                policy: &policy,
+                audit: &audit,
+                actor: Actor::Cli,
+                request_id: None,
+                strict: target.strict,
+            };
+            let package = dsr::access(&ctx, &ids, kind, now).await?;
+            let bytes = match kind {
+                AccessKind::Access => package.to_zip()?,
+                AccessKind::Portability => package.data_json(),
+            };
+            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+            let rows: usize = package.row_counts().values().sum();
+            eprintln!("{rows} record(s) written to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        DsrAction::Erase {
+            target,
+            dry_run,
+            format,
+            out,
+        } => {
+            let ids = identities(&target)?;
+            let ctx = Context {
+                policy: &policy,
+                audit: &audit,
+                actor: Actor::Cli,
+                request_id: None,
+                strict: target.strict,
+            };
+            let report = dsr::erase(&ctx, &ids, dry_run, now).await?;
+            let text = match format {
+                super::audit::TextOrJson::Json => {
+                    format!("{}\n", serde_json::to_string_pretty(&report)?)
+                }
+                super::audit::TextOrJson::Text => erasure_text(&report),
+            };
+            super::commands::write_out(out.as_deref(), text.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    store.close().await;
+    result
+}
+
+fn print_plan(plan: &dsr::Plan) {
+    println!("identities: {}", plan.identity_kinds.join(", "));
+    for s in &plan.systems {
+        println!("system {} ({})", s.system, s.name);
+        for step in &s.steps {
+            let via: Vec<String> = step
+                .via
+                .iter()
+                .map(|v| match v {
+                    dsr::Via::Identity { field, kind } => format!("{field} = the {kind} given"),
+                    dsr::Via::Reference {
+                        field,
+                        from_collection,
+                        from_field,
+                    } => format!("{field} = {from_collection}.{from_field}"),
+                })
+                .collect();
+            println!(
+                "  {} (erasure: {}) by {}",
+                step.collection,
+                step.erasure,
+                via.join(" or ")
+            );
+            for (field, purposes) in &step.mapped {
+                println!("    {field}: {}", purposes.join(", "));
+            }
+        }
+        for c in &s.unreachable {
+            println!(
+                "  UNREACHABLE {c}: holds personal data but no identity or reference leads to it"
+            );
+        }
+        for c in &s.cycles {
+            println!("  cycle: {c}");
+        }
+    }
+}
+
+fn erasure_text(r: &ErasureReport) -> String {
+    let mut out = String::new();
+    if r.dry_run {
+        out.push_str("DRY RUN: nothing was changed\n");
+    }
+    for s in &r.systems {
+        out.push_str(&format!("system {}\n", s.system));
+        for c in &s.collections {
+            out.push_str(&format!(
+                "  {}: {} found, {} deleted, {} masked\n",
+                c.collection, c.rows_found, c.rows_deleted, c.rows_masked
+            ));
+            for (field, n) in &c.fields_masked {
+                out.push_str(&format!("    masked {field} in {n} row(s)\n"));
+            }
+            for k in &c.kept {
+                let until = k
+                    .until
+                    .as_deref()
+                    .map_or("until its retention starts and runs out".to_owned(), |u| {
+                        format!("until {u}")
+                    });
+                out.push_str(&format!(
+                    "    kept {} in {} row(s): {} ({}: {}), {until}\n",
+                    k.field, k.rows, k.article, k.because, k.reason
+                ));
+            }
+        }
+    }
+    out
+}

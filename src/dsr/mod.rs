@@ -1,0 +1,294 @@
+//! Data-subject requests across the company's databases: find every row of a person
+//! (following references both ways), hand it over (Art. 15, 20) or erase it (Art. 17),
+//! keeping with its reason what the law requires to keep. The CLI and the request
+//! service call these functions; they return typed results.
+
+pub mod erase;
+pub mod package;
+pub mod plan;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use erase::{CollectionReport, Kept, SystemReport};
+pub use plan::{Plan, Via};
+
+use crate::audit::{Actor, AuditError, AuditLog, Identity, NewEntry};
+use crate::policy::Policy;
+use crate::sources::SourceError;
+use crate::sources::db::{Found, Lookup, SourceDb};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DsrError {
+    #[error("no identity given: use e.g. --identity email=alice@example.com")]
+    NoIdentity,
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("collections with personal data cannot be reached from the identities given: {0}")]
+    Unreachable(String),
+}
+
+/// What a request needs to run.
+pub struct Context<'a> {
+    pub policy: &'a Policy,
+    pub audit: &'a AuditLog,
+    /// Who asked: the CLI operator, an admin, or the subject through the service.
+    pub actor: Actor,
+    pub request_id: Option<String>,
+    /// Fail instead of warn when a collection with personal data is unreachable.
+    pub strict: bool,
+}
+
+/// Everything found in one system, still connected.
+struct Searched {
+    db: SourceDb,
+    found: BTreeMap<String, Found>,
+    keys: BTreeMap<String, Vec<String>>,
+}
+
+fn kinds(identities: &[Identity]) -> Vec<&str> {
+    let mut k: Vec<&str> = identities.iter().map(|i| i.kind()).collect();
+    k.sort();
+    k.dedup();
+    k
+}
+
+/// The traversal plan for these identities (reads no personal data).
+pub fn plan_for(policy: &Policy, identities: &[Identity]) -> Plan {
+    plan::plan(policy, &kinds(identities))
+}
+
+/// Runs the plan: connects to every system, checks its schema and reads the person's rows.
+async fn search(
+    ctx: &Context<'_>,
+    identities: &[Identity],
+) -> Result<(Plan, Vec<Searched>), DsrError> {
+    if identities.is_empty() {
+        return Err(DsrError::NoIdentity);
+    }
+    let plan = plan_for(ctx.policy, identities);
+    let unreachable: Vec<String> = plan
+        .unreachable()
+        .map(|(s, c)| format!("{s}.{c}"))
+        .collect();
+    if !unreachable.is_empty() {
+        if ctx.strict {
+            return Err(DsrError::Unreachable(unreachable.join(", ")));
+        }
+        tracing::warn!(collections = %unreachable.join(", "), "collections with personal data are not reachable from the identities given");
+    }
+    let mut out = Vec::new();
+    for sp in &plan.systems {
+        if sp.steps.is_empty() {
+            continue;
+        }
+        let Some(system) = ctx.policy.system(&sp.system) else {
+            continue;
+        };
+        let mut db = SourceDb::open(system).await?;
+        let mut found: BTreeMap<String, Found> = BTreeMap::new();
+        let mut keys = BTreeMap::new();
+        for step in &sp.steps {
+            let key = db.primary_key(system, &step.collection);
+            let lookups: Vec<Lookup> = step
+                .via
+                .iter()
+                .map(|v| match v {
+                    // E-mail addresses match whatever their case in the database.
+                    Via::Identity { field, kind } if kind == "email" => Lookup::Values {
+                        field: field.clone(),
+                        values: identities
+                            .iter()
+                            .filter(|i| i.kind() == kind)
+                            .map(|i| i.value().to_owned())
+                            .collect(),
+                        fold_case: true,
+                    },
+                    Via::Identity { field, kind } => Lookup::Values {
+                        field: field.clone(),
+                        values: identities
+                            .iter()
+                            .filter(|i| i.kind() == kind)
+                            .flat_map(|i| i.variants())
+                            .collect(),
+                        fold_case: false,
+                    },
+                    Via::Reference {
+                        field,
+                        from_collection,
+                        from_field,
+                    } => Lookup::FromRows {
+                        field: field.clone(),
+                        from_collection: from_collection.clone(),
+                        from_field: from_field.clone(),
+                    },
+                })
+                .collect();
+            let mut read = step.read.clone();
+            for k in &key {
+                if !read.contains(k) {
+                    read.push(k.clone());
+                }
+            }
+            let rows = db
+                .fetch(&step.collection, &read, &key, &lookups, &found)
+                .await?;
+            keys.insert(step.collection.clone(), key);
+            found.insert(step.collection.clone(), rows);
+        }
+        out.push(Searched { db, found, keys });
+    }
+    Ok((plan, out))
+}
+
+/// Access (Art. 15) or portability (Art. 20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessKind {
+    Access,
+    Portability,
+}
+
+/// Finds the person's data and builds the package.
+pub async fn access(
+    ctx: &Context<'_>,
+    identities: &[Identity],
+    kind: AccessKind,
+    now: DateTime<Utc>,
+) -> Result<package::Package, DsrError> {
+    let (_, searched) = search(ctx, identities).await?;
+    let mut systems = Vec::new();
+    for s in searched {
+        systems.push((s.db.system.clone(), s.found));
+        s.db.close().await;
+    }
+    let package = package::build(ctx.policy, &systems, kind, now);
+    let subject = ctx.audit.subject_for(&identities[0]).await?;
+    let mut entry = NewEntry::new(ctx.actor.clone(), if kind == AccessKind::Access { "dsr.access.executed" } else { "dsr.portability.executed" })
+        .subject(&subject)
+        .summary(serde_json::json!({ "rows": package.row_counts() }))
+        .payload(serde_json::json!({ "identities": identities.iter().map(|i| format!("{}={}", i.kind(), i.value())).collect::<Vec<_>>() }));
+    if let Some(r) = &ctx.request_id {
+        entry = entry.request(r);
+    }
+    ctx.audit.append(entry).await?;
+    Ok(package)
+}
+
+/// The outcome of an erasure, per system and collection.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErasureReport {
+    pub dry_run: bool,
+    pub executed_at: String,
+    pub systems: Vec<SystemReport>,
+}
+
+impl ErasureReport {
+    pub fn kept(&self) -> impl Iterator<Item = (&str, &Kept)> {
+        self.systems.iter().flat_map(|s| {
+            s.collections
+                .iter()
+                .flat_map(|c| c.kept.iter().map(move |k| (c.collection.as_str(), k)))
+        })
+    }
+}
+
+struct AuditMasker<'a>(&'a AuditLog);
+
+impl erase::Masker for AuditMasker<'_> {
+    fn hash(&self, value: &str) -> String {
+        self.0.mask_hash(value)
+    }
+
+    fn random(&self, seed: &str) -> String {
+        self.0.mask_hash(&format!("random-string:{seed}"))[..16].to_owned()
+    }
+}
+
+/// Erases the person's data (Art. 17). One transaction per system; running it again
+/// completes an interrupted run and otherwise changes nothing. With `dry_run` nothing is
+/// written and the report says exactly what would happen.
+pub async fn erase(
+    ctx: &Context<'_>,
+    identities: &[Identity],
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> Result<ErasureReport, DsrError> {
+    let (_, searched) = search(ctx, identities).await?;
+    let subject = if dry_run {
+        None
+    } else {
+        Some(ctx.audit.subject_for(&identities[0]).await?)
+    };
+    let masker = AuditMasker(ctx.audit);
+    let mut reports = Vec::new();
+    for mut s in searched {
+        let Some(system) = ctx.policy.system(&s.db.system) else {
+            continue;
+        };
+        for (collection, key) in &s.keys {
+            let has_rows = s.found.get(collection).is_some_and(|f| !f.rows.is_empty());
+            if key.is_empty() && has_rows {
+                return Err(SourceError::NoPrimaryKey {
+                    system: s.db.system.clone(),
+                    table: collection.clone(),
+                }
+                .into());
+            }
+        }
+        let (actions, report) = erase::decide(
+            ctx.policy,
+            system,
+            &s.db.schema,
+            &s.keys,
+            &s.found,
+            now,
+            &masker,
+        );
+        if !dry_run {
+            s.db.apply(&actions, fault_hook).await?;
+            let mut entry = NewEntry::new(ctx.actor.clone(), "erasure.executed")
+                .summary(serde_json::json!({
+                    "system": report.system,
+                    "collections": report.collections.iter().map(|c| serde_json::json!({
+                        "collection": c.collection, "found": c.rows_found, "deleted": c.rows_deleted,
+                        "masked": c.rows_masked, "kept_fields": c.kept.len(),
+                    })).collect::<Vec<_>>(),
+                }))
+                .payload(serde_json::json!({ "identities": identities.iter().map(|i| format!("{}={}", i.kind(), i.value())).collect::<Vec<_>>() }));
+            if let Some(sub) = &subject {
+                entry = entry.subject(sub);
+            }
+            if let Some(r) = &ctx.request_id {
+                entry = entry.request(r);
+            }
+            ctx.audit.append(entry).await?;
+        }
+        s.db.close().await;
+        reports.push(report);
+    }
+    // The person's audit payloads go with their data; the clear counts stay.
+    if let Some(sub) = &subject {
+        ctx.audit.shred(sub, ctx.actor.clone()).await?;
+    }
+    Ok(ErasureReport {
+        dry_run,
+        executed_at: crate::store::timestamp(now),
+        systems: reports,
+    })
+}
+
+/// Fault injection for the crash-recovery tests: `LETHE_FAULT_INJECT=exit-after:SYSTEM.COLLECTION`
+/// ends the process right after that collection was erased, before the commit.
+fn fault_hook(system: &str, collection: &str) {
+    if let Ok(v) = std::env::var("LETHE_FAULT_INJECT")
+        && v.strip_prefix("exit-after:") == Some(&format!("{system}.{collection}"))
+    {
+        eprintln!("fault injected after {system}.{collection}");
+        std::process::exit(86);
+    }
+}

@@ -1,0 +1,336 @@
+//! Reading a person's rows from a company database and applying erasure actions to them.
+
+use std::collections::BTreeMap;
+
+use sqlx::{AnyConnection, Connection, Row as _};
+
+use super::schema::{self, Schema};
+use super::sql::{self, Col, Dialect, SetTo};
+use super::{SourceError, resolve_url};
+use crate::policy::{Identifier, Policy, System};
+
+/// One row: column → value as text (None for NULL).
+pub type Row = BTreeMap<String, Option<String>>;
+
+/// The rows found in one collection.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    pub collection: String,
+    pub rows: Vec<Row>,
+}
+
+/// How rows are found, as the traversal plan says (see `dsr::plan`).
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// `field IN values`; with `fold_case`, compared in lower case (values given lower-cased).
+    Values {
+        field: String,
+        values: Vec<String>,
+        fold_case: bool,
+    },
+    /// `field IN (from_collection.from_field of the rows found so far)`.
+    FromRows {
+        field: String,
+        from_collection: String,
+        from_field: String,
+    },
+}
+
+/// What to do to one row, by its primary key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Delete,
+    Mask(Vec<(String, MaskValue)>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaskValue {
+    Null,
+    Text(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RowAction {
+    pub key: Vec<(String, String)>,
+    pub action: Action,
+}
+
+/// The actions on one collection, applied in order.
+#[derive(Debug, Clone)]
+pub struct CollectionActions {
+    pub collection: String,
+    pub rows: Vec<RowAction>,
+}
+
+/// Values per IN list: well under every backend's parameter limit.
+const IN_CHUNK: usize = 500;
+
+/// A connection to one system's database whose schema matched the policy.
+pub struct SourceDb {
+    pub system: String,
+    pub dialect: Dialect,
+    pub schema: Schema,
+    conn: AnyConnection,
+}
+
+impl SourceDb {
+    /// Connects to the system's database and checks its schema against the policy.
+    pub async fn open(system: &System) -> Result<Self, SourceError> {
+        let url =
+            resolve_url(system).ok_or_else(|| SourceError::NoConnection(system.id.to_string()))?;
+        let dialect = Dialect::from_url(&url.url)
+            .ok_or_else(|| SourceError::Unsupported(system.id.to_string()))?;
+        sqlx::any::install_default_drivers();
+        let mut conn =
+            AnyConnection::connect(&url.url)
+                .await
+                .map_err(|e| SourceError::Connect {
+                    system: system.id.to_string(),
+                    url: crate::config::redact_url(&url.url),
+                    source: e,
+                })?;
+        if dialect == Dialect::Sqlite {
+            sqlx::query("PRAGMA foreign_keys = ON")
+                .execute(&mut conn)
+                .await
+                .map_err(|e| SourceError::query(system, "enabling foreign keys", e))?;
+            sqlx::query("PRAGMA busy_timeout = 10000")
+                .execute(&mut conn)
+                .await
+                .map_err(|e| SourceError::query(system, "setting the busy timeout", e))?;
+        }
+        let schema = schema::check(&mut conn, dialect, system).await?;
+        Ok(Self {
+            system: system.id.to_string(),
+            dialect,
+            schema,
+            conn,
+        })
+    }
+
+    pub async fn close(self) {
+        let _ = self.conn.close().await;
+    }
+
+    /// The primary key of a collection: declared in the policy, else in the database.
+    pub fn primary_key(&self, policy_system: &System, collection: &str) -> Vec<String> {
+        let declared: Vec<String> = policy_system
+            .collections
+            .iter()
+            .find(|c| c.name.as_str() == collection)
+            .map(|c| {
+                c.fields
+                    .iter()
+                    .filter(|f| f.primary_key)
+                    .map(|f| f.name.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !declared.is_empty() {
+            return declared;
+        }
+        self.schema
+            .primary_key(collection)
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    fn col<'a>(&'a self, table: &str, name: &'a Identifier) -> Col<'a> {
+        Col {
+            name,
+            sql_type: self
+                .schema
+                .column(table, name.as_str())
+                .map_or("text", |c| c.sql_type.as_str()),
+        }
+    }
+
+    /// Reads the rows of `collection` found by `lookups`, columns `read`, merged and
+    /// deduplicated by `key` (or by the whole row).
+    pub async fn fetch(
+        &mut self,
+        collection: &str,
+        read: &[String],
+        key: &[String],
+        lookups: &[Lookup],
+        found: &BTreeMap<String, Found>,
+    ) -> Result<Found, SourceError> {
+        let table = ident(collection)?;
+        let cols: Vec<Identifier> = read.iter().map(|c| ident(c)).collect::<Result<_, _>>()?;
+        let col_refs: Vec<&Identifier> = cols.iter().collect();
+        let mut out = Found {
+            collection: collection.to_owned(),
+            rows: Vec::new(),
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for lookup in lookups {
+            let (field, values, fold_case): (&str, Vec<String>, bool) = match lookup {
+                Lookup::Values {
+                    field,
+                    values,
+                    fold_case,
+                } => (field, values.clone(), *fold_case),
+                Lookup::FromRows {
+                    field,
+                    from_collection,
+                    from_field,
+                } => {
+                    let mut v: Vec<String> = found
+                        .get(from_collection)
+                        .map(|f| {
+                            f.rows
+                                .iter()
+                                .filter_map(|r| r.get(from_field).cloned().flatten())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    v.sort();
+                    v.dedup();
+                    (field, v, false)
+                }
+            };
+            let field = ident(field)?;
+            for chunk in values.chunks(IN_CHUNK) {
+                let sql = sql::select_in(
+                    self.dialect,
+                    &table,
+                    &col_refs,
+                    &self.col(collection, &field),
+                    chunk.len(),
+                    fold_case,
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for v in chunk {
+                    q = q.bind(v.clone());
+                }
+                let rows = q
+                    .fetch_all(&mut self.conn)
+                    .await
+                    .map_err(|e| SourceError::Query {
+                        system: self.system.clone(),
+                        what: format!("reading `{collection}`"),
+                        source: e,
+                    })?;
+                for r in rows {
+                    let mut row = Row::new();
+                    for (i, c) in read.iter().enumerate() {
+                        let v: Option<String> = r.try_get(i).map_err(|e| SourceError::Query {
+                            system: self.system.clone(),
+                            what: format!("decoding `{collection}.{c}`"),
+                            source: e,
+                        })?;
+                        row.insert(c.clone(), v);
+                    }
+                    let identity: Vec<Option<String>> = if key.is_empty() {
+                        row.values().cloned().collect()
+                    } else {
+                        key.iter().map(|k| row.get(k).cloned().flatten()).collect()
+                    };
+                    if seen.insert(identity) {
+                        out.rows.push(row);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies the actions in one transaction. `after_collection` runs after each
+    /// collection, before the commit (a fault-injection point for tests).
+    pub async fn apply(
+        &mut self,
+        actions: &[CollectionActions],
+        mut after_collection: impl FnMut(&str, &str),
+    ) -> Result<(), SourceError> {
+        let system = self.system.clone();
+        let d = self.dialect;
+        let schema = self.schema.clone();
+        let mut tx = self.conn.begin().await.map_err(|e| SourceError::Query {
+            system: system.clone(),
+            what: "starting a transaction".into(),
+            source: e,
+        })?;
+        for ca in actions {
+            let table = ident(&ca.collection)?;
+            let sql_type = |c: &str| {
+                schema
+                    .column(&ca.collection, c)
+                    .map_or("text".to_owned(), |c| c.sql_type.clone())
+            };
+            for ra in &ca.rows {
+                let key_ids: Vec<Identifier> = ra
+                    .key
+                    .iter()
+                    .map(|(k, _)| ident(k))
+                    .collect::<Result<_, _>>()?;
+                let key_types: Vec<String> = ra.key.iter().map(|(k, _)| sql_type(k)).collect();
+                let key_cols: Vec<Col> = key_ids
+                    .iter()
+                    .zip(&key_types)
+                    .map(|(name, t)| Col { name, sql_type: t })
+                    .collect();
+                let (sql, values): (String, Vec<String>) = match &ra.action {
+                    Action::Delete => (sql::delete_row(d, &table, &key_cols), Vec::new()),
+                    Action::Mask(fields) => {
+                        let ids: Vec<Identifier> = fields
+                            .iter()
+                            .map(|(f, _)| ident(f))
+                            .collect::<Result<_, _>>()?;
+                        let types: Vec<String> = fields.iter().map(|(f, _)| sql_type(f)).collect();
+                        let set: Vec<(Col, SetTo)> = ids
+                            .iter()
+                            .zip(&types)
+                            .zip(fields)
+                            .map(|((name, t), (_, v))| {
+                                (
+                                    Col { name, sql_type: t },
+                                    match v {
+                                        MaskValue::Null => SetTo::Null,
+                                        MaskValue::Text(_) => SetTo::Value,
+                                    },
+                                )
+                            })
+                            .collect();
+                        let values = fields
+                            .iter()
+                            .filter_map(|(_, v)| match v {
+                                MaskValue::Text(t) => Some(t.clone()),
+                                MaskValue::Null => None,
+                            })
+                            .collect();
+                        (sql::update_row(d, &table, &set, &key_cols), values)
+                    }
+                };
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for v in values
+                    .into_iter()
+                    .chain(ra.key.iter().map(|(_, v)| v.clone()))
+                {
+                    q = q.bind(v);
+                }
+                q.execute(&mut *tx).await.map_err(|e| SourceError::Query {
+                    system: system.clone(),
+                    what: format!("erasing in `{}`", ca.collection),
+                    source: e,
+                })?;
+            }
+            after_collection(&system, &ca.collection);
+        }
+        tx.commit().await.map_err(|e| SourceError::Query {
+            system,
+            what: "committing".into(),
+            source: e,
+        })?;
+        Ok(())
+    }
+}
+
+fn ident(s: &str) -> Result<Identifier, SourceError> {
+    Identifier::parse(s).map_err(SourceError::Identifier)
+}
+
+/// The system of the policy with this id.
+pub fn system<'a>(policy: &'a Policy, id: &str) -> Option<&'a System> {
+    policy.system(id)
+}

@@ -1,0 +1,645 @@
+//! Access, portability and erasure across a demo-like application database, on SQLite
+//! always and on PostgreSQL and MariaDB when their URL variables are set. Alice makes the
+//! requests; Bob must stay untouched byte for byte.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use chrono::{TimeZone, Utc};
+use lethe::audit::{Actor, AuditLog, Identity, KeySource};
+use lethe::dsr::{self, AccessKind, Context};
+use lethe::policy::Policy;
+use lethe::sources::sql::Dialect;
+use lethe::store::Store;
+use sqlx::{AnyConnection, Connection, Row};
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+struct AppDb {
+    url: String,
+    dialect: Dialect,
+    dir: tempfile::TempDir,
+}
+
+async fn app_db(backend: Backend, test: &str) -> Option<AppDb> {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, dialect) = match backend {
+        Backend::Sqlite => (
+            format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display()),
+            Dialect::Sqlite,
+        ),
+        Backend::Postgres => (common::postgres_database(test).await?, Dialect::Postgres),
+        Backend::MySql => (common::mysql_database(test).await?, Dialect::MySql),
+    };
+    let db = AppDb { url, dialect, dir };
+    db.seed().await;
+    Some(db)
+}
+
+impl AppDb {
+    async fn conn(&self) -> AnyConnection {
+        sqlx::any::install_default_drivers();
+        AnyConnection::connect(&self.url).await.unwrap()
+    }
+
+    async fn exec(&self, sql: &str) {
+        let mut c = self.conn().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+    }
+
+    async fn seed(&self) {
+        let ts = match self.dialect {
+            Dialect::Sqlite => "TEXT",
+            Dialect::Postgres => "TIMESTAMPTZ",
+            Dialect::MySql => "DATETIME",
+        };
+        for sql in [
+            format!("CREATE TABLE users (id INTEGER PRIMARY KEY, email VARCHAR(255) NOT NULL, full_name VARCHAR(255) NOT NULL, created_at {ts} NOT NULL, closed_at {ts} NULL)"),
+            format!("CREATE TABLE invoices (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, billing_name VARCHAR(255) NOT NULL, amount NUMERIC(10,2) NOT NULL, issued_at {ts} NOT NULL, FOREIGN KEY (user_id) REFERENCES users(id))"),
+            format!("CREATE TABLE page_views (id INTEGER PRIMARY KEY, user_id INTEGER NULL, ip_address VARCHAR(64) NULL, path VARCHAR(255) NOT NULL, viewed_at {ts} NOT NULL, FOREIGN KEY (user_id) REFERENCES users(id))"),
+            format!("CREATE TABLE comments (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, body TEXT NOT NULL, created_at {ts} NOT NULL, FOREIGN KEY (user_id) REFERENCES users(id))"),
+            "INSERT INTO users VALUES (1, 'Alice@Example.com', 'Alice Example', '2024-01-10 09:00:00', NULL), (2, 'bob@example.com', 'Bob Example', '2023-05-05 12:00:00', NULL)".to_owned(),
+            "INSERT INTO invoices VALUES (10, 1, 'Alice Example', 120.50, '2015-01-01 10:00:00'), (11, 1, 'Alice Example', 99.00, '2025-03-01 10:00:00'), (12, 2, 'Bob Example', 15.00, '2025-06-01 10:00:00')".to_owned(),
+            "INSERT INTO page_views VALUES (20, 1, '192.0.2.1', '/pricing', '2026-10-01 10:00:00'), (21, 1, '192.0.2.1', '/docs', '2026-10-02 10:00:00'), (22, 1, '192.0.2.7', '/', '2026-10-03 10:00:00'), (23, 2, '198.51.100.9', '/', '2026-10-04 10:00:00')".to_owned(),
+            "INSERT INTO comments VALUES (30, 1, 'Alice likes dark mode', '2025-01-01 10:00:00'), (31, 1, 'Alice wants CSV export', '2025-02-01 10:00:00'), (32, 2, 'Bob reports a bug', '2025-03-01 10:00:00')".to_owned(),
+        ] {
+            self.exec(&sql).await;
+        }
+    }
+
+    /// Every column of the rows matching `cond`, as text, ordered by id.
+    async fn rows(&self, table: &str, cols: &[&str], cond: &str) -> Vec<Vec<Option<String>>> {
+        let list: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                self.dialect
+                    .as_text(&lethe::policy::Identifier::parse(c).unwrap())
+            })
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {table} WHERE {cond} ORDER BY id",
+            list.join(", ")
+        );
+        let mut c = self.conn().await;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+        rows.iter()
+            .map(|r| (0..cols.len()).map(|i| r.try_get(i).unwrap()).collect())
+            .collect()
+    }
+
+    async fn count(&self, table: &str, cond: &str) -> usize {
+        self.rows(table, &["id"], cond).await.len()
+    }
+
+    /// Everything about Bob, to compare before and after.
+    async fn bob(&self) -> Vec<Vec<Vec<Option<String>>>> {
+        vec![
+            self.rows(
+                "users",
+                &["id", "email", "full_name", "created_at", "closed_at"],
+                "id = 2",
+            )
+            .await,
+            self.rows(
+                "invoices",
+                &["id", "user_id", "billing_name", "amount", "issued_at"],
+                "user_id = 2",
+            )
+            .await,
+            self.rows(
+                "page_views",
+                &["id", "user_id", "ip_address", "path", "viewed_at"],
+                "user_id = 2",
+            )
+            .await,
+            self.rows(
+                "comments",
+                &["id", "user_id", "body", "created_at"],
+                "user_id = 2",
+            )
+            .await,
+        ]
+    }
+
+    /// Everything, to show that a run changed nothing.
+    async fn everything(&self) -> Vec<Vec<Vec<Option<String>>>> {
+        vec![
+            self.rows(
+                "users",
+                &["id", "email", "full_name", "created_at", "closed_at"],
+                "1 = 1",
+            )
+            .await,
+            self.rows(
+                "invoices",
+                &["id", "user_id", "billing_name", "amount", "issued_at"],
+                "1 = 1",
+            )
+            .await,
+            self.rows(
+                "page_views",
+                &["id", "user_id", "ip_address", "path", "viewed_at"],
+                "1 = 1",
+            )
+            .await,
+            self.rows(
+                "comments",
+                &["id", "user_id", "body", "created_at"],
+                "1 = 1",
+            )
+            .await,
+        ]
+    }
+
+    /// The fixture policy (native or Fides) pointing at this database, in a temp dir.
+    fn policy_dir(&self, fixture: &str, edit: impl Fn(String) -> String) -> PathBuf {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(fixture);
+        let dst = self
+            .dir
+            .path()
+            .join(format!("policies-{fixture}-{}", rand_suffix()));
+        copy_dir(&src, &dst);
+        let p = dst.join("policy.yaml");
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("@URL@", &self.url);
+        std::fs::write(&p, edit(text)).unwrap();
+        dst
+    }
+}
+
+fn rand_suffix() -> String {
+    lethe::crypto::random_hex(4).unwrap()
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            copy_dir(&p, &dst.join(p.file_name().unwrap()));
+        } else {
+            std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+fn load(dir: &Path) -> Policy {
+    let checked = Policy::load(dir).unwrap();
+    let errors: Vec<String> = checked.errors().map(|d| d.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    checked.policy
+}
+
+async fn audit(db: &AppDb) -> AuditLog {
+    let url = secrecy::SecretString::from(format!(
+        "sqlite://{}?mode=rwc",
+        db.dir.path().join("lethe.db").display()
+    ));
+    let keys = KeySource {
+        master: None,
+        signing: None,
+        dir: db.dir.path().join(".lethe"),
+    };
+    AuditLog::open(Store::open(&url).await.unwrap(), &keys)
+        .await
+        .unwrap()
+}
+
+fn alice() -> Vec<Identity> {
+    vec![Identity::parse("email=alice@example.com").unwrap()]
+}
+
+fn now() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
+}
+
+macro_rules! all_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                if let Some(db) = super::app_db(super::Backend::Sqlite, stringify!($name)).await {
+                    super::$name(db).await;
+                }
+            }
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(db) = super::app_db(super::Backend::Postgres, stringify!($name)).await {
+                    super::$name(db).await;
+                }
+            }
+            #[tokio::test]
+            async fn mariadb() {
+                if let Some(db) = super::app_db(super::Backend::MySql, stringify!($name)).await {
+                    super::$name(db).await;
+                }
+            }
+        }
+    };
+}
+
+fn unzip(bytes: &[u8]) -> BTreeMap<String, String> {
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    (0..z.len())
+        .map(|i| {
+            let mut f = z.by_index(i).unwrap();
+            let mut s = String::new();
+            f.read_to_string(&mut s).unwrap();
+            (f.name().to_owned(), s)
+        })
+        .collect()
+}
+
+async fn access_package_holds_every_row_of_alice_and_none_of_bob(db: AppDb) {
+    let policy = load(&db.policy_dir("dsr", |t| t));
+    let log = audit(&db).await;
+    let ctx = Context {
+        policy: &policy,
+        audit: &log,
+        actor: Actor::Cli,
+        request_id: None,
+        strict: true,
+    };
+    let package = dsr::access(&ctx, &alice(), AccessKind::Access, now())
+        .await
+        .unwrap();
+    let files = unzip(&package.to_zip().unwrap());
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "app.comments.csv",
+            "app.invoices.csv",
+            "app.page_views.csv",
+            "app.users.csv",
+            "data.json",
+            "index.html"
+        ]
+    );
+
+    let data: serde_json::Value = serde_json::from_str(&files["data.json"]).unwrap();
+    let collections = data["systems"][0]["collections"].as_array().unwrap();
+    let get = |name: &str| {
+        collections
+            .iter()
+            .find(|c| c["collection"] == name)
+            .unwrap()["rows"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let users = get("users");
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0]["email"]["value"], "Alice@Example.com");
+    assert_eq!(users[0]["email"]["category"], "user.contact.email");
+    assert_eq!(users[0]["email"]["category_name"], "Email address");
+    assert_eq!(users[0]["full_name"]["value"], "Alice Example");
+    assert_eq!(
+        users[0]["full_name"]["purposes"],
+        serde_json::json!(["billing", "content"])
+    );
+    // Unmapped columns (ids, timestamps) are not part of the package.
+    assert!(users[0].get("created_at").is_none() && users[0].get("id").is_none());
+    let invoices = get("invoices");
+    assert_eq!(invoices.len(), 2);
+    let amounts: Vec<f64> = invoices
+        .iter()
+        .map(|r| r["amount"]["value"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(amounts, [120.5, 99.0]);
+    assert_eq!(invoices[0]["amount"]["category"], "user.financial");
+    let views = get("page_views");
+    let paths: Vec<&str> = views
+        .iter()
+        .map(|r| r["path"]["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/pricing", "/docs", "/"]);
+    assert_eq!(views[2]["ip_address"]["value"], "192.0.2.7");
+    let comments = get("comments");
+    let bodies: Vec<&str> = comments
+        .iter()
+        .map(|r| r["body"]["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["Alice likes dark mode", "Alice wants CSV export"]);
+
+    let everything: String = files.values().cloned().collect();
+    for bob in [
+        "bob@example.com",
+        "Bob Example",
+        "198.51.100.9",
+        "Bob reports a bug",
+    ] {
+        assert!(
+            !everything.contains(bob),
+            "{bob} leaked into Alice's package"
+        );
+    }
+    assert_eq!(
+        files["app.comments.csv"],
+        "body\nAlice likes dark mode\nAlice wants CSV export\n"
+    );
+
+    let html = &files["index.html"];
+    for text in [
+        "Registration and billing",
+        "Visitors and cookies",
+        "Content",
+        "Performance of a contract (Art. 6(1)(b))",
+        "Consent (Art. 6(1)(a))",
+        "Cloud Hosting SA (Luxembourg); transfer to the United States: Standard Contractual Clauses",
+        "Bookkeeping GmbH (Austria)",
+        "8 years after collection, where the law requires it",
+        "90 days after collection",
+        "until the account is closed",
+        "Rectification (Art. 16)",
+        "Erasure (Art. 17)",
+        "Restriction (Art. 18)",
+        "Portability (Art. 20)",
+        "Objection (Art. 21)",
+        "Austrian Data Protection Authority",
+    ] {
+        assert!(html.contains(text), "index.html lacks {text}");
+    }
+
+    // Portability: only what Alice provided under consent or contract, in JSON.
+    let portable = dsr::access(&ctx, &alice(), AccessKind::Portability, now())
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&portable.data_json()).unwrap();
+    assert_eq!(v["kind"], "portability");
+    assert_eq!(v["systems"][0]["collections"].as_array().unwrap().len(), 4);
+}
+all_backends!(access_package_holds_every_row_of_alice_and_none_of_bob);
+
+async fn erasure_keeps_what_the_law_requires_and_nothing_else(db: AppDb) {
+    let policy = load(&db.policy_dir("dsr", |t| t));
+    let log = audit(&db).await;
+    let ctx = Context {
+        policy: &policy,
+        audit: &log,
+        actor: Actor::Cli,
+        request_id: Some("req-7".into()),
+        strict: true,
+    };
+    let bob_before = db.bob().await;
+    let before = db.everything().await;
+
+    let dry = dsr::erase(&ctx, &alice(), true, now()).await.unwrap();
+    assert_eq!(db.everything().await, before, "a dry run wrote");
+
+    let report = dsr::erase(&ctx, &alice(), false, now()).await.unwrap();
+    assert!(!report.dry_run);
+    // The dry run predicted exactly this.
+    assert_eq!(
+        serde_json::to_value(&dry.systems).unwrap(),
+        serde_json::to_value(&report.systems).unwrap()
+    );
+
+    assert_eq!(db.count("page_views", "user_id = 1").await, 0);
+    assert_eq!(db.count("comments", "user_id = 1").await, 0);
+    // The 2015 invoice is past its 8 years: masked; the 2025 one is kept as it was.
+    let invoices = db
+        .rows("invoices", &["id", "billing_name", "amount"], "user_id = 1")
+        .await;
+    assert_eq!(invoices[0][0].as_deref(), Some("10"));
+    assert_eq!(invoices[0][1].as_deref(), Some("erased"));
+    assert_eq!(
+        invoices[0][2].as_deref().map(|a| a.parse::<f64>().unwrap()),
+        Some(0.0)
+    );
+    assert_eq!(invoices[1][1].as_deref(), Some("Alice Example"));
+    assert_eq!(
+        invoices[1][2].as_deref().map(|a| a.parse::<f64>().unwrap()),
+        Some(99.0)
+    );
+    // Alice's account stays: billing keeps it 8 years from its creation.
+    assert_eq!(
+        db.rows("users", &["email"], "id = 1").await[0][0].as_deref(),
+        Some("Alice@Example.com")
+    );
+    assert_eq!(db.bob().await, bob_before, "Bob changed");
+
+    let app = &report.systems[0];
+    let c = |name: &str| {
+        app.collections
+            .iter()
+            .find(|c| c.collection == name)
+            .unwrap()
+    };
+    assert_eq!(
+        (c("page_views").rows_deleted, c("comments").rows_deleted),
+        (3, 2)
+    );
+    assert_eq!(c("invoices").rows_masked, 1);
+    let kept = c("invoices")
+        .kept
+        .iter()
+        .find(|k| k.field == "billing_name")
+        .unwrap();
+    assert_eq!(kept.article, "Art. 17(3)(b)");
+    assert_eq!(kept.because, "billing");
+    assert_eq!(kept.until.as_deref(), Some("2033-03-01"));
+    assert_eq!(kept.rows, 1);
+    assert_eq!(kept.reason, "Accounting law keeps invoices for 8 years");
+    let kept_email = c("users").kept.iter().find(|k| k.field == "email").unwrap();
+    assert_eq!(kept_email.until.as_deref(), Some("2032-01-10"));
+
+    // Running it again changes nothing.
+    let after = db.everything().await;
+    let again = dsr::erase(&ctx, &alice(), false, now()).await.unwrap();
+    assert_eq!(db.everything().await, after);
+    assert_eq!(
+        again.systems[0]
+            .collections
+            .iter()
+            .map(|c| c.rows_deleted + c.rows_masked)
+            .sum::<usize>(),
+        0
+    );
+
+    // The audit log has counts in clear and the identity only in a (now shredded) payload.
+    let entries = log.entries(&Default::default()).await.unwrap();
+    let e = entries
+        .iter()
+        .find(|e| e.header.action == "erasure.executed")
+        .unwrap();
+    assert_eq!(e.header.request_id.as_deref(), Some("req-7"));
+    assert!(e.header.summary.contains("\"deleted\":3") && !e.header.summary.contains("alice"));
+    assert_eq!(e.payload, lethe::audit::Payload::Shredded);
+    assert!(log.verify().await.unwrap().ok());
+}
+all_backends!(erasure_keeps_what_the_law_requires_and_nothing_else);
+
+async fn a_hold_blocks_erasure(db: AppDb) {
+    let dir = db.policy_dir("dsr", |t| {
+        format!("{t}holds:\n  - {{ id: case-1, reason: pending litigation, collections: [app.comments], until: 2099-12-31 }}\n")
+    });
+    let policy = load(&dir);
+    let log = audit(&db).await;
+    let ctx = Context {
+        policy: &policy,
+        audit: &log,
+        actor: Actor::Cli,
+        request_id: None,
+        strict: true,
+    };
+    let report = dsr::erase(&ctx, &alice(), false, now()).await.unwrap();
+    assert_eq!(db.count("comments", "user_id = 1").await, 2);
+    assert_eq!(db.count("page_views", "user_id = 1").await, 0);
+    let comments = report.systems[0]
+        .collections
+        .iter()
+        .find(|c| c.collection == "comments")
+        .unwrap();
+    assert_eq!(comments.kept[0].article, "Art. 17(3)(e)");
+    assert_eq!(comments.kept[0].because, "hold case-1");
+    assert_eq!(comments.kept[0].until.as_deref(), Some("2100-01-01"));
+}
+all_backends!(a_hold_blocks_erasure);
+
+async fn a_policy_naming_a_missing_column_fails_before_any_write(db: AppDb) {
+    let dir = db.policy_dir("dsr", |t| t.replace("          - { name: body, categories: [user.content.comment] }", "          - { name: body, categories: [user.content.comment] }\n          - { name: nickname, categories: [user.name] }"));
+    let policy = load(&dir);
+    let log = audit(&db).await;
+    let ctx = Context {
+        policy: &policy,
+        audit: &log,
+        actor: Actor::Cli,
+        request_id: None,
+        strict: true,
+    };
+    let before = db.everything().await;
+    let err = dsr::erase(&ctx, &alice(), false, now())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("system `app` does not match the policy"),
+        "{err}"
+    );
+    assert!(
+        err.contains("table `comments` has no column `nickname`"),
+        "{err}"
+    );
+    assert!(!err.contains("alice"), "{err}");
+    assert_eq!(db.everything().await, before);
+}
+all_backends!(a_policy_naming_a_missing_column_fails_before_any_write);
+
+/// The process dies between two collections; the next run completes the erasure.
+async fn an_interrupted_erasure_completes_on_the_next_run(db: AppDb) {
+    let dir = db.policy_dir("dsr", |t| t);
+    let store = format!(
+        "sqlite://{}?mode=rwc",
+        db.dir.path().join("lethe.db").display()
+    );
+    let run = |fault: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"));
+        cmd.args([
+            "dsr",
+            "erase",
+            "--identity",
+            "email=alice@example.com",
+            "--policies",
+            dir.to_str().unwrap(),
+            "--database",
+            &store,
+        ])
+        .current_dir(db.dir.path())
+        .env_remove("LETHE_FAULT_INJECT");
+        if let Some(f) = fault {
+            cmd.env("LETHE_FAULT_INJECT", f);
+        }
+        cmd.output().unwrap()
+    };
+    let before = db.everything().await;
+    let out = run(Some("exit-after:app.page_views"));
+    assert_eq!(
+        out.status.code(),
+        Some(86),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        db.everything().await,
+        before,
+        "the interrupted transaction was not rolled back"
+    );
+    let out = run(None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("kept billing_name in 1 row(s): Art. 17(3)(b)"),
+        "{text}"
+    );
+    assert_eq!(db.count("page_views", "user_id = 1").await, 0);
+    assert_eq!(db.count("comments", "user_id = 1").await, 0);
+    assert_eq!(db.count("page_views", "user_id = 2").await, 1);
+}
+all_backends!(an_interrupted_erasure_completes_on_the_next_run);
+
+/// The same company mapped in Fides format gives the same package and the same erasure.
+async fn a_fides_manifest_gives_the_same_results(db: AppDb) {
+    let native = load(&db.policy_dir("dsr", |t| t));
+    let fides = load(&db.policy_dir("dsr-fides", |t| t));
+    let log = audit(&db).await;
+    let ctx = |p| Context {
+        policy: p,
+        audit: &log,
+        actor: Actor::Cli,
+        request_id: None,
+        strict: true,
+    };
+    let a = dsr::access(&ctx(&native), &alice(), AccessKind::Access, now())
+        .await
+        .unwrap();
+    let b = dsr::access(&ctx(&fides), &alice(), AccessKind::Access, now())
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&a.data).unwrap(),
+        serde_json::to_value(&b.data).unwrap()
+    );
+    let a = dsr::erase(&ctx(&native), &alice(), true, now())
+        .await
+        .unwrap();
+    let b = dsr::erase(&ctx(&fides), &alice(), true, now())
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&a.systems).unwrap(),
+        serde_json::to_value(&b.systems).unwrap()
+    );
+    assert_eq!(
+        a.systems[0]
+            .collections
+            .iter()
+            .map(|c| c.rows_deleted)
+            .sum::<usize>(),
+        5
+    );
+}
+all_backends!(a_fides_manifest_gives_the_same_results);
