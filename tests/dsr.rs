@@ -12,6 +12,7 @@ use chrono::{TimeZone, Utc};
 use lethe::audit::{Actor, AuditLog, Identity, KeySource};
 use lethe::dsr::{self, AccessKind, Context};
 use lethe::policy::Policy;
+use lethe::sources::db::Sources;
 use lethe::sources::sql::Dialect;
 use lethe::store::Store;
 use sqlx::{AnyConnection, Connection, Row};
@@ -272,9 +273,11 @@ fn unzip(bytes: &[u8]) -> BTreeMap<String, String> {
 async fn access_package_holds_every_row_of_alice_and_none_of_bob(db: AppDb) {
     let policy = load(&db.policy_dir("dsr", |t| t));
     let log = audit(&db).await;
+    let sources = Sources::default();
     let ctx = Context {
         policy: &policy,
         audit: &log,
+        sources: &sources,
         actor: Actor::Cli,
         request_id: None,
         strict: true,
@@ -393,9 +396,11 @@ all_backends!(access_package_holds_every_row_of_alice_and_none_of_bob);
 async fn erasure_keeps_what_the_law_requires_and_nothing_else(db: AppDb) {
     let policy = load(&db.policy_dir("dsr", |t| t));
     let log = audit(&db).await;
+    let sources = Sources::default();
     let ctx = Context {
         policy: &policy,
         audit: &log,
+        sources: &sources,
         actor: Actor::Cli,
         request_id: Some("req-7".into()),
         strict: true,
@@ -495,9 +500,11 @@ async fn a_hold_blocks_erasure(db: AppDb) {
     });
     let policy = load(&dir);
     let log = audit(&db).await;
+    let sources = Sources::default();
     let ctx = Context {
         policy: &policy,
         audit: &log,
+        sources: &sources,
         actor: Actor::Cli,
         request_id: None,
         strict: true,
@@ -520,9 +527,11 @@ async fn a_policy_naming_a_missing_column_fails_before_any_write(db: AppDb) {
     let dir = db.policy_dir("dsr", |t| t.replace("          - { name: body, categories: [user.content.comment] }", "          - { name: body, categories: [user.content.comment] }\n          - { name: nickname, categories: [user.name] }"));
     let policy = load(&dir);
     let log = audit(&db).await;
+    let sources = Sources::default();
     let ctx = Context {
         policy: &policy,
         audit: &log,
+        sources: &sources,
         actor: Actor::Cli,
         request_id: None,
         strict: true,
@@ -606,27 +615,42 @@ async fn a_fides_manifest_gives_the_same_results(db: AppDb) {
     let native = load(&db.policy_dir("dsr", |t| t));
     let fides = load(&db.policy_dir("dsr-fides", |t| t));
     let log = audit(&db).await;
-    let ctx = |p| Context {
-        policy: p,
-        audit: &log,
-        actor: Actor::Cli,
-        request_id: None,
-        strict: true,
-    };
-    let a = dsr::access(&ctx(&native), &alice(), AccessKind::Access, now())
-        .await
-        .unwrap();
-    let b = dsr::access(&ctx(&fides), &alice(), AccessKind::Access, now())
-        .await
-        .unwrap();
+    // Separate caches: each policy checks the database schema for itself.
+    let (native_sources, fides_sources) = (Sources::default(), Sources::default());
+    fn ctx<'a>(p: &'a Policy, log: &'a AuditLog, sources: &'a Sources) -> Context<'a> {
+        Context {
+            policy: p,
+            audit: log,
+            sources,
+            actor: Actor::Cli,
+            request_id: None,
+            strict: true,
+        }
+    }
+    let a = dsr::access(
+        &ctx(&native, &log, &native_sources),
+        &alice(),
+        AccessKind::Access,
+        now(),
+    )
+    .await
+    .unwrap();
+    let b = dsr::access(
+        &ctx(&fides, &log, &fides_sources),
+        &alice(),
+        AccessKind::Access,
+        now(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         serde_json::to_value(&a.data).unwrap(),
         serde_json::to_value(&b.data).unwrap()
     );
-    let a = dsr::erase(&ctx(&native), &alice(), true, now())
+    let a = dsr::erase(&ctx(&native, &log, &native_sources), &alice(), true, now())
         .await
         .unwrap();
-    let b = dsr::erase(&ctx(&fides), &alice(), true, now())
+    let b = dsr::erase(&ctx(&fides, &log, &fides_sources), &alice(), true, now())
         .await
         .unwrap();
     assert_eq!(

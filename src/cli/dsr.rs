@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use crate::audit::{Actor, AuditLog, Identity};
 use crate::config::Config;
 use crate::dsr::{self, AccessKind, Context, ErasureReport};
+use crate::sources::db::Sources;
 use crate::store::Store;
 
 #[derive(Debug, Args)]
@@ -80,6 +81,7 @@ pub async fn run(action: DsrAction, config: &Config) -> anyhow::Result<ExitCode>
     let store = Store::open(&config.database).await?;
     let audit = AuditLog::open(store.clone(), &config.key_source()).await?;
     let now = chrono::Utc::now();
+    let sources = Sources::default();
     let result = match action {
         DsrAction::Plan { .. } => Ok(ExitCode::SUCCESS),
         DsrAction::Access { target, kind, out } => {
@@ -87,6 +89,7 @@ pub async fn run(action: DsrAction, config: &Config) -> anyhow::Result<ExitCode>
             let ctx = Context {
                 policy: &policy,
                 audit: &audit,
+                sources: &sources,
                 actor: Actor::Cli,
                 request_id: None,
                 strict: target.strict,
@@ -111,6 +114,7 @@ pub async fn run(action: DsrAction, config: &Config) -> anyhow::Result<ExitCode>
             let ctx = Context {
                 policy: &policy,
                 audit: &audit,
+                sources: &sources,
                 actor: Actor::Cli,
                 request_id: None,
                 strict: target.strict,
@@ -126,6 +130,7 @@ pub async fn run(action: DsrAction, config: &Config) -> anyhow::Result<ExitCode>
             Ok(ExitCode::SUCCESS)
         }
     };
+    sources.close().await;
     store.close().await;
     result
 }

@@ -18,7 +18,7 @@ pub use plan::{Plan, Via};
 use crate::audit::{Actor, AuditError, AuditLog, Identity, NewEntry};
 use crate::policy::Policy;
 use crate::sources::SourceError;
-use crate::sources::db::{Found, Lookup, SourceDb};
+use crate::sources::db::{Found, Lookup, SourceDb, Sources};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DsrError {
@@ -36,6 +36,8 @@ pub enum DsrError {
 pub struct Context<'a> {
     pub policy: &'a Policy,
     pub audit: &'a AuditLog,
+    /// The systems' databases, opened once and shared.
+    pub sources: &'a Sources,
     /// Who asked: the CLI operator, an admin, or the subject through the service.
     pub actor: Actor,
     pub request_id: Option<String>,
@@ -89,7 +91,7 @@ async fn search(
         let Some(system) = ctx.policy.system(&sp.system) else {
             continue;
         };
-        let mut db = SourceDb::open(system).await?;
+        let db = ctx.sources.get(system).await?;
         let mut found: BTreeMap<String, Found> = BTreeMap::new();
         let mut keys = BTreeMap::new();
         for step in &sp.steps {
@@ -164,7 +166,6 @@ pub async fn access(
     let mut systems = Vec::new();
     for s in searched {
         systems.push((s.db.system.clone(), s.found));
-        s.db.close().await;
     }
     let package = package::build(ctx.policy, &systems, kind, now);
     let subject = ctx.audit.subject_for(&identities[0]).await?;
@@ -226,7 +227,7 @@ pub async fn erase(
     };
     let masker = AuditMasker(ctx.audit);
     let mut reports = Vec::new();
-    for mut s in searched {
+    for s in searched {
         let Some(system) = ctx.policy.system(&s.db.system) else {
             continue;
         };
@@ -268,7 +269,6 @@ pub async fn erase(
             }
             ctx.audit.append(entry).await?;
         }
-        s.db.close().await;
         reports.push(report);
     }
     // The person's audit payloads go with their data; the clear counts stay.

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{AnyConnection, Connection, Row as _};
+use std::str::FromStr;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Connection, Row as _};
 
 use super::schema::{self, Schema};
 use super::sql::{self, Col, Dialect, SetTo};
@@ -65,12 +68,14 @@ pub struct CollectionActions {
 /// Values per IN list: well under every backend's parameter limit.
 const IN_CHUNK: usize = 500;
 
-/// A connection to one system's database whose schema matched the policy.
+/// A connection pool to one system's database whose schema matched the policy. Cheap to
+/// clone; see [`Sources`] to keep one per system across requests.
+#[derive(Clone)]
 pub struct SourceDb {
     pub system: String,
     pub dialect: Dialect,
     pub schema: Schema,
-    conn: AnyConnection,
+    pool: AnyPool,
 }
 
 impl SourceDb {
@@ -81,35 +86,50 @@ impl SourceDb {
         let dialect = Dialect::from_url(&url.url)
             .ok_or_else(|| SourceError::Unsupported(system.id.to_string()))?;
         sqlx::any::install_default_drivers();
-        let mut conn =
-            AnyConnection::connect(&url.url)
-                .await
-                .map_err(|e| SourceError::Connect {
-                    system: system.id.to_string(),
-                    url: crate::config::redact_url(&url.url),
-                    source: e,
-                })?;
-        if dialect == Dialect::Sqlite {
-            sqlx::query("PRAGMA foreign_keys = ON")
-                .execute(&mut conn)
-                .await
-                .map_err(|e| SourceError::query(system, "enabling foreign keys", e))?;
-            sqlx::query("PRAGMA busy_timeout = 10000")
-                .execute(&mut conn)
-                .await
-                .map_err(|e| SourceError::query(system, "setting the busy timeout", e))?;
-        }
+        let connect_error = |e| SourceError::Connect {
+            system: system.id.to_string(),
+            url: crate::config::redact_url(&url.url),
+            source: e,
+        };
+        let options = AnyConnectOptions::from_str(&url.url).map_err(connect_error)?;
+        // One direct attempt first, so a server that is down fails at once.
+        AnyConnection::connect_with(&options)
+            .await
+            .map_err(connect_error)?
+            .close()
+            .await
+            .ok();
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(connect_error)?;
+        let mut conn = pool.acquire().await.map_err(connect_error)?;
         let schema = schema::check(&mut conn, dialect, system).await?;
+        drop(conn);
         Ok(Self {
             system: system.id.to_string(),
             dialect,
             schema,
-            conn,
+            pool,
         })
     }
 
-    pub async fn close(self) {
-        let _ = self.conn.close().await;
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// The primary key of a collection: declared in the policy, else in the database.
@@ -149,7 +169,7 @@ impl SourceDb {
     /// Reads the rows of `collection` found by `lookups`, columns `read`, merged and
     /// deduplicated by `key` (or by the whole row).
     pub async fn fetch(
-        &mut self,
+        &self,
         collection: &str,
         read: &[String],
         key: &[String],
@@ -163,6 +183,11 @@ impl SourceDb {
             collection: collection.to_owned(),
             rows: Vec::new(),
         };
+        let mut conn = self.pool.acquire().await.map_err(|e| SourceError::Query {
+            system: self.system.clone(),
+            what: "connecting".into(),
+            source: e,
+        })?;
         let mut seen = std::collections::BTreeSet::new();
         for lookup in lookups {
             let (field, values, fold_case): (&str, Vec<String>, bool) = match lookup {
@@ -205,7 +230,7 @@ impl SourceDb {
                     q = q.bind(v.clone());
                 }
                 let rows = q
-                    .fetch_all(&mut self.conn)
+                    .fetch_all(&mut *conn)
                     .await
                     .map_err(|e| SourceError::Query {
                         system: self.system.clone(),
@@ -239,14 +264,14 @@ impl SourceDb {
     /// Applies the actions in one transaction. `after_collection` runs after each
     /// collection, before the commit (a fault-injection point for tests).
     pub async fn apply(
-        &mut self,
+        &self,
         actions: &[CollectionActions],
         mut after_collection: impl FnMut(&str, &str),
     ) -> Result<(), SourceError> {
         let system = self.system.clone();
         let d = self.dialect;
         let schema = self.schema.clone();
-        let mut tx = self.conn.begin().await.map_err(|e| SourceError::Query {
+        let mut tx = self.pool.begin().await.map_err(|e| SourceError::Query {
             system: system.clone(),
             what: "starting a transaction".into(),
             source: e,
@@ -330,7 +355,32 @@ fn ident(s: &str) -> Result<Identifier, SourceError> {
     Identifier::parse(s).map_err(SourceError::Identifier)
 }
 
-/// The system of the policy with this id.
+/// The open databases of a policy's systems, each opened (and its schema checked) once,
+/// then shared by every request.
+#[derive(Default)]
+pub struct Sources {
+    open: tokio::sync::Mutex<BTreeMap<String, SourceDb>>,
+}
+
+impl Sources {
+    pub async fn get(&self, system: &System) -> Result<SourceDb, SourceError> {
+        let mut open = self.open.lock().await;
+        if let Some(db) = open.get(system.id.as_str()) {
+            return Ok(db.clone());
+        }
+        let db = SourceDb::open(system).await?;
+        open.insert(system.id.to_string(), db.clone());
+        Ok(db)
+    }
+
+    pub async fn close(&self) {
+        for db in self.open.lock().await.values() {
+            db.close().await;
+        }
+    }
+}
+
+/// The systems of a policy by id, for callers that open them.
 pub fn system<'a>(policy: &'a Policy, id: &str) -> Option<&'a System> {
     policy.system(id)
 }
