@@ -481,15 +481,38 @@ async fn erasure_keeps_what_the_law_requires_and_nothing_else(db: AppDb) {
         0
     );
 
-    // The audit log has counts in clear and the identity only in a (now shredded) payload.
+    // The audit log has counts in clear and no identity: Alice had no audit subject yet.
     let entries = log.entries(&Default::default()).await.unwrap();
     let e = entries
         .iter()
         .find(|e| e.header.action == "erasure.executed")
         .unwrap();
     assert_eq!(e.header.request_id.as_deref(), Some("req-7"));
-    assert!(e.header.summary.contains("\"deleted\":3") && !e.header.summary.contains("alice"));
-    assert_eq!(e.payload, lethe::audit::Payload::Shredded);
+    assert!(e.header.summary.contains("\"deleted\":3"));
+    assert_eq!(
+        e.payload,
+        lethe::audit::Payload::Clear(serde_json::Value::Null)
+    );
+    for entry in &entries {
+        let text = serde_json::to_string(entry).unwrap().to_lowercase();
+        assert!(!text.contains("alice"), "{text}");
+    }
+    // After an access request the person has a subject: its payloads are shredded.
+    dsr::access(&ctx, &alice(), AccessKind::Access, now())
+        .await
+        .unwrap();
+    dsr::erase(&ctx, &alice(), false, now()).await.unwrap();
+    let entries = log.entries(&Default::default()).await.unwrap();
+    let access = entries
+        .iter()
+        .find(|e| e.header.action == "dsr.access.executed")
+        .unwrap();
+    assert_eq!(access.payload, lethe::audit::Payload::Shredded);
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.header.action == "subject.shredded")
+    );
     assert!(log.verify().await.unwrap().ok());
 }
 all_backends!(erasure_keeps_what_the_law_requires_and_nothing_else);

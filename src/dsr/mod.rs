@@ -155,24 +155,41 @@ pub enum AccessKind {
     Portability,
 }
 
-/// Finds the person's data and builds the package.
-pub async fn access(
+/// Finds the person's data and builds the package, without recording anything.
+pub async fn collect(
     ctx: &Context<'_>,
     identities: &[Identity],
     kind: AccessKind,
     now: DateTime<Utc>,
 ) -> Result<package::Package, DsrError> {
     let (_, searched) = search(ctx, identities).await?;
-    let mut systems = Vec::new();
-    for s in searched {
-        systems.push((s.db.system.clone(), s.found));
-    }
-    let package = package::build(ctx.policy, &systems, kind, now);
+    let systems: Vec<_> = searched
+        .into_iter()
+        .map(|s| (s.db.system.clone(), s.found))
+        .collect();
+    Ok(package::build(ctx.policy, &systems, kind, now))
+}
+
+/// Finds the person's data, builds the package and records the access in the audit log.
+pub async fn access(
+    ctx: &Context<'_>,
+    identities: &[Identity],
+    kind: AccessKind,
+    now: DateTime<Utc>,
+) -> Result<package::Package, DsrError> {
+    let package = collect(ctx, identities, kind, now).await?;
     let subject = ctx.audit.subject_for(&identities[0]).await?;
-    let mut entry = NewEntry::new(ctx.actor.clone(), if kind == AccessKind::Access { "dsr.access.executed" } else { "dsr.portability.executed" })
-        .subject(&subject)
-        .summary(serde_json::json!({ "rows": package.row_counts() }))
-        .payload(serde_json::json!({ "identities": identities.iter().map(|i| format!("{}={}", i.kind(), i.value())).collect::<Vec<_>>() }));
+    let mut entry = NewEntry::new(
+        ctx.actor.clone(),
+        if kind == AccessKind::Access {
+            "dsr.access.executed"
+        } else {
+            "dsr.portability.executed"
+        },
+    )
+    .subject(&subject)
+    .summary(serde_json::json!({ "rows": package.row_counts() }))
+    .payload(identity_payload(identities));
     if let Some(r) = &ctx.request_id {
         entry = entry.request(r);
     }
@@ -220,10 +237,12 @@ pub async fn erase(
     now: DateTime<Utc>,
 ) -> Result<ErasureReport, DsrError> {
     let (_, searched) = search(ctx, identities).await?;
+    // The person's audit subject, if earlier requests created one; it is shredded at the
+    // end. Without one, the entries carry counts only and no identity at all.
     let subject = if dry_run {
         None
     } else {
-        Some(ctx.audit.subject_for(&identities[0]).await?)
+        ctx.audit.find_subject(&identities[0]).await?
     };
     let masker = AuditMasker(ctx.audit);
     let mut reports = Vec::new();
@@ -259,10 +278,9 @@ pub async fn erase(
                         "collection": c.collection, "found": c.rows_found, "deleted": c.rows_deleted,
                         "masked": c.rows_masked, "kept_fields": c.kept.len(),
                     })).collect::<Vec<_>>(),
-                }))
-                .payload(serde_json::json!({ "identities": identities.iter().map(|i| format!("{}={}", i.kind(), i.value())).collect::<Vec<_>>() }));
+                }));
             if let Some(sub) = &subject {
-                entry = entry.subject(sub);
+                entry = entry.subject(sub).payload(identity_payload(identities));
             }
             if let Some(r) = &ctx.request_id {
                 entry = entry.request(r);
@@ -280,6 +298,15 @@ pub async fn erase(
         executed_at: crate::store::timestamp(now),
         systems: reports,
     })
+}
+
+/// The identities of a request, for a payload sealed under the subject's key.
+fn identity_payload(identities: &[Identity]) -> serde_json::Value {
+    let ids: Vec<String> = identities
+        .iter()
+        .map(|i| format!("{}={}", i.kind(), i.value()))
+        .collect();
+    serde_json::json!({ "identities": ids })
 }
 
 /// Fault injection for the crash-recovery tests: `LETHE_FAULT_INJECT=exit-after:SYSTEM.COLLECTION`

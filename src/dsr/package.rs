@@ -259,10 +259,7 @@ fn render_index(policy: &Policy, data: &Data) -> Result<String, minijinja::Error
         })
         .collect();
     let controller = policy.controller.as_ref();
-    let mut env = Environment::new();
-    env.set_auto_escape_callback(|_| AutoEscape::Html);
-    env.add_template("access.html", include_str!("../../templates/access.html"))?;
-    env.get_template("access.html")?.render(minijinja::context! {
+    templates()?.get_template("access.html")?.render(minijinja::context! {
         kind => data.kind,
         generated_at => data.generated_at,
         controller => controller.map(|c| c.name.clone()),
@@ -271,6 +268,21 @@ fn render_index(policy: &Policy, data: &Data) -> Result<String, minijinja::Error
         purposes => purposes,
         counts => counts,
     })
+}
+
+/// The page template, compiled once.
+fn templates() -> Result<&'static Environment<'static>, minijinja::Error> {
+    static ENV: std::sync::OnceLock<Result<Environment<'static>, String>> =
+        std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_auto_escape_callback(|_| AutoEscape::Html);
+        env.add_template("access.html", include_str!("../../templates/access.html"))
+            .map_err(|e| e.to_string())?;
+        Ok(env)
+    })
+    .as_ref()
+    .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::TemplateNotFound, e.clone()))
 }
 
 /// The systems of the policy that hold any data, by id (for callers listing sources).

@@ -40,13 +40,13 @@ pub enum Lookup {
 }
 
 /// What to do to one row, by its primary key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Action {
     Delete,
     Mask(Vec<(String, MaskValue)>),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum MaskValue {
     Null,
     Text(String),
@@ -283,7 +283,50 @@ impl SourceDb {
                     .column(&ca.collection, c)
                     .map_or("text".to_owned(), |c| c.sql_type.clone())
             };
+            // Rows with a one-column key and the same action go in one statement per
+            // chunk; the others one by one.
+            let mut groups: Vec<(&Action, &str, Vec<String>)> = Vec::new();
+            let mut index: std::collections::HashMap<(&Action, &str), usize> =
+                std::collections::HashMap::new();
+            let mut single_rows: Vec<&RowAction> = Vec::new();
             for ra in &ca.rows {
+                match ra.key.as_slice() {
+                    [(k, v)] => {
+                        let at = *index.entry((&ra.action, k.as_str())).or_insert_with(|| {
+                            groups.push((&ra.action, k.as_str(), Vec::new()));
+                            groups.len() - 1
+                        });
+                        groups[at].2.push(v.clone());
+                    }
+                    _ => single_rows.push(ra),
+                }
+            }
+            for (action, key, values) in &groups {
+                let key_id = ident(key)?;
+                let key_type = sql_type(key);
+                let key_col = Col {
+                    name: &key_id,
+                    sql_type: &key_type,
+                };
+                let (set_ids, set_types, set_values) = mask_parts(action, &sql_type)?;
+                let set: Vec<(Col, SetTo)> = set_columns(&set_ids, &set_types, action);
+                for chunk in values.chunks(IN_CHUNK) {
+                    let sql = match action {
+                        Action::Delete => sql::delete_in(d, &table, &key_col, chunk.len()),
+                        Action::Mask(_) => sql::update_in(d, &table, &set, &key_col, chunk.len()),
+                    };
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for v in set_values.iter().chain(chunk.iter()) {
+                        q = q.bind(v.clone());
+                    }
+                    q.execute(&mut *tx).await.map_err(|e| SourceError::Query {
+                        system: system.clone(),
+                        what: format!("erasing in `{}`", ca.collection),
+                        source: e,
+                    })?;
+                }
+            }
+            for ra in single_rows {
                 let key_ids: Vec<Identifier> = ra
                     .key
                     .iter()
@@ -295,37 +338,11 @@ impl SourceDb {
                     .zip(&key_types)
                     .map(|(name, t)| Col { name, sql_type: t })
                     .collect();
-                let (sql, values): (String, Vec<String>) = match &ra.action {
-                    Action::Delete => (sql::delete_row(d, &table, &key_cols), Vec::new()),
-                    Action::Mask(fields) => {
-                        let ids: Vec<Identifier> = fields
-                            .iter()
-                            .map(|(f, _)| ident(f))
-                            .collect::<Result<_, _>>()?;
-                        let types: Vec<String> = fields.iter().map(|(f, _)| sql_type(f)).collect();
-                        let set: Vec<(Col, SetTo)> = ids
-                            .iter()
-                            .zip(&types)
-                            .zip(fields)
-                            .map(|((name, t), (_, v))| {
-                                (
-                                    Col { name, sql_type: t },
-                                    match v {
-                                        MaskValue::Null => SetTo::Null,
-                                        MaskValue::Text(_) => SetTo::Value,
-                                    },
-                                )
-                            })
-                            .collect();
-                        let values = fields
-                            .iter()
-                            .filter_map(|(_, v)| match v {
-                                MaskValue::Text(t) => Some(t.clone()),
-                                MaskValue::Null => None,
-                            })
-                            .collect();
-                        (sql::update_row(d, &table, &set, &key_cols), values)
-                    }
+                let (set_ids, set_types, values) = mask_parts(&ra.action, &sql_type)?;
+                let set = set_columns(&set_ids, &set_types, &ra.action);
+                let sql = match &ra.action {
+                    Action::Delete => sql::delete_row(d, &table, &key_cols),
+                    Action::Mask(_) => sql::update_row(d, &table, &set, &key_cols),
                 };
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for v in values
@@ -349,6 +366,52 @@ impl SourceDb {
         })?;
         Ok(())
     }
+}
+
+/// The columns a mask writes, their types, and the bound values (NULLs are not bound).
+fn mask_parts(
+    action: &Action,
+    sql_type: &dyn Fn(&str) -> String,
+) -> Result<(Vec<Identifier>, Vec<String>, Vec<String>), SourceError> {
+    let Action::Mask(fields) = action else {
+        return Ok((Vec::new(), Vec::new(), Vec::new()));
+    };
+    let ids = fields
+        .iter()
+        .map(|(f, _)| ident(f))
+        .collect::<Result<_, _>>()?;
+    let types = fields.iter().map(|(f, _)| sql_type(f)).collect();
+    let values = fields
+        .iter()
+        .filter_map(|(_, v)| match v {
+            MaskValue::Text(t) => Some(t.clone()),
+            MaskValue::Null => None,
+        })
+        .collect();
+    Ok((ids, types, values))
+}
+
+fn set_columns<'a>(
+    ids: &'a [Identifier],
+    types: &'a [String],
+    action: &Action,
+) -> Vec<(Col<'a>, SetTo)> {
+    let Action::Mask(fields) = action else {
+        return Vec::new();
+    };
+    ids.iter()
+        .zip(types)
+        .zip(fields)
+        .map(|((name, t), (_, v))| {
+            (
+                Col { name, sql_type: t },
+                match v {
+                    MaskValue::Null => SetTo::Null,
+                    MaskValue::Text(_) => SetTo::Value,
+                },
+            )
+        })
+        .collect()
 }
 
 fn ident(s: &str) -> Result<Identifier, SourceError> {

@@ -115,6 +115,53 @@ pub fn delete_row(d: Dialect, table: &Identifier, pk: &[Col]) -> String {
     )
 }
 
+/// `DELETE FROM t WHERE key IN (p1..pn)`.
+pub fn delete_in(d: Dialect, table: &Identifier, key: &Col, n: usize) -> String {
+    let params: Vec<String> = (1..=n).map(|i| d.typed_param(i, key.sql_type)).collect();
+    format!(
+        "DELETE FROM {} WHERE {} IN ({})",
+        d.quote(table),
+        d.quote(key.name),
+        params.join(", ")
+    )
+}
+
+/// `UPDATE t SET .. WHERE key IN (..)`; parameters: the `Value` columns, then the keys.
+pub fn update_in(
+    d: Dialect,
+    table: &Identifier,
+    set: &[(Col, SetTo)],
+    key: &Col,
+    n: usize,
+) -> String {
+    let (assignments, used) = assignments(d, set);
+    let params: Vec<String> = (1..=n)
+        .map(|i| d.typed_param(used + i, key.sql_type))
+        .collect();
+    format!(
+        "UPDATE {} SET {} WHERE {} IN ({})",
+        d.quote(table),
+        assignments,
+        d.quote(key.name),
+        params.join(", ")
+    )
+}
+
+fn assignments(d: Dialect, set: &[(Col, SetTo)]) -> (String, usize) {
+    let mut n = 0;
+    let list: Vec<String> = set
+        .iter()
+        .map(|(c, to)| match to {
+            SetTo::Null => format!("{} = NULL", d.quote(c.name)),
+            SetTo::Value => {
+                n += 1;
+                format!("{} = {}", d.quote(c.name), d.typed_param(n, c.sql_type))
+            }
+        })
+        .collect();
+    (list.join(", "), n)
+}
+
 /// What an UPDATE writes into one column.
 #[derive(Debug, Clone)]
 pub enum SetTo {
@@ -126,22 +173,12 @@ pub enum SetTo {
 /// `UPDATE t SET c1 = .., c2 = .. WHERE pk = ..`; parameters: the `Value` columns in
 /// order, then the primary key values.
 pub fn update_row(d: Dialect, table: &Identifier, set: &[(Col, SetTo)], pk: &[Col]) -> String {
-    let mut n = 0;
-    let assignments: Vec<String> = set
-        .iter()
-        .map(|(c, to)| match to {
-            SetTo::Null => format!("{} = NULL", d.quote(c.name)),
-            SetTo::Value => {
-                n += 1;
-                format!("{} = {}", d.quote(c.name), d.typed_param(n, c.sql_type))
-            }
-        })
-        .collect();
+    let (assignments, used) = assignments(d, set);
     format!(
         "UPDATE {} SET {} WHERE {}",
         d.quote(table),
-        assignments.join(", "),
-        pk_condition(d, pk, n + 1)
+        assignments,
+        pk_condition(d, pk, used + 1)
     )
 }
 
