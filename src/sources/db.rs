@@ -369,10 +369,12 @@ impl SourceDb {
 }
 
 /// The columns a mask writes, their types, and the bound values (NULLs are not bound).
+type MaskParts = (Vec<Identifier>, Vec<String>, Vec<String>);
+
 fn mask_parts(
     action: &Action,
     sql_type: &dyn Fn(&str) -> String,
-) -> Result<(Vec<Identifier>, Vec<String>, Vec<String>), SourceError> {
+) -> Result<MaskParts, SourceError> {
     let Action::Mask(fields) = action else {
         return Ok((Vec::new(), Vec::new(), Vec::new()));
     };
