@@ -90,15 +90,7 @@ async fn seed(url: &str, pg: bool, people: u64) {
     ] {
         exec(&mut c, sql.to_owned()).await;
     }
-    exec(
-        &mut c,
-        if pg {
-            "ANALYZE".into()
-        } else {
-            "ANALYZE".into()
-        },
-    )
-    .await;
+    exec(&mut c, "ANALYZE".into()).await;
     c.close().await.unwrap();
     println!(
         "  seeded {} rows in {:.1} s",
