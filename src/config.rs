@@ -84,6 +84,8 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bind: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,

@@ -6,201 +6,58 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{TimeZone, Utc};
 use lethe::audit::{Actor, AuditLog, Identity, KeySource};
 use lethe::dsr::{self, AccessKind, Context};
 use lethe::policy::Policy;
 use lethe::sources::db::Sources;
-use lethe::sources::sql::Dialect;
 use lethe::store::Store;
-use sqlx::{AnyConnection, Connection, Row};
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-    MySql,
-}
-
-struct AppDb {
-    url: String,
-    dialect: Dialect,
-    dir: tempfile::TempDir,
-}
+use common::appdb::{AppDb, Backend};
 
 async fn app_db(backend: Backend, test: &str) -> Option<AppDb> {
-    let dir = tempfile::tempdir().unwrap();
-    let (url, dialect) = match backend {
-        Backend::Sqlite => (
-            format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display()),
-            Dialect::Sqlite,
-        ),
-        Backend::Postgres => (common::postgres_database(test).await?, Dialect::Postgres),
-        Backend::MySql => (common::mysql_database(test).await?, Dialect::MySql),
-    };
-    let db = AppDb { url, dialect, dir };
-    db.seed().await;
+    let db = common::appdb::app_db(backend, test).await?;
+    for sql in [
+        "INSERT INTO users VALUES (1, 'Alice@Example.com', 'Alice Example', '2024-01-10 09:00:00', NULL), (2, 'bob@example.com', 'Bob Example', '2023-05-05 12:00:00', NULL)",
+        "INSERT INTO invoices VALUES (10, 1, 'Alice Example', 120.50, '2015-01-01 10:00:00'), (11, 1, 'Alice Example', 99.00, '2025-03-01 10:00:00'), (12, 2, 'Bob Example', 15.00, '2025-06-01 10:00:00')",
+        "INSERT INTO page_views VALUES (20, 1, '192.0.2.1', '/pricing', '2026-10-01 10:00:00'), (21, 1, '192.0.2.1', '/docs', '2026-10-02 10:00:00'), (22, 1, '192.0.2.7', '/', '2026-10-03 10:00:00'), (23, 2, '198.51.100.9', '/', '2026-10-04 10:00:00')",
+        "INSERT INTO comments VALUES (30, 1, 'Alice likes dark mode', '2025-01-01 10:00:00'), (31, 1, 'Alice wants CSV export', '2025-02-01 10:00:00'), (32, 2, 'Bob reports a bug', '2025-03-01 10:00:00')",
+    ] {
+        db.exec(sql).await;
+    }
     Some(db)
 }
 
-impl AppDb {
-    async fn conn(&self) -> AnyConnection {
-        sqlx::any::install_default_drivers();
-        AnyConnection::connect(&self.url).await.unwrap()
-    }
-
-    async fn exec(&self, sql: &str) {
-        let mut c = self.conn().await;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        c.close().await.unwrap();
-    }
-
-    async fn seed(&self) {
-        let ts = match self.dialect {
-            Dialect::Sqlite => "TEXT",
-            Dialect::Postgres => "TIMESTAMPTZ",
-            Dialect::MySql => "DATETIME",
-        };
-        for sql in [
-            format!("CREATE TABLE users (id INTEGER PRIMARY KEY, email VARCHAR(255) NOT NULL, full_name VARCHAR(255) NOT NULL, created_at {ts} NOT NULL, closed_at {ts} NULL)"),
-            format!("CREATE TABLE invoices (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, billing_name VARCHAR(255) NOT NULL, amount NUMERIC(10,2) NOT NULL, issued_at {ts} NOT NULL, FOREIGN KEY (user_id) REFERENCES users(id))"),
-            format!("CREATE TABLE page_views (id INTEGER PRIMARY KEY, user_id INTEGER NULL, ip_address VARCHAR(64) NULL, path VARCHAR(255) NOT NULL, viewed_at {ts} NOT NULL, FOREIGN KEY (user_id) REFERENCES users(id))"),
-            format!("CREATE TABLE comments (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, body TEXT NOT NULL, created_at {ts} NOT NULL, FOREIGN KEY (user_id) REFERENCES users(id))"),
-            "INSERT INTO users VALUES (1, 'Alice@Example.com', 'Alice Example', '2024-01-10 09:00:00', NULL), (2, 'bob@example.com', 'Bob Example', '2023-05-05 12:00:00', NULL)".to_owned(),
-            "INSERT INTO invoices VALUES (10, 1, 'Alice Example', 120.50, '2015-01-01 10:00:00'), (11, 1, 'Alice Example', 99.00, '2025-03-01 10:00:00'), (12, 2, 'Bob Example', 15.00, '2025-06-01 10:00:00')".to_owned(),
-            "INSERT INTO page_views VALUES (20, 1, '192.0.2.1', '/pricing', '2026-10-01 10:00:00'), (21, 1, '192.0.2.1', '/docs', '2026-10-02 10:00:00'), (22, 1, '192.0.2.7', '/', '2026-10-03 10:00:00'), (23, 2, '198.51.100.9', '/', '2026-10-04 10:00:00')".to_owned(),
-            "INSERT INTO comments VALUES (30, 1, 'Alice likes dark mode', '2025-01-01 10:00:00'), (31, 1, 'Alice wants CSV export', '2025-02-01 10:00:00'), (32, 2, 'Bob reports a bug', '2025-03-01 10:00:00')".to_owned(),
-        ] {
-            self.exec(&sql).await;
-        }
-    }
-
-    /// Every column of the rows matching `cond`, as text, ordered by id.
-    async fn rows(&self, table: &str, cols: &[&str], cond: &str) -> Vec<Vec<Option<String>>> {
-        let list: Vec<String> = cols
-            .iter()
-            .map(|c| {
-                self.dialect
-                    .as_text(&lethe::policy::Identifier::parse(c).unwrap())
-            })
-            .collect();
-        let sql = format!(
-            "SELECT {} FROM {table} WHERE {cond} ORDER BY id",
-            list.join(", ")
-        );
-        let mut c = self.conn().await;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&mut c)
-            .await
-            .unwrap();
-        c.close().await.unwrap();
-        rows.iter()
-            .map(|r| (0..cols.len()).map(|i| r.try_get(i).unwrap()).collect())
-            .collect()
-    }
-
-    async fn count(&self, table: &str, cond: &str) -> usize {
-        self.rows(table, &["id"], cond).await.len()
-    }
-
-    /// Everything about Bob, to compare before and after.
-    async fn bob(&self) -> Vec<Vec<Vec<Option<String>>>> {
-        vec![
-            self.rows(
-                "users",
-                &["id", "email", "full_name", "created_at", "closed_at"],
-                "id = 2",
-            )
-            .await,
-            self.rows(
-                "invoices",
-                &["id", "user_id", "billing_name", "amount", "issued_at"],
-                "user_id = 2",
-            )
-            .await,
-            self.rows(
-                "page_views",
-                &["id", "user_id", "ip_address", "path", "viewed_at"],
-                "user_id = 2",
-            )
-            .await,
-            self.rows(
-                "comments",
-                &["id", "user_id", "body", "created_at"],
-                "user_id = 2",
-            )
-            .await,
-        ]
-    }
-
-    /// Everything, to show that a run changed nothing.
-    async fn everything(&self) -> Vec<Vec<Vec<Option<String>>>> {
-        vec![
-            self.rows(
-                "users",
-                &["id", "email", "full_name", "created_at", "closed_at"],
-                "1 = 1",
-            )
-            .await,
-            self.rows(
-                "invoices",
-                &["id", "user_id", "billing_name", "amount", "issued_at"],
-                "1 = 1",
-            )
-            .await,
-            self.rows(
-                "page_views",
-                &["id", "user_id", "ip_address", "path", "viewed_at"],
-                "1 = 1",
-            )
-            .await,
-            self.rows(
-                "comments",
-                &["id", "user_id", "body", "created_at"],
-                "1 = 1",
-            )
-            .await,
-        ]
-    }
-
-    /// The fixture policy (native or Fides) pointing at this database, in a temp dir.
-    fn policy_dir(&self, fixture: &str, edit: impl Fn(String) -> String) -> PathBuf {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(fixture);
-        let dst = self
-            .dir
-            .path()
-            .join(format!("policies-{fixture}-{}", rand_suffix()));
-        copy_dir(&src, &dst);
-        let p = dst.join("policy.yaml");
-        let text = std::fs::read_to_string(&p)
-            .unwrap()
-            .replace("@URL@", &self.url);
-        std::fs::write(&p, edit(text)).unwrap();
-        dst
-    }
-}
-
-fn rand_suffix() -> String {
-    lethe::crypto::random_hex(4).unwrap()
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            copy_dir(&p, &dst.join(p.file_name().unwrap()));
-        } else {
-            std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
-        }
-    }
+/// Everything about Bob, to compare before and after.
+async fn bob(db: &AppDb) -> Vec<Vec<Vec<Option<String>>>> {
+    vec![
+        db.rows(
+            "users",
+            &["id", "email", "full_name", "created_at", "closed_at"],
+            "id = 2",
+        )
+        .await,
+        db.rows(
+            "invoices",
+            &["id", "user_id", "billing_name", "amount", "issued_at"],
+            "user_id = 2",
+        )
+        .await,
+        db.rows(
+            "page_views",
+            &["id", "user_id", "ip_address", "path", "viewed_at"],
+            "user_id = 2",
+        )
+        .await,
+        db.rows(
+            "comments",
+            &["id", "user_id", "body", "created_at"],
+            "user_id = 2",
+        )
+        .await,
+    ]
 }
 
 fn load(dir: &Path) -> Policy {
@@ -405,7 +262,7 @@ async fn erasure_keeps_what_the_law_requires_and_nothing_else(db: AppDb) {
         request_id: Some("req-7".into()),
         strict: true,
     };
-    let bob_before = db.bob().await;
+    let bob_before = bob(&db).await;
     let before = db.everything().await;
 
     let dry = dsr::erase(&ctx, &alice(), true, now()).await.unwrap();
@@ -441,7 +298,7 @@ async fn erasure_keeps_what_the_law_requires_and_nothing_else(db: AppDb) {
         db.rows("users", &["email"], "id = 1").await[0][0].as_deref(),
         Some("Alice@Example.com")
     );
-    assert_eq!(db.bob().await, bob_before, "Bob changed");
+    assert_eq!(bob(&db).await, bob_before, "Bob changed");
 
     let app = &report.systems[0];
     let c = |name: &str| {

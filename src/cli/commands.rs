@@ -48,6 +48,8 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Audit { action } => super::audit::run(action, &config).await,
         Command::Vendors { action } => super::vendors::run(action, &config),
         Command::Dsr { action } => super::dsr::run(action, &config).await,
+        Command::Retention { action } => super::jobs::retention(action, &config).await,
+        Command::Jobs { action } => super::jobs::run(action, &config).await,
         Command::Keys {
             action: super::audit::KeysAction::Rotate { new_key_file },
         } => super::audit::rotate(new_key_file, &config).await,
@@ -55,7 +57,10 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
 }
 
 fn check(config: &Config, format: CheckFormat) -> anyhow::Result<ExitCode> {
-    let checked = Policy::load(&config.policies)?;
+    let mut checked = Policy::load(&config.policies)?;
+    // Job files are checked with the policy: a bad schedule is a finding too.
+    let (jobs, job_diags) = crate::policy::jobs::load_jobs(&config.jobs);
+    checked.diagnostics.extend(job_diags);
     let errors = checked.errors().count();
     let warnings = checked.warnings().count();
     match format {
@@ -63,6 +68,7 @@ fn check(config: &Config, format: CheckFormat) -> anyhow::Result<ExitCode> {
             let out = serde_json::json!({
                 "policy_hash": checked.policy.hash,
                 "files": checked.policy.files.len(),
+                "jobs": jobs.len(),
                 "errors": errors,
                 "warnings": warnings,
                 "diagnostics": checked.diagnostics,
@@ -74,11 +80,12 @@ fn check(config: &Config, format: CheckFormat) -> anyhow::Result<ExitCode> {
                 println!("{d}");
             }
             println!(
-                "{}: {} file(s), {} purpose(s), {} system(s); {errors} error(s), {warnings} warning(s)",
+                "{}: {} file(s), {} purpose(s), {} system(s), {} job(s); {errors} error(s), {warnings} warning(s)",
                 config.policies.display(),
                 checked.policy.files.len(),
                 checked.policy.purposes.len(),
                 checked.policy.systems.len(),
+                jobs.len(),
             );
         }
     }
@@ -129,6 +136,22 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if config.demo_data {
         sources::demo::ensure(&policy, DEMO_PEOPLE).await?;
     }
+    let (specs, job_diags) = crate::policy::jobs::load_jobs(&config.jobs);
+    if let Some(e) = job_diags.iter().find(|d| d.severity == Severity::Error) {
+        anyhow::bail!("{e}");
+    }
+    let sources = Arc::new(crate::sources::db::Sources::default());
+    let job_ctx = crate::jobs::JobContext {
+        policy: policy.clone(),
+        store: store.clone(),
+        audit: audit.clone(),
+        sources: sources.clone(),
+        keys: config.key_source(),
+        holder: format!("serve:{}", std::process::id()),
+    };
+    let job_count = specs.len();
+    let mut scheduler = crate::jobs::schedule(job_ctx, specs).await?;
+    tracing::info!(jobs = job_count, "scheduled the jobs");
     let app = Application::build(&config.bind, store.clone(), policy.clone())
         .await?
         .with_audit(audit, config.key_source());
@@ -139,6 +162,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         "lethe is serving"
     );
     app.run_until(shutdown_signal()).await?;
+    let _ = scheduler.shutdown().await;
+    sources.close().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

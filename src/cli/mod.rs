@@ -4,6 +4,7 @@
 mod audit;
 mod commands;
 mod dsr;
+mod jobs;
 mod vendors;
 
 use std::path::PathBuf;
@@ -28,6 +29,9 @@ pub struct Cli {
     /// The engine's store, sqlite://... or postgres://... [env: LETHE_DATABASE] [default: sqlite://lethe.db?mode=rwc]
     #[arg(long, global = true, value_name = "URL")]
     pub database: Option<String>,
+    /// Job definitions directory [env: LETHE_JOBS] [default: ./jobs]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub jobs: Option<PathBuf>,
     /// Configuration file [default: lethe.toml when present]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -76,6 +80,16 @@ pub enum Command {
         #[command(subcommand)]
         action: dsr::DsrAction,
     },
+    /// Retention enforcement: what is due, and deleting it
+    Retention {
+        #[command(subcommand)]
+        action: jobs::RetentionAction,
+    },
+    /// Scheduled jobs from jobs/*.yaml
+    Jobs {
+        #[command(subcommand)]
+        action: jobs::JobsAction,
+    },
     /// Vendor agreements and TOMs: matrix, strictest obligations, check
     Vendors {
         #[command(subcommand)]
@@ -122,6 +136,7 @@ pub fn main() -> ExitCode {
     let overrides = Overrides {
         policies: cli.policies.clone(),
         database: cli.database.clone(),
+        jobs: cli.jobs.clone(),
         bind,
         log_format: cli.log_format,
     };

@@ -4,6 +4,7 @@
 pub mod controls;
 pub mod diagnostic;
 mod fides;
+pub mod jobs;
 mod load;
 pub mod model;
 pub mod taxonomy;

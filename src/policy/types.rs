@@ -394,6 +394,14 @@ impl RetentionPeriod {
             .checked_add_days(Days::new(u64::from(self.days)))
     }
 
+    /// The latest start whose deadline has passed at `end`: data from before it is due.
+    pub fn before(&self, end: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        end.checked_sub_months(Months::new(
+            self.years.checked_mul(12)?.checked_add(self.months)?,
+        ))?
+        .checked_sub_days(Days::new(u64::from(self.days)))
+    }
+
     /// Human wording: "8 years", "90 days", "1 year and 6 months".
     pub fn describe(&self) -> String {
         let unit = |n: u32, one: &str, many: &str| match n {

@@ -132,6 +132,10 @@ impl SourceDb {
         self.pool.close().await;
     }
 
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// The primary key of a collection: declared in the policy, else in the database.
     pub fn primary_key(&self, policy_system: &System, collection: &str) -> Vec<String> {
         let declared: Vec<String> = policy_system

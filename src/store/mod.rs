@@ -197,3 +197,89 @@ impl Store {
             .map_err(StoreError::from)
     }
 }
+
+/// One run of a job.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobRun {
+    pub id: i64,
+    pub job: String,
+    pub kind: String,
+    pub tick: Option<String>,
+    pub holder: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub summary: serde_json::Value,
+}
+
+impl Store {
+    /// Records the start of a run. For a scheduled run (`tick` given), returns None when
+    /// another instance already took that tick: the run happens once.
+    pub async fn start_run(
+        &self,
+        job: &str,
+        kind: &str,
+        tick: Option<&str>,
+        holder: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO job_runs (job, kind, tick, holder, started_at, status) VALUES ($1, $2, $3, $4, $5, 'running') \
+             ON CONFLICT (job, tick) DO NOTHING RETURNING id",
+        )
+        .bind(job)
+        .bind(kind)
+        .bind(tick)
+        .bind(holder)
+        .bind(timestamp(at))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    pub async fn finish_run(
+        &self,
+        id: i64,
+        status: &str,
+        summary: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE job_runs SET status = $1, summary = $2, finished_at = $3 WHERE id = $4",
+        )
+        .bind(status)
+        .bind(summary.to_string())
+        .bind(timestamp(at))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The latest runs, newest first.
+    pub async fn job_runs(&self, limit: i64) -> Result<Vec<JobRun>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, job, kind, tick, holder, started_at, finished_at, status, summary FROM job_runs ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let summary: String = r.try_get(8)?;
+                Ok(JobRun {
+                    id: r.try_get(0)?,
+                    job: r.try_get(1)?,
+                    kind: r.try_get(2)?,
+                    tick: r.try_get(3)?,
+                    holder: r.try_get(4)?,
+                    started_at: r.try_get(5)?,
+                    finished_at: r.try_get(6)?,
+                    status: r.try_get(7)?,
+                    summary: serde_json::from_str(&summary).unwrap_or_default(),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}

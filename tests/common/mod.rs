@@ -2,6 +2,8 @@
 //! PostgreSQL / MariaDB when their URL variables are set.
 #![allow(dead_code)]
 
+pub mod appdb;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use secrecy::SecretString;

@@ -1,0 +1,187 @@
+//! Scheduled jobs from `jobs/*.yaml`: run by `lethe serve` on their cron schedule, or now
+//! with `lethe jobs run NAME`. Every run is recorded in the store; a scheduled run is
+//! claimed by its tick, so several instances on one PostgreSQL run it once.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::audit::{AuditLog, KeySource, keys};
+use crate::policy::Policy;
+use crate::policy::jobs::{JobKind, JobSpec, parse_schedule};
+use crate::retention::{self, RunOptions};
+use crate::sources::db::Sources;
+use crate::store::Store;
+
+/// What a job needs.
+#[derive(Clone)]
+pub struct JobContext {
+    pub policy: Arc<Policy>,
+    pub store: Store,
+    pub audit: AuditLog,
+    pub sources: Arc<Sources>,
+    pub keys: KeySource,
+    /// This process, as recorded on the runs it claims.
+    pub holder: String,
+}
+
+/// Whether a kind does its work yet, and if not, why.
+pub fn availability(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Retention | JobKind::AuditCheckpoint => "available",
+        JobKind::VendorReviews => {
+            "lists reviews due within 30 days; the e-mail to the DPO comes with the request service"
+        }
+        JobKind::DsrDeadlines | JobKind::PackagePurge => {
+            "not available yet: needs the request service"
+        }
+    }
+}
+
+/// The next time `spec` fires after `now`.
+pub fn next_run(spec: &JobSpec, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    parse_schedule(&spec.schedule)
+        .ok()?
+        .find_next_occurrence(&whole_seconds(now), false)
+        .ok()
+}
+
+/// The schedule occurrence a firing at `now` serves (the one at or just before now).
+pub fn tick(spec: &JobSpec, now: DateTime<Utc>) -> String {
+    let t = parse_schedule(&spec.schedule)
+        .ok()
+        .and_then(|c| {
+            c.find_next_occurrence(&whole_seconds(now - chrono::Duration::seconds(2)), true)
+                .ok()
+        })
+        .unwrap_or(now);
+    crate::store::timestamp(t)
+}
+
+fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::Timelike;
+    t.with_nanosecond(0).unwrap_or(t)
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    pub run_id: Option<i64>,
+    pub status: String,
+    pub summary: serde_json::Value,
+}
+
+/// Runs a job now. With a `tick`, only if no other instance claimed that tick.
+pub async fn run(
+    ctx: &JobContext,
+    spec: &JobSpec,
+    tick: Option<&str>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Outcome> {
+    let Some(id) = ctx
+        .store
+        .start_run(&spec.name, spec.kind.key(), tick, &ctx.holder, now)
+        .await?
+    else {
+        return Ok(Outcome {
+            run_id: None,
+            status: "claimed by another instance".into(),
+            summary: json!({}),
+        });
+    };
+    let result = work(ctx, spec, now).await;
+    let (status, summary) = match &result {
+        Ok((status, summary)) => (status.clone(), summary.clone()),
+        Err(e) => ("failed".to_owned(), json!({ "error": format!("{e:#}") })),
+    };
+    ctx.store
+        .finish_run(id, &status, &summary, Utc::now())
+        .await?;
+    result?;
+    Ok(Outcome {
+        run_id: Some(id),
+        status,
+        summary,
+    })
+}
+
+async fn work(
+    ctx: &JobContext,
+    spec: &JobSpec,
+    now: DateTime<Utc>,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    match spec.kind {
+        JobKind::Retention if spec.options.dry_run => {
+            let due = retention::plan(&ctx.policy, &ctx.sources, now).await?;
+            Ok(("dry run".into(), json!({ "due": due })))
+        }
+        JobKind::Retention => {
+            let options = RunOptions {
+                batch_size: spec.options.batch_size,
+                max_duration: spec.max_duration(),
+                max_batches: None,
+            };
+            let r = retention::run(&ctx.policy, &ctx.sources, &ctx.audit, now, &options).await?;
+            let status = if r.complete {
+                "completed"
+            } else {
+                "stopped at max_duration; the next run resumes"
+            };
+            Ok((
+                status.into(),
+                json!({ "rows_deleted": r.rows_deleted, "values_masked": r.values_masked, "batches": r.batches, "longest_batch_ms": r.longest_batch_ms }),
+            ))
+        }
+        JobKind::AuditCheckpoint => {
+            let signer = keys::load_or_create_signer(&ctx.keys)?;
+            let cp = ctx.audit.checkpoint(&signer).await?;
+            Ok((
+                "completed".into(),
+                json!({ "tree_size": cp.tree_size, "root_hash": cp.root_hash }),
+            ))
+        }
+        JobKind::VendorReviews => {
+            let due = crate::vendors::reviews_due(&ctx.policy, now.date_naive(), 30);
+            let list: Vec<String> = due
+                .iter()
+                .map(|(a, what, d)| format!("{a}: {what} on {d}"))
+                .collect();
+            Ok(("completed".into(), json!({ "due_within_30_days": list })))
+        }
+        JobKind::DsrDeadlines | JobKind::PackagePurge => Ok((
+            "skipped".into(),
+            json!({ "reason": availability(spec.kind) }),
+        )),
+    }
+}
+
+/// Schedules every job; returns the running scheduler.
+pub async fn schedule(
+    ctx: JobContext,
+    specs: Vec<JobSpec>,
+) -> anyhow::Result<tokio_cron_scheduler::JobScheduler> {
+    let sched = tokio_cron_scheduler::JobScheduler::new().await?;
+    for spec in specs {
+        let ctx = ctx.clone();
+        let spec = Arc::new(spec);
+        let expr = spec.schedule.to_string();
+        let job = tokio_cron_scheduler::Job::new_async(expr.as_str(), move |_, _| {
+            let (ctx, spec) = (ctx.clone(), spec.clone());
+            Box::pin(async move {
+                let now = Utc::now();
+                let tick = tick(&spec, now);
+                match run(&ctx, &spec, Some(&tick), now).await {
+                    Ok(o) => {
+                        tracing::info!(job = %spec.name.as_str(), status = %o.status, "scheduled job ran")
+                    }
+                    Err(e) => {
+                        tracing::error!(job = %spec.name.as_str(), error = format!("{e:#}"), "scheduled job failed")
+                    }
+                }
+            })
+        })?;
+        sched.add(job).await?;
+    }
+    sched.start().await?;
+    Ok(sched)
+}

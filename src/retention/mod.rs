@@ -1,0 +1,289 @@
+//! Retention enforcement (Art. 5(1)(e)): from the policy, when each collection's rows or
+//! fields are due, and running the deletions in bounded batches. The rules are pure; the
+//! SQL lives in `sources::retention`.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::audit::{Actor, AuditLog, NewEntry};
+use crate::policy::{
+    Collection, ErasureMode, EventBinding, Policy, RetentionPeriod, System, humanize_event,
+};
+use crate::sources::SourceError;
+use crate::sources::db::Sources;
+use crate::sources::retention as sql;
+
+/// One purpose's rule for one field: due `keep_for` after `event`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Condition {
+    pub purpose: String,
+    pub keep_for: RetentionPeriod,
+    pub event: String,
+    /// Where the event's time is read; None when the collection does not bind it, which
+    /// makes the field never due here.
+    pub binding: Option<EventBinding>,
+}
+
+/// A field is due when every purpose it serves is past its deadline (the latest wins).
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldRule {
+    pub field: String,
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectionRule {
+    pub system: String,
+    pub collection: String,
+    /// `delete_row`: rows go when every mapped field is due; `keep_row`: due fields are masked.
+    pub mode: ErasureMode,
+    pub fields: Vec<FieldRule>,
+    /// Collections whose rows reference this one: a row they still reference stays.
+    pub children: Vec<(String, String, String)>,
+    /// An active hold stops everything here.
+    pub held_by: Option<String>,
+}
+
+impl CollectionRule {
+    /// The rule as a DPO reads it.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .fields
+            .iter()
+            .map(|f| {
+                let conds: Vec<String> = f
+                    .conditions
+                    .iter()
+                    .map(|c| match &c.binding {
+                        Some(b) => format!(
+                            "{} after {} ({b}) for {}",
+                            c.keep_for.describe(),
+                            humanize_event(&c.event),
+                            c.purpose
+                        ),
+                        None => format!("never here: `{}` is not bound for {}", c.event, c.purpose),
+                    })
+                    .collect();
+                format!("{}: {}", f.field, conds.join(" and "))
+            })
+            .collect();
+        let what = match self.mode {
+            ErasureMode::DeleteRow => "rows deleted when every field is due",
+            ErasureMode::KeepRow => "due fields masked, rows kept",
+        };
+        format!("{what}; {}", parts.join("; "))
+    }
+}
+
+/// The retention rules of every collection with mapped fields.
+pub fn rules(policy: &Policy, now: DateTime<Utc>) -> Vec<CollectionRule> {
+    let mut out = Vec::new();
+    for s in &policy.systems {
+        for c in &s.collections {
+            let fields: Vec<FieldRule> = c
+                .fields
+                .iter()
+                .filter(|f| !f.categories.is_empty())
+                .map(|f| FieldRule {
+                    field: f.name.to_string(),
+                    conditions: Policy::field_purposes(s, c, f)
+                        .iter()
+                        .filter_map(|p| policy.purpose(p.as_str()))
+                        .filter_map(|p| {
+                            let r = p.retention.as_ref()?;
+                            Some(Condition {
+                                purpose: p.id.to_string(),
+                                keep_for: *r.keep_for,
+                                event: r.from.to_string(),
+                                binding: c.events.get(r.from.as_str()).map(|b| (**b).clone()),
+                            })
+                        })
+                        .collect(),
+                })
+                .collect();
+            if fields.is_empty() {
+                continue;
+            }
+            out.push(CollectionRule {
+                system: s.id.to_string(),
+                collection: c.name.to_string(),
+                mode: c.erasure(),
+                children: children(s, c),
+                held_by: held(policy, s, c, now),
+                fields,
+            });
+        }
+    }
+    out
+}
+
+/// `(child collection, its referencing field, the referenced field here)`.
+fn children(s: &System, c: &Collection) -> Vec<(String, String, String)> {
+    s.collections
+        .iter()
+        .filter(|x| x.name != c.name)
+        .flat_map(|x| {
+            x.fields.iter().filter_map(move |f| {
+                let r = f.references.as_ref()?;
+                (r.collection == *c.name)
+                    .then(|| (x.name.to_string(), f.name.to_string(), r.field.to_string()))
+            })
+        })
+        .collect()
+}
+
+fn held(policy: &Policy, s: &System, c: &Collection, now: DateTime<Utc>) -> Option<String> {
+    let here = format!("{}.{}", s.id.as_str(), c.name.as_str());
+    policy
+        .holds
+        .iter()
+        .find(|h| {
+            h.collections.iter().any(|x| x.as_str() == here)
+                && h.until.is_none_or(|u| u.end_of_day() > now)
+        })
+        .map(|h| h.id.to_string())
+}
+
+/// What is due in one collection now.
+#[derive(Debug, Clone, Serialize)]
+pub struct Due {
+    pub system: String,
+    pub collection: String,
+    pub rule: String,
+    pub held_by: Option<String>,
+    /// Rows to delete (`delete_row`).
+    pub rows: u64,
+    /// Values to mask per field (`keep_row`).
+    pub fields: Vec<(String, u64)>,
+}
+
+/// Counts what is due, changing nothing.
+pub async fn plan(
+    policy: &Policy,
+    sources: &Sources,
+    now: DateTime<Utc>,
+) -> Result<Vec<Due>, SourceError> {
+    let mut out = Vec::new();
+    for rule in rules(policy, now) {
+        let Some(system) = policy.system(&rule.system) else {
+            continue;
+        };
+        let db = sources.get(system).await?;
+        let (rows, fields) = if rule.held_by.is_some() {
+            (0, Vec::new())
+        } else {
+            sql::count_due(&db, system, &rule, now).await?
+        };
+        out.push(Due {
+            system: rule.system.clone(),
+            collection: rule.collection.clone(),
+            rule: rule.describe(),
+            held_by: rule.held_by.clone(),
+            rows,
+            fields,
+        });
+    }
+    Ok(out)
+}
+
+/// How a run went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunReport {
+    pub rows_deleted: u64,
+    pub values_masked: u64,
+    pub batches: u64,
+    /// The longest single transaction, in milliseconds.
+    pub longest_batch_ms: u64,
+    /// False when `max_duration` stopped the run; the next run resumes.
+    pub complete: bool,
+    pub collections: Vec<Due>,
+}
+
+pub struct RunOptions {
+    pub batch_size: u32,
+    pub max_duration: Option<std::time::Duration>,
+    /// Stop after this many batches (tests of resumption).
+    pub max_batches: Option<u64>,
+}
+
+/// Deletes and masks what is due, in batches of bounded size, one audit entry per batch.
+/// A stopped run leaves only finished batches behind; the next run resumes.
+pub async fn run(
+    policy: &Policy,
+    sources: &Sources,
+    audit: &AuditLog,
+    now: DateTime<Utc>,
+    options: &RunOptions,
+) -> Result<RunReport, RetentionError> {
+    let started = std::time::Instant::now();
+    let mut report = RunReport {
+        complete: true,
+        ..Default::default()
+    };
+    let out_of_time = |batches: u64| {
+        options.max_duration.is_some_and(|d| started.elapsed() >= d)
+            || options.max_batches.is_some_and(|m| batches >= m)
+    };
+    'rules: for rule in rules(policy, now) {
+        let Some(system) = policy.system(&rule.system) else {
+            continue;
+        };
+        let mut due = Due {
+            system: rule.system.clone(),
+            collection: rule.collection.clone(),
+            rule: rule.describe(),
+            held_by: rule.held_by.clone(),
+            rows: 0,
+            fields: Vec::new(),
+        };
+        if rule.held_by.is_some() {
+            report.collections.push(due);
+            continue;
+        }
+        let db = sources.get(system).await?;
+        loop {
+            if out_of_time(report.batches) {
+                report.complete = false;
+                report.collections.push(due);
+                break 'rules;
+            }
+            let t = std::time::Instant::now();
+            let Some(batch) = sql::run_batch(&db, system, &rule, now, options.batch_size).await?
+            else {
+                break;
+            };
+            report.longest_batch_ms = report.longest_batch_ms.max(t.elapsed().as_millis() as u64);
+            report.batches += 1;
+            let action = match batch.field {
+                None => {
+                    report.rows_deleted += batch.rows;
+                    due.rows += batch.rows;
+                    "retention.batch_deleted"
+                }
+                Some(ref f) => {
+                    report.values_masked += batch.rows;
+                    match due.fields.iter_mut().find(|(x, _)| x == f) {
+                        Some((_, n)) => *n += batch.rows,
+                        None => due.fields.push((f.clone(), batch.rows)),
+                    }
+                    "retention.batch_masked"
+                }
+            };
+            audit
+                .append(NewEntry::new(Actor::System, action).summary(serde_json::json!({
+                    "system": rule.system, "collection": rule.collection, "field": batch.field, "rows": batch.rows,
+                })))
+                .await?;
+        }
+        report.collections.push(due);
+    }
+    Ok(report)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+}

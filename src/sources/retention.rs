@@ -1,0 +1,425 @@
+//! Retention SQL: the "is due" predicate of a collection, built from its rule, counted or
+//! executed in batches (select a bounded set of keys, then delete or mask exactly those,
+//! in one short transaction). Deleted rows are gone and masked values no longer match,
+//! so a stopped run resumes by running again.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::SourceError;
+use super::db::SourceDb;
+use super::sql::{self, Col, Dialect, SetTo};
+use crate::policy::{ErasureMode, EventBinding, Identifier, Masking, System};
+use crate::retention::{CollectionRule, Condition};
+
+/// A predicate with its bound values, in order of appearance.
+struct Pred {
+    sql: String,
+    binds: Vec<String>,
+}
+
+struct Builder<'a> {
+    db: &'a SourceDb,
+    system: &'a System,
+    now: DateTime<Utc>,
+    binds: Vec<String>,
+}
+
+fn id(s: &str) -> Result<Identifier, SourceError> {
+    Identifier::parse(s).map_err(SourceError::Identifier)
+}
+
+impl Builder<'_> {
+    fn d(&self) -> Dialect {
+        self.db.dialect
+    }
+
+    /// A column as a comparable time.
+    fn ts(&self, alias: &str, col: &Identifier) -> String {
+        let c = format!("{alias}.{}", self.d().quote(col));
+        match self.d() {
+            Dialect::Sqlite => format!("datetime({c})"),
+            _ => c,
+        }
+    }
+
+    /// A bound cutoff, as a time comparable with a column of `table.col`.
+    fn cutoff(&mut self, at: DateTime<Utc>, table: &str, col: &str) -> String {
+        let d = self.d();
+        let text = match d {
+            Dialect::Postgres => at.to_rfc3339(),
+            _ => at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        };
+        self.binds.push(text);
+        let n = self.binds.len();
+        match d {
+            Dialect::Sqlite => format!("datetime(?{n})"),
+            Dialect::MySql => "?".to_owned(),
+            Dialect::Postgres => {
+                let t = self
+                    .db
+                    .schema
+                    .column(table, col)
+                    .map_or("timestamptz", |c| c.sql_type.as_str());
+                d.typed_param(n, t)
+            }
+        }
+    }
+
+    fn condition(&mut self, table: &str, c: &Condition) -> Result<String, SourceError> {
+        let Some(binding) = &c.binding else {
+            return Ok("1 = 0".into());
+        };
+        let Some(at) = c.keep_for.before(self.now) else {
+            return Ok("1 = 0".into());
+        };
+        let d = self.d();
+        let q = move |s: &str| id(s).map(|i| d.quote(&i));
+        let collection = self
+            .system
+            .collections
+            .iter()
+            .find(|x| x.name.as_str() == table);
+        Ok(match binding {
+            EventBinding::Column(col) => {
+                let left = self.ts("t", col);
+                format!("{left} <= {}", self.cutoff(at, table, col.as_str()))
+            }
+            EventBinding::Referenced(r) => {
+                let fk = collection
+                    .and_then(|c| {
+                        c.fields.iter().find(|f| {
+                            f.references
+                                .as_ref()
+                                .is_some_and(|x| x.collection == r.collection)
+                        })
+                    })
+                    .and_then(|f| {
+                        f.references
+                            .as_ref()
+                            .map(|x| (f.name.to_string(), x.field.to_string()))
+                    });
+                let Some((fk, target)) = fk else {
+                    return Ok("1 = 0".into());
+                };
+                let left = self.ts("p", &r.field);
+                let cut = self.cutoff(at, r.collection.as_str(), r.field.as_str());
+                format!(
+                    "EXISTS (SELECT 1 FROM {} p WHERE p.{} = t.{} AND {left} <= {cut})",
+                    q(r.collection.as_str())?,
+                    q(&target)?,
+                    q(&fk)?
+                )
+            }
+            EventBinding::LatestOf(r) => {
+                let child = self
+                    .system
+                    .collections
+                    .iter()
+                    .find(|x| x.name == r.collection);
+                let fk = child
+                    .and_then(|c| {
+                        c.fields.iter().find(|f| {
+                            f.references
+                                .as_ref()
+                                .is_some_and(|x| x.collection.as_str() == table)
+                        })
+                    })
+                    .and_then(|f| {
+                        f.references
+                            .as_ref()
+                            .map(|x| (f.name.to_string(), x.field.to_string()))
+                    });
+                let Some((fk, target)) = fk else {
+                    return Ok("1 = 0".into());
+                };
+                let left = self.ts("c", &r.field);
+                let cut = self.cutoff(at, r.collection.as_str(), r.field.as_str());
+                format!(
+                    "(SELECT MAX({left}) FROM {} c WHERE c.{} = t.{}) <= {cut}",
+                    q(r.collection.as_str())?,
+                    q(&fk)?,
+                    q(&target)?
+                )
+            }
+        })
+    }
+
+    /// Every condition of a field holds (a field with no rule is never due).
+    fn field_due(&mut self, rule: &CollectionRule, field: &str) -> Result<String, SourceError> {
+        let Some(f) = rule.fields.iter().find(|f| f.field == field) else {
+            return Ok("1 = 0".into());
+        };
+        if f.conditions.is_empty() {
+            return Ok("1 = 0".into());
+        }
+        let parts = f
+            .conditions
+            .iter()
+            .map(|c| self.condition(&rule.collection, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(format!("({})", parts.join(" AND ")))
+    }
+
+    fn row_due(&mut self, rule: &CollectionRule) -> Result<String, SourceError> {
+        let mut parts = Vec::new();
+        for f in &rule.fields {
+            parts.push(self.field_due(rule, &f.field)?);
+        }
+        // A row still referenced by rows that stay is kept.
+        for (child, fk, target) in &rule.children {
+            let d = self.d();
+            let q = move |s: &str| id(s).map(|i| d.quote(&i));
+            parts.push(format!(
+                "NOT EXISTS (SELECT 1 FROM {} k WHERE k.{} = t.{})",
+                q(child)?,
+                q(fk)?,
+                q(target)?
+            ));
+        }
+        Ok(parts.join(" AND "))
+    }
+
+    fn finish(self, sql: String) -> Pred {
+        Pred {
+            sql,
+            binds: self.binds,
+        }
+    }
+}
+
+/// The value that erases a kept row's field, and the predicate "not erased yet".
+fn mask_for(db: &SourceDb, system: &System, table: &str, field: &str) -> (Option<String>, bool) {
+    let col = db.schema.column(table, field);
+    let masking = system
+        .collections
+        .iter()
+        .find(|c| c.name.as_str() == table)
+        .and_then(|c| c.fields.iter().find(|f| f.name.as_str() == field))
+        .and_then(|f| f.masking.clone());
+    let nullable = col.is_none_or(|c| c.nullable);
+    let value = match masking {
+        Some(Masking::Fixed(s)) => Some(s),
+        _ if nullable => None,
+        _ if col.is_some_and(|c| c.is_numeric()) => Some("0".into()),
+        _ if col.is_some_and(|c| c.is_text()) => Some("[erased]".into()),
+        _ => Some("1970-01-01 00:00:00".into()),
+    };
+    (value, nullable)
+}
+
+async fn query_count(db: &SourceDb, p: &Pred, table: &Identifier) -> Result<u64, SourceError> {
+    let sql = format!(
+        "SELECT COUNT(*) FROM {} t WHERE {}",
+        db.dialect.quote(table),
+        p.sql
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for b in &p.binds {
+        q = q.bind(b.clone());
+    }
+    let row = q
+        .fetch_one(db.pool())
+        .await
+        .map_err(|e| SourceError::Query {
+            system: db.system.clone(),
+            what: format!("counting due rows of `{table}`"),
+            source: e,
+        })?;
+    let n: i64 = row.try_get(0).map_err(|e| SourceError::Query {
+        system: db.system.clone(),
+        what: "reading a count".into(),
+        source: e,
+    })?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The "not yet masked" predicate of a field, appended to `b`.
+fn not_masked(b: &mut Builder, table: &str, field: &Identifier, value: &Option<String>) -> String {
+    let d = b.d();
+    match value {
+        None => format!("t.{} IS NOT NULL", d.quote(field)),
+        Some(v) => {
+            b.binds.push(v.clone());
+            let n = b.binds.len();
+            let t =
+                b.db.schema
+                    .column(table, field.as_str())
+                    .map_or("text", |c| c.sql_type.as_str())
+                    .to_owned();
+            format!("t.{} <> {}", d.quote(field), d.typed_param(n, &t))
+        }
+    }
+}
+
+/// Rows due for deletion, or values due for masking per field.
+pub async fn count_due(
+    db: &SourceDb,
+    system: &System,
+    rule: &CollectionRule,
+    now: DateTime<Utc>,
+) -> Result<(u64, Vec<(String, u64)>), SourceError> {
+    let table = id(&rule.collection)?;
+    match rule.mode {
+        ErasureMode::DeleteRow => {
+            let mut b = Builder {
+                db,
+                system,
+                now,
+                binds: Vec::new(),
+            };
+            let sql = b.row_due(rule)?;
+            Ok((query_count(db, &b.finish(sql), &table).await?, Vec::new()))
+        }
+        ErasureMode::KeepRow => {
+            let mut fields = Vec::new();
+            for f in &rule.fields {
+                let fid = id(&f.field)?;
+                let (value, _) = mask_for(db, system, &rule.collection, &f.field);
+                let mut b = Builder {
+                    db,
+                    system,
+                    now,
+                    binds: Vec::new(),
+                };
+                let due = b.field_due(rule, &f.field)?;
+                let nm = not_masked(&mut b, &rule.collection, &fid, &value);
+                let n = query_count(db, &b.finish(format!("{due} AND {nm}")), &table).await?;
+                fields.push((f.field.clone(), n));
+            }
+            Ok((0, fields))
+        }
+    }
+}
+
+/// One finished batch: rows deleted, or values of `field` masked.
+pub struct Batch {
+    pub field: Option<String>,
+    pub rows: u64,
+}
+
+/// Deletes (or masks) at most `limit` due rows in one transaction; None when nothing is due.
+pub async fn run_batch(
+    db: &SourceDb,
+    system: &System,
+    rule: &CollectionRule,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> Result<Option<Batch>, SourceError> {
+    let table = id(&rule.collection)?;
+    let key = db.primary_key(system, &rule.collection);
+    let [key] = key.as_slice() else {
+        return Err(SourceError::NoPrimaryKey {
+            system: system.id.to_string(),
+            table: rule.collection.clone(),
+        });
+    };
+    let key_id = id(key)?;
+    let key_type = db
+        .schema
+        .column(&rule.collection, key)
+        .map_or("text".to_owned(), |c| c.sql_type.clone());
+    let key_col = Col {
+        name: &key_id,
+        sql_type: &key_type,
+    };
+    let d = db.dialect;
+    let q_err = |what: String| {
+        move |e| SourceError::Query {
+            system: system.id.to_string(),
+            what,
+            source: e,
+        }
+    };
+    // Each field of a kept row is a batch of its own; deletions take whole rows.
+    let targets: Vec<Option<&str>> = match rule.mode {
+        ErasureMode::DeleteRow => vec![None],
+        ErasureMode::KeepRow => rule.fields.iter().map(|f| Some(f.field.as_str())).collect(),
+    };
+    for target in targets {
+        let mut b = Builder {
+            db,
+            system,
+            now,
+            binds: Vec::new(),
+        };
+        let (pred, mask) = match target {
+            None => (b.row_due(rule)?, None),
+            Some(f) => {
+                let fid = id(f)?;
+                let (value, _) = mask_for(db, system, &rule.collection, f);
+                let due = b.field_due(rule, f)?;
+                let nm = not_masked(&mut b, &rule.collection, &fid, &value);
+                (format!("{due} AND {nm}"), Some((fid, value)))
+            }
+        };
+        let pred = b.finish(pred);
+        let select = format!(
+            "SELECT {} FROM {} t WHERE {} LIMIT {limit}",
+            d.as_text(&key_id),
+            d.quote(&table),
+            pred.sql
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(select));
+        for v in &pred.binds {
+            q = q.bind(v.clone());
+        }
+        let rows = q.fetch_all(db.pool()).await.map_err(q_err(format!(
+            "selecting due rows of `{}`",
+            rule.collection
+        )))?;
+        let keys: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.try_get::<Option<String>, _>(0).ok().flatten())
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        let mut tx = db
+            .pool()
+            .begin()
+            .await
+            .map_err(q_err("starting a transaction".into()))?;
+        let (sql, mut values) = match &mask {
+            None => (sql::delete_in(d, &table, &key_col, keys.len()), Vec::new()),
+            Some((fid, value)) => {
+                let t = db
+                    .schema
+                    .column(&rule.collection, fid.as_str())
+                    .map_or("text".to_owned(), |c| c.sql_type.clone());
+                let to = if value.is_some() {
+                    SetTo::Value
+                } else {
+                    SetTo::Null
+                };
+                let set = [(
+                    Col {
+                        name: fid,
+                        sql_type: &t,
+                    },
+                    to,
+                )];
+                (
+                    sql::update_in(d, &table, &set, &key_col, keys.len()),
+                    value.iter().cloned().collect::<Vec<_>>(),
+                )
+            }
+        };
+        values.extend(keys.iter().cloned());
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for v in values {
+            q = q.bind(v);
+        }
+        let n = q
+            .execute(&mut *tx)
+            .await
+            .map_err(q_err(format!("retention in `{}`", rule.collection)))?
+            .rows_affected();
+        tx.commit().await.map_err(q_err("committing".into()))?;
+        return Ok(Some(Batch {
+            field: target.map(str::to_owned),
+            rows: n,
+        }));
+    }
+    Ok(None)
+}

@@ -1,0 +1,384 @@
+//! Retention enforcement with an injected clock, on SQLite always and on PostgreSQL and
+//! MariaDB when their URL variables are set.
+
+mod common;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use common::appdb::{AppDb, Backend};
+use lethe::audit::{AuditLog, KeySource};
+use lethe::jobs::{self, JobContext};
+use lethe::policy::Policy;
+use lethe::retention::{self, RunOptions};
+use lethe::sources::db::Sources;
+use lethe::store::Store;
+use secrecy::SecretString;
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// People and rows on both sides of every deadline, relative to `now()`.
+async fn seeded(backend: Backend, test: &str) -> Option<AppDb> {
+    let db = common::appdb::app_db(backend, test).await?;
+    let n = now();
+    let day = Duration::days(1);
+    let users = [
+        // id, created, closed
+        (1, n - day * 400, None),              // open account
+        (2, n - day * 400, Some(n - day * 2)), // closed two days ago
+        (3, n - day * 400, Some(n + day * 2)), // closing in two days
+        (4, n - day * 365 * 9, Some(n - day * 365 * 8 - day)), // created 9 years ago, closed long ago
+    ];
+    for (id, created, closed) in users {
+        let closed = closed.map_or("NULL".to_owned(), |c| format!("'{}'", ts(c)));
+        db.exec(&format!(
+            "INSERT INTO users VALUES ({id}, 'user{id}@example.org', 'User {id}', '{}', {closed})",
+            ts(created)
+        ))
+        .await;
+    }
+    let invoices = [
+        (10, 1, n - day * (365 * 8 + 3)), // 8 calendar years (2,922 days) and a day ago: masked
+        (11, 1, n - day * (365 * 8 + 1)), // a day short of 8 calendar years: kept
+        (12, 4, n - day * 365 * 9),
+    ];
+    for (id, user, issued) in invoices {
+        db.exec(&format!(
+            "INSERT INTO invoices VALUES ({id}, {user}, 'User {user}', 42.00, '{}')",
+            ts(issued)
+        ))
+        .await;
+    }
+    let views = [
+        (20, 1, n - day * 90 - Duration::seconds(1)), // just past 90 days
+        (21, 1, n - day * 90 + Duration::hours(1)),   // just inside
+        (22, 2, n - day * 200),
+        (23, 3, n - day * 10),
+    ];
+    for (id, user, at) in views {
+        db.exec(&format!(
+            "INSERT INTO page_views VALUES ({id}, {user}, '192.0.2.{id}', '/p{id}', '{}')",
+            ts(at)
+        ))
+        .await;
+    }
+    for (id, user) in [(30, 1), (31, 2), (32, 3), (33, 2)] {
+        db.exec(&format!(
+            "INSERT INTO comments VALUES ({id}, {user}, 'comment {id}', '{}')",
+            ts(n - day * 30)
+        ))
+        .await;
+    }
+    Some(db)
+}
+
+fn policy(db: &AppDb, edit: impl Fn(String) -> String) -> Policy {
+    let dir = db.policy_dir("dsr", edit);
+    let checked = Policy::load(&dir).unwrap();
+    let errors: Vec<String> = checked.errors().map(|d| d.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    checked.policy
+}
+
+async fn audit(db: &AppDb) -> AuditLog {
+    let url = SecretString::from(format!(
+        "sqlite://{}?mode=rwc",
+        db.dir.path().join("lethe.db").display()
+    ));
+    let keys = KeySource {
+        master: None,
+        signing: None,
+        dir: db.dir.path().join(".lethe"),
+    };
+    AuditLog::open(Store::open(&url).await.unwrap(), &keys)
+        .await
+        .unwrap()
+}
+
+fn options(batch: u32) -> RunOptions {
+    RunOptions {
+        batch_size: batch,
+        max_duration: None,
+        max_batches: None,
+    }
+}
+
+macro_rules! all_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(
+                    super::Backend::Sqlite,
+                    concat!(stringify!($name), "_sqlite"),
+                )
+                .await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres, stringify!($name)).await;
+            }
+            #[tokio::test]
+            async fn mariadb() {
+                super::$name(super::Backend::MySql, stringify!($name)).await;
+            }
+        }
+    };
+}
+
+async fn deadlines_holds_and_dry_runs(backend: Backend, test: &str) {
+    let Some(db) = seeded(backend, test).await else {
+        return;
+    };
+    let policy = policy(&db, |t| t);
+    let log = audit(&db).await;
+    let sources = Sources::default();
+
+    let planned = retention::plan(&policy, &sources, now()).await.unwrap();
+    let before = db.everything().await;
+    assert_eq!(db.everything().await, before, "planning wrote");
+    let report = retention::run(&policy, &sources, &log, now(), &options(2))
+        .await
+        .unwrap();
+    assert!(report.complete);
+    // The dry run predicted exactly what the run did.
+    for (p, r) in planned.iter().zip(&report.collections) {
+        assert_eq!(
+            (&p.collection, p.rows),
+            (&r.collection, r.rows),
+            "{p:?} vs {r:?}"
+        );
+        let predicted: Vec<(String, u64)> =
+            p.fields.iter().filter(|(_, n)| *n > 0).cloned().collect();
+        assert_eq!(predicted, r.fields, "{}", p.collection);
+    }
+
+    // Page views: just past 90 days gone, just inside kept.
+    let views: Vec<String> = db
+        .rows("page_views", &["id"], "1 = 1")
+        .await
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect();
+    assert_eq!(views, ["21", "23"]);
+    // Comments go when the account's closing has passed; open and future closings stay.
+    let comments: Vec<String> = db
+        .rows("comments", &["id"], "1 = 1")
+        .await
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect();
+    assert_eq!(comments, ["30", "32"]);
+    // Invoices are kept; the fields past 8 years are masked.
+    let inv = db
+        .rows("invoices", &["id", "billing_name", "amount"], "1 = 1")
+        .await;
+    assert_eq!(inv[0][1].as_deref(), Some("erased"));
+    assert_eq!(
+        inv[0][2].as_deref().map(|a| a.parse::<f64>().unwrap()),
+        Some(0.0)
+    );
+    assert_eq!(inv[1][1].as_deref(), Some("User 1"));
+    // Users: user 4 is past 8 years after creation and closed, but invoice 12 still
+    // references it, so the row stays.
+    assert_eq!(db.count("users", "1 = 1").await, 4);
+    assert!(report.longest_batch_ms < 10_000);
+
+    // Nothing more is due: a second run changes nothing.
+    let after = db.everything().await;
+    let again = retention::run(&policy, &sources, &log, now(), &options(2))
+        .await
+        .unwrap();
+    assert_eq!((again.rows_deleted, again.values_masked), (0, 0));
+    assert_eq!(db.everything().await, after);
+    // One audit entry per batch, with counts only.
+    let entries = log.entries(&Default::default()).await.unwrap();
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e.header.action.starts_with("retention.batch"))
+            .count() as u64,
+        report.batches
+    );
+    assert!(!entries.iter().any(|e| e.header.summary.contains("192.0.2")));
+}
+all_backends!(deadlines_holds_and_dry_runs);
+
+async fn holds_and_the_longest_rule(backend: Backend, test: &str) {
+    let Some(db) = seeded(backend, test).await else {
+        return;
+    };
+    // page_views also serve billing (8 years): the longer rule wins; comments are held.
+    let policy = policy(&db, |t| {
+        let t = t.replace(
+            "          - { name: path, categories: [user.behavior.browsing_history] }",
+            "          - { name: path, categories: [user.behavior.browsing_history], purposes: [analytics, billing] }",
+        );
+        format!(
+            "{t}holds:\n  - {{ id: case-9, reason: pending litigation, collections: [app.comments] }}\n"
+        )
+    });
+    let log = audit(&db).await;
+    let sources = Sources::default();
+    let report = retention::run(&policy, &sources, &log, now(), &options(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.count("page_views", "1 = 1").await,
+        4,
+        "a 90-day view was deleted although it serves an 8-year purpose"
+    );
+    assert_eq!(db.count("comments", "1 = 1").await, 4);
+    let comments = report
+        .collections
+        .iter()
+        .find(|c| c.collection == "comments")
+        .unwrap();
+    assert_eq!(comments.held_by.as_deref(), Some("case-9"));
+}
+all_backends!(holds_and_the_longest_rule);
+
+/// A run stopped after one batch, then resumed, ends with the same database as an
+/// uninterrupted run.
+async fn a_stopped_run_resumes_to_the_same_result(backend: Backend, test: &str) {
+    let (Some(a), Some(b)) = (
+        seeded(backend, &format!("{test}_a")).await,
+        seeded(backend, &format!("{test}_b")).await,
+    ) else {
+        return;
+    };
+    let (pa, pb) = (policy(&a, |t| t), policy(&b, |t| t));
+    let (la, lb) = (audit(&a).await, audit(&b).await);
+    let (sa, sb) = (Sources::default(), Sources::default());
+    let stopped = retention::run(
+        &pa,
+        &sa,
+        &la,
+        now(),
+        &RunOptions {
+            batch_size: 1,
+            max_duration: None,
+            max_batches: Some(1),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!stopped.complete);
+    assert_eq!(stopped.batches, 1);
+    let resumed = retention::run(&pa, &sa, &la, now(), &options(1))
+        .await
+        .unwrap();
+    assert!(resumed.complete);
+    let whole = retention::run(&pb, &sb, &lb, now(), &options(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        stopped.rows_deleted + resumed.rows_deleted,
+        whole.rows_deleted
+    );
+    assert_eq!(a.everything().await, b.everything().await);
+}
+all_backends!(a_stopped_run_resumes_to_the_same_result);
+
+/// Two schedulers (separate pools, as two instances would have) firing the same tick:
+/// the job runs once.
+async fn two_schedulers_run_a_tick_once(store_url: SecretString, db: AppDb) {
+    let policy = Arc::new(policy(&db, |t| t));
+    let keys = KeySource {
+        master: None,
+        signing: None,
+        dir: db.dir.path().join(".lethe"),
+    };
+    let mut contexts = Vec::new();
+    for i in 0..2 {
+        let store = Store::open(&store_url).await.unwrap();
+        let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
+        contexts.push(JobContext {
+            policy: policy.clone(),
+            store,
+            audit,
+            sources: Arc::new(Sources::default()),
+            keys: keys.clone(),
+            holder: format!("instance-{i}"),
+        });
+    }
+    let (specs, diags) = lethe::policy::jobs::load_jobs(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs"),
+    );
+    assert!(diags.is_empty(), "{diags:?}");
+    let spec = specs
+        .iter()
+        .find(|s| s.name.as_str() == "nightly-retention")
+        .unwrap();
+    let tick = jobs::tick(spec, now());
+    let (a, b) = tokio::join!(
+        jobs::run(&contexts[0], spec, Some(&tick), now()),
+        jobs::run(&contexts[1], spec, Some(&tick), now())
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let ran: Vec<_> = [&a, &b]
+        .into_iter()
+        .filter(|o| o.run_id.is_some())
+        .collect();
+    assert_eq!(ran.len(), 1, "{a:?} {b:?}");
+    assert_eq!(ran[0].status, "completed");
+    let other = if a.run_id.is_some() { &b } else { &a };
+    assert_eq!(other.status, "claimed by another instance");
+    let history = contexts[0].store.job_runs(10).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].summary["rows_deleted"], 4);
+}
+
+#[tokio::test]
+async fn two_schedulers_on_one_sqlite_store_run_once() {
+    let db = seeded(Backend::Sqlite, "two_schedulers_sqlite")
+        .await
+        .unwrap();
+    let (url, _dir) = common::sqlite_store();
+    two_schedulers_run_a_tick_once(url, db).await;
+}
+
+#[tokio::test]
+async fn two_schedulers_on_one_postgres_store_run_once() {
+    let Some(url) = common::postgres_store("two_schedulers_on_one_postgres_store_run_once").await
+    else {
+        return;
+    };
+    let db = seeded(Backend::Sqlite, "two_schedulers_pg").await.unwrap();
+    two_schedulers_run_a_tick_once(url, db).await;
+}
+
+#[test]
+fn a_bad_job_file_is_a_check_error_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("jobs.yaml"),
+        "jobs:\n  - name: nightly\n    kind: retention\n    schedule: \"0 30 2 * *\"\n  - name: other\n    kind: backup\n    schedule: \"0 0 1 * * *\"\n  - name: third\n    kind: retention\n    schedule: \"0 0 1 * * *\"\n    options: { batch: 10 }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args([
+            "check",
+            "--policies",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/policies"),
+            "--jobs",
+            dir.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("jobs.yaml:4:15: error: jobs[nightly].schedule"),
+        "{text}"
+    );
+    assert!(text.contains("jobs.yaml:6:11: error: jobs"), "{text}");
+    assert!(text.contains("jobs.yaml:11:16: error: jobs"), "{text}");
+    assert!(text.contains("unknown key `batch`"), "{text}");
+}
