@@ -241,6 +241,7 @@ pub async fn run(
             continue;
         }
         let db = sources.get(system).await?;
+        let mut cursors = sql::Cursors::new();
         loop {
             if out_of_time(report.batches) {
                 report.complete = false;
@@ -248,7 +249,8 @@ pub async fn run(
                 break 'rules;
             }
             let t = std::time::Instant::now();
-            let Some(batch) = sql::run_batch(&db, system, &rule, now, options.batch_size).await?
+            let Some(batch) =
+                sql::run_batch(&db, system, &rule, now, options.batch_size, &mut cursors).await?
             else {
                 break;
             };

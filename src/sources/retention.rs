@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::SourceError;
 use super::db::SourceDb;
-use super::sql::{self, Col, Dialect, SetTo};
+use super::sql::Dialect;
 use crate::policy::{ErasureMode, EventBinding, Identifier, Masking, System};
 use crate::retention::{CollectionRule, Condition};
 
@@ -298,13 +298,20 @@ pub struct Batch {
     pub rows: u64,
 }
 
-/// Deletes (or masks) at most `limit` due rows in one transaction; None when nothing is due.
+/// Where each target (whole rows, or one field) has got to: the last key handled.
+pub type Cursors = std::collections::BTreeMap<Option<String>, String>;
+
+/// Deletes (or masks) at most `limit` due rows in one transaction; None when nothing is
+/// due. Batches walk the primary key upwards (`cursors`), so no batch rescans the rows an
+/// earlier one removed: pick the next `limit` due keys after the cursor, then act on the
+/// due rows in that key range.
 pub async fn run_batch(
     db: &SourceDb,
     system: &System,
     rule: &CollectionRule,
     now: DateTime<Utc>,
     limit: u32,
+    cursors: &mut Cursors,
 ) -> Result<Option<Batch>, SourceError> {
     let table = id(&rule.collection)?;
     let key = db.primary_key(system, &rule.collection);
@@ -319,11 +326,8 @@ pub async fn run_batch(
         .schema
         .column(&rule.collection, key)
         .map_or("text".to_owned(), |c| c.sql_type.clone());
-    let key_col = Col {
-        name: &key_id,
-        sql_type: &key_type,
-    };
     let d = db.dialect;
+    let (tq, kq) = (d.quote(&table), d.quote(&key_id));
     let q_err = |what: String| {
         move |e| SourceError::Query {
             system: system.id.to_string(),
@@ -337,6 +341,7 @@ pub async fn run_batch(
         ErasureMode::KeepRow => rule.fields.iter().map(|f| Some(f.field.as_str())).collect(),
     };
     for target in targets {
+        let cursor_key = target.map(str::to_owned);
         let mut b = Builder {
             db,
             system,
@@ -353,69 +358,83 @@ pub async fn run_batch(
                 (format!("{due} AND {nm}"), Some((fid, value)))
             }
         };
-        let pred = b.finish(pred);
-        let select = format!(
-            "SELECT {} FROM {} t WHERE {} LIMIT {limit}",
-            d.as_text(&key_id),
-            d.quote(&table),
+        let mut range = pred.clone();
+        if let Some(c) = cursors.get(&cursor_key) {
+            b.binds.push(c.clone());
+            range = format!(
+                "{range} AND t.{kq} > {}",
+                d.typed_param(b.binds.len(), &key_type)
+            );
+        }
+        let pred = b.finish(range);
+        // 1. The last key of the next batch.
+        let text = |e: &str| match d {
+            Dialect::MySql => format!("CAST({e} AS CHAR)"),
+            _ => format!("CAST({e} AS TEXT)"),
+        };
+        let pick = format!(
+            "SELECT {}, COUNT(*) FROM (SELECT t.{kq} AS k FROM {tq} t WHERE {} ORDER BY t.{kq} LIMIT {limit}) picked",
+            text("MAX(k)"),
             pred.sql
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(select));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(pick));
         for v in &pred.binds {
             q = q.bind(v.clone());
         }
-        let rows = q.fetch_all(db.pool()).await.map_err(q_err(format!(
+        let row = q.fetch_one(db.pool()).await.map_err(q_err(format!(
             "selecting due rows of `{}`",
             rule.collection
         )))?;
-        let keys: Vec<String> = rows
-            .iter()
-            .filter_map(|r| r.try_get::<Option<String>, _>(0).ok().flatten())
-            .collect();
-        if keys.is_empty() {
-            continue;
-        }
-        let mut tx = db
-            .pool()
-            .begin()
-            .await
-            .map_err(q_err("starting a transaction".into()))?;
-        let (sql, mut values) = match &mask {
-            None => (sql::delete_in(d, &table, &key_col, keys.len()), Vec::new()),
+        let last: Option<String> = row.try_get(0).map_err(q_err("reading a key".into()))?;
+        let Some(last) = last else { continue };
+        // 2. Act on the due rows up to it, in one transaction.
+        let mut binds = pred.binds.clone();
+        binds.push(last.clone());
+        let upto = format!(
+            "{} AND t.{kq} <= {}",
+            pred.sql,
+            d.typed_param(binds.len(), &key_type)
+        );
+        let sql = match &mask {
+            None => match d {
+                Dialect::MySql => format!("DELETE t FROM {tq} t WHERE {upto}"),
+                _ => format!("DELETE FROM {tq} AS t WHERE {upto}"),
+            },
             Some((fid, value)) => {
-                let t = db
-                    .schema
-                    .column(&rule.collection, fid.as_str())
-                    .map_or("text".to_owned(), |c| c.sql_type.clone());
-                let to = if value.is_some() {
-                    SetTo::Value
-                } else {
-                    SetTo::Null
+                let set = match value {
+                    None => "NULL".to_owned(),
+                    // MySQL's placeholders are positional: the SET value comes first.
+                    Some(v) if d == Dialect::MySql => {
+                        binds.insert(0, v.clone());
+                        "?".to_owned()
+                    }
+                    Some(v) => {
+                        binds.push(v.clone());
+                        let t = db
+                            .schema
+                            .column(&rule.collection, fid.as_str())
+                            .map_or("text".to_owned(), |c| c.sql_type.clone());
+                        d.typed_param(binds.len(), &t)
+                    }
                 };
-                let set = [(
-                    Col {
-                        name: fid,
-                        sql_type: &t,
-                    },
-                    to,
-                )];
-                (
-                    sql::update_in(d, &table, &set, &key_col, keys.len()),
-                    value.iter().cloned().collect::<Vec<_>>(),
-                )
+                match d {
+                    Dialect::MySql => {
+                        format!("UPDATE {tq} t SET t.{} = {set} WHERE {upto}", d.quote(fid))
+                    }
+                    _ => format!("UPDATE {tq} AS t SET {} = {set} WHERE {upto}", d.quote(fid)),
+                }
             }
         };
-        values.extend(keys.iter().cloned());
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for v in values {
+        for v in binds {
             q = q.bind(v);
         }
         let n = q
-            .execute(&mut *tx)
+            .execute(db.pool())
             .await
             .map_err(q_err(format!("retention in `{}`", rule.collection)))?
             .rows_affected();
-        tx.commit().await.map_err(q_err("committing".into()))?;
+        cursors.insert(cursor_key, last);
         return Ok(Some(Batch {
             field: target.map(str::to_owned),
             rows: n,
