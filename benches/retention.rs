@@ -130,6 +130,7 @@ async fn run(label: &str, lethe_url: String, raw_url: String, pg: bool, rows: u6
             batch_size: batch,
             max_duration: None,
             max_batches: None,
+            progress: None,
         },
     )
     .await

@@ -106,6 +106,7 @@ fn options(batch: u32) -> RunOptions {
         batch_size: batch,
         max_duration: None,
         max_batches: None,
+        progress: None,
     }
 }
 
@@ -265,6 +266,7 @@ async fn a_stopped_run_resumes_to_the_same_result(backend: Backend, test: &str) 
             batch_size: 1,
             max_duration: None,
             max_batches: Some(1),
+            progress: None,
         },
     )
     .await
@@ -306,6 +308,7 @@ async fn two_schedulers_run_a_tick_once(store_url: SecretString, db: AppDb) {
             sources: Arc::new(Sources::default()),
             keys: keys.clone(),
             holder: format!("instance-{i}"),
+            progress: None,
         });
     }
     let (specs, diags) = lethe::policy::jobs::load_jobs(

@@ -148,6 +148,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         sources: sources.clone(),
         keys: config.key_source(),
         holder: format!("serve:{}", std::process::id()),
+        progress: None,
     };
     let job_count = specs.len();
     let mut scheduler = crate::jobs::schedule(job_ctx, specs).await?;

@@ -56,6 +56,7 @@ async fn context(config: &Config) -> anyhow::Result<JobContext> {
         sources: Arc::new(Sources::default()),
         keys: config.key_source(),
         holder: format!("cli:{}", std::process::id()),
+        progress: None,
     })
 }
 
@@ -100,13 +101,22 @@ pub async fn retention(action: RetentionAction, config: &Config) -> anyhow::Resu
                 .store
                 .start_run("retention (manual)", "retention", None, &ctx.holder, now)
                 .await?;
+            let bar = progress_bar(&ctx, now).await?;
             let options = RunOptions {
                 batch_size,
                 max_duration: None,
                 max_batches: None,
+                progress: bar.as_ref().map(|b| {
+                    let b = b.clone();
+                    std::sync::Arc::new(move |n: u64| b.inc(n))
+                        as std::sync::Arc<dyn Fn(u64) + Send + Sync>
+                }),
             };
             let report =
                 retention::run(&ctx.policy, &ctx.sources, &ctx.audit, now, &options).await?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
             let summary = serde_json::json!({ "rows_deleted": report.rows_deleted, "values_masked": report.values_masked, "batches": report.batches, "longest_batch_ms": report.longest_batch_ms });
             if let Some(id) = id {
                 ctx.store
@@ -123,6 +133,29 @@ pub async fn retention(action: RetentionAction, config: &Config) -> anyhow::Resu
     }
     ctx.sources.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar over what is due, when stderr is a terminal.
+async fn progress_bar(
+    ctx: &JobContext,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Option<indicatif::ProgressBar>> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return Ok(None);
+    }
+    let due = retention::plan(&ctx.policy, &ctx.sources, now).await?;
+    let total: u64 = due
+        .iter()
+        .map(|d| d.rows + d.fields.iter().map(|(_, n)| n).sum::<u64>())
+        .sum();
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} rows and values, {per_sec}, eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    Ok(Some(bar))
 }
 
 pub async fn run(action: JobsAction, config: &Config) -> anyhow::Result<ExitCode> {
@@ -156,8 +189,22 @@ pub async fn run(action: JobsAction, config: &Config) -> anyhow::Result<ExitCode
             let Some(spec) = specs.iter().find(|s| s.name.as_str() == name) else {
                 anyhow::bail!("no job named `{name}` under {}", config.jobs.display());
             };
-            let ctx = context(config).await?;
-            let outcome = jobs::run(&ctx, spec, None, chrono::Utc::now()).await?;
+            let mut ctx = context(config).await?;
+            let now = chrono::Utc::now();
+            let bar =
+                if spec.kind == crate::policy::jobs::JobKind::Retention && !spec.options.dry_run {
+                    progress_bar(&ctx, now).await?
+                } else {
+                    None
+                };
+            if let Some(b) = &bar {
+                let b = b.clone();
+                ctx.progress = Some(Arc::new(move |n| b.inc(n)));
+            }
+            let outcome = jobs::run(&ctx, spec, None, now).await?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
             println!(
                 "{}: {}\n{}",
                 spec.name.as_str(),

@@ -24,6 +24,8 @@ pub struct JobContext {
     pub keys: KeySource,
     /// This process, as recorded on the runs it claims.
     pub holder: String,
+    /// Told the rows of each finished batch (a progress bar in the foreground).
+    pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
 }
 
 /// Whether a kind does its work yet, and if not, why.
@@ -120,6 +122,7 @@ async fn work(
                 batch_size: spec.options.batch_size,
                 max_duration: spec.max_duration(),
                 max_batches: None,
+                progress: ctx.progress.clone(),
             };
             let r = retention::run(&ctx.policy, &ctx.sources, &ctx.audit, now, &options).await?;
             let status = if r.complete {

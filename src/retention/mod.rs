@@ -199,11 +199,14 @@ pub struct RunReport {
     pub collections: Vec<Due>,
 }
 
+#[derive(Default)]
 pub struct RunOptions {
     pub batch_size: u32,
     pub max_duration: Option<std::time::Duration>,
     /// Stop after this many batches (tests of resumption).
     pub max_batches: Option<u64>,
+    /// Told the rows of each finished batch (a progress bar).
+    pub progress: Option<std::sync::Arc<dyn Fn(u64) + Send + Sync>>,
 }
 
 /// Deletes and masks what is due, in batches of bounded size, one audit entry per batch.
@@ -256,6 +259,9 @@ pub async fn run(
             };
             report.longest_batch_ms = report.longest_batch_ms.max(t.elapsed().as_millis() as u64);
             report.batches += 1;
+            if let Some(p) = &options.progress {
+                p(batch.rows);
+            }
             let action = match batch.field {
                 None => {
                     report.rows_deleted += batch.rows;
