@@ -86,14 +86,7 @@ pub async fn run(action: DsrAction, config: &Config) -> anyhow::Result<ExitCode>
         DsrAction::Plan { .. } => Ok(ExitCode::SUCCESS),
         DsrAction::Access { target, kind, out } => {
             let ids = identities(&target)?;
-            let ctx = Context {
-                policy: &policy,
-                audit: &audit,
-                sources: &sources,
-                actor: Actor::Cli,
-                request_id: None,
-                strict: target.strict,
-            };
+            let ctx = cli_context(&policy, &audit, &sources, target.strict);
             let package = dsr::access(&ctx, &ids, kind, now).await?;
             let bytes = match kind {
                 AccessKind::Access => package.to_zip()?,
@@ -111,14 +104,7 @@ pub async fn run(action: DsrAction, config: &Config) -> anyhow::Result<ExitCode>
             out,
         } => {
             let ids = identities(&target)?;
-            let ctx = Context {
-                policy: &policy,
-                audit: &audit,
-                sources: &sources,
-                actor: Actor::Cli,
-                request_id: None,
-                strict: target.strict,
-            };
+            let ctx = cli_context(&policy, &audit, &sources, target.strict);
             let report = dsr::erase(&ctx, &ids, dry_run, now).await?;
             let text = match format {
                 super::audit::TextOrJson::Json => {
@@ -133,6 +119,23 @@ pub async fn run(action: DsrAction, config: &Config) -> anyhow::Result<ExitCode>
     sources.close().await;
     store.close().await;
     result
+}
+
+/// A request made at the command line.
+fn cli_context<'a>(
+    policy: &'a crate::policy::Policy,
+    audit: &'a AuditLog,
+    sources: &'a Sources,
+    strict: bool,
+) -> Context<'a> {
+    Context {
+        policy,
+        audit,
+        sources,
+        actor: Actor::Cli,
+        request_id: None,
+        strict,
+    }
 }
 
 fn print_plan(plan: &dsr::Plan) {

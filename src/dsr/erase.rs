@@ -123,12 +123,7 @@ fn event_time(
     match &**c.events.get(event)? {
         EventBinding::Column(col) => parse_timestamp(&text(row, col.as_str())?),
         EventBinding::Referenced(r) => {
-            let fk = c.fields.iter().find(|f| {
-                f.references
-                    .as_ref()
-                    .is_some_and(|x| x.collection == r.collection)
-            })?;
-            let target = fk.references.as_ref()?;
+            let (fk, target) = c.reference_to(r.collection.as_str())?;
             let value = text(row, fk.name.as_str())?;
             let parent = found
                 .get(r.collection.as_str())?
@@ -139,12 +134,7 @@ fn event_time(
         }
         EventBinding::LatestOf(r) => {
             let child = system.collections.iter().find(|x| x.name == r.collection)?;
-            let fk = child.fields.iter().find(|f| {
-                f.references
-                    .as_ref()
-                    .is_some_and(|x| x.collection == *c.name)
-            })?;
-            let target = fk.references.as_ref()?;
+            let (fk, target) = child.reference_to(c.name.as_str())?;
             let key = text(row, target.field.as_str())?;
             found
                 .get(r.collection.as_str())?

@@ -255,6 +255,14 @@ impl Collection {
     pub fn erasure(&self) -> ErasureMode {
         self.erasure.unwrap_or(ErasureMode::DeleteRow)
     }
+
+    /// The field of this collection that references `collection`, with its target.
+    pub fn reference_to(&self, collection: &str) -> Option<(&Field, &FieldRef)> {
+        self.fields.iter().find_map(|f| {
+            let r = f.references.as_ref()?;
+            (r.collection.as_str() == collection).then_some((f, &**r))
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

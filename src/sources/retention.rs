@@ -86,22 +86,12 @@ impl Builder<'_> {
                 format!("{left} <= {}", self.cutoff(at, table, col.as_str()))
             }
             EventBinding::Referenced(r) => {
-                let fk = collection
-                    .and_then(|c| {
-                        c.fields.iter().find(|f| {
-                            f.references
-                                .as_ref()
-                                .is_some_and(|x| x.collection == r.collection)
-                        })
-                    })
-                    .and_then(|f| {
-                        f.references
-                            .as_ref()
-                            .map(|x| (f.name.to_string(), x.field.to_string()))
-                    });
-                let Some((fk, target)) = fk else {
+                // This collection's key to the parent, and the parent's event.
+                let Some((fk, to)) = collection.and_then(|c| c.reference_to(r.collection.as_str()))
+                else {
                     return Ok("1 = 0".into());
                 };
+                let (fk, target) = (fk.name.to_string(), to.field.to_string());
                 let left = self.ts("p", &r.field);
                 let cut = self.cutoff(at, r.collection.as_str(), r.field.as_str());
                 format!(
@@ -112,27 +102,16 @@ impl Builder<'_> {
                 )
             }
             EventBinding::LatestOf(r) => {
+                // The children's key to this collection, and the latest child event.
                 let child = self
                     .system
                     .collections
                     .iter()
                     .find(|x| x.name == r.collection);
-                let fk = child
-                    .and_then(|c| {
-                        c.fields.iter().find(|f| {
-                            f.references
-                                .as_ref()
-                                .is_some_and(|x| x.collection.as_str() == table)
-                        })
-                    })
-                    .and_then(|f| {
-                        f.references
-                            .as_ref()
-                            .map(|x| (f.name.to_string(), x.field.to_string()))
-                    });
-                let Some((fk, target)) = fk else {
+                let Some((fk, to)) = child.and_then(|c| c.reference_to(table)) else {
                     return Ok("1 = 0".into());
                 };
+                let (fk, target) = (fk.name.to_string(), to.field.to_string());
                 let left = self.ts("c", &r.field);
                 let cut = self.cutoff(at, r.collection.as_str(), r.field.as_str());
                 format!(
