@@ -14,6 +14,7 @@ pub mod dsr;
 pub mod http;
 pub mod jobs;
 pub mod notice;
+pub mod notify;
 pub mod policy;
 pub mod register;
 pub mod retention;

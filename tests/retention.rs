@@ -309,6 +309,14 @@ async fn two_schedulers_run_a_tick_once(store_url: SecretString, db: AppDb) {
             keys: keys.clone(),
             holder: format!("instance-{i}"),
             progress: None,
+            mailer: Arc::new(
+                lethe::notify::Mailer::from_config(
+                    &lethe::config::Config::default(),
+                    None,
+                    db.dir.path().join("outbox"),
+                )
+                .unwrap(),
+            ),
         });
     }
     let (specs, diags) = lethe::policy::jobs::load_jobs(

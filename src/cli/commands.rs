@@ -149,6 +149,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         keys: config.key_source(),
         holder: format!("serve:{}", std::process::id()),
         progress: None,
+        mailer: Arc::new(mailer(&config, &policy)?),
     };
     let job_count = specs.len();
     let mut scheduler = crate::jobs::schedule(job_ctx, specs).await?;
@@ -168,6 +169,25 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     store.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The mailer: SMTP when `LETHE_SMTP_URL` is set, else `.eml` files in `./outbox`.
+pub fn mailer(config: &Config, policy: &Policy) -> anyhow::Result<crate::notify::Mailer> {
+    let contact = policy
+        .controller
+        .as_ref()
+        .map(|c| c.contact_email.to_string());
+    let m = crate::notify::Mailer::from_config(
+        config,
+        contact.as_deref(),
+        std::path::PathBuf::from("outbox"),
+    )?;
+    if config.smtp_url.is_none() {
+        tracing::info!(
+            "no SMTP configured (LETHE_SMTP_URL): e-mails are written to ./outbox as .eml files"
+        );
+    }
+    Ok(m)
 }
 
 /// Records the policy set in force, with its audit entry, in one transaction.

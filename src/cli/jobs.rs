@@ -50,13 +50,14 @@ async fn context(config: &Config) -> anyhow::Result<JobContext> {
     let store = Store::open(&config.database).await?;
     let audit = AuditLog::open(store.clone(), &config.key_source()).await?;
     Ok(JobContext {
-        policy,
         store,
         audit,
         sources: Arc::new(Sources::default()),
         keys: config.key_source(),
         holder: format!("cli:{}", std::process::id()),
         progress: None,
+        mailer: Arc::new(super::commands::mailer(config, &policy)?),
+        policy,
     })
 }
 

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::audit::{AuditLog, KeySource, keys};
+use crate::notify::{Mail, Mailer};
 use crate::policy::Policy;
 use crate::policy::jobs::{JobKind, JobSpec, parse_schedule};
 use crate::retention::{self, RunOptions};
@@ -26,15 +27,14 @@ pub struct JobContext {
     pub holder: String,
     /// Told the rows of each finished batch (a progress bar in the foreground).
     pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    pub mailer: Arc<Mailer>,
 }
 
 /// Whether a kind does its work yet, and if not, why.
 pub fn availability(kind: JobKind) -> &'static str {
     match kind {
         JobKind::Retention | JobKind::AuditCheckpoint => "available",
-        JobKind::VendorReviews => {
-            "lists reviews due within 30 days; the e-mail to the DPO comes with the request service"
-        }
+        JobKind::VendorReviews => "available: e-mails the DPO about reviews due within 30 days",
         JobKind::DsrDeadlines | JobKind::PackagePurge => {
             "not available yet: needs the request service"
         }
@@ -149,13 +149,77 @@ async fn work(
                 .iter()
                 .map(|(a, what, d)| format!("{a}: {what} on {d}"))
                 .collect();
-            Ok(("completed".into(), json!({ "due_within_30_days": list })))
+            let mut mailed = false;
+            if let Some(mail) = reviews_mail(&ctx.policy, &due) {
+                let mut tx = ctx.store.pool().begin().await?;
+                crate::notify::enqueue_in(&mut tx, &mail).await?;
+                tx.commit().await?;
+                crate::notify::deliver_pending(&ctx.store, &ctx.mailer).await?;
+                mailed = true;
+            }
+            Ok((
+                "completed".into(),
+                json!({ "due_within_30_days": list, "mailed_to_dpo": mailed }),
+            ))
         }
         JobKind::DsrDeadlines | JobKind::PackagePurge => Ok((
             "skipped".into(),
             json!({ "reason": availability(spec.kind) }),
         )),
     }
+}
+
+/// The DPO's digest of agreements to review, if any are due.
+fn reviews_mail(
+    policy: &Policy,
+    due: &[(String, &'static str, chrono::NaiveDate)],
+) -> Option<Mail> {
+    if due.is_empty() {
+        return None;
+    }
+    let c = policy.controller.as_ref()?;
+    let to = c
+        .dpo
+        .as_ref()
+        .map_or_else(|| c.contact_email.to_string(), |d| d.email.to_string());
+    let lines: Vec<String> = due
+        .iter()
+        .map(|(id, what, date)| {
+            let who = policy
+                .agreements
+                .iter()
+                .find(|a| a.id.as_str() == id)
+                .map(|a| {
+                    policy
+                        .processor(a.counterparty.as_str())
+                        .map_or_else(|| a.counterparty.to_string(), |p| p.name.clone())
+                })
+                .unwrap_or_default();
+            format!("{id} ({who}): {what} due on {date}")
+        })
+        .collect();
+    let text = format!(
+        "These agreements are due for review within 30 days:\n\n{}\n\nRun `lethe vendors check` to see where they and our measures stand.\n",
+        lines
+            .iter()
+            .map(|l| format!("- {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let html = format!(
+        "<p>These agreements are due for review within 30 days:</p><ul>{}</ul><p>Run <code>lethe vendors check</code> to see where they and our measures stand.</p>",
+        lines
+            .iter()
+            .map(|l| format!("<li>{}</li>", crate::notify::html_escape(l)))
+            .collect::<String>()
+    );
+    Some(Mail {
+        kind: "vendor_reviews".into(),
+        to,
+        subject: format!("{} agreement review(s) due within 30 days", due.len()),
+        text,
+        html,
+    })
 }
 
 /// Schedules every job; returns the running scheduler.

@@ -1,0 +1,216 @@
+//! E-mail. Messages are first written to the store's outbox, in the same transaction as
+//! the change they announce; [`deliver_pending`] then sends them over SMTP, or, with no
+//! SMTP configured, writes each as `outbox/<id>.eml` (and the log says so). A message is
+//! marked sent only after delivery, so a crash loses none; the Message-ID is derived from
+//! the outbox id, so a resend after a crash is recognisable as the same message.
+
+use std::path::PathBuf;
+
+use chrono::Utc;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::ExposeSecret;
+use sqlx::{AnyConnection, Row};
+
+use crate::config::{Config, redact_url};
+use crate::store::{Store, timestamp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("LETHE_SMTP_URL {url}: {why}")]
+    Config { url: String, why: String },
+    #[error("mail store: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error("building message {id}: {why}")]
+    Build { id: i64, why: String },
+}
+
+/// A message to send.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    /// What it is (`vendor_reviews`, `verification_code`, ...), for the record.
+    pub kind: String,
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Dir(PathBuf),
+}
+
+pub struct Mailer {
+    transport: Transport,
+    from: Mailbox,
+}
+
+impl Mailer {
+    /// SMTP from `smtp_url` (`smtp://user@host:port?tls=starttls|tls|none`), else files in
+    /// `outbox_dir`. The sender is `mail_from`, else `default_from` (the controller's contact).
+    pub fn from_config(
+        config: &Config,
+        default_from: Option<&str>,
+        outbox_dir: PathBuf,
+    ) -> Result<Self, MailError> {
+        let from_text = config
+            .mail_from
+            .clone()
+            .or_else(|| default_from.map(str::to_owned))
+            .unwrap_or_else(|| "lethe@localhost".to_owned());
+        let from: Mailbox = from_text.parse().map_err(|_| MailError::Config {
+            url: "LETHE_MAIL_FROM".into(),
+            why: "not an e-mail address".into(),
+        })?;
+        let Some(url) = &config.smtp_url else {
+            return Ok(Self {
+                transport: Transport::Dir(outbox_dir),
+                from,
+            });
+        };
+        let raw = url.expose_secret();
+        let shown = redact_url(raw);
+        let err = |why: &str| MailError::Config {
+            url: shown.clone(),
+            why: why.to_owned(),
+        };
+        let u = url::Url::parse(raw).map_err(|_| err("not a URL"))?;
+        if u.scheme() != "smtp" {
+            return Err(err("the scheme must be smtp://"));
+        }
+        let host = u.host_str().ok_or_else(|| err("no host"))?.to_owned();
+        let tls = u
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_else(|| "starttls".into());
+        let builder = match tls.as_str() {
+            "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host)
+                .map_err(|e| err(&e.to_string()))?,
+            "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&host)
+                .map_err(|e| err(&e.to_string()))?,
+            "none" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str()),
+            _ => return Err(err("tls must be starttls, tls or none")),
+        };
+        let mut builder = builder.port(u.port().unwrap_or(if tls == "tls" { 465 } else { 587 }));
+        if !u.username().is_empty() {
+            let password = config
+                .smtp_password
+                .as_ref()
+                .map(|p| p.expose_secret().to_owned())
+                .or_else(|| u.password().map(str::to_owned))
+                .unwrap_or_default();
+            builder = builder.credentials(Credentials::new(u.username().to_owned(), password));
+        }
+        Ok(Self {
+            transport: Transport::Smtp(builder.build()),
+            from,
+        })
+    }
+
+    /// Where mail goes, for the log (never a password).
+    pub fn describe(&self) -> String {
+        match &self.transport {
+            Transport::Smtp(_) => "SMTP".to_owned(),
+            Transport::Dir(d) => format!("files in {}", d.display()),
+        }
+    }
+
+    async fn send(&self, id: i64, mail: &Mail) -> Result<(), String> {
+        let to: Mailbox = mail
+            .to
+            .parse()
+            .map_err(|_| "the recipient is not an e-mail address".to_owned())?;
+        let domain = self.from.email.domain().to_owned();
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(&mail.subject)
+            .message_id(Some(format!("<outbox-{id}@{domain}>")))
+            .multipart(MultiPart::alternative_plain_html(
+                mail.text.clone(),
+                mail.html.clone(),
+            ))
+            .map_err(|e| e.to_string())?;
+        match &self.transport {
+            Transport::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| e.to_string()),
+            Transport::Dir(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                // Named by the outbox id: writing it again after a crash replaces the same file.
+                std::fs::write(dir.join(format!("{id:08}.eml")), message.formatted())
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// Queues a message inside the caller's transaction.
+pub async fn enqueue_in(conn: &mut AnyConnection, mail: &Mail) -> Result<i64, MailError> {
+    let row = sqlx::query(
+        "INSERT INTO mail_outbox (kind, recipient, subject, body_text, body_html, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(&mail.kind)
+    .bind(&mail.to)
+    .bind(&mail.subject)
+    .bind(&mail.text)
+    .bind(&mail.html)
+    .bind(timestamp(Utc::now()))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get(0)?)
+}
+
+/// Sends every unsent message, oldest first; returns how many went out. A failure is
+/// recorded on the message (without its content) and retried on the next call.
+pub async fn deliver_pending(store: &Store, mailer: &Mailer) -> Result<usize, MailError> {
+    let rows = sqlx::query(
+        "SELECT id, kind, recipient, subject, body_text, body_html FROM mail_outbox WHERE sent_at IS NULL ORDER BY id LIMIT 100",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    let mut sent = 0;
+    for r in rows {
+        let id: i64 = r.try_get(0)?;
+        let mail = Mail {
+            kind: r.try_get(1)?,
+            to: r.try_get(2)?,
+            subject: r.try_get(3)?,
+            text: r.try_get(4)?,
+            html: r.try_get(5)?,
+        };
+        match mailer.send(id, &mail).await {
+            Ok(()) => {
+                sqlx::query(
+                    "UPDATE mail_outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2",
+                )
+                .bind(timestamp(Utc::now()))
+                .bind(id)
+                .execute(store.pool())
+                .await?;
+                tracing::info!(outbox_id = id, kind = %mail.kind, via = %mailer.describe(), "mail sent");
+                sent += 1;
+            }
+            Err(e) => {
+                tracing::warn!(outbox_id = id, kind = %mail.kind, "mail not sent yet; retried later");
+                sqlx::query(
+                    "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $1 WHERE id = $2",
+                )
+                .bind(e)
+                .bind(id)
+                .execute(store.pool())
+                .await?;
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// Escapes text for the HTML part.
+pub fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

@@ -1,0 +1,212 @@
+//! E-mail through the store outbox: to `.eml` files without SMTP, and to a real SMTP
+//! server when LETHE_TEST_SMTP (and LETHE_TEST_SMTP_MAILDIR, where it stores mail) are set.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use lethe::audit::{AuditLog, KeySource};
+use lethe::config::Config;
+use lethe::jobs::{self, JobContext};
+use lethe::notify::Mailer;
+use lethe::policy::Policy;
+use lethe::sources::db::Sources;
+use lethe::store::Store;
+use secrecy::SecretString;
+
+async fn context(dir: &Path, mailer: Mailer) -> JobContext {
+    let policy = Arc::new(
+        Policy::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+            .unwrap()
+            .into_valid()
+            .unwrap(),
+    );
+    let url = SecretString::from(format!(
+        "sqlite://{}?mode=rwc",
+        dir.join("lethe.db").display()
+    ));
+    let store = Store::open(&url).await.unwrap();
+    let keys = KeySource {
+        master: None,
+        signing: None,
+        dir: dir.join(".lethe"),
+    };
+    let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
+    JobContext {
+        policy,
+        store,
+        audit,
+        sources: Arc::new(Sources::default()),
+        keys,
+        holder: "test".into(),
+        progress: None,
+        mailer: Arc::new(mailer),
+    }
+}
+
+fn reviews_job() -> lethe::policy::jobs::JobSpec {
+    let (specs, _) =
+        lethe::policy::jobs::load_jobs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs"));
+    specs
+        .into_iter()
+        .find(|s| s.name.as_str() == "vendor-reviews")
+        .unwrap()
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn the_review_digest_reaches_the_dpo_through_the_outbox_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outbox = tmp.path().join("outbox");
+    let ctx = context(
+        tmp.path(),
+        Mailer::from_config(
+            &Config::default(),
+            Some("privacy@example.com"),
+            outbox.clone(),
+        )
+        .unwrap(),
+    )
+    .await;
+    let now = Utc.with_ymd_and_hms(2026, 11, 27, 8, 0, 0).unwrap();
+    let outcome = jobs::run(&ctx, &reviews_job(), None, now).await.unwrap();
+    assert_eq!(outcome.summary["mailed_to_dpo"], true);
+    assert_eq!(
+        outcome.summary["due_within_30_days"][0],
+        "initech-dpa: review on 2026-12-15"
+    );
+    let mails = files(&outbox);
+    assert_eq!(mails.len(), 1);
+    let eml = std::fs::read_to_string(&mails[0]).unwrap();
+    assert!(eml.contains("To: dpo@example.com"), "{eml}");
+    assert!(eml.contains("From: privacy@example.com"), "{eml}");
+    assert!(
+        eml.contains("Subject: 1 agreement review(s) due within 30 days"),
+        "{eml}"
+    );
+    assert!(
+        eml.contains("initech-dpa (Initech Kft.): review due on 2026-12-15"),
+        "{eml}"
+    );
+    assert!(eml.contains("text/html"), "{eml}");
+    // Delivering again sends nothing twice.
+    assert_eq!(
+        lethe::notify::deliver_pending(&ctx.store, &ctx.mailer)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(files(&outbox).len(), 1);
+    // A month earlier nothing is due and nothing is sent.
+    let quiet = jobs::run(
+        &ctx,
+        &reviews_job(),
+        None,
+        Utc.with_ymd_and_hms(2026, 10, 1, 8, 0, 0).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(quiet.summary["mailed_to_dpo"], false);
+    assert_eq!(files(&outbox).len(), 1);
+}
+
+#[tokio::test]
+async fn the_review_digest_arrives_over_smtp() {
+    let (Ok(smtp), Ok(maildir)) = (
+        std::env::var("LETHE_TEST_SMTP"),
+        std::env::var("LETHE_TEST_SMTP_MAILDIR"),
+    ) else {
+        common::skipped(
+            "the_review_digest_arrives_over_smtp",
+            "SMTP",
+            "LETHE_TEST_SMTP",
+        );
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config {
+        smtp_url: Some(SecretString::from(smtp)),
+        ..Config::default()
+    };
+    let ctx = context(
+        tmp.path(),
+        Mailer::from_config(
+            &config,
+            Some("privacy@example.com"),
+            tmp.path().join("unused"),
+        )
+        .unwrap(),
+    )
+    .await;
+    let marker = format!("run-{}", lethe::crypto::random_hex(6).unwrap());
+    // The digest names the agreement; the marker finds this run's message among others.
+    let now = Utc.with_ymd_and_hms(2026, 11, 27, 8, 0, 0).unwrap();
+    let outcome = jobs::run(&ctx, &reviews_job(), None, now).await.unwrap();
+    assert_eq!(outcome.summary["mailed_to_dpo"], true);
+    let sent: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM mail_outbox WHERE sent_at IS NOT NULL")
+            .fetch_one(ctx.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        sent, 1,
+        "the message was not accepted by the SMTP server ({marker})"
+    );
+    let new = Path::new(&maildir).join("new");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let found = files(&new).into_iter().any(|p| {
+            let m = std::fs::read_to_string(&p).unwrap_or_default();
+            m.contains("initech-dpa (Initech Kft.)") && m.contains("To: dpo@example.com")
+        });
+        if found {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no message in {}",
+            new.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn smtp_settings_are_checked_and_never_print_the_password() {
+    let bad = Config {
+        smtp_url: Some(SecretString::from(
+            "smtp://me:s3cret@mail.example.net:587?tls=maybe",
+        )),
+        ..Config::default()
+    };
+    let err = Mailer::from_config(&bad, None, PathBuf::from("outbox"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("tls must be starttls, tls or none"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    let other = Config {
+        smtp_url: Some(SecretString::from("http://mail.example.net")),
+        ..Config::default()
+    };
+    assert!(Mailer::from_config(&other, None, PathBuf::from("outbox")).is_err());
+    let ok = Config {
+        smtp_url: Some(SecretString::from("smtp://127.0.0.1:2525?tls=none")),
+        ..Config::default()
+    };
+    assert_eq!(
+        Mailer::from_config(&ok, None, PathBuf::from("outbox"))
+            .unwrap()
+            .describe(),
+        "SMTP"
+    );
+}
