@@ -17,6 +17,7 @@ pub mod notice;
 pub mod notify;
 pub mod policy;
 pub mod register;
+pub mod requests;
 pub mod retention;
 pub mod sources;
 pub mod store;

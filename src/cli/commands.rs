@@ -141,6 +141,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{e}");
     }
     let sources = Arc::new(crate::sources::db::Sources::default());
+    let mailer = Arc::new(mailer(&config, &policy)?);
     let job_ctx = crate::jobs::JobContext {
         policy: policy.clone(),
         store: store.clone(),
@@ -149,14 +150,15 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         keys: config.key_source(),
         holder: format!("serve:{}", std::process::id()),
         progress: None,
-        mailer: Arc::new(mailer(&config, &policy)?),
+        mailer: mailer.clone(),
     };
     let job_count = specs.len();
     let mut scheduler = crate::jobs::schedule(job_ctx, specs).await?;
     tracing::info!(jobs = job_count, "scheduled the jobs");
     let app = Application::build(&config.bind, store.clone(), policy.clone())
         .await?
-        .with_audit(audit, config.key_source());
+        .with_audit(audit, config.key_source())
+        .with_mailer(mailer);
     tracing::info!(
         address = %app.local_addr()?,
         store = %config.database_display(),

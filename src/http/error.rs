@@ -14,6 +14,13 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("{0}")]
     Conflict(&'static str),
+    /// Any other client error, with its status, a stable code and a message.
+    #[error("{message}")]
+    Client {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Unavailable(&'static str),
     #[error(transparent)]
@@ -30,6 +37,11 @@ impl ApiError {
             ),
             Self::Forbidden(why) => (StatusCode::FORBIDDEN, "forbidden", (*why).into()),
             Self::Conflict(why) => (StatusCode::CONFLICT, "conflict", (*why).into()),
+            Self::Client {
+                status,
+                code,
+                message,
+            } => (*status, code, message.clone()),
             Self::Unavailable(why) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -40,6 +52,16 @@ impl ApiError {
                 "internal",
                 "internal error; the operator can find the cause in the log".into(),
             ),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn client(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self::Client {
+            status,
+            code,
+            message: message.into(),
         }
     }
 }

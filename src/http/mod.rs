@@ -3,6 +3,7 @@
 
 mod admin;
 mod error;
+mod requests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub use error::ApiError;
 
 use crate::audit::{AuditLog, KeySource};
 use crate::notice;
+use crate::notify::Mailer;
 use crate::policy::Policy;
 use crate::store::Store;
 
@@ -33,6 +35,7 @@ pub struct AppState {
     pub notice_html: Arc<String>,
     pub audit: Option<AuditLog>,
     pub keys: Option<KeySource>,
+    pub mailer: Option<Arc<Mailer>>,
 }
 
 pub struct Application {
@@ -50,11 +53,18 @@ impl Application {
             notice_html,
             audit: None,
             keys: None,
+            mailer: None,
         };
         let listener = TcpListener::bind(bind)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
         Ok(Self { listener, state })
+    }
+
+    /// Serves the request API, e-mailing through `mailer` (needs the audit log too).
+    pub fn with_mailer(mut self, mailer: Arc<Mailer>) -> Self {
+        self.state.mailer = Some(mailer);
+        self
     }
 
     /// Serves the audit admin routes from `audit`, signing checkpoints with `keys`.
@@ -90,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/privacy", get(privacy))
         .nest("/v1/admin", admin::routes())
+        .merge(requests::routes())
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
         .layer(SetResponseHeaderLayer::overriding(

@@ -1,0 +1,213 @@
+//! The public request API: submit, verify, status. Bodies are parsed here so that every
+//! malformed one gets the JSON error format; bodies over 64 KiB are refused.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use super::{ApiError, AppState};
+use crate::audit::Identity;
+use crate::requests::{Kind, RequestError, Service};
+
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/requests", post(submit))
+        .route("/v1/requests/{id}/verify", post(verify))
+        .route("/v1/requests/{id}", get(status))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+}
+
+fn service(state: &AppState) -> Result<Service<'_>, ApiError> {
+    match (&state.audit, &state.mailer) {
+        (Some(audit), Some(mailer)) => Ok(Service {
+            store: &state.store,
+            audit,
+            mailer,
+            controller: state
+                .policy
+                .controller
+                .as_ref()
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
+        }),
+        _ => Err(ApiError::Unavailable(
+            "the request service is not configured",
+        )),
+    }
+}
+
+/// The body as JSON of type `T`, or the right client error.
+fn parse<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::client(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body may be at most {BODY_LIMIT} bytes"),
+            )
+        } else {
+            ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                "the body could not be read",
+            )
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        // serde's message names the position and the expectation, never the value.
+        let code = if e.is_data() {
+            "invalid_field"
+        } else {
+            "malformed_json"
+        };
+        let status = if e.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::client(status, code, format!("{e}"))
+    })
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::NotFound => ApiError::NotFound,
+            RequestError::Unauthorized => ApiError::client(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid request token is needed",
+            ),
+            RequestError::WrongCode { .. } => ApiError::client(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "wrong_code",
+                e.to_string(),
+            ),
+            RequestError::Expired => {
+                ApiError::client(StatusCode::GONE, "code_expired", e.to_string())
+            }
+            RequestError::TooManyAttempts => ApiError::client(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                e.to_string(),
+            ),
+            RequestError::NotPending => {
+                ApiError::client(StatusCode::CONFLICT, "not_pending", e.to_string())
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    #[serde(rename = "type")]
+    kind: String,
+    identity: IdentityBody,
+    #[serde(default)]
+    details: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityBody {
+    email: String,
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let body: SubmitBody = parse(body)?;
+    let kind = Kind::parse(&body.kind).ok_or_else(|| {
+        ApiError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_type",
+            "type must be access, portability, erasure, rectification, restriction or objection",
+        )
+    })?;
+    let identity = Identity::parse(&format!("email={}", body.identity.email)).map_err(|_| {
+        ApiError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_identity",
+            "identity.email is not a valid e-mail address",
+        )
+    })?;
+    if body
+        .details
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 4000)
+    {
+        return Err(ApiError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "details_too_long",
+            "details may be at most 4000 characters",
+        ));
+    }
+    let svc = service(&state)?;
+    let s = svc
+        .submit(kind, &identity, body.details.as_deref(), chrono::Utc::now())
+        .await?;
+    let status = if s.existing {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(serde_json::to_value(&s).map_err(anyhow::Error::from)?),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    code: String,
+}
+
+async fn verify(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<crate::requests::View>, ApiError> {
+    let body: VerifyBody = parse(body)?;
+    let svc = service(&state)?;
+    Ok(Json(svc.verify(&id, &body.code, chrono::Utc::now()).await?))
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Result<Json<crate::requests::View>, ApiError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let token = bearer.or(q.token).ok_or_else(|| {
+        ApiError::client(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid request token is needed",
+        )
+    })?;
+    let svc = service(&state)?;
+    Ok(Json(svc.status(&id, &token).await?))
+}

@@ -1,0 +1,358 @@
+//! The request lifecycle (Art. 12): intake, identity verification by an e-mailed code,
+//! and deadlines. Each state change, its audit entry and its e-mail are written in one
+//! transaction, so a crash neither loses nor duplicates a message.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::audit::{Actor, AuditError, AuditLog, Identity, NewEntry};
+use crate::notify::{self, Mail, Mailer};
+use crate::policy::RetentionPeriod;
+use crate::store::{Store, timestamp};
+
+/// How long a verification code is valid.
+pub const CODE_TTL_MINUTES: i64 = 15;
+/// Wrong codes allowed before a new code is needed.
+pub const MAX_ATTEMPTS: i64 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Access,
+    Portability,
+    Erasure,
+    Rectification,
+    Restriction,
+    Objection,
+}
+
+impl Kind {
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Access => "access",
+            Self::Portability => "portability",
+            Self::Erasure => "erasure",
+            Self::Rectification => "rectification",
+            Self::Restriction => "restriction",
+            Self::Objection => "objection",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Access,
+            Self::Portability,
+            Self::Erasure,
+            Self::Rectification,
+            Self::Restriction,
+            Self::Objection,
+        ]
+        .into_iter()
+        .find(|k| k.key() == s)
+    }
+}
+
+/// The deadline of Art. 12(3): one month after receipt, on the same day of the month, or
+/// on the month's last day when that day does not exist (31 January → 28/29 February).
+pub fn due_date(received: DateTime<Utc>) -> DateTime<Utc> {
+    RetentionPeriod::new(0, 1, 0)
+        .after(received)
+        .unwrap_or(received)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("no such request")]
+    NotFound,
+    #[error("the token does not open this request")]
+    Unauthorized,
+    #[error("the code is wrong; {remaining} attempt(s) left")]
+    WrongCode { remaining: i64 },
+    #[error("the code has expired; ask for a new one")]
+    Expired,
+    #[error("too many wrong codes; ask for a new one")]
+    TooManyAttempts,
+    #[error("the request is not waiting for a code")]
+    NotPending,
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
+    Mail(#[from] notify::MailError),
+}
+
+/// What the submitter gets back.
+#[derive(Debug, Clone, Serialize)]
+pub struct Submitted {
+    pub id: String,
+    pub status: String,
+    pub due_at: String,
+    /// Only for a new request: the secret that opens it. Not returned for an existing one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// True when an open request of this type for this person already existed.
+    pub existing: bool,
+}
+
+/// A request as its subject may see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct View {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub received_at: String,
+    pub due_at: String,
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(crate::crypto::sha256(&[s.as_bytes()]))
+}
+
+/// Equal in constant time (for hex digests of equal length).
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// A six-digit code from the system random generator.
+fn new_code() -> Result<String, RequestError> {
+    let mut b = [0u8; 4];
+    crate::crypto::fill_random(&mut b).map_err(AuditError::from)?;
+    Ok(format!("{:06}", u32::from_be_bytes(b) % 1_000_000))
+}
+
+pub struct Service<'a> {
+    pub store: &'a Store,
+    pub audit: &'a AuditLog,
+    pub mailer: &'a Mailer,
+    pub controller: String,
+}
+
+impl Service<'_> {
+    fn code_hash(&self, id: &str, code: &str) -> String {
+        self.audit
+            .mask_hash(&format!("verification-code:{id}:{code}"))
+    }
+
+    fn code_mail(&self, to: &str, id: &str, code: &str, due: &str) -> Mail {
+        let text = format!(
+            "We received your request ({id}) at {c}.\n\nYour verification code is {code}. It is valid for {CODE_TTL_MINUTES} minutes.\n\nWe answer by {due} at the latest (Art. 12(3) GDPR).\nIf you did not make this request, ignore this message.\n",
+            c = self.controller
+        );
+        let html = format!(
+            "<p>We received your request (<code>{id}</code>) at {c}.</p><p>Your verification code is <strong>{code}</strong>. It is valid for {CODE_TTL_MINUTES} minutes.</p><p>We answer by {due} at the latest (Art. 12(3) GDPR). If you did not make this request, ignore this message.</p>",
+            c = notify::html_escape(&self.controller)
+        );
+        Mail {
+            kind: "verification_code".into(),
+            to: to.to_owned(),
+            subject: format!("Your verification code for request {id}"),
+            text,
+            html,
+        }
+    }
+
+    /// Records a request and e-mails its verification code. A second open request of the
+    /// same type for the same person returns the first.
+    pub async fn submit(
+        &self,
+        kind: Kind,
+        identity: &Identity,
+        details: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Submitted, RequestError> {
+        let lookup = self.audit.mask_hash(&format!(
+            "request-identity:{}={}",
+            identity.kind(),
+            identity.value()
+        ));
+        let open = sqlx::query(
+            "SELECT id, status, due_at FROM dsr_requests WHERE identity_lookup = $1 AND kind = $2 \
+             AND status NOT IN ('completed', 'partially_completed', 'rejected', 'failed', 'cancelled')",
+        )
+        .bind(&lookup)
+        .bind(kind.key())
+        .fetch_optional(self.store.pool())
+        .await?;
+        if let Some(r) = open {
+            return Ok(Submitted {
+                id: r.try_get(0)?,
+                status: r.try_get(1)?,
+                due_at: r.try_get(2)?,
+                token: None,
+                existing: true,
+            });
+        }
+        let id = format!(
+            "r_{}",
+            crate::crypto::random_hex(12).map_err(AuditError::from)?
+        );
+        let token = crate::crypto::random_hex(32).map_err(AuditError::from)?;
+        let code = new_code()?;
+        let due = timestamp(due_date(now));
+        let subject = self.audit.subject_for(identity).await?;
+        let mut tx = self.store.pool().begin().await?;
+        let entry = NewEntry::new(Actor::Subject, "request.submitted")
+            .request(&id)
+            .subject(&subject)
+            .summary(serde_json::json!({ "type": kind.key(), "due_at": due }))
+            .payload(serde_json::json!({ "identity": format!("{}={}", identity.kind(), identity.value()), "details": details }));
+        self.audit.append_in(&mut tx, &[entry]).await?;
+        sqlx::query(
+            "INSERT INTO dsr_requests (id, kind, status, identity_kind, identity_value, identity_lookup, details, token_hash, code_hash, code_expires_at, codes_sent, received_at, due_at, updated_at) \
+             VALUES ($1, $2, 'identity_pending', $3, $4, $5, $6, $7, $8, $9, 1, $10, $11, $10)",
+        )
+        .bind(&id)
+        .bind(kind.key())
+        .bind(identity.kind())
+        .bind(identity.value())
+        .bind(&lookup)
+        .bind(details)
+        .bind(sha256_hex(&token))
+        .bind(self.code_hash(&id, &code))
+        .bind(timestamp(now + chrono::Duration::minutes(CODE_TTL_MINUTES)))
+        .bind(timestamp(now))
+        .bind(&due)
+        .execute(&mut *tx)
+        .await?;
+        notify::enqueue_in(
+            &mut tx,
+            &self.code_mail(identity.value(), &id, &code, &due[..10]),
+        )
+        .await?;
+        tx.commit().await?;
+        // Delivery failures are retried by the next delivery; the request stands.
+        if let Err(e) = notify::deliver_pending(self.store, self.mailer).await {
+            tracing::warn!(error = %e, "mail delivery deferred");
+        }
+        Ok(Submitted {
+            id,
+            status: "identity_pending".into(),
+            due_at: due,
+            token: Some(token),
+            existing: false,
+        })
+    }
+
+    /// Checks a verification code (Art. 12(6)).
+    pub async fn verify(
+        &self,
+        id: &str,
+        code: &str,
+        now: DateTime<Utc>,
+    ) -> Result<View, RequestError> {
+        let r = sqlx::query("SELECT status, code_hash, code_expires_at, code_attempts FROM dsr_requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.store.pool())
+            .await?
+            .ok_or(RequestError::NotFound)?;
+        let status: String = r.try_get(0)?;
+        if status != "identity_pending" {
+            return Err(RequestError::NotPending);
+        }
+        let (hash, expires, attempts): (Option<String>, Option<String>, i64) =
+            (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+        if attempts >= MAX_ATTEMPTS {
+            return Err(RequestError::TooManyAttempts);
+        }
+        if expires
+            .as_deref()
+            .is_none_or(|e| e < timestamp(now).as_str())
+        {
+            return Err(RequestError::Expired);
+        }
+        let given = self.code_hash(id, code.trim());
+        if !hash.as_deref().is_some_and(|h| same(h, &given)) {
+            sqlx::query("UPDATE dsr_requests SET code_attempts = code_attempts + 1, updated_at = $1 WHERE id = $2")
+                .bind(timestamp(now))
+                .bind(id)
+                .execute(self.store.pool())
+                .await?;
+            let remaining = MAX_ATTEMPTS - attempts - 1;
+            return Err(if remaining <= 0 {
+                RequestError::TooManyAttempts
+            } else {
+                RequestError::WrongCode { remaining }
+            });
+        }
+        let mut tx = self.store.pool().begin().await?;
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(Actor::Subject, "request.verified").request(id)],
+            )
+            .await?;
+        sqlx::query("UPDATE dsr_requests SET status = 'verified', code_hash = NULL, code_expires_at = NULL, updated_at = $1 WHERE id = $2")
+            .bind(timestamp(now))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.view(id).await
+    }
+
+    async fn view(&self, id: &str) -> Result<View, RequestError> {
+        let r = sqlx::query(
+            "SELECT id, kind, status, received_at, due_at FROM dsr_requests WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.store.pool())
+        .await?
+        .ok_or(RequestError::NotFound)?;
+        Ok(View {
+            id: r.try_get(0)?,
+            kind: r.try_get(1)?,
+            status: r.try_get(2)?,
+            received_at: r.try_get(3)?,
+            due_at: r.try_get(4)?,
+        })
+    }
+
+    /// The request, for the holder of its token.
+    pub async fn status(&self, id: &str, token: &str) -> Result<View, RequestError> {
+        let hash: Option<String> =
+            sqlx::query_scalar("SELECT token_hash FROM dsr_requests WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.store.pool())
+                .await?;
+        // Unknown ids and wrong tokens answer alike: nobody learns which requests exist.
+        match hash {
+            Some(h) if same(&h, &sha256_hex(token)) => self.view(id).await,
+            _ => Err(RequestError::Unauthorized),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn the_deadline_is_the_same_day_next_month_or_its_last_day() {
+        let at = |y, m, d| Utc.with_ymd_and_hms(y, m, d, 9, 30, 0).unwrap();
+        assert_eq!(due_date(at(2027, 1, 31)), at(2027, 2, 28));
+        assert_eq!(due_date(at(2028, 1, 31)), at(2028, 2, 29));
+        assert_eq!(due_date(at(2026, 3, 15)), at(2026, 4, 15));
+        assert_eq!(due_date(at(2026, 12, 31)), at(2027, 1, 31));
+        assert_eq!(due_date(at(2026, 5, 31)), at(2026, 6, 30));
+    }
+
+    #[test]
+    fn codes_are_six_digits_and_compared_in_full() {
+        for _ in 0..100 {
+            let c = new_code().unwrap();
+            assert_eq!(c.len(), 6);
+            assert!(c.chars().all(|ch| ch.is_ascii_digit()));
+        }
+        assert!(same("abcd", "abcd"));
+        assert!(!same("abcd", "abce"));
+        assert!(!same("abc", "abcd"));
+    }
+}

@@ -1,0 +1,321 @@
+//! The request API against the real server on port 0, with the verification code read
+//! from the e-mail actually sent: over SMTP when LETHE_TEST_SMTP is set (CI), else from
+//! the `.eml` outbox.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lethe::audit::{AuditLog, KeySource};
+use lethe::config::Config;
+use lethe::http::Application;
+use lethe::notify::Mailer;
+use lethe::policy::Policy;
+use lethe::store::Store;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+struct Server {
+    base: String,
+    store: Store,
+    /// Where the sent mail can be read.
+    mail_dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+async fn start() -> Server {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, dir) = common::sqlite_store();
+    let store = Store::open(&url).await.unwrap();
+    let keys = KeySource {
+        master: None,
+        signing: None,
+        dir: tmp.path().join(".lethe"),
+    };
+    let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
+    let policy = Arc::new(
+        Policy::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+            .unwrap()
+            .into_valid()
+            .unwrap(),
+    );
+    let (mailer, mail_dir) = match (
+        std::env::var("LETHE_TEST_SMTP"),
+        std::env::var("LETHE_TEST_SMTP_MAILDIR"),
+    ) {
+        (Ok(smtp), Ok(maildir)) => {
+            let config = Config {
+                smtp_url: Some(SecretString::from(smtp)),
+                ..Config::default()
+            };
+            (
+                Mailer::from_config(
+                    &config,
+                    Some("privacy@example.com"),
+                    tmp.path().join("unused"),
+                )
+                .unwrap(),
+                Path::new(&maildir).join("new"),
+            )
+        }
+        _ => {
+            common::skipped(
+                "requests (reading mail from SMTP; using the .eml outbox)",
+                "SMTP",
+                "LETHE_TEST_SMTP",
+            );
+            let outbox = tmp.path().join("outbox");
+            (
+                Mailer::from_config(
+                    &Config::default(),
+                    Some("privacy@example.com"),
+                    outbox.clone(),
+                )
+                .unwrap(),
+                outbox,
+            )
+        }
+    };
+    let app = Application::build("127.0.0.1:0", store.clone(), policy)
+        .await
+        .unwrap()
+        .with_audit(audit, keys)
+        .with_mailer(Arc::new(mailer));
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    Server {
+        base,
+        store,
+        mail_dir,
+        stop: Some(stop),
+        _dirs: vec![tmp, dir],
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl Server {
+    /// The verification code of request `id`, from the mail that was sent.
+    async fn code(&self, id: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            for e in std::fs::read_dir(&self.mail_dir).into_iter().flatten() {
+                let text = std::fs::read_to_string(e.unwrap().path()).unwrap_or_default();
+                if !text.contains(id) {
+                    continue;
+                }
+                if let Some(i) = text.find("verification code is ") {
+                    let digits: String = text[i + 21..].chars().take(6).collect();
+                    if digits.len() == 6 && digits.chars().all(|c| c.is_ascii_digit()) {
+                        return digits;
+                    }
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no mail for {id} in {}",
+                self.mail_dir.display()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn requests(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM dsr_requests")
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap()
+    }
+}
+
+async fn post(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn unique_email() -> String {
+    format!(
+        "subject-{}@example.org",
+        lethe::crypto::random_hex(4).unwrap()
+    )
+}
+
+#[tokio::test]
+async fn submit_verify_and_read_the_status() {
+    let s = start().await;
+    let email = unique_email();
+    let (status, created) = post(
+        &format!("{}/v1/requests", s.base),
+        json!({ "type": "access", "identity": { "email": email }, "details": "all of it" })
+            .to_string(),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["status"], "identity_pending");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let received = chrono::Utc::now();
+    let due = lethe::requests::due_date(received);
+    assert_eq!(
+        &created["due_at"].as_str().unwrap()[..10],
+        due.format("%Y-%m-%d").to_string()
+    );
+
+    // The same request again returns the first, without its token.
+    let (status, again) = post(
+        &format!("{}/v1/requests", s.base),
+        json!({ "type": "access", "identity": { "email": email.to_uppercase() } }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(again["id"], id.as_str());
+    assert!(again.get("token").is_none());
+    assert_eq!(again["existing"], true);
+
+    let code = s.code(&id).await;
+    let wrong = if code == "000000" { "000001" } else { "000000" };
+    let (status, err) = post(
+        &format!("{}/v1/requests/{id}/verify", s.base),
+        json!({ "code": wrong }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(err["error"]["code"], "wrong_code");
+    let (status, verified) = post(
+        &format!("{}/v1/requests/{id}/verify", s.base),
+        json!({ "code": code }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{verified}");
+    assert_eq!(verified["status"], "verified");
+
+    let http = reqwest::Client::new();
+    let by_header: Value = http
+        .get(format!("{}/v1/requests/{id}", s.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_header["status"], "verified");
+    assert_eq!(by_header["type"], "access");
+    let r = http
+        .get(format!("{}/v1/requests/{id}?token={token}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Without the token, with a wrong one, or with another request's: 401.
+    assert_eq!(
+        http.get(format!("{}/v1/requests/{id}", s.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        http.get(format!("{}/v1/requests/{id}", s.base))
+            .bearer_auth("0".repeat(64))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let (_, other) = post(
+        &format!("{}/v1/requests", s.base),
+        json!({ "type": "erasure", "identity": { "email": unique_email() } }).to_string(),
+    )
+    .await;
+    let r = http
+        .get(format!(
+            "{}/v1/requests/{}",
+            s.base,
+            other["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "unauthorized");
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_right_error_and_changes_nothing() {
+    let s = start().await;
+    let url = format!("{}/v1/requests", s.base);
+    let before = s.requests().await;
+    for (body, status, code) in [
+        ("{\"type\": \"access\", ".to_owned(), 400, "malformed_json"),
+        ("{\"type\": \"access\", \"identity\": {\"email\": \"a@example.org\"},}".to_owned(), 400, "malformed_json"),
+        (json!({ "type": "delete_everything", "identity": { "email": "a@example.org" } }).to_string(), 422, "unknown_type"),
+        (json!({ "type": "access", "identity": { "email": "not-an-address" } }).to_string(), 422, "invalid_identity"),
+        (json!({ "type": "access" }).to_string(), 422, "invalid_field"),
+        (json!({ "type": "access", "identity": { "email": "a@example.org" }, "details": "x".repeat(5000) }).to_string(), 422, "details_too_long"),
+        (format!("{{\"type\": \"access\", \"identity\": {{\"email\": \"a@example.org\"}}, \"details\": \"{}\"}}", "x".repeat(1024 * 1024)), 413, "body_too_large"),
+    ] {
+        let (got, err) = post(&url, body.clone()).await;
+        assert_eq!(got, status, "{}: {err}", &body[..body.len().min(60)]);
+        assert_eq!(err["error"]["code"], code, "{err}");
+    }
+    assert_eq!(
+        s.requests().await,
+        before,
+        "a rejected body changed the store"
+    );
+
+    // Six wrong codes: the request then needs a new code, even for the right one.
+    let (_, created) = post(
+        &url,
+        json!({ "type": "erasure", "identity": { "email": unique_email() } }).to_string(),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let code = s.code(&id).await;
+    let wrong = if code == "999999" { "999998" } else { "999999" };
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (st, _) = post(
+            &format!("{}/v1/requests/{id}/verify", s.base),
+            json!({ "code": wrong }).to_string(),
+        )
+        .await;
+        statuses.push(st);
+    }
+    assert_eq!(statuses, [422, 422, 422, 422, 429, 429]);
+    let (st, err) = post(
+        &format!("{}/v1/requests/{id}/verify", s.base),
+        json!({ "code": code }).to_string(),
+    )
+    .await;
+    assert_eq!(st, 429, "{err}");
+    let status: String = sqlx::query_scalar("SELECT status FROM dsr_requests WHERE id = $1")
+        .bind(&id)
+        .fetch_one(s.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(status, "identity_pending");
+}
