@@ -19,6 +19,10 @@ use serde_json::{Value, json};
 struct Server {
     base: String,
     store: Store,
+    audit: AuditLog,
+    mailer: Arc<Mailer>,
+    policy: Arc<Policy>,
+    app_db: PathBuf,
     /// Where the sent mail can be read.
     mail_dir: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -35,12 +39,7 @@ async fn start() -> Server {
         dir: tmp.path().join(".lethe"),
     };
     let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
-    let policy = Arc::new(
-        Policy::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
-            .unwrap()
-            .into_valid()
-            .unwrap(),
-    );
+    let policy = Arc::new(demo(tmp.path()).await);
     let (mailer, mail_dir) = match (
         std::env::var("LETHE_TEST_SMTP"),
         std::env::var("LETHE_TEST_SMTP_MAILDIR"),
@@ -78,23 +77,54 @@ async fn start() -> Server {
             )
         }
     };
-    let app = Application::build("127.0.0.1:0", store.clone(), policy)
+    let mailer = Arc::new(mailer);
+    let app = Application::build("127.0.0.1:0", store.clone(), policy.clone())
         .await
         .unwrap()
-        .with_audit(audit, keys)
-        .with_mailer(Arc::new(mailer));
+        .with_audit(audit.clone(), keys)
+        .with_mailer(mailer.clone());
     let base = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
+    let app_db = tmp.path().join("app.db");
     Server {
         base,
         store,
+        audit,
+        mailer,
+        policy,
+        app_db,
         mail_dir,
         stop: Some(stop),
         _dirs: vec![tmp, dir],
     }
+}
+
+/// The demo policies, with the application database in `dir` filled with synthetic people.
+async fn demo(dir: &Path) -> Policy {
+    use sqlx::Connection;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let dst = dir.join("policies");
+    std::fs::create_dir_all(&dst).unwrap();
+    let app = format!("sqlite://{}?mode=rwc", dir.join("app.db").display());
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("sqlite://demo-app.db?mode=rwc", &app);
+        std::fs::write(dst.join(p.file_name().unwrap()), text).unwrap();
+    }
+    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&app)
+        .unwrap()
+        .create_if_missing(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    lethe::sources::demo::seed(&mut conn, 20).await.unwrap();
+    conn.close().await.unwrap();
+    Policy::load(&dst).unwrap().into_valid().unwrap()
 }
 
 impl Drop for Server {
@@ -129,6 +159,51 @@ impl Server {
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+    }
+
+    /// Runs the request worker once, as `lethe serve` does in the background.
+    async fn execute(&self) -> Option<String> {
+        let svc = lethe::requests::Service {
+            store: &self.store,
+            audit: &self.audit,
+            mailer: &self.mailer,
+            controller: "Example Software Ltd.".into(),
+        };
+        svc.execute_next(
+            &self.policy,
+            &lethe::sources::db::Sources::default(),
+            "test",
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn app_count(&self, sql: &'static str) -> i64 {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", self.app_db.display()))
+            .await
+            .unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+    }
+
+    /// Submits and verifies a request; returns its id and token.
+    async fn verified(&self, kind: &str, email: &str) -> (String, String) {
+        let (status, created) = post(
+            &format!("{}/v1/requests", self.base),
+            json!({ "type": kind, "identity": { "email": email } }).to_string(),
+        )
+        .await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().unwrap().to_owned();
+        let code = self.code(&id).await;
+        let (status, v) = post(
+            &format!("{}/v1/requests/{id}/verify", self.base),
+            json!({ "code": code }).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        (id, created["token"].as_str().unwrap().to_owned())
     }
 
     async fn requests(&self) -> i64 {
@@ -318,4 +393,124 @@ async fn bad_input_gets_the_right_error_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(status, "identity_pending");
+}
+
+#[tokio::test]
+async fn a_verified_access_request_yields_a_package_and_an_erasure_erases() {
+    let s = start().await;
+    let http = reqwest::Client::new();
+    let (id, token) = s.verified("access", "person5@example.org").await;
+    // Not ready before the worker ran.
+    assert_eq!(
+        http.get(format!("{}/v1/requests/{id}/package", s.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(s.execute().await.as_deref(), Some(id.as_str()));
+    assert_eq!(s.execute().await, None, "a request ran twice");
+    let status: Value = http
+        .get(format!("{}/v1/requests/{id}", s.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "completed");
+    let r = http
+        .get(format!("{}/v1/requests/{id}/package", s.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/zip");
+    let zip = r.bytes().await.unwrap();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip.to_vec())).unwrap();
+    let mut data = String::new();
+    std::io::Read::read_to_string(&mut archive.by_name("data.json").unwrap(), &mut data).unwrap();
+    assert!(data.contains("person5@example.org"), "{data}");
+    assert!(!data.contains("person6@example.org"));
+    // Another request's token does not open this package; nor does none.
+    assert_eq!(
+        http.get(format!("{}/v1/requests/{id}/package", s.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // The package is stored sealed, not in clear.
+    let sealed: Vec<u8> =
+        sqlx::query_scalar("SELECT sealed FROM request_packages WHERE request_id = $1")
+            .bind(&id)
+            .fetch_one(s.store.pool())
+            .await
+            .unwrap();
+    assert!(!String::from_utf8_lossy(&sealed).contains("person5@example.org"));
+
+    assert!(
+        s.app_count("SELECT count(*) FROM page_views WHERE user_id = 5")
+            .await
+            + s.app_count("SELECT count(*) FROM comments WHERE user_id = 5")
+                .await
+            > 0,
+        "the demo person has no data to erase"
+    );
+    let (eid, etoken) = s.verified("erasure", "person5@example.org").await;
+    assert_eq!(s.execute().await.as_deref(), Some(eid.as_str()));
+    let status: Value = http
+        .get(format!("{}/v1/requests/{eid}", s.base))
+        .bearer_auth(&etoken)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The account is kept for billing (8 years): partially completed.
+    assert_eq!(status["status"], "partially_completed");
+    assert_eq!(
+        s.app_count("SELECT count(*) FROM page_views WHERE user_id = 5")
+            .await,
+        0
+    );
+    assert_eq!(
+        s.app_count("SELECT count(*) FROM comments WHERE user_id = 5")
+            .await,
+        0
+    );
+    assert!(
+        s.app_count("SELECT count(*) FROM page_views WHERE user_id = 6")
+            .await
+            + s.app_count("SELECT count(*) FROM users WHERE id = 6").await
+            > 0
+    );
+    let actions: Vec<String> = s
+        .audit
+        .entries(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.header.action)
+        .collect();
+    for a in [
+        "request.submitted",
+        "request.verified",
+        "dsr.access.executed",
+        "request.completed",
+        "erasure.executed",
+        "request.partially_completed",
+        "subject.shredded",
+    ] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} missing from {actions:?}"
+        );
+    }
 }

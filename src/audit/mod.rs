@@ -34,6 +34,8 @@ const MAC_KEY: &str = "mac";
 const INDEX_KEY: &str = "index";
 /// Keys the `hash` masking strategy, so masked values cannot be reversed by guessing.
 const MASKING_KEY: &str = "masking";
+/// Seals stored access packages.
+const PACKAGE_KEY: &str = "packages";
 /// Rows per multi-row INSERT (11 parameters each, well under SQLite's limit).
 const INSERT_CHUNK: usize = 200;
 
@@ -87,6 +89,7 @@ struct KeyRing {
     mac: ring::hmac::Key,
     index: ring::hmac::Key,
     masking: ring::hmac::Key,
+    packages: SealingKey,
     subjects: Mutex<HashMap<String, Arc<SealingKey>>>,
 }
 
@@ -107,12 +110,14 @@ impl AuditLog {
         let mac = ensure_key(&store, &master, MAC_KEY).await?;
         let index = ensure_key(&store, &master, INDEX_KEY).await?;
         let masking = ensure_key(&store, &master, MASKING_KEY).await?;
+        let packages = ensure_key(&store, &master, PACKAGE_KEY).await?;
         Ok(Self {
             keys: Arc::new(KeyRing {
                 system: system.aead()?,
                 mac: mac.hmac(),
                 index: index.hmac(),
                 masking: masking.hmac(),
+                packages: packages.aead()?,
                 master,
                 subjects: Mutex::new(HashMap::new()),
             }),
@@ -432,6 +437,15 @@ impl AuditLog {
     /// HMAC-SHA-256 of a value under the server's masking key, hex: the `hash` masking.
     pub fn mask_hash(&self, value: &str) -> String {
         hex::encode(crypto::hmac_sha256(&self.keys.masking, value.as_bytes()))
+    }
+
+    /// Seals a stored package; `label` (the request id) is bound to it.
+    pub fn seal_package(&self, label: &str, bytes: &[u8]) -> Result<Vec<u8>, AuditError> {
+        Ok(self.keys.packages.seal(bytes, label.as_bytes())?)
+    }
+
+    pub fn open_package(&self, label: &str, sealed: &[u8]) -> Result<Vec<u8>, AuditError> {
+        Ok(self.keys.packages.open(sealed, label.as_bytes())?)
     }
 
     pub(crate) fn mac_key(&self) -> &ring::hmac::Key {

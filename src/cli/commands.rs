@@ -155,6 +155,13 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let job_count = specs.len();
     let mut scheduler = crate::jobs::schedule(job_ctx, specs).await?;
     tracing::info!(jobs = job_count, "scheduled the jobs");
+    let worker = spawn_request_worker(
+        store.clone(),
+        audit.clone(),
+        mailer.clone(),
+        policy.clone(),
+        sources.clone(),
+    );
     let app = Application::build(&config.bind, store.clone(), policy.clone())
         .await?
         .with_audit(audit, config.key_source())
@@ -167,6 +174,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     );
     app.run_until(shutdown_signal()).await?;
     let _ = scheduler.shutdown().await;
+    worker.abort();
     sources.close().await;
     store.close().await;
     tracing::info!("stopped");
@@ -190,6 +198,49 @@ pub fn mailer(config: &Config, policy: &Policy) -> anyhow::Result<crate::notify:
         );
     }
     Ok(m)
+}
+
+/// Executes verified requests in the background, and delivers queued mail.
+fn spawn_request_worker(
+    store: Store,
+    audit: AuditLog,
+    mailer: Arc<crate::notify::Mailer>,
+    policy: Arc<Policy>,
+    sources: Arc<crate::sources::db::Sources>,
+) -> tokio::task::JoinHandle<()> {
+    let holder = format!("serve:{}", std::process::id());
+    tokio::spawn(async move {
+        let controller = policy
+            .controller
+            .as_ref()
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        let svc = crate::requests::Service {
+            store: &store,
+            audit: &audit,
+            mailer: &mailer,
+            controller,
+        };
+        loop {
+            loop {
+                match svc
+                    .execute_next(&policy, &sources, &holder, chrono::Utc::now())
+                    .await
+                {
+                    Ok(Some(id)) => tracing::info!(request = %id, "request executed"),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "request worker");
+                        break;
+                    }
+                }
+            }
+            if let Err(e) = crate::notify::deliver_pending(&store, &mailer).await {
+                tracing::warn!(error = %e, "mail delivery deferred");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    })
 }
 
 /// Records the policy set in force, with its audit entry, in one transaction.

@@ -21,6 +21,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/requests", post(submit))
         .route("/v1/requests/{id}/verify", post(verify))
         .route("/v1/requests/{id}", get(status))
+        .route("/v1/requests/{id}/package", get(package))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
@@ -190,24 +191,58 @@ struct TokenQuery {
     token: Option<String>,
 }
 
+/// The request token: `Authorization: Bearer ...` or `?token=`.
+fn token(headers: &HeaderMap, q: TokenQuery) -> Result<String, ApiError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    bearer.or(q.token).ok_or_else(|| {
+        ApiError::client(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid request token is needed",
+        )
+    })
+}
+
 async fn status(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<Json<crate::requests::View>, ApiError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    let token = bearer.or(q.token).ok_or_else(|| {
-        ApiError::client(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid request token is needed",
-        )
-    })?;
+    let token = token(&headers, q)?;
     let svc = service(&state)?;
     Ok(Json(svc.status(&id, &token).await?))
+}
+
+async fn package(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let token = token(&headers, q)?;
+    let svc = service(&state)?;
+    let d = svc.package(&id, &token, chrono::Utc::now()).await?;
+    let name = if d.content_type == "application/zip" {
+        format!("{id}.zip")
+    } else {
+        format!("{id}.json")
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, d.content_type),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        d.bytes,
+    )
+        .into_response())
 }

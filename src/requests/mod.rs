@@ -329,6 +329,218 @@ impl Service<'_> {
     }
 }
 
+/// How long a stored access package can be downloaded.
+pub const PACKAGE_DAYS: i64 = 7;
+/// A claim older than this is taken to belong to a crashed worker and is claimed again.
+const STALE_CLAIM_MINUTES: i64 = 15;
+
+/// A package as the subject downloads it.
+pub struct Download {
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Service<'_> {
+    /// Claims the oldest verified request (or one whose worker died) and executes it.
+    /// Several instances may call this at once: each request is claimed by one.
+    pub async fn execute_next(
+        &self,
+        policy: &crate::policy::Policy,
+        sources: &crate::sources::db::Sources,
+        holder: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, RequestError> {
+        let stale = timestamp(now - chrono::Duration::minutes(STALE_CLAIM_MINUTES));
+        let claimed = sqlx::query(
+            "UPDATE dsr_requests SET status = 'in_progress', claimed_by = $1, claimed_at = $2, updated_at = $2 \
+             WHERE id = (SELECT id FROM dsr_requests WHERE status = 'verified' OR (status = 'in_progress' AND claimed_at < $3) ORDER BY received_at LIMIT 1) \
+               AND (status = 'verified' OR (status = 'in_progress' AND claimed_at < $3)) \
+             RETURNING id, kind, identity_kind, identity_value",
+        )
+        .bind(holder)
+        .bind(timestamp(now))
+        .bind(&stale)
+        .fetch_optional(self.store.pool())
+        .await?;
+        let Some(row) = claimed else { return Ok(None) };
+        let (id, kind, ikind, ivalue): (String, String, String, String) = (
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+        );
+        let identity =
+            Identity::parse(&format!("{ikind}={ivalue}")).map_err(|_| RequestError::NotFound)?;
+        let ctx = crate::dsr::Context {
+            policy,
+            audit: self.audit,
+            sources,
+            actor: Actor::Subject,
+            request_id: Some(id.clone()),
+            strict: false,
+        };
+        let kind = Kind::parse(&kind).unwrap_or(Kind::Rectification);
+        let outcome: Result<(String, serde_json::Value, Option<Download>), String> = match kind {
+            Kind::Access | Kind::Portability => {
+                let ak = if kind == Kind::Access {
+                    crate::dsr::AccessKind::Access
+                } else {
+                    crate::dsr::AccessKind::Portability
+                };
+                match crate::dsr::access(&ctx, std::slice::from_ref(&identity), ak, now).await {
+                    Ok(p) => {
+                        let (ct, bytes) = if kind == Kind::Access {
+                            ("application/zip", p.to_zip().map_err(|e| e.to_string()))
+                        } else {
+                            ("application/json", Ok(p.data_json()))
+                        };
+                        bytes.map(|b| {
+                            (
+                                "completed".to_owned(),
+                                serde_json::json!({ "rows": p.row_counts() }),
+                                Some(Download {
+                                    content_type: ct.into(),
+                                    bytes: b,
+                                }),
+                            )
+                        })
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Kind::Erasure => {
+                match crate::dsr::erase(&ctx, std::slice::from_ref(&identity), false, now).await {
+                    Ok(r) => {
+                        let kept = r.kept().count();
+                        let status = if kept > 0 {
+                            "partially_completed"
+                        } else {
+                            "completed"
+                        };
+                        Ok((
+                            status.to_owned(),
+                            serde_json::to_value(&r.systems).unwrap_or_default(),
+                            None,
+                        ))
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            // Rectification, restriction and objection need a person: the DPO is told.
+            _ => Ok((
+                "in_progress".to_owned(),
+                serde_json::json!({ "manual": true }),
+                None,
+            )),
+        };
+        let mut tx = self.store.pool().begin().await?;
+        let (status, result) = match &outcome {
+            Ok((s, r, _)) => (s.clone(), r.clone()),
+            Err(e) => {
+                tracing::error!(request = %id, error = %e, "request execution failed");
+                (
+                    "failed".to_owned(),
+                    serde_json::json!({ "error": "execution failed; the operator has the details in the log" }),
+                )
+            }
+        };
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(Actor::System, &format!("request.{status}"))
+                    .request(&id)
+                    .summary(serde_json::json!({ "type": kind.key() }))],
+            )
+            .await?;
+        if let Ok((_, _, Some(d))) = &outcome {
+            let sealed = self.audit.seal_package(&id, &d.bytes)?;
+            sqlx::query("DELETE FROM request_packages WHERE request_id = $1")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO request_packages (request_id, content_type, sealed, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(&id)
+                .bind(&d.content_type)
+                .bind(sealed)
+                .bind(timestamp(now))
+                .bind(timestamp(now + chrono::Duration::days(PACKAGE_DAYS)))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE dsr_requests SET status = $1, result = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(&status)
+        .bind(result.to_string())
+        .bind(timestamp(now))
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        notify::enqueue_in(&mut tx, &self.outcome_mail(&identity, &id, kind, &status)).await?;
+        tx.commit().await?;
+        if let Err(e) = notify::deliver_pending(self.store, self.mailer).await {
+            tracing::warn!(error = %e, "mail delivery deferred");
+        }
+        Ok(Some(id))
+    }
+
+    fn outcome_mail(&self, identity: &Identity, id: &str, kind: Kind, status: &str) -> Mail {
+        let what = match (kind, status) {
+            (_, "failed") => "We could not complete your request yet; we are looking into it and will write again.".to_owned(),
+            (Kind::Access | Kind::Portability, _) => format!(
+                "Your data is ready. Download it within {PACKAGE_DAYS} days from /v1/requests/{id}/package with the token you received when you made the request."
+            ),
+            (Kind::Erasure, "partially_completed") => "We erased your data, except what the law requires us to keep; the status of your request lists what we keep, why and until when.".to_owned(),
+            (Kind::Erasure, _) => "We erased your data.".to_owned(),
+            _ => "A person on our team will handle your request and write to you.".to_owned(),
+        };
+        let text = format!(
+            "Your {} request {id} at {}: {status}.\n\n{what}\n",
+            kind.key(),
+            self.controller
+        );
+        let html = format!(
+            "<p>Your {} request <code>{id}</code> at {}: {status}.</p><p>{}</p>",
+            kind.key(),
+            notify::html_escape(&self.controller),
+            notify::html_escape(&what)
+        );
+        Mail {
+            kind: format!("request_{status}"),
+            to: identity.value().to_owned(),
+            subject: format!("Your request {id}: {status}"),
+            text,
+            html,
+        }
+    }
+
+    /// The stored package, for the holder of the request's token.
+    pub async fn package(
+        &self,
+        id: &str,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Download, RequestError> {
+        self.status(id, token).await?;
+        let row = sqlx::query(
+            "SELECT content_type, sealed, expires_at FROM request_packages WHERE request_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.store.pool())
+        .await?
+        .ok_or(RequestError::NotFound)?;
+        let expires: String = row.try_get(2)?;
+        if expires < timestamp(now) {
+            return Err(RequestError::Expired);
+        }
+        let sealed: Vec<u8> = row.try_get(1)?;
+        Ok(Download {
+            content_type: row.try_get(0)?,
+            bytes: self.audit.open_package(id, &sealed)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
