@@ -514,3 +514,147 @@ async fn a_verified_access_request_yields_a_package_and_an_erasure_erases() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_dpo_extends_once_and_rejects_an_auditor_only_reads() {
+    let s = start().await;
+    let (_, dpo) = s
+        .store
+        .create_admin_token(lethe::store::Role::Dpo)
+        .await
+        .unwrap();
+    let (_, auditor) = s
+        .store
+        .create_admin_token(lethe::store::Role::Auditor)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let (_, created) = post(
+        &format!("{}/v1/requests", s.base),
+        json!({ "type": "access", "identity": { "email": unique_email() } }).to_string(),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let due = created["due_at"].as_str().unwrap().to_owned();
+
+    let list: Value = http
+        .get(format!("{}/v1/admin/requests?due_within=40d", s.base))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == id.as_str()),
+        "{list}"
+    );
+    let none: Value = http
+        .get(format!("{}/v1/admin/requests?due_within=7d", s.base))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !none
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == id.as_str())
+    );
+    assert_eq!(
+        http.get(format!("{}/v1/admin/requests?due_within=soon", s.base))
+            .bearer_auth(&auditor)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+    assert_eq!(
+        http.get(format!("{}/v1/admin/requests", s.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    let extend = json!({ "months": 2, "reason": "the request covers many systems" });
+    let r = http
+        .post(format!("{}/v1/admin/requests/{id}/extend", s.base))
+        .bearer_auth(&auditor)
+        .json(&extend)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "an auditor cannot act");
+    let r = http
+        .post(format!("{}/v1/admin/requests/{id}/extend", s.base))
+        .bearer_auth(&dpo)
+        .json(&extend)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let expected = lethe::policy::RetentionPeriod::new(0, 2, 0)
+        .after(lethe::policy::parse_timestamp(&due).unwrap())
+        .unwrap();
+    assert_eq!(v["extended"], true);
+    assert!(v["due_at"].as_str().unwrap() > due.as_str());
+    assert_eq!(
+        &v["due_at"].as_str().unwrap()[..10],
+        expected.format("%Y-%m-%d").to_string()
+    );
+    let r = http
+        .post(format!("{}/v1/admin/requests/{id}/extend", s.base))
+        .bearer_auth(&dpo)
+        .json(&extend)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "a second extension");
+
+    let r = http
+        .post(format!("{}/v1/admin/requests/{id}/reject", s.base))
+        .bearer_auth(&dpo)
+        .json(&json!({ "reason": "manifestly unfounded" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // The subject was told the reason and the right to complain.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let told = std::fs::read_dir(&s.mail_dir)
+            .into_iter()
+            .flatten()
+            .any(|e| {
+                let m = std::fs::read_to_string(e.unwrap().path()).unwrap_or_default();
+                m.contains(&id) && m.contains("manifestly unfounded") && m.contains("NAIH")
+            });
+        if told {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no rejection mail");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let actions: Vec<String> = s
+        .audit
+        .entries(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.header.actor.starts_with("admin:"))
+        .map(|e| e.header.action)
+        .collect();
+    assert_eq!(actions, ["admin.extended", "admin.rejected"]);
+}

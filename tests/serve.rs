@@ -216,6 +216,10 @@ async fn the_admin_audit_routes_verify_and_checkpoint() {
             .await
             .unwrap();
     }
+    let (_, auditor) = store
+        .create_admin_token(lethe::store::Role::Auditor)
+        .await
+        .unwrap();
     let app = Application::build("127.0.0.1:0", store, demo_policy())
         .await
         .unwrap()
@@ -225,7 +229,36 @@ async fn the_admin_audit_routes_verify_and_checkpoint() {
     let server = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    let http = reqwest::Client::new();
+    let plain = reqwest::Client::new();
+    // Without a token, or with a made-up one: 401.
+    assert_eq!(
+        plain
+            .get(format!("{base}/verify"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        plain
+            .get(format!("{base}/verify"))
+            .bearer_auth("lt_000000000000_00")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {auditor}").parse().unwrap(),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(auth)
+        .build()
+        .unwrap();
     assert_eq!(
         http.get(format!("{base}/checkpoint"))
             .send()

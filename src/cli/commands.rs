@@ -48,6 +48,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Audit { action } => super::audit::run(action, &config).await,
         Command::Vendors { action } => super::vendors::run(action, &config),
         Command::Dsr { action } => super::dsr::run(action, &config).await,
+        Command::Admin { action } => super::admin::run(action, &config).await,
         Command::Retention { action } => super::jobs::retention(action, &config).await,
         Command::Jobs { action } => super::jobs::run(action, &config).await,
         Command::Keys {

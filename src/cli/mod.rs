@@ -1,6 +1,7 @@
 //! The command line. Exit codes: 0 ok, 1 findings (validation errors, failed checks),
 //! 2 usage or runtime error.
 
+mod admin;
 mod audit;
 mod commands;
 mod dsr;
@@ -94,6 +95,11 @@ pub enum Command {
     Vendors {
         #[command(subcommand)]
         action: vendors::VendorsAction,
+    },
+    /// Admin API tokens
+    Admin {
+        #[command(subcommand)]
+        action: admin::AdminAction,
     },
     /// Key management
     Keys {

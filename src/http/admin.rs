@@ -1,15 +1,16 @@
-//! Admin routes. Until admin tokens exist, they answer only to clients on the loopback
-//! interface: an operator on the machine, or a reverse proxy that adds authentication.
-
-use std::net::SocketAddr;
+//! Admin routes, behind bearer tokens (`lethe admin token create --role dpo|auditor`): an
+//! auditor reads, a DPO also acts. Every action is audited under the token's id.
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{ConnectInfo, State};
-use axum::routing::get;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
+use serde::Deserialize;
 
 use super::{ApiError, AppState};
-use crate::audit::{AuditLog, Checkpoint, keys};
+use crate::audit::{Actor, AuditLog, Checkpoint, keys};
+use crate::store::Role;
 use crate::vendors;
 
 pub fn routes() -> Router<AppState> {
@@ -22,75 +23,112 @@ pub fn routes() -> Router<AppState> {
         .route("/vendors/matrix", get(vendors_matrix))
         .route("/vendors/obligations", get(vendors_obligations))
         .route("/vendors/check", get(vendors_check))
+        .route("/requests", get(list_requests))
+        .route("/requests/{id}/extend", post(extend))
+        .route("/requests/{id}/reject", post(reject))
 }
 
-fn local(peer: SocketAddr) -> Result<(), ApiError> {
-    if peer.ip().is_loopback() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "admin routes answer only on the loopback interface",
-        ))
+/// The caller's token id, if its role may do what `need` asks.
+async fn admin(state: &AppState, headers: &HeaderMap, need: Role) -> Result<String, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::client(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "an admin token is needed",
+            )
+        })?;
+    let (id, role) = state
+        .store
+        .admin_token(token)
+        .await
+        .map_err(anyhow::Error::from)?
+        .ok_or_else(|| {
+            ApiError::client(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the admin token is not valid",
+            )
+        })?;
+    if need == Role::Dpo && role != Role::Dpo {
+        return Err(ApiError::client(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this needs a DPO token",
+        ));
     }
+    Ok(id)
 }
 
-async fn vendors_matrix(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Result<Json<vendors::Matrix>, ApiError> {
-    local(peer)?;
-    Ok(Json(vendors::matrix(&state.policy)))
-}
-
-async fn vendors_obligations(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Result<Json<Vec<vendors::Obligation>>, ApiError> {
-    local(peer)?;
-    Ok(Json(vendors::obligations(&state.policy)))
-}
-
-async fn vendors_check(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    local(peer)?;
-    let findings = vendors::check(&state.policy, chrono::Utc::now().date_naive());
-    Ok(Json(
-        serde_json::json!({ "ok": findings.is_empty(), "findings": findings }),
-    ))
-}
-
-fn local_audit(state: &AppState, peer: SocketAddr) -> Result<&AuditLog, ApiError> {
-    local(peer)?;
+fn audit_log(state: &AppState) -> Result<&AuditLog, ApiError> {
     state
         .audit
         .as_ref()
         .ok_or(ApiError::Unavailable("the audit log is not open"))
 }
 
+async fn vendors_matrix(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<vendors::Matrix>, ApiError> {
+    admin(&state, &headers, Role::Auditor).await?;
+    Ok(Json(vendors::matrix(&state.policy)))
+}
+
+async fn vendors_obligations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<vendors::Obligation>>, ApiError> {
+    admin(&state, &headers, Role::Auditor).await?;
+    Ok(Json(vendors::obligations(&state.policy)))
+}
+
+async fn vendors_check(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin(&state, &headers, Role::Auditor).await?;
+    let findings = vendors::check(&state.policy, chrono::Utc::now().date_naive());
+    Ok(Json(
+        serde_json::json!({ "ok": findings.is_empty(), "findings": findings }),
+    ))
+}
+
 async fn verify(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Result<Json<crate::audit::VerifyReport>, ApiError> {
-    let audit = local_audit(&state, peer)?;
-    Ok(Json(audit.verify().await.map_err(anyhow::Error::from)?))
+    admin(&state, &headers, Role::Auditor).await?;
+    Ok(Json(
+        audit_log(&state)?
+            .verify()
+            .await
+            .map_err(anyhow::Error::from)?,
+    ))
 }
 
 async fn latest_checkpoint(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Result<Json<Checkpoint>, ApiError> {
-    let audit = local_audit(&state, peer)?;
-    let all = audit.checkpoints().await.map_err(anyhow::Error::from)?;
+    admin(&state, &headers, Role::Auditor).await?;
+    let all = audit_log(&state)?
+        .checkpoints()
+        .await
+        .map_err(anyhow::Error::from)?;
     all.into_iter().last().map(Json).ok_or(ApiError::NotFound)
 }
 
 async fn create_checkpoint(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Result<Json<Checkpoint>, ApiError> {
-    let audit = local_audit(&state, peer)?;
+    // Signing a tree head records what is there; an auditor may ask for it.
+    admin(&state, &headers, Role::Auditor).await?;
+    let audit = audit_log(&state)?;
     let source = state
         .keys
         .as_ref()
@@ -103,4 +141,131 @@ async fn create_checkpoint(
         )),
         Err(e) => Err(ApiError::Internal(e.into())),
     }
+}
+
+fn service(state: &AppState) -> Result<crate::requests::Service<'_>, ApiError> {
+    match (&state.audit, &state.mailer) {
+        (Some(audit), Some(mailer)) => Ok(crate::requests::Service {
+            store: &state.store,
+            audit,
+            mailer,
+            controller: state
+                .policy
+                .controller
+                .as_ref()
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
+        }),
+        _ => Err(ApiError::Unavailable(
+            "the request service is not configured",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    /// `7d`: only requests due within seven days (overdue ones included).
+    due_within: Option<String>,
+}
+
+async fn list_requests(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<crate::requests::AdminView>>, ApiError> {
+    admin(&state, &headers, Role::Auditor).await?;
+    let within = match q.due_within.as_deref() {
+        None => None,
+        Some(d) => {
+            let days = d
+                .strip_suffix('d')
+                .and_then(|n| n.parse::<i64>().ok())
+                .filter(|n| (0..=3660).contains(n))
+                .ok_or_else(|| {
+                    ApiError::client(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_query",
+                        "due_within is a number of days, e.g. 7d",
+                    )
+                })?;
+            Some(chrono::Duration::days(days))
+        }
+    };
+    Ok(Json(
+        service(&state)?
+            .list_open(within, chrono::Utc::now())
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtendBody {
+    months: u32,
+    reason: String,
+}
+
+async fn extend(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<ExtendBody>,
+) -> Result<Json<crate::requests::AdminView>, ApiError> {
+    let who = admin(&state, &headers, Role::Dpo).await?;
+    if !(1..=2).contains(&body.months) || body.reason.trim().is_empty() {
+        return Err(ApiError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_extension",
+            "extend by 1 or 2 months, with a reason",
+        ));
+    }
+    Ok(Json(
+        service(&state)?
+            .extend(
+                &id,
+                body.months,
+                body.reason.trim(),
+                Actor::Admin(who),
+                chrono::Utc::now(),
+            )
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectBody {
+    reason: String,
+}
+
+async fn reject(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<RejectBody>,
+) -> Result<StatusCode, ApiError> {
+    let who = admin(&state, &headers, Role::Dpo).await?;
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_rejection",
+            "a rejection needs a reason",
+        ));
+    }
+    let authority = state
+        .policy
+        .controller
+        .as_ref()
+        .and_then(|c| c.supervisory_authority.as_ref())
+        .map(|a| a.name.clone());
+    service(&state)?
+        .reject(
+            &id,
+            body.reason.trim(),
+            authority.as_deref(),
+            Actor::Admin(who),
+            chrono::Utc::now(),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -104,6 +104,9 @@ impl From<RequestError> for ApiError {
             RequestError::NotPending => {
                 ApiError::client(StatusCode::CONFLICT, "not_pending", e.to_string())
             }
+            RequestError::AlreadyExtended => {
+                ApiError::client(StatusCode::CONFLICT, "already_extended", e.to_string())
+            }
             other => ApiError::Internal(other.into()),
         }
     }

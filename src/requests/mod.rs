@@ -75,6 +75,8 @@ pub enum RequestError {
     TooManyAttempts,
     #[error("the request is not waiting for a code")]
     NotPending,
+    #[error("the deadline was already extended once")]
+    AlreadyExtended,
     #[error(transparent)]
     Store(#[from] sqlx::Error),
     #[error(transparent)]
@@ -538,6 +540,186 @@ impl Service<'_> {
             content_type: row.try_get(0)?,
             bytes: self.audit.open_package(id, &sealed)?,
         })
+    }
+}
+
+/// A request as the DPO lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub received_at: String,
+    pub due_at: String,
+    pub overdue: bool,
+    pub extended: bool,
+}
+
+const OPEN: &str =
+    "status NOT IN ('completed', 'partially_completed', 'rejected', 'failed', 'cancelled')";
+
+impl Service<'_> {
+    /// Open requests, soonest due first; with `due_within`, only those due by then.
+    pub async fn list_open(
+        &self,
+        due_within: Option<chrono::Duration>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AdminView>, RequestError> {
+        let until = due_within.map(|d| timestamp(now + d));
+        let sql = format!(
+            "SELECT id, kind, status, received_at, due_at, extended_at FROM dsr_requests WHERE {OPEN} AND (CAST($1 AS TEXT) IS NULL OR due_at <= $1) ORDER BY due_at"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(until)
+            .fetch_all(self.store.pool())
+            .await?;
+        let now_s = timestamp(now);
+        rows.iter()
+            .map(|r| {
+                let due: String = r.try_get(4)?;
+                let extended: Option<String> = r.try_get(5)?;
+                Ok(AdminView {
+                    id: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    status: r.try_get(2)?,
+                    received_at: r.try_get(3)?,
+                    overdue: due < now_s,
+                    due_at: due,
+                    extended: extended.is_some(),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(RequestError::from)
+    }
+
+    async fn open_request(
+        &self,
+        id: &str,
+    ) -> Result<(String, String, String, Option<String>), RequestError> {
+        let sql = format!(
+            "SELECT kind, identity_value, due_at, extended_at FROM dsr_requests WHERE id = $1 AND {OPEN}"
+        );
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.store.pool())
+            .await?
+            .ok_or(RequestError::NotFound)?;
+        Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
+    }
+
+    /// Extends the deadline once, by one or two months, telling the subject why.
+    pub async fn extend(
+        &self,
+        id: &str,
+        months: u32,
+        reason: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<AdminView, RequestError> {
+        let (kind, email, due, extended) = self.open_request(id).await?;
+        if extended.is_some() {
+            return Err(RequestError::AlreadyExtended);
+        }
+        let due_t = crate::policy::parse_timestamp(&due).unwrap_or(now);
+        let new_due = timestamp(
+            RetentionPeriod::new(0, months, 0)
+                .after(due_t)
+                .unwrap_or(due_t),
+        );
+        let mut tx = self.store.pool().begin().await?;
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(actor, "admin.extended")
+                    .request(id)
+                    .summary(serde_json::json!({ "months": months, "due_at": new_due }))],
+            )
+            .await?;
+        sqlx::query("UPDATE dsr_requests SET due_at = $1, extended_at = $2, reason = $3, updated_at = $2 WHERE id = $4")
+            .bind(&new_due)
+            .bind(timestamp(now))
+            .bind(reason)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let text = format!(
+            "We need more time to answer your {kind} request {id}: {reason}\n\nWe will answer by {} at the latest (Art. 12(3) GDPR).\n",
+            &new_due[..10]
+        );
+        let html = format!(
+            "<p>We need more time to answer your {kind} request <code>{id}</code>: {}</p><p>We will answer by {} at the latest (Art. 12(3) GDPR).</p>",
+            notify::html_escape(reason),
+            &new_due[..10]
+        );
+        notify::enqueue_in(
+            &mut tx,
+            &Mail {
+                kind: "extension".into(),
+                to: email,
+                subject: format!("Your request {id}: more time needed"),
+                text,
+                html,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        let _ = notify::deliver_pending(self.store, self.mailer).await;
+        self.list_open(None, now)
+            .await?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or(RequestError::NotFound)
+    }
+
+    /// Rejects a request (Art. 12(5)) with a reason, telling the subject of the right to
+    /// complain to the supervisory authority.
+    pub async fn reject(
+        &self,
+        id: &str,
+        reason: &str,
+        authority: Option<&str>,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        let (kind, email, _, _) = self.open_request(id).await?;
+        let mut tx = self.store.pool().begin().await?;
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(actor, "admin.rejected").request(id)],
+            )
+            .await?;
+        sqlx::query("UPDATE dsr_requests SET status = 'rejected', reason = $1, updated_at = $2 WHERE id = $3")
+            .bind(reason)
+            .bind(timestamp(now))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let complain = match authority {
+            Some(a) => format!("You may lodge a complaint with the supervisory authority, {a}, and seek a judicial remedy (Art. 77-79 GDPR)."),
+            None => "You may lodge a complaint with a supervisory authority and seek a judicial remedy (Art. 77-79 GDPR).".to_owned(),
+        };
+        let text = format!("We cannot act on your {kind} request {id}: {reason}\n\n{complain}\n");
+        let html = format!(
+            "<p>We cannot act on your {kind} request <code>{id}</code>: {}</p><p>{}</p>",
+            notify::html_escape(reason),
+            notify::html_escape(&complain)
+        );
+        notify::enqueue_in(
+            &mut tx,
+            &Mail {
+                kind: "rejection".into(),
+                to: email,
+                subject: format!("Your request {id}: rejected"),
+                text,
+                html,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        let _ = notify::deliver_pending(self.store, self.mailer).await;
+        Ok(())
     }
 }
 
