@@ -142,6 +142,11 @@ pub fn hmac_verify(key: &ring::hmac::Key, msg: &[u8], tag: &[u8]) -> bool {
     ring::hmac::verify(key, msg, tag).is_ok()
 }
 
+/// Equality of two secrets' digests in constant time (for equal lengths).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// An Ed25519 key pair for signing checkpoints.
 pub struct Signer(Ed25519KeyPair);
 

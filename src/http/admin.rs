@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use super::requests::service;
 use super::{ApiError, AppState};
 use crate::audit::{Actor, AuditLog, Checkpoint, keys};
 use crate::store::Role;
@@ -140,25 +141,6 @@ async fn create_checkpoint(
             "the audit log does not verify; run the verification",
         )),
         Err(e) => Err(ApiError::Internal(e.into())),
-    }
-}
-
-fn service(state: &AppState) -> Result<crate::requests::Service<'_>, ApiError> {
-    match (&state.audit, &state.mailer) {
-        (Some(audit), Some(mailer)) => Ok(crate::requests::Service {
-            store: &state.store,
-            audit,
-            mailer,
-            controller: state
-                .policy
-                .controller
-                .as_ref()
-                .map(|c| c.name.clone())
-                .unwrap_or_default(),
-        }),
-        _ => Err(ApiError::Unavailable(
-            "the request service is not configured",
-        )),
     }
 }
 

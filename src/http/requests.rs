@@ -25,7 +25,8 @@ pub fn routes() -> Router<AppState> {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
-fn service(state: &AppState) -> Result<Service<'_>, ApiError> {
+/// The request service over the server's store, audit log and mailer.
+pub(super) fn service(state: &AppState) -> Result<Service<'_>, ApiError> {
     match (&state.audit, &state.mailer) {
         (Some(audit), Some(mailer)) => Ok(Service {
             store: &state.store,

@@ -115,11 +115,7 @@ fn sha256_hex(s: &str) -> String {
 
 /// Equal in constant time (for hex digests of equal length).
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    crate::crypto::constant_time_eq(a.as_bytes(), b.as_bytes())
 }
 
 /// A six-digit code from the system random generator.

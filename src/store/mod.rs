@@ -342,12 +342,7 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let (role, hash): (String, String) = (row.try_get(0)?, row.try_get(1)?);
         let given = token_hash(token);
-        let equal = hash.len() == given.len()
-            && hash
-                .bytes()
-                .zip(given.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0;
+        let equal = crate::crypto::constant_time_eq(hash.as_bytes(), given.as_bytes());
         Ok(equal.then(|| {
             (
                 id.to_owned(),
