@@ -210,3 +210,93 @@ fn smtp_settings_are_checked_and_never_print_the_password() {
         "SMTP"
     );
 }
+
+#[tokio::test]
+async fn the_deadline_digest_lists_due_and_overdue_requests_and_purge_removes_old_packages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outbox = tmp.path().join("outbox");
+    let ctx = context(
+        tmp.path(),
+        Mailer::from_config(
+            &Config::default(),
+            Some("privacy@example.com"),
+            outbox.clone(),
+        )
+        .unwrap(),
+    )
+    .await;
+    let (specs, _) =
+        lethe::policy::jobs::load_jobs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs"));
+    let deadlines = specs
+        .iter()
+        .find(|s| s.name.as_str() == "dsr-deadlines")
+        .unwrap();
+    let purge = specs
+        .iter()
+        .find(|s| s.name.as_str() == "package-purge")
+        .unwrap();
+    let received = Utc.with_ymd_and_hms(2026, 10, 1, 9, 0, 0).unwrap();
+    let svc = lethe::requests::Service {
+        store: &ctx.store,
+        audit: &ctx.audit,
+        mailer: &ctx.mailer,
+        controller: "Example Software Ltd.".into(),
+    };
+    let identity = lethe::audit::Identity::parse("email=late@example.org").unwrap();
+    let r = svc
+        .submit(lethe::requests::Kind::Access, &identity, None, received)
+        .await
+        .unwrap();
+    assert_eq!(&r.due_at[..10], "2026-11-01");
+    // Nothing due a week before: no digest.
+    let quiet = jobs::run(
+        &ctx,
+        deadlines,
+        None,
+        Utc.with_ymd_and_hms(2026, 10, 20, 7, 0, 0).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(quiet.summary["mailed_to_dpo"], false);
+    let late = jobs::run(
+        &ctx,
+        deadlines,
+        None,
+        Utc.with_ymd_and_hms(2026, 11, 3, 7, 0, 0).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            late.summary["due_within_7_days"].as_u64(),
+            late.summary["overdue"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    let digest = files(&outbox)
+        .into_iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .find(|m| m.contains("dpo@example.com") && m.contains(&r.id))
+        .expect("a digest to the DPO");
+    assert!(digest.contains("OVERDUE"), "{digest}");
+
+    sqlx::query("INSERT INTO request_packages (request_id, content_type, sealed, created_at, expires_at) VALUES ('r_old', 'application/zip', $1, '2026-01-01T00:00:00.000000Z', '2026-01-08T00:00:00.000000Z'), ('r_new', 'application/zip', $1, '2026-11-01T00:00:00.000000Z', '2026-11-08T00:00:00.000000Z')")
+        .bind(vec![1u8, 2, 3])
+        .execute(ctx.store.pool())
+        .await
+        .unwrap();
+    let out = jobs::run(
+        &ctx,
+        purge,
+        None,
+        Utc.with_ymd_and_hms(2026, 11, 3, 0, 0, 0).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.summary["packages_deleted"], 1);
+    let left: Vec<String> = sqlx::query_scalar("SELECT request_id FROM request_packages")
+        .fetch_all(ctx.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, ["r_new"]);
+}

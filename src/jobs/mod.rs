@@ -35,9 +35,10 @@ pub fn availability(kind: JobKind) -> &'static str {
     match kind {
         JobKind::Retention | JobKind::AuditCheckpoint => "available",
         JobKind::VendorReviews => "available: e-mails the DPO about reviews due within 30 days",
-        JobKind::DsrDeadlines | JobKind::PackagePurge => {
-            "not available yet: needs the request service"
+        JobKind::DsrDeadlines => {
+            "available: e-mails the DPO the requests due within 7 days and the overdue ones"
         }
+        JobKind::PackagePurge => "available: deletes access packages past their download period",
     }
 }
 
@@ -162,11 +163,93 @@ async fn work(
                 json!({ "due_within_30_days": list, "mailed_to_dpo": mailed }),
             ))
         }
-        JobKind::DsrDeadlines | JobKind::PackagePurge => Ok((
-            "skipped".into(),
-            json!({ "reason": availability(spec.kind) }),
-        )),
+        JobKind::PackagePurge => {
+            let n = sqlx::query("DELETE FROM request_packages WHERE expires_at < $1")
+                .bind(crate::store::timestamp(now))
+                .execute(ctx.store.pool())
+                .await?
+                .rows_affected();
+            Ok(("completed".into(), json!({ "packages_deleted": n })))
+        }
+        JobKind::DsrDeadlines => {
+            let svc = crate::requests::Service {
+                store: &ctx.store,
+                audit: &ctx.audit,
+                mailer: &ctx.mailer,
+                controller: ctx
+                    .policy
+                    .controller
+                    .as_ref()
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default(),
+            };
+            let due = svc.list_open(Some(chrono::Duration::days(7)), now).await?;
+            let overdue = due.iter().filter(|r| r.overdue).count();
+            let mut mailed = false;
+            if let Some(mail) = deadlines_mail(&ctx.policy, &due) {
+                let mut tx = ctx.store.pool().begin().await?;
+                crate::notify::enqueue_in(&mut tx, &mail).await?;
+                tx.commit().await?;
+                crate::notify::deliver_pending(&ctx.store, &ctx.mailer).await?;
+                mailed = true;
+            }
+            Ok((
+                "completed".into(),
+                json!({ "due_within_7_days": due.len(), "overdue": overdue, "mailed_to_dpo": mailed }),
+            ))
+        }
     }
+}
+
+/// The DPO's digest of requests due soon or overdue, if there are any.
+fn deadlines_mail(policy: &Policy, due: &[crate::requests::AdminView]) -> Option<Mail> {
+    if due.is_empty() {
+        return None;
+    }
+    let c = policy.controller.as_ref()?;
+    let to = c
+        .dpo
+        .as_ref()
+        .map_or_else(|| c.contact_email.to_string(), |d| d.email.to_string());
+    let lines: Vec<String> = due
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ({}, {}): due {}{}",
+                r.id,
+                r.kind,
+                r.status,
+                &r.due_at[..10],
+                if r.overdue { " - OVERDUE" } else { "" }
+            )
+        })
+        .collect();
+    let overdue = due.iter().filter(|r| r.overdue).count();
+    let text = format!(
+        "Requests due within 7 days ({overdue} overdue):\n\n{}\n",
+        lines
+            .iter()
+            .map(|l| format!("- {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let html = format!(
+        "<p>Requests due within 7 days ({overdue} overdue):</p><ul>{}</ul>",
+        lines
+            .iter()
+            .map(|l| format!("<li>{}</li>", crate::notify::html_escape(l)))
+            .collect::<String>()
+    );
+    Some(Mail {
+        kind: "dsr_deadlines".into(),
+        to,
+        subject: format!(
+            "{} request(s) due within 7 days, {overdue} overdue",
+            due.len()
+        ),
+        text,
+        html,
+    })
 }
 
 /// The DPO's digest of agreements to review, if any are due.
