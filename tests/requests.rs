@@ -265,6 +265,17 @@ async fn submit_verify_and_read_the_status() {
     assert!(again.get("token").is_none());
     assert_eq!(again["existing"], true);
 
+    let metrics = reqwest::get(format!("{}/metrics", s.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("lethe_requests{type=\"access\",status=\"identity_pending\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lethe_audit_entries "), "{metrics}");
     let code = s.code(&id).await;
     let wrong = if code == "000000" { "000001" } else { "000000" };
     let (status, err) = post(

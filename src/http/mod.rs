@@ -99,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/privacy", get(privacy))
+        .route("/metrics", get(metrics))
         .nest("/v1/admin", admin::routes())
         .merge(requests::routes())
         .fallback(|| async { ApiError::NotFound })
@@ -134,6 +135,44 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
         "policy_hash": state.policy.hash,
         "backend": format!("{:?}", state.store.backend()).to_lowercase(),
     })))
+}
+
+/// Prometheus text: requests by type and status, unsent mail, audit entries.
+async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    use sqlx::Row;
+    let pool = state.store.pool();
+    let mut out = String::from(
+        "# HELP lethe_requests Data-subject requests by type and status.\n# TYPE lethe_requests gauge\n",
+    );
+    let rows = sqlx::query("SELECT kind, status, COUNT(*) FROM dsr_requests GROUP BY kind, status ORDER BY kind, status")
+        .fetch_all(pool)
+        .await
+        .map_err(anyhow::Error::from)?;
+    for r in rows {
+        let (kind, status, n): (String, String, i64) = (
+            r.try_get(0).map_err(anyhow::Error::from)?,
+            r.try_get(1).map_err(anyhow::Error::from)?,
+            r.try_get(2).map_err(anyhow::Error::from)?,
+        );
+        out.push_str(&format!(
+            "lethe_requests{{type=\"{kind}\",status=\"{status}\"}} {n}\n"
+        ));
+    }
+    let scalar = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    out.push_str(&format!(
+        "# HELP lethe_mail_unsent Messages in the outbox not yet delivered.\n# TYPE lethe_mail_unsent gauge\nlethe_mail_unsent {}\n",
+        scalar("SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL").await?
+    ));
+    out.push_str(&format!(
+        "# HELP lethe_audit_entries Entries in the audit log.\n# TYPE lethe_audit_entries gauge\nlethe_audit_entries {}\n",
+        scalar("SELECT next_seq FROM audit_head WHERE id = 1").await?
+    ));
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }
 
 async fn privacy(State(state): State<AppState>) -> Html<String> {
