@@ -150,14 +150,7 @@ async fn work(
                 .iter()
                 .map(|(a, what, d)| format!("{a}: {what} on {d}"))
                 .collect();
-            let mut mailed = false;
-            if let Some(mail) = reviews_mail(&ctx.policy, &due) {
-                let mut tx = ctx.store.pool().begin().await?;
-                crate::notify::enqueue_in(&mut tx, &mail).await?;
-                tx.commit().await?;
-                crate::notify::deliver_pending(&ctx.store, &ctx.mailer).await?;
-                mailed = true;
-            }
+            let mailed = send_to_dpo(ctx, reviews_mail(&ctx.policy, &due)).await?;
             Ok((
                 "completed".into(),
                 json!({ "due_within_30_days": list, "mailed_to_dpo": mailed }),
@@ -185,14 +178,7 @@ async fn work(
             };
             let due = svc.list_open(Some(chrono::Duration::days(7)), now).await?;
             let overdue = due.iter().filter(|r| r.overdue).count();
-            let mut mailed = false;
-            if let Some(mail) = deadlines_mail(&ctx.policy, &due) {
-                let mut tx = ctx.store.pool().begin().await?;
-                crate::notify::enqueue_in(&mut tx, &mail).await?;
-                tx.commit().await?;
-                crate::notify::deliver_pending(&ctx.store, &ctx.mailer).await?;
-                mailed = true;
-            }
+            let mailed = send_to_dpo(ctx, deadlines_mail(&ctx.policy, &due)).await?;
             Ok((
                 "completed".into(),
                 json!({ "due_within_7_days": due.len(), "overdue": overdue, "mailed_to_dpo": mailed }),
@@ -201,9 +187,27 @@ async fn work(
     }
 }
 
-/// The DPO's digest of requests due soon or overdue, if there are any.
-fn deadlines_mail(policy: &Policy, due: &[crate::requests::AdminView]) -> Option<Mail> {
-    if due.is_empty() {
+/// Queues `mail` (if any) and delivers it; whether a message went out.
+async fn send_to_dpo(ctx: &JobContext, mail: Option<Mail>) -> anyhow::Result<bool> {
+    let Some(mail) = mail else { return Ok(false) };
+    let mut tx = ctx.store.pool().begin().await?;
+    crate::notify::enqueue_in(&mut tx, &mail).await?;
+    tx.commit().await?;
+    crate::notify::deliver_pending(&ctx.store, &ctx.mailer).await?;
+    Ok(true)
+}
+
+/// A digest to the DPO (or the controller's contact): an intro, a list, an optional
+/// closing line, in text and HTML. None when the list is empty.
+fn digest(
+    policy: &Policy,
+    kind: &str,
+    subject: String,
+    intro: &str,
+    lines: &[String],
+    outro: Option<(&str, &str)>,
+) -> Option<Mail> {
+    if lines.is_empty() {
         return None;
     }
     let c = policy.controller.as_ref()?;
@@ -211,6 +215,28 @@ fn deadlines_mail(policy: &Policy, due: &[crate::requests::AdminView]) -> Option
         .dpo
         .as_ref()
         .map_or_else(|| c.contact_email.to_string(), |d| d.email.to_string());
+    let list: Vec<String> = lines.iter().map(|l| format!("- {l}")).collect();
+    let items: String = lines
+        .iter()
+        .map(|l| format!("<li>{}</li>", crate::notify::html_escape(l)))
+        .collect();
+    let (outro_text, outro_html) = outro.map_or((String::new(), String::new()), |(t, h)| {
+        (format!("\n{t}\n"), format!("<p>{h}</p>"))
+    });
+    Some(Mail {
+        kind: kind.to_owned(),
+        to,
+        subject,
+        text: format!("{intro}\n\n{}\n{outro_text}", list.join("\n")),
+        html: format!(
+            "<p>{}</p><ul>{items}</ul>{outro_html}",
+            crate::notify::html_escape(intro)
+        ),
+    })
+}
+
+/// The DPO's digest of requests due soon or overdue, if there are any.
+fn deadlines_mail(policy: &Policy, due: &[crate::requests::AdminView]) -> Option<Mail> {
     let lines: Vec<String> = due
         .iter()
         .map(|r| {
@@ -225,31 +251,18 @@ fn deadlines_mail(policy: &Policy, due: &[crate::requests::AdminView]) -> Option
         })
         .collect();
     let overdue = due.iter().filter(|r| r.overdue).count();
-    let text = format!(
-        "Requests due within 7 days ({overdue} overdue):\n\n{}\n",
-        lines
-            .iter()
-            .map(|l| format!("- {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+    let subject = format!(
+        "{} request(s) due within 7 days, {overdue} overdue",
+        due.len()
     );
-    let html = format!(
-        "<p>Requests due within 7 days ({overdue} overdue):</p><ul>{}</ul>",
-        lines
-            .iter()
-            .map(|l| format!("<li>{}</li>", crate::notify::html_escape(l)))
-            .collect::<String>()
-    );
-    Some(Mail {
-        kind: "dsr_deadlines".into(),
-        to,
-        subject: format!(
-            "{} request(s) due within 7 days, {overdue} overdue",
-            due.len()
-        ),
-        text,
-        html,
-    })
+    digest(
+        policy,
+        "dsr_deadlines",
+        subject,
+        &format!("Requests due within 7 days ({overdue} overdue):"),
+        &lines,
+        None,
+    )
 }
 
 /// The DPO's digest of agreements to review, if any are due.
@@ -257,14 +270,6 @@ fn reviews_mail(
     policy: &Policy,
     due: &[(String, &'static str, chrono::NaiveDate)],
 ) -> Option<Mail> {
-    if due.is_empty() {
-        return None;
-    }
-    let c = policy.controller.as_ref()?;
-    let to = c
-        .dpo
-        .as_ref()
-        .map_or_else(|| c.contact_email.to_string(), |d| d.email.to_string());
     let lines: Vec<String> = due
         .iter()
         .map(|(id, what, date)| {
@@ -281,28 +286,18 @@ fn reviews_mail(
             format!("{id} ({who}): {what} due on {date}")
         })
         .collect();
-    let text = format!(
-        "These agreements are due for review within 30 days:\n\n{}\n\nRun `lethe vendors check` to see where they and our measures stand.\n",
-        lines
-            .iter()
-            .map(|l| format!("- {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    let html = format!(
-        "<p>These agreements are due for review within 30 days:</p><ul>{}</ul><p>Run <code>lethe vendors check</code> to see where they and our measures stand.</p>",
-        lines
-            .iter()
-            .map(|l| format!("<li>{}</li>", crate::notify::html_escape(l)))
-            .collect::<String>()
-    );
-    Some(Mail {
-        kind: "vendor_reviews".into(),
-        to,
-        subject: format!("{} agreement review(s) due within 30 days", due.len()),
-        text,
-        html,
-    })
+    let subject = format!("{} agreement review(s) due within 30 days", due.len());
+    digest(
+        policy,
+        "vendor_reviews",
+        subject,
+        "These agreements are due for review within 30 days:",
+        &lines,
+        Some((
+            "Run `lethe vendors check` to see where they and our measures stand.",
+            "Run <code>lethe vendors check</code> to see where they and our measures stand.",
+        )),
+    )
 }
 
 /// Schedules every job; returns the running scheduler.
