@@ -367,6 +367,14 @@ async fn bad_input_gets_the_right_error_and_changes_nothing() {
         assert_eq!(got, status, "{}: {err}", &body[..body.len().min(60)]);
         assert_eq!(err["error"]["code"], code, "{err}");
     }
+    // A wrong-typed field is refused without echoing what was sent.
+    let (got, err) = post(
+        &url,
+        json!({ "type": "access", "identity": "secret-person@example.org" }).to_string(),
+    )
+    .await;
+    assert_eq!(got, 422);
+    assert!(!err.to_string().contains("secret-person"), "{err}");
     assert_eq!(
         s.requests().await,
         before,

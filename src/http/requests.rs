@@ -65,18 +65,22 @@ fn parse<T: serde::de::DeserializeOwned>(
         }
     })?;
     serde_json::from_slice(&body).map_err(|e| {
-        // serde's message names the position and the expectation, never the value.
-        let code = if e.is_data() {
-            "invalid_field"
+        // serde's own text may quote what was sent (an e-mail address, say): the answer
+        // names only the kind of problem and where it is.
+        let at = format!("line {}, column {}", e.line(), e.column());
+        if e.is_data() {
+            ApiError::client(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                format!("a field is missing, unknown or of the wrong type ({at})"),
+            )
         } else {
-            "malformed_json"
-        };
-        let status = if e.is_data() {
-            StatusCode::UNPROCESSABLE_ENTITY
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        ApiError::client(status, code, format!("{e}"))
+            ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the body is not valid JSON ({at})"),
+            )
+        }
     })
 }
 
