@@ -200,6 +200,7 @@ async fn run(label: &str, url: String, pg: bool, people: u64) {
         actor: Actor::Cli,
         request_id: None,
         strict: true,
+        restriction: None,
     };
     let mut rng = Rng(0x5eed);
     let mut conn = AnyConnection::connect(&url).await.unwrap();

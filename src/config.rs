@@ -23,6 +23,9 @@ const ENV_KEYS: &[&str] = &[
     "master_key",
     "signing_key",
     "key_dir",
+    "approval",
+    "public_url",
+    "rate_limit",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
@@ -55,6 +58,14 @@ pub struct Config {
     pub signing_key: Option<SecretString>,
     /// Where generated keys are written (`master.key`, `signing.key`).
     pub key_dir: PathBuf,
+    /// Request types that wait for the DPO's approval once verified, comma-separated
+    /// (`erasure,portability`); none by default.
+    pub approval: String,
+    /// The service's address as the outside sees it, for links in e-mails and for the
+    /// OpenDSR processor domain.
+    pub public_url: Option<String>,
+    /// Requests per minute one client IP may make to the public routes.
+    pub rate_limit: u32,
 }
 
 impl Default for Config {
@@ -72,6 +83,9 @@ impl Default for Config {
             master_key: None,
             signing_key: None,
             key_dir: PathBuf::from(".lethe"),
+            approval: String::new(),
+            public_url: None,
+            rate_limit: 60,
         }
     }
 }
@@ -116,6 +130,37 @@ impl Config {
             signing: self.signing_key.clone(),
             dir: self.key_dir.clone(),
         }
+    }
+
+    /// How the request service treats requests, from this configuration and the policy.
+    pub fn request_settings(
+        &self,
+        policy: &crate::policy::Policy,
+    ) -> anyhow::Result<crate::requests::Settings> {
+        let mut approval = Vec::new();
+        for k in self
+            .approval
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+        {
+            match crate::requests::Kind::parse(k) {
+                Some(kind) if !crate::requests::is_manual(kind) => approval.push(kind),
+                _ => anyhow::bail!(
+                    "configuration error: approval: `{k}` is not one of access, portability, erasure"
+                ),
+            }
+        }
+        if let Some(u) = &self.public_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            anyhow::bail!("configuration error: public_url must be an http(s) URL");
+        }
+        Ok(crate::requests::Settings {
+            approval,
+            public_url: self.public_url.clone(),
+            ..crate::requests::Settings::from_policy(policy)
+        })
     }
 
     /// The store URL with any password replaced, for logs and messages.

@@ -138,6 +138,7 @@ async fn access_package_holds_every_row_of_alice_and_none_of_bob(db: AppDb) {
         actor: Actor::Cli,
         request_id: None,
         strict: true,
+        restriction: None,
     };
     let package = dsr::access(&ctx, &alice(), AccessKind::Access, now())
         .await
@@ -261,6 +262,7 @@ async fn erasure_keeps_what_the_law_requires_and_nothing_else(db: AppDb) {
         actor: Actor::Cli,
         request_id: Some("req-7".into()),
         strict: true,
+        restriction: None,
     };
     let bob_before = bob(&db).await;
     let before = db.everything().await;
@@ -388,6 +390,7 @@ async fn a_hold_blocks_erasure(db: AppDb) {
         actor: Actor::Cli,
         request_id: None,
         strict: true,
+        restriction: None,
     };
     let report = dsr::erase(&ctx, &alice(), false, now()).await.unwrap();
     assert_eq!(db.count("comments", "user_id = 1").await, 2);
@@ -415,6 +418,7 @@ async fn a_policy_naming_a_missing_column_fails_before_any_write(db: AppDb) {
         actor: Actor::Cli,
         request_id: None,
         strict: true,
+        restriction: None,
     };
     let before = db.everything().await;
     let err = dsr::erase(&ctx, &alice(), false, now())
@@ -505,6 +509,7 @@ async fn a_fides_manifest_gives_the_same_results(db: AppDb) {
             actor: Actor::Cli,
             request_id: None,
             strict: true,
+            restriction: None,
         }
     }
     let a = dsr::access(

@@ -240,7 +240,7 @@ async fn the_deadline_digest_lists_due_and_overdue_requests_and_purge_removes_ol
         store: &ctx.store,
         audit: &ctx.audit,
         mailer: &ctx.mailer,
-        controller: "Example Software Ltd.".into(),
+        settings: lethe::requests::Settings::from_policy(&ctx.policy),
     };
     let identity = lethe::audit::Identity::parse("email=late@example.org").unwrap();
     let r = svc

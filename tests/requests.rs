@@ -167,7 +167,7 @@ impl Server {
             store: &self.store,
             audit: &self.audit,
             mailer: &self.mailer,
-            controller: "Example Software Ltd.".into(),
+            settings: lethe::requests::Settings::from_policy(&self.policy),
         };
         svc.execute_next(
             &self.policy,

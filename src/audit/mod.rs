@@ -439,6 +439,16 @@ impl AuditLog {
         hex::encode(crypto::hmac_sha256(&self.keys.masking, value.as_bytes()))
     }
 
+    /// The secret erasure-notice webhooks are signed with (HMAC-SHA-256), derived from
+    /// the server's masking key; `lethe admin webhook-secret` shows it to receivers.
+    pub fn webhook_secret(&self) -> [u8; 32] {
+        crypto::hmac_sha256(&self.keys.masking, b"lethe webhook signing v1")
+    }
+
+    pub fn webhook_key(&self) -> ring::hmac::Key {
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.webhook_secret())
+    }
+
     /// Seals a stored package; `label` (the request id) is bound to it.
     pub fn seal_package(&self, label: &str, bytes: &[u8]) -> Result<Vec<u8>, AuditError> {
         Ok(self.keys.packages.seal(bytes, label.as_bytes())?)

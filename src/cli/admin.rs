@@ -1,4 +1,4 @@
-//! `lethe admin token create --role dpo|auditor`.
+//! `lethe admin token create --role dpo|auditor`, `lethe admin webhook-secret`.
 
 use std::process::ExitCode;
 
@@ -14,6 +14,9 @@ pub enum AdminAction {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Print the secret that signs erasure-notice webhooks (X-Lethe-Signature), for the
+    /// processors that receive them
+    WebhookSecret,
 }
 
 #[derive(Debug, Subcommand)]
@@ -34,6 +37,13 @@ pub async fn run(action: AdminAction, config: &Config) -> anyhow::Result<ExitCod
             let (id, token) = store.create_admin_token(role).await?;
             eprintln!("created {} token {id}; it is shown once:", role.key());
             println!("{token}");
+        }
+        AdminAction::WebhookSecret => {
+            let audit = crate::audit::AuditLog::open(store.clone(), &config.key_source()).await?;
+            eprintln!(
+                "receivers check X-Lethe-Signature = sha256=HEX(HMAC-SHA-256(secret, X-Lethe-Timestamp + \".\" + body)):"
+            );
+            println!("{}", hex::encode(audit.webhook_secret()));
         }
     }
     store.close().await;

@@ -156,17 +156,29 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let job_count = specs.len();
     let mut scheduler = crate::jobs::schedule(job_ctx, specs).await?;
     tracing::info!(jobs = job_count, "scheduled the jobs");
+    let settings = config.request_settings(&policy)?;
+    let signers = crate::notify::webhook::Signers {
+        hmac: audit.webhook_key(),
+        ed25519: Some(crate::audit::keys::load_or_create_signer(
+            &config.key_source(),
+        )?),
+        domain: crate::notify::webhook::domain(settings.public_url.as_deref(), &config.bind),
+    };
     let worker = spawn_request_worker(
         store.clone(),
         audit.clone(),
         mailer.clone(),
         policy.clone(),
         sources.clone(),
+        settings.clone(),
+        signers,
     );
     let app = Application::build(&config.bind, store.clone(), policy.clone())
         .await?
         .with_audit(audit, config.key_source())
-        .with_mailer(mailer);
+        .with_mailer(mailer)
+        .with_settings(settings)
+        .with_rate_limit(config.rate_limit);
     tracing::info!(
         address = %app.local_addr()?,
         store = %config.database_display(),
@@ -201,27 +213,25 @@ pub fn mailer(config: &Config, policy: &Policy) -> anyhow::Result<crate::notify:
     Ok(m)
 }
 
-/// Executes verified requests in the background, and delivers queued mail.
+/// Executes verified requests in the background, and delivers queued mail and webhooks.
 fn spawn_request_worker(
     store: Store,
     audit: AuditLog,
     mailer: Arc<crate::notify::Mailer>,
     policy: Arc<Policy>,
     sources: Arc<crate::sources::db::Sources>,
+    settings: crate::requests::Settings,
+    signers: crate::notify::webhook::Signers,
 ) -> tokio::task::JoinHandle<()> {
     let holder = format!("serve:{}", std::process::id());
     tokio::spawn(async move {
-        let controller = policy
-            .controller
-            .as_ref()
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
         let svc = crate::requests::Service {
             store: &store,
             audit: &audit,
             mailer: &mailer,
-            controller,
+            settings,
         };
+        let client = reqwest::Client::new();
         loop {
             loop {
                 match svc
@@ -238,6 +248,12 @@ fn spawn_request_worker(
             }
             if let Err(e) = crate::notify::deliver_pending(&store, &mailer).await {
                 tracing::warn!(error = %e, "mail delivery deferred");
+            }
+            if let Err(e) =
+                crate::notify::webhook::deliver_due(&store, &client, &signers, chrono::Utc::now())
+                    .await
+            {
+                tracing::warn!(error = %e, "webhook delivery deferred");
             }
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         }

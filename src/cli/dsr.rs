@@ -86,7 +86,7 @@ pub async fn run(action: DsrAction, config: &Config) -> anyhow::Result<ExitCode>
         DsrAction::Plan { .. } => Ok(ExitCode::SUCCESS),
         DsrAction::Access { target, kind, out } => {
             let ids = identities(&target)?;
-            let ctx = cli_context(&policy, &audit, &sources, target.strict);
+            let ctx = cli_context(&policy, &audit, &sources, target.strict, None);
             let package = dsr::access(&ctx, &ids, kind, now).await?;
             let bytes = match kind {
                 AccessKind::Access => package.to_zip()?,
@@ -104,7 +104,13 @@ pub async fn run(action: DsrAction, config: &Config) -> anyhow::Result<ExitCode>
             out,
         } => {
             let ids = identities(&target)?;
-            let ctx = cli_context(&policy, &audit, &sources, target.strict);
+            let restriction = store.restriction_for(&ids).await?;
+            if let Some(r) = &restriction {
+                eprintln!(
+                    "this person restricted processing (request {r}): everything is kept until the restriction is lifted"
+                );
+            }
+            let ctx = cli_context(&policy, &audit, &sources, target.strict, restriction);
             let report = dsr::erase(&ctx, &ids, dry_run, now).await?;
             let text = match format {
                 super::audit::TextOrJson::Json => {
@@ -127,6 +133,7 @@ fn cli_context<'a>(
     audit: &'a AuditLog,
     sources: &'a Sources,
     strict: bool,
+    restriction: Option<String>,
 ) -> Context<'a> {
     Context {
         policy,
@@ -135,6 +142,7 @@ fn cli_context<'a>(
         actor: Actor::Cli,
         request_id: None,
         strict,
+        restriction,
     }
 }
 

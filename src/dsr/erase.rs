@@ -17,7 +17,8 @@ use crate::sources::schema::Schema;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Kept {
     pub field: String,
-    /// `Art. 17(3)(b)` (legal obligation) or `Art. 17(3)(e)` (legal claims: a hold).
+    /// `Art. 17(3)(b)` (legal obligation), `Art. 17(3)(e)` (legal claims: a hold) or
+    /// `Art. 18(1)` (the person's own restriction of processing).
     pub article: String,
     /// The purpose whose legal obligation keeps it, or the hold.
     pub because: String,
@@ -147,6 +148,16 @@ fn event_time(
     }
 }
 
+/// A restriction (Art. 18) keeps everything until it is lifted.
+fn restricted(request: &str) -> Exemption {
+    Exemption {
+        article: "Art. 18(1)",
+        because: format!("restriction {request}"),
+        reason: "the data subject restricted processing; nothing is erased until the restriction is lifted".to_owned(),
+        until: None,
+    }
+}
+
 /// Why a field of a row may not be erased yet, if it may not.
 fn exemption(
     policy: &Policy,
@@ -260,7 +271,9 @@ fn same_value(a: &str, b: &str) -> bool {
     matches!((parse_timestamp(a), parse_timestamp(b)), (Some(x), Some(y)) if x == y)
 }
 
-/// Decides the erasure of everything found in one system.
+/// Decides the erasure of everything found in one system; with a `restriction` (the
+/// request that placed it), everything is kept.
+#[allow(clippy::too_many_arguments)]
 pub fn decide(
     policy: &Policy,
     system: &System,
@@ -269,6 +282,7 @@ pub fn decide(
     found: &BTreeMap<String, Found>,
     now: DateTime<Utc>,
     masker: &dyn Masker,
+    restriction: Option<&str>,
 ) -> (Vec<CollectionActions>, SystemReport) {
     // Parent key values that kept child rows still point at: those parents must stay.
     let mut pinned: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
@@ -296,7 +310,10 @@ pub fn decide(
                 let Some(value) = row.get(f.name.as_str()).cloned().flatten() else {
                     continue;
                 };
-                match exemption(policy, system, c, f, row, found, now) {
+                match restriction
+                    .map(restricted)
+                    .or_else(|| exemption(policy, system, c, f, row, found, now))
+                {
                     Some(e) => {
                         any_kept = true;
                         let until = e.until.map(|u| u.format("%Y-%m-%d").to_string());

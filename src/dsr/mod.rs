@@ -43,6 +43,9 @@ pub struct Context<'a> {
     pub request_id: Option<String>,
     /// Fail instead of warn when a collection with personal data is unreachable.
     pub strict: bool,
+    /// The person's restriction of processing (Art. 18) in force, by request id: an
+    /// erasure then keeps everything, saying why.
+    pub restriction: Option<String>,
 }
 
 /// Everything found in one system, still connected.
@@ -268,6 +271,7 @@ pub async fn erase(
             &s.found,
             now,
             &masker,
+            ctx.restriction.as_deref(),
         );
         if !dry_run {
             s.db.apply(&actions, fault_hook).await?;

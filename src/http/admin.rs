@@ -27,6 +27,11 @@ pub fn routes() -> Router<AppState> {
         .route("/requests", get(list_requests))
         .route("/requests/{id}/extend", post(extend))
         .route("/requests/{id}/reject", post(reject))
+        .route("/requests/{id}/deny", post(reject))
+        .route("/requests/{id}", get(one_request))
+        .route("/requests/{id}/approve", post(approve))
+        .route("/requests/{id}/complete", post(complete))
+        .route("/requests/{id}/lift", post(lift))
 }
 
 /// The caller's token id, if its role may do what `need` asks.
@@ -250,4 +255,85 @@ async fn reject(
         )
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// One request with the person's details, for the DPO or an auditor.
+async fn one_request(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<crate::requests::Full>, ApiError> {
+    admin(&state, &headers, Role::Auditor).await?;
+    Ok(Json(service(&state)?.full(&id).await?))
+}
+
+/// Approves a request that waits for the DPO; it is then executed.
+async fn approve(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<crate::requests::Full>, ApiError> {
+    let who = admin(&state, &headers, Role::Dpo).await?;
+    let svc = service(&state)?;
+    svc.approve(&id, Actor::Admin(who), chrono::Utc::now())
+        .await?;
+    Ok(Json(svc.full(&id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoteBody {
+    /// What was done (complete) or why (lift); the subject reads it.
+    note: String,
+}
+
+fn note(
+    body: Result<Json<NoteBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<String, ApiError> {
+    let Json(b) = body.map_err(|_| {
+        ApiError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "send {\"note\": \"...\"}",
+        )
+    })?;
+    let n = b.note.trim();
+    if n.is_empty() || n.chars().count() > 4000 {
+        return Err(ApiError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_note",
+            "a note of 1 to 4000 characters is needed; the subject reads it",
+        ));
+    }
+    Ok(n.to_owned())
+}
+
+/// Completes a task (rectification, restriction, objection), telling the subject.
+async fn complete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<NoteBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<crate::requests::Full>, ApiError> {
+    let who = admin(&state, &headers, Role::Dpo).await?;
+    let note = note(body)?;
+    let svc = service(&state)?;
+    svc.complete_task(&id, &note, Actor::Admin(who), chrono::Utc::now())
+        .await?;
+    Ok(Json(svc.full(&id).await?))
+}
+
+/// Lifts the restriction placed by request `id` (Art. 18(3)), telling the subject.
+async fn lift(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<NoteBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<crate::requests::Full>, ApiError> {
+    let who = admin(&state, &headers, Role::Dpo).await?;
+    let note = note(body)?;
+    let svc = service(&state)?;
+    svc.lift_restriction(&id, &note, Actor::Admin(who), chrono::Utc::now())
+        .await?;
+    Ok(Json(svc.full(&id).await?))
 }

@@ -57,6 +57,18 @@ impl ApiError {
 }
 
 impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// What the client may read; an internal error's cause goes to the log here.
+    pub fn public_message(&self) -> String {
+        if let Self::Internal(e) = self {
+            tracing::error!(error = format!("{e:#}"), "request failed");
+        }
+        self.parts().2
+    }
+
     pub fn client(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self::Client {
             status,

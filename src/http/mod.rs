@@ -3,6 +3,9 @@
 
 mod admin;
 mod error;
+mod limit;
+mod opendsr;
+mod portal;
 mod requests;
 
 use std::net::SocketAddr;
@@ -36,6 +39,10 @@ pub struct AppState {
     pub audit: Option<AuditLog>,
     pub keys: Option<KeySource>,
     pub mailer: Option<Arc<Mailer>>,
+    /// How requests are handled (approvals, links in e-mails).
+    pub settings: Arc<crate::requests::Settings>,
+    /// The per-IP limit on the public routes.
+    pub limiter: Arc<limit::RateLimiter>,
 }
 
 pub struct Application {
@@ -47,6 +54,7 @@ impl Application {
     /// Renders what the routes serve and binds `bind` (`127.0.0.1:0` for a free port).
     pub async fn build(bind: &str, store: Store, policy: Arc<Policy>) -> anyhow::Result<Self> {
         let notice_html = Arc::new(notice::render(&policy, notice::Format::Html)?);
+        let settings = Arc::new(crate::requests::Settings::from_policy(&policy));
         let state = AppState {
             store,
             policy,
@@ -54,6 +62,8 @@ impl Application {
             audit: None,
             keys: None,
             mailer: None,
+            settings,
+            limiter: Arc::new(limit::RateLimiter::new(0)),
         };
         let listener = TcpListener::bind(bind)
             .await
@@ -71,6 +81,18 @@ impl Application {
     pub fn with_audit(mut self, audit: AuditLog, keys: KeySource) -> Self {
         self.state.audit = Some(audit);
         self.state.keys = Some(keys);
+        self
+    }
+
+    /// Handles requests with `settings` (approvals, the public URL).
+    pub fn with_settings(mut self, settings: crate::requests::Settings) -> Self {
+        self.state.settings = Arc::new(settings);
+        self
+    }
+
+    /// Limits each client IP to `per_minute` requests on the public routes (0: no limit).
+    pub fn with_rate_limit(mut self, per_minute: u32) -> Self {
+        self.state.limiter = Arc::new(limit::RateLimiter::new(per_minute));
         self
     }
 
@@ -95,15 +117,33 @@ impl Application {
 }
 
 pub fn router(state: AppState) -> Router {
+    // What anyone may call is limited per client IP.
+    let public = requests::routes()
+        .merge(portal::routes())
+        .merge(opendsr::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit::limit,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/privacy", get(privacy))
         .route("/metrics", get(metrics))
         .nest("/v1/admin", admin::routes())
-        .merge(requests::routes())
+        .merge(public)
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

@@ -20,7 +20,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/requests", post(submit))
         .route("/v1/requests/{id}/verify", post(verify))
-        .route("/v1/requests/{id}", get(status))
+        .route("/v1/requests/{id}", get(status).delete(cancel))
         .route("/v1/requests/{id}/package", get(package))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
@@ -32,12 +32,7 @@ pub(super) fn service(state: &AppState) -> Result<Service<'_>, ApiError> {
             store: &state.store,
             audit,
             mailer,
-            controller: state
-                .policy
-                .controller
-                .as_ref()
-                .map(|c| c.name.clone())
-                .unwrap_or_default(),
+            settings: (*state.settings).clone(),
         }),
         _ => Err(ApiError::Unavailable(
             "the request service is not configured",
@@ -111,6 +106,12 @@ impl From<RequestError> for ApiError {
             }
             RequestError::AlreadyExtended => {
                 ApiError::client(StatusCode::CONFLICT, "already_extended", e.to_string())
+            }
+            RequestError::WrongState { .. } => {
+                ApiError::client(StatusCode::CONFLICT, "wrong_state", e.to_string())
+            }
+            RequestError::NotATask => {
+                ApiError::client(StatusCode::CONFLICT, "not_a_task", e.to_string())
             }
             other => ApiError::Internal(other.into()),
         }
@@ -253,4 +254,19 @@ async fn package(
         d.bytes,
     )
         .into_response())
+}
+
+/// The subject withdraws a request that is not being executed yet.
+async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Result<Json<crate::requests::View>, ApiError> {
+    let token = token(&headers, q)?;
+    let svc = service(&state)?;
+    svc.status(&id, &token).await?;
+    svc.cancel(&id, crate::audit::Actor::Subject, chrono::Utc::now())
+        .await?;
+    Ok(Json(svc.status(&id, &token).await?))
 }

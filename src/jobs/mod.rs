@@ -169,12 +169,7 @@ async fn work(
                 store: &ctx.store,
                 audit: &ctx.audit,
                 mailer: &ctx.mailer,
-                controller: ctx
-                    .policy
-                    .controller
-                    .as_ref()
-                    .map(|c| c.name.clone())
-                    .unwrap_or_default(),
+                settings: crate::requests::Settings::from_policy(&ctx.policy),
             };
             let due = svc.list_open(Some(chrono::Duration::days(7)), now).await?;
             let overdue = due.iter().filter(|r| r.overdue).count();

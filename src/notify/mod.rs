@@ -4,6 +4,8 @@
 //! marked sent only after delivery, so a crash loses none; the Message-ID is derived from
 //! the outbox id, so a resend after a crash is recognisable as the same message.
 
+pub mod webhook;
+
 use std::path::PathBuf;
 
 use chrono::Utc;
@@ -146,6 +148,9 @@ impl Mailer {
     }
 }
 
+/// How long a sender's claim on a message holds before another sender may take it.
+const CLAIM_MINUTES: i64 = 5;
+
 /// Queues a message inside the caller's transaction.
 pub async fn enqueue_in(conn: &mut AnyConnection, mail: &Mail) -> Result<i64, MailError> {
     let row = sqlx::query(
@@ -173,6 +178,21 @@ pub async fn deliver_pending(store: &Store, mailer: &Mailer) -> Result<usize, Ma
     let mut sent = 0;
     for r in rows {
         let id: i64 = r.try_get(0)?;
+        // Claim the message first: another sender (a second instance, a concurrent
+        // handler) skips it. A claim left by a crashed sender lapses after five minutes.
+        let now = Utc::now();
+        let claimed = sqlx::query(
+            "UPDATE mail_outbox SET claimed_at = $1 WHERE id = $2 AND sent_at IS NULL AND (claimed_at IS NULL OR claimed_at < $3)",
+        )
+        .bind(timestamp(now))
+        .bind(id)
+        .bind(timestamp(now - chrono::Duration::minutes(CLAIM_MINUTES)))
+        .execute(store.pool())
+        .await?
+        .rows_affected();
+        if claimed != 1 {
+            continue;
+        }
         let mail = Mail {
             kind: r.try_get(1)?,
             to: r.try_get(2)?,
@@ -195,7 +215,7 @@ pub async fn deliver_pending(store: &Store, mailer: &Mailer) -> Result<usize, Ma
             Err(e) => {
                 tracing::warn!(outbox_id = id, kind = %mail.kind, "mail not sent yet; retried later");
                 sqlx::query(
-                    "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $1 WHERE id = $2",
+                    "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $1, claimed_at = NULL WHERE id = $2",
                 )
                 .bind(e)
                 .bind(id)

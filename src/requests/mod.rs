@@ -77,6 +77,10 @@ pub enum RequestError {
     NotPending,
     #[error("the deadline was already extended once")]
     AlreadyExtended,
+    #[error("the request is {status}: it cannot be {action} now")]
+    WrongState { status: String, action: String },
+    #[error("the request is not a task for the DPO")]
+    NotATask,
     #[error(transparent)]
     Store(#[from] sqlx::Error),
     #[error(transparent)]
@@ -125,11 +129,61 @@ fn new_code() -> Result<String, RequestError> {
     Ok(format!("{:06}", u32::from_be_bytes(b) % 1_000_000))
 }
 
+/// How the service treats requests, from the configuration and the policy.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// The controller's name, as the subject reads it.
+    pub controller: String,
+    /// Types that wait for the DPO's approval once the identity is verified.
+    pub approval: Vec<Kind>,
+    /// Where the service is reached from outside (`https://privacy.example.com`), for the
+    /// links in e-mails; without it, links are paths.
+    pub public_url: Option<String>,
+    /// Who is told of manual tasks and approvals: the DPO, else the controller's contact.
+    pub dpo_email: Option<String>,
+    /// The supervisory authority named in rejections.
+    pub authority: Option<String>,
+}
+
+impl Settings {
+    pub fn from_policy(policy: &crate::policy::Policy) -> Self {
+        let c = policy.controller.as_ref();
+        Self {
+            controller: c.map(|c| c.name.clone()).unwrap_or_default(),
+            dpo_email: c.map(|c| {
+                c.dpo
+                    .as_ref()
+                    .map_or_else(|| c.contact_email.to_string(), |d| d.email.to_string())
+            }),
+            authority: c
+                .and_then(|c| c.supervisory_authority.as_ref())
+                .map(|a| a.name.clone()),
+            ..Self::default()
+        }
+    }
+
+    /// A link to `path` on this service.
+    pub fn link(&self, path: &str) -> String {
+        match &self.public_url {
+            Some(u) => format!("{}{path}", u.trim_end_matches('/')),
+            None => path.to_owned(),
+        }
+    }
+}
+
+/// Types a person on the DPO's team handles; the service routes them as tasks.
+pub fn is_manual(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Rectification | Kind::Restriction | Kind::Objection
+    )
+}
+
 pub struct Service<'a> {
     pub store: &'a Store,
     pub audit: &'a AuditLog,
     pub mailer: &'a Mailer,
-    pub controller: String,
+    pub settings: Settings,
 }
 
 impl Service<'_> {
@@ -141,11 +195,11 @@ impl Service<'_> {
     fn code_mail(&self, to: &str, id: &str, code: &str, due: &str) -> Mail {
         let text = format!(
             "We received your request ({id}) at {c}.\n\nYour verification code is {code}. It is valid for {CODE_TTL_MINUTES} minutes.\n\nWe answer by {due} at the latest (Art. 12(3) GDPR).\nIf you did not make this request, ignore this message.\n",
-            c = self.controller
+            c = self.settings.controller
         );
         let html = format!(
             "<p>We received your request (<code>{id}</code>) at {c}.</p><p>Your verification code is <strong>{code}</strong>. It is valid for {CODE_TTL_MINUTES} minutes.</p><p>We answer by {due} at the latest (Art. 12(3) GDPR). If you did not make this request, ignore this message.</p>",
-            c = notify::html_escape(&self.controller)
+            c = notify::html_escape(&self.settings.controller)
         );
         Mail {
             kind: "verification_code".into(),
@@ -238,14 +292,17 @@ impl Service<'_> {
         })
     }
 
-    /// Checks a verification code (Art. 12(6)).
+    /// Checks a verification code (Art. 12(6)). A verified request goes to the execution
+    /// queue, to the DPO for approval (types in [`Settings::approval`]), or, for
+    /// rectification, restriction and objection, to the DPO as a task; a restriction
+    /// takes effect at once.
     pub async fn verify(
         &self,
         id: &str,
         code: &str,
         now: DateTime<Utc>,
     ) -> Result<View, RequestError> {
-        let r = sqlx::query("SELECT status, code_hash, code_expires_at, code_attempts FROM dsr_requests WHERE id = $1")
+        let r = sqlx::query("SELECT status, code_hash, code_expires_at, code_attempts, kind, identity_kind, identity_value, due_at FROM dsr_requests WHERE id = $1")
             .bind(id)
             .fetch_optional(self.store.pool())
             .await?
@@ -279,20 +336,133 @@ impl Service<'_> {
                 RequestError::WrongCode { remaining }
             });
         }
+        let kind = Kind::parse(&r.try_get::<String, _>(4)?).unwrap_or(Kind::Rectification);
+        let (ikind, ivalue, due): (String, String, String) =
+            (r.try_get(5)?, r.try_get(6)?, r.try_get(7)?);
         let mut tx = self.store.pool().begin().await?;
-        self.audit
-            .append_in(
+        let next = self
+            .accept_in(
                 &mut tx,
-                &[NewEntry::new(Actor::Subject, "request.verified").request(id)],
+                id,
+                kind,
+                &ikind,
+                &ivalue,
+                &due,
+                Actor::Subject,
+                now,
             )
             .await?;
-        sqlx::query("UPDATE dsr_requests SET status = 'verified', code_hash = NULL, code_expires_at = NULL, updated_at = $1 WHERE id = $2")
+        sqlx::query("UPDATE dsr_requests SET status = $1, code_hash = NULL, code_expires_at = NULL, updated_at = $2 WHERE id = $3")
+            .bind(next)
             .bind(timestamp(now))
             .bind(id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.deliver().await;
         self.view(id).await
+    }
+
+    /// What follows a verified identity: records it, places a restriction, tells the
+    /// DPO of a task or an approval; returns the next status.
+    #[allow(clippy::too_many_arguments)]
+    async fn accept_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        id: &str,
+        kind: Kind,
+        ikind: &str,
+        ivalue: &str,
+        due: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<&'static str, RequestError> {
+        let next = if is_manual(kind) {
+            "in_progress"
+        } else if self.settings.approval.contains(&kind) {
+            "awaiting_approval"
+        } else {
+            "verified"
+        };
+        self.audit
+            .append_in(
+                &mut *tx,
+                &[NewEntry::new(actor, "request.verified")
+                    .request(id)
+                    .summary(serde_json::json!({ "type": kind.key(), "next": next }))],
+            )
+            .await?;
+        if kind == Kind::Restriction {
+            sqlx::query("INSERT INTO subject_restrictions (request_id, identity_kind, identity_value, placed_at) VALUES ($1, $2, $3, $4)")
+                .bind(id)
+                .bind(ikind)
+                .bind(ivalue)
+                .bind(timestamp(now))
+                .execute(&mut *tx)
+                .await?;
+            self.audit
+                .append_in(
+                    &mut *tx,
+                    &[NewEntry::new(Actor::System, "restriction.placed").request(id)],
+                )
+                .await?;
+        }
+        let task = match (kind, next) {
+            (Kind::Restriction, _) => Some(
+                "restriction of processing (Art. 18): retention and erasure now skip this person; decide whether to keep the restriction, then complete the request, and lift the restriction when its ground ends (the person is told)",
+            ),
+            (Kind::Rectification, _) => Some(
+                "rectification (Art. 16): correct the data as the person asks, then complete the request",
+            ),
+            (Kind::Objection, _) => Some(
+                "objection (Art. 21): stop the processing objected to unless there are compelling legitimate grounds, then complete the request",
+            ),
+            (_, "awaiting_approval") => {
+                Some("approval: approve the request to run it, or reject it with a reason")
+            }
+            _ => None,
+        };
+        if let (Some(task), Some(dpo)) = (task, &self.settings.dpo_email) {
+            let link = self.settings.link(&format!("/v1/admin/requests/{id}"));
+            let text = format!(
+                "The {} request {id} (verified) needs you: {task}.\n\nDue by {} (Art. 12(3) GDPR). The request, with the person's details: {link}\n",
+                kind.key(),
+                &due[..due.len().min(10)]
+            );
+            let html = format!(
+                "<p>The {} request <code>{id}</code> (verified) needs you: {}.</p><p>Due by {} (Art. 12(3) GDPR). The request, with the person's details: <code>{}</code></p>",
+                kind.key(),
+                notify::html_escape(task),
+                &due[..due.len().min(10)],
+                notify::html_escape(&link)
+            );
+            notify::enqueue_in(
+                &mut *tx,
+                &Mail {
+                    kind: format!(
+                        "dpo_{}",
+                        if next == "awaiting_approval" {
+                            "approval"
+                        } else {
+                            "task"
+                        }
+                    ),
+                    to: dpo.clone(),
+                    subject: format!("Request {id} ({}) needs you", kind.key()),
+                    text,
+                    html,
+                },
+            )
+            .await?;
+        }
+        Ok(next)
+    }
+
+    /// Delivers queued mail now; a failure is retried by the next delivery.
+    async fn deliver(&self) {
+        if let Err(e) = notify::deliver_pending(self.store, self.mailer).await {
+            tracing::warn!(error = %e, "mail delivery deferred");
+        }
     }
 
     async fn view(&self, id: &str) -> Result<View, RequestError> {
@@ -331,6 +501,8 @@ impl Service<'_> {
 pub const PACKAGE_DAYS: i64 = 7;
 /// A claim older than this is taken to belong to a crashed worker and is claimed again.
 const STALE_CLAIM_MINUTES: i64 = 15;
+/// How many times a failing request is executed before it is marked `failed`.
+pub const MAX_EXECUTIONS: i64 = 5;
 
 /// A package as the subject downloads it.
 pub struct Download {
@@ -339,8 +511,9 @@ pub struct Download {
 }
 
 impl Service<'_> {
-    /// Claims the oldest verified request (or one whose worker died) and executes it.
-    /// Several instances may call this at once: each request is claimed by one.
+    /// Claims the oldest verified request that is due (or one whose worker died) and
+    /// executes it. Several instances may call this at once: each request is claimed by
+    /// one. A failed execution is retried with back-off, [`MAX_EXECUTIONS`] times in all.
     pub async fn execute_next(
         &self,
         policy: &crate::policy::Policy,
@@ -349,26 +522,40 @@ impl Service<'_> {
         now: DateTime<Utc>,
     ) -> Result<Option<String>, RequestError> {
         let stale = timestamp(now - chrono::Duration::minutes(STALE_CLAIM_MINUTES));
-        let claimed = sqlx::query(
+        let ready = "(status = 'verified' AND (next_attempt_at IS NULL OR next_attempt_at <= $2)) \
+                     OR (status = 'in_progress' AND claimed_by IS NOT NULL AND claimed_at < $3)";
+        let claimed = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE dsr_requests SET status = 'in_progress', claimed_by = $1, claimed_at = $2, updated_at = $2 \
-             WHERE id = (SELECT id FROM dsr_requests WHERE status = 'verified' OR (status = 'in_progress' AND claimed_at < $3) ORDER BY received_at LIMIT 1) \
-               AND (status = 'verified' OR (status = 'in_progress' AND claimed_at < $3)) \
-             RETURNING id, kind, identity_kind, identity_value",
-        )
+             WHERE id = (SELECT id FROM dsr_requests WHERE {ready} ORDER BY received_at LIMIT 1) AND ({ready}) \
+             RETURNING id, kind, identity_kind, identity_value, attempts"
+        )))
         .bind(holder)
         .bind(timestamp(now))
         .bind(&stale)
         .fetch_optional(self.store.pool())
         .await?;
         let Some(row) = claimed else { return Ok(None) };
-        let (id, kind, ikind, ivalue): (String, String, String, String) = (
+        let (id, kind, ikind, ivalue, attempts): (String, String, String, String, i64) = (
             row.try_get(0)?,
             row.try_get(1)?,
             row.try_get(2)?,
             row.try_get(3)?,
+            row.try_get(4)?,
         );
+        let mut tx = self.store.pool().begin().await?;
+        self.callbacks_in(&mut tx, &id, "in_progress", now).await?;
+        tx.commit().await?;
         let identity =
             Identity::parse(&format!("{ikind}={ivalue}")).map_err(|_| RequestError::NotFound)?;
+        let kind = Kind::parse(&kind).unwrap_or(Kind::Rectification);
+        let restriction = if kind == Kind::Erasure {
+            self.store
+                .restriction_for(std::slice::from_ref(&identity))
+                .await
+                .map_err(|e| RequestError::Store(sqlx::Error::Protocol(e.to_string())))?
+        } else {
+            None
+        };
         let ctx = crate::dsr::Context {
             policy,
             audit: self.audit,
@@ -376,8 +563,9 @@ impl Service<'_> {
             actor: Actor::Subject,
             request_id: Some(id.clone()),
             strict: false,
+            restriction,
         };
-        let kind = Kind::parse(&kind).unwrap_or(Kind::Rectification);
+        let mut notices = Vec::new();
         let outcome: Result<(String, serde_json::Value, Option<Download>), String> = match kind {
             Kind::Access | Kind::Portability => {
                 let ak = if kind == Kind::Access {
@@ -415,16 +603,18 @@ impl Service<'_> {
                         } else {
                             "completed"
                         };
+                        notices = erasure_notices(policy, &r);
+                        let notified: Vec<&str> = notices.iter().map(|p| p.id.as_str()).collect();
                         Ok((
                             status.to_owned(),
-                            serde_json::to_value(&r.systems).unwrap_or_default(),
+                            serde_json::json!({ "systems": r.systems, "processors_notified": notified }),
                             None,
                         ))
                     }
                     Err(e) => Err(e.to_string()),
                 }
             }
-            // Rectification, restriction and objection need a person: the DPO is told.
+            // Tasks are not claimed (see `accept_in`); one claimed all the same goes back.
             _ => Ok((
                 "in_progress".to_owned(),
                 serde_json::json!({ "manual": true }),
@@ -432,22 +622,29 @@ impl Service<'_> {
             )),
         };
         let mut tx = self.store.pool().begin().await?;
-        let (status, result) = match &outcome {
-            Ok((s, r, _)) => (s.clone(), r.clone()),
+        let (status, result, retry_at) = match &outcome {
+            Ok((s, r, _)) => (s.clone(), r.clone(), None),
             Err(e) => {
-                tracing::error!(request = %id, error = %e, "request execution failed");
+                tracing::error!(request = %id, attempt = attempts + 1, error = %e, "request execution failed");
+                let retry = attempts + 1 < MAX_EXECUTIONS;
                 (
-                    "failed".to_owned(),
-                    serde_json::json!({ "error": "execution failed; the operator has the details in the log" }),
+                    if retry { "verified" } else { "failed" }.to_owned(),
+                    serde_json::json!({ "error": "execution failed; the operator has the details in the log", "attempts": attempts + 1 }),
+                    retry.then(|| now + notify::webhook::backoff(attempts)),
                 )
             }
+        };
+        let action = if retry_at.is_some() {
+            "request.retry_scheduled".to_owned()
+        } else {
+            format!("request.{status}")
         };
         self.audit
             .append_in(
                 &mut tx,
-                &[NewEntry::new(Actor::System, &format!("request.{status}"))
+                &[NewEntry::new(Actor::System, &action)
                     .request(&id)
-                    .summary(serde_json::json!({ "type": kind.key() }))],
+                    .summary(serde_json::json!({ "type": kind.key(), "attempt": attempts + 1 }))],
             )
             .await?;
         if let Ok((_, _, Some(d))) = &outcome {
@@ -465,20 +662,29 @@ impl Service<'_> {
                 .execute(&mut *tx)
                 .await?;
         }
+        // A task goes back to the DPO unclaimed; a retry waits for its time.
         sqlx::query(
-            "UPDATE dsr_requests SET status = $1, result = $2, updated_at = $3 WHERE id = $4",
+            "UPDATE dsr_requests SET status = $1, result = $2, updated_at = $3, attempts = $4, next_attempt_at = $5, \
+             claimed_by = CASE WHEN $1 = 'in_progress' OR $1 = 'verified' THEN NULL ELSE claimed_by END WHERE id = $6",
         )
         .bind(&status)
         .bind(result.to_string())
         .bind(timestamp(now))
+        .bind(if outcome.is_err() { attempts + 1 } else { attempts })
+        .bind(retry_at.map(timestamp))
         .bind(&id)
         .execute(&mut *tx)
         .await?;
-        notify::enqueue_in(&mut tx, &self.outcome_mail(&identity, &id, kind, &status)).await?;
-        tx.commit().await?;
-        if let Err(e) = notify::deliver_pending(self.store, self.mailer).await {
-            tracing::warn!(error = %e, "mail delivery deferred");
+        if retry_at.is_none() && status != "in_progress" {
+            notify::enqueue_in(&mut tx, &self.outcome_mail(&identity, &id, kind, &status)).await?;
+            self.callbacks_in(&mut tx, &id, &status, now).await?;
         }
+        for p in &notices {
+            self.erasure_notice_in(&mut tx, p, &id, &identity, now)
+                .await?;
+        }
+        tx.commit().await?;
+        self.deliver().await;
         Ok(Some(id))
     }
 
@@ -495,12 +701,12 @@ impl Service<'_> {
         let text = format!(
             "Your {} request {id} at {}: {status}.\n\n{what}\n",
             kind.key(),
-            self.controller
+            self.settings.controller
         );
         let html = format!(
             "<p>Your {} request <code>{id}</code> at {}: {status}.</p><p>{}</p>",
             kind.key(),
-            notify::html_escape(&self.controller),
+            notify::html_escape(&self.settings.controller),
             notify::html_escape(&what)
         );
         Mail {
@@ -692,6 +898,7 @@ impl Service<'_> {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        self.callbacks_in(&mut tx, id, "rejected", now).await?;
         let complain = match authority {
             Some(a) => format!("You may lodge a complaint with the supervisory authority, {a}, and seek a judicial remedy (Art. 77-79 GDPR)."),
             None => "You may lodge a complaint with a supervisory authority and seek a judicial remedy (Art. 77-79 GDPR).".to_owned(),
@@ -717,6 +924,541 @@ impl Service<'_> {
         let _ = notify::deliver_pending(self.store, self.mailer).await;
         Ok(())
     }
+}
+
+/// The recipients told of an erasure (Art. 19): every processor with an `erasure_notice`
+/// that receives data of a purpose served by a field the erasure touched.
+pub fn erasure_notices<'p>(
+    policy: &'p crate::policy::Policy,
+    report: &crate::dsr::ErasureReport,
+) -> Vec<&'p crate::policy::Processor> {
+    let mut ids = std::collections::BTreeSet::new();
+    for s in &report.systems {
+        let Some(system) = policy.system(&s.system) else {
+            continue;
+        };
+        for c in &s.collections {
+            if c.rows_deleted == 0 && c.rows_masked == 0 {
+                continue;
+            }
+            let Some(coll) = system
+                .collections
+                .iter()
+                .find(|x| x.name.as_str() == c.collection)
+            else {
+                continue;
+            };
+            for f in &coll.fields {
+                for purpose in crate::policy::Policy::field_purposes(system, coll, f) {
+                    if let Some(p) = policy.purpose(purpose.as_str()) {
+                        ids.extend(p.recipients.iter().map(|r| r.as_str().to_owned()));
+                    }
+                }
+            }
+        }
+    }
+    ids.iter()
+        .filter_map(|id| policy.processor(id))
+        .filter(|p| p.erasure_notice.is_some())
+        .collect()
+}
+
+/// The OpenDSR status of a lethe status.
+pub fn opendsr_status(status: &str) -> &'static str {
+    match status {
+        "in_progress" => "in_progress",
+        "completed" | "partially_completed" | "rejected" | "failed" => "completed",
+        "cancelled" => "cancelled",
+        _ => "pending",
+    }
+}
+
+impl Service<'_> {
+    /// Queues the OpenDSR status callbacks of request `id`, if it came with any.
+    async fn callbacks_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        id: &str,
+        status: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        let row = sqlx::query(
+            "SELECT callbacks, external_id, due_at, channel FROM dsr_requests WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(()) };
+        let (callbacks, external, due, channel): (Option<String>, Option<String>, String, String) = (
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+        );
+        let urls: Vec<String> = callbacks
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok())
+            .unwrap_or_default();
+        for url in urls {
+            let body = serde_json::json!({
+                "controller_id": channel.strip_prefix("opendsr:").unwrap_or(&channel),
+                "expected_completion_time": due,
+                "status_callback_url": url,
+                "subject_request_id": external,
+                "request_status": opendsr_status(status),
+                "api_version": OPENDSR_API_VERSION,
+            });
+            notify::webhook::enqueue_in(
+                &mut *tx,
+                &notify::webhook::Webhook {
+                    kind: "opendsr_callback".into(),
+                    request_id: Some(id.to_owned()),
+                    target: "controller".into(),
+                    url,
+                    body,
+                    signing: notify::webhook::Signing::Ed25519,
+                },
+                now,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Tells processor `p` of the erasure (Art. 19), by its `erasure_notice` channel.
+    async fn erasure_notice_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        p: &crate::policy::Processor,
+        id: &str,
+        identity: &Identity,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        let Some(n) = &p.erasure_notice else {
+            return Ok(());
+        };
+        let controller = &self.settings.controller;
+        if let Some(url) = &n.webhook {
+            let body = serde_json::json!({
+                "type": "erasure_notice",
+                "request_id": id,
+                "controller": controller,
+                "processor": p.id.as_str(),
+                "erased_at": timestamp(now),
+                "identities": [{ "type": identity.kind(), "value": identity.value() }],
+                "article": "Art. 19 GDPR",
+            });
+            notify::webhook::enqueue_in(
+                &mut *tx,
+                &notify::webhook::Webhook {
+                    kind: "erasure_notice".into(),
+                    request_id: Some(id.to_owned()),
+                    target: p.id.to_string(),
+                    url: url.clone(),
+                    body,
+                    signing: notify::webhook::Signing::Hmac,
+                },
+                now,
+            )
+            .await?;
+        }
+        if let Some(email) = &n.email {
+            let who = format!("{}={}", identity.kind(), identity.value());
+            let text = format!(
+                "{controller} erased, on {}, the personal data of the data subject identified below, at their request (Art. 17 GDPR).\n\nYou received personal data of this person from us as {}. Please erase it as well, including at your sub-processors, and confirm to us (Art. 19, Art. 28(3) GDPR).\n\nIdentity: {who}\nOur reference: {id}\n",
+                &timestamp(now)[..10],
+                p.name
+            );
+            let html = format!(
+                "<p>{} erased, on {}, the personal data of the data subject identified below, at their request (Art. 17 GDPR).</p><p>You received personal data of this person from us as {}. Please erase it as well, including at your sub-processors, and confirm to us (Art. 19, Art. 28(3) GDPR).</p><p>Identity: <code>{}</code><br>Our reference: <code>{id}</code></p>",
+                notify::html_escape(controller),
+                &timestamp(now)[..10],
+                notify::html_escape(&p.name),
+                notify::html_escape(&who)
+            );
+            notify::enqueue_in(
+                &mut *tx,
+                &Mail {
+                    kind: "erasure_notice".into(),
+                    to: email.to_string(),
+                    subject: format!("Erasure notice (Art. 19 GDPR), our reference {id}"),
+                    text,
+                    html,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Changes the status of request `id` from one of `from` to `to`, with its audit entry
+    /// and, when `mail` is given, a message to the subject, in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn transition(
+        &self,
+        id: &str,
+        from: &[&str],
+        to: &str,
+        action: &str,
+        actor: Actor,
+        mail: Option<(&str, String, String)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        let mut tx = self.store.pool().begin().await?;
+        let row =
+            sqlx::query("SELECT status, identity_value, kind FROM dsr_requests WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(RequestError::NotFound)?;
+        let (status, email, kind): (String, String, String) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        if !from.contains(&status.as_str()) {
+            return Err(RequestError::WrongState {
+                status,
+                action: action.rsplit('.').next().unwrap_or(action).to_owned(),
+            });
+        }
+        let changed = sqlx::query(
+            "UPDATE dsr_requests SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+        )
+        .bind(to)
+        .bind(timestamp(now))
+        .bind(id)
+        .bind(&status)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            return Err(RequestError::WrongState {
+                status,
+                action: action.rsplit('.').next().unwrap_or(action).to_owned(),
+            });
+        }
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(actor, action)
+                    .request(id)
+                    .summary(serde_json::json!({ "type": kind, "from": status, "to": to }))],
+            )
+            .await?;
+        if let Some((mkind, text, html)) = mail {
+            notify::enqueue_in(
+                &mut tx,
+                &Mail {
+                    kind: mkind.to_owned(),
+                    to: email,
+                    subject: format!("Your request {id}: {}", to.replace('_', " ")),
+                    text,
+                    html,
+                },
+            )
+            .await?;
+        }
+        if to != status {
+            self.callbacks_in(&mut tx, id, to, now).await?;
+        }
+        tx.commit().await?;
+        self.deliver().await;
+        Ok(())
+    }
+
+    /// The DPO approves a request waiting for approval: it goes to the execution queue.
+    pub async fn approve(
+        &self,
+        id: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        self.transition(
+            id,
+            &["awaiting_approval"],
+            "verified",
+            "admin.approved",
+            actor,
+            None,
+            now,
+        )
+        .await
+    }
+
+    /// The DPO completes a task (rectification, restriction, objection), telling the
+    /// subject what was done.
+    pub async fn complete_task(
+        &self,
+        id: &str,
+        note: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        let manual: Option<String> = sqlx::query_scalar(
+            "SELECT kind FROM dsr_requests WHERE id = $1 AND claimed_by IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(self.store.pool())
+        .await?;
+        if !manual
+            .as_deref()
+            .and_then(Kind::parse)
+            .is_some_and(is_manual)
+        {
+            return Err(RequestError::NotATask);
+        }
+        let text = format!("We have handled your request {id}: {note}\n");
+        let html = format!(
+            "<p>We have handled your request <code>{id}</code>: {}</p>",
+            notify::html_escape(note)
+        );
+        self.transition(
+            id,
+            &["in_progress"],
+            "completed",
+            "admin.completed",
+            actor,
+            Some(("request_completed", text, html)),
+            now,
+        )
+        .await
+    }
+
+    /// Lifts a restriction (Art. 18(3)): the subject is told first, in the same
+    /// transaction as the change.
+    pub async fn lift_restriction(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        let mut tx = self.store.pool().begin().await?;
+        let changed = sqlx::query(
+            "UPDATE subject_restrictions SET lifted_at = $1 WHERE request_id = $2 AND lifted_at IS NULL",
+        )
+        .bind(timestamp(now))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            return Err(RequestError::NotFound);
+        }
+        let email: String =
+            sqlx::query_scalar("SELECT identity_value FROM dsr_requests WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(actor, "restriction.lifted").request(id)],
+            )
+            .await?;
+        let text = format!(
+            "The restriction of processing you asked for in request {id} is lifted: {reason}\n\nYour data is processed again under our privacy notice (Art. 18(3) GDPR).\n"
+        );
+        let html = format!(
+            "<p>The restriction of processing you asked for in request <code>{id}</code> is lifted: {}</p><p>Your data is processed again under our privacy notice (Art. 18(3) GDPR).</p>",
+            notify::html_escape(reason)
+        );
+        notify::enqueue_in(
+            &mut tx,
+            &Mail {
+                kind: "restriction_lifted".into(),
+                to: email,
+                subject: format!("Your request {id}: restriction lifted"),
+                text,
+                html,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        self.deliver().await;
+        Ok(())
+    }
+
+    /// The subject (or the OpenDSR controller) withdraws a request not yet being executed.
+    pub async fn cancel(
+        &self,
+        id: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        self.transition(
+            id,
+            &[
+                "received",
+                "identity_pending",
+                "verified",
+                "awaiting_approval",
+            ],
+            "cancelled",
+            "request.cancelled",
+            actor,
+            None,
+            now,
+        )
+        .await
+    }
+
+    /// A request from a controller system over OpenDSR: the caller vouches for the
+    /// identity, so no code is sent. The same `subject_request_id` again returns the first.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn submit_trusted(
+        &self,
+        kind: Kind,
+        identity: &Identity,
+        external_id: &str,
+        callbacks: &[String],
+        submitted: DateTime<Utc>,
+        channel: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(String, bool), RequestError> {
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT id FROM dsr_requests WHERE external_id = $1")
+                .bind(external_id)
+                .fetch_optional(self.store.pool())
+                .await?;
+        if let Some(id) = existing {
+            return Ok((id, true));
+        }
+        let id = format!(
+            "r_{}",
+            crate::crypto::random_hex(12).map_err(AuditError::from)?
+        );
+        // The deadline runs from the person's request, not from its arrival here.
+        let received = submitted.min(now);
+        let due = timestamp(due_date(received));
+        let lookup = self.audit.mask_hash(&format!(
+            "request-identity:{}={}",
+            identity.kind(),
+            identity.value()
+        ));
+        let subject = self.audit.subject_for(identity).await?;
+        let mut tx = self.store.pool().begin().await?;
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(Actor::Admin(channel.to_owned()), "request.submitted")
+                    .request(&id)
+                    .subject(&subject)
+                    .summary(serde_json::json!({ "type": kind.key(), "due_at": due, "channel": "opendsr" }))
+                    .payload(serde_json::json!({ "identity": format!("{}={}", identity.kind(), identity.value()) }))],
+            )
+            .await?;
+        // Only a hash of a random token: the request is read with an admin token instead.
+        let token = crate::crypto::random_hex(32).map_err(AuditError::from)?;
+        sqlx::query(
+            "INSERT INTO dsr_requests (id, kind, status, identity_kind, identity_value, identity_lookup, token_hash, received_at, due_at, updated_at, channel, external_id, callbacks) \
+             VALUES ($1, $2, 'received', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&id)
+        .bind(kind.key())
+        .bind(identity.kind())
+        .bind(identity.value())
+        .bind(&lookup)
+        .bind(sha256_hex(&token))
+        .bind(timestamp(received))
+        .bind(&due)
+        .bind(timestamp(now))
+        .bind(format!("opendsr:{channel}"))
+        .bind(external_id)
+        .bind(serde_json::to_string(callbacks).unwrap_or_else(|_| "[]".into()))
+        .execute(&mut *tx)
+        .await?;
+        let next = self
+            .accept_in(
+                &mut tx,
+                &id,
+                kind,
+                identity.kind(),
+                identity.value(),
+                &due,
+                Actor::Admin(channel.to_owned()),
+                now,
+            )
+            .await?;
+        sqlx::query("UPDATE dsr_requests SET status = $1 WHERE id = $2")
+            .bind(next)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        self.callbacks_in(&mut tx, &id, next, now).await?;
+        tx.commit().await?;
+        self.deliver().await;
+        Ok((id, false))
+    }
+
+    /// A request by the id a controller gave it over OpenDSR.
+    pub async fn by_external_id(&self, external_id: &str) -> Result<Full, RequestError> {
+        let id: String = sqlx::query_scalar("SELECT id FROM dsr_requests WHERE external_id = $1")
+            .bind(external_id)
+            .fetch_optional(self.store.pool())
+            .await?
+            .ok_or(RequestError::NotFound)?;
+        self.full(&id).await
+    }
+
+    /// Everything about a request, for the DPO: the person, the details, the outcome.
+    pub async fn full(&self, id: &str) -> Result<Full, RequestError> {
+        let r = sqlx::query(
+            "SELECT id, kind, status, received_at, due_at, identity_kind, identity_value, details, result, extended_at, reason, attempts, channel, external_id FROM dsr_requests WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.store.pool())
+        .await?
+        .ok_or(RequestError::NotFound)?;
+        let restricted: Option<String> = sqlx::query_scalar(
+            "SELECT placed_at FROM subject_restrictions WHERE request_id = $1 AND lifted_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(self.store.pool())
+        .await?;
+        let result: Option<String> = r.try_get(8)?;
+        Ok(Full {
+            id: r.try_get(0)?,
+            kind: r.try_get(1)?,
+            status: r.try_get(2)?,
+            received_at: r.try_get(3)?,
+            due_at: r.try_get(4)?,
+            identity: format!(
+                "{}={}",
+                r.try_get::<String, _>(5)?,
+                r.try_get::<String, _>(6)?
+            ),
+            details: r.try_get(7)?,
+            result: result.and_then(|s| serde_json::from_str(&s).ok()),
+            extended_at: r.try_get(9)?,
+            reason: r.try_get(10)?,
+            attempts: r.try_get(11)?,
+            channel: r.try_get(12)?,
+            external_id: r.try_get(13)?,
+            restriction_in_force: restricted.is_some(),
+        })
+    }
+}
+
+/// The OpenDSR API version spoken.
+pub const OPENDSR_API_VERSION: &str = "2.0";
+
+/// A request with everything the DPO needs to act on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Full {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub received_at: String,
+    pub due_at: String,
+    pub identity: String,
+    pub details: Option<String>,
+    pub result: Option<serde_json::Value>,
+    pub extended_at: Option<String>,
+    pub reason: Option<String>,
+    pub attempts: i64,
+    pub channel: String,
+    pub external_id: Option<String>,
+    pub restriction_in_force: bool,
 }
 
 #[cfg(test)]

@@ -355,3 +355,51 @@ impl Store {
         }))
     }
 }
+
+/// A restriction of processing (Art. 18) in force.
+#[derive(Debug, Clone)]
+pub struct Restriction {
+    pub request_id: String,
+    pub identity: crate::audit::Identity,
+}
+
+impl Store {
+    /// The restriction in force for any of these identities, by request id.
+    pub async fn restriction_for(
+        &self,
+        identities: &[crate::audit::Identity],
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .restrictions()
+            .await?
+            .into_iter()
+            .find(|r| {
+                identities
+                    .iter()
+                    .any(|i| i.kind() == r.identity.kind() && i.value() == r.identity.value())
+            })
+            .map(|r| r.request_id))
+    }
+
+    /// Every restriction in force, oldest first.
+    pub async fn restrictions(&self) -> Result<Vec<Restriction>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT request_id, identity_kind, identity_value FROM subject_restrictions WHERE lifted_at IS NULL ORDER BY placed_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, kind, value): (String, String, String) =
+                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+            // Stored from a parsed identity, so it parses again.
+            if let Ok(identity) = crate::audit::Identity::parse(&format!("{kind}={value}")) {
+                out.push(Restriction {
+                    request_id: id,
+                    identity,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
