@@ -4,6 +4,7 @@
 mod admin;
 mod error;
 mod limit;
+pub mod openapi;
 mod opendsr;
 mod portal;
 mod requests;
@@ -130,10 +131,18 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/privacy", get(privacy))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .nest("/v1/admin", admin::routes())
         .merge(public)
-        .fallback(|| async { ApiError::NotFound })
+        .fallback(|| async {
+            ApiError::client(
+                axum::http::StatusCode::NOT_FOUND,
+                "no_route",
+                "no such route; /openapi.json lists them",
+            )
+        })
         .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(requests::BODY_LIMIT))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(
@@ -207,6 +216,14 @@ async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Api
     out.push_str(&format!(
         "# HELP lethe_mail_unsent Messages in the outbox not yet delivered.\n# TYPE lethe_mail_unsent gauge\nlethe_mail_unsent {}\n",
         scalar("SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL").await?
+    ));
+    out.push_str(&format!(
+        "# HELP lethe_webhooks_undelivered Webhooks (erasure notices, OpenDSR callbacks) not yet acknowledged.\n# TYPE lethe_webhooks_undelivered gauge\nlethe_webhooks_undelivered {}\n",
+        scalar("SELECT COUNT(*) FROM webhook_outbox WHERE delivered_at IS NULL").await?
+    ));
+    out.push_str(&format!(
+        "# HELP lethe_restrictions Restrictions of processing in force (Art. 18).\n# TYPE lethe_restrictions gauge\nlethe_restrictions {}\n",
+        scalar("SELECT COUNT(*) FROM subject_restrictions WHERE lifted_at IS NULL").await?
     ));
     out.push_str(&format!(
         "# HELP lethe_audit_entries Entries in the audit log.\n# TYPE lethe_audit_entries gauge\nlethe_audit_entries {}\n",

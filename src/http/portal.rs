@@ -1,8 +1,429 @@
-//! placeholder
+//! The portal: server-rendered pages for data subjects (submit, confirm with the code,
+//! follow the status, download, withdraw). Plain HTML forms, no JavaScript; every field
+//! has a label and a hint, errors are announced (`role="alert"`).
+
+use axum::Form;
 use axum::Router;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use minijinja::{AutoEscape, Environment, context};
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::requests::service;
+use crate::audit::{Actor, Identity};
+use crate::requests::{CODE_TTL_MINUTES, Kind, PACKAGE_DAYS, RequestError};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/", get(form))
+        .route("/portal/requests", post(submit))
+        .route("/portal/requests/{id}", get(status))
+        .route(
+            "/portal/requests/{id}/verify",
+            get(verify_page).post(verify),
+        )
+        .route("/portal/requests/{id}/cancel", post(cancel))
+}
+
+fn templates() -> &'static Environment<'static> {
+    static ENV: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_auto_escape_callback(|_| AutoEscape::Html);
+        for (name, text) in [
+            (
+                "base.html",
+                include_str!("../../templates/portal/base.html"),
+            ),
+            (
+                "form.html",
+                include_str!("../../templates/portal/form.html"),
+            ),
+            (
+                "verify.html",
+                include_str!("../../templates/portal/verify.html"),
+            ),
+            (
+                "status.html",
+                include_str!("../../templates/portal/status.html"),
+            ),
+            (
+                "message.html",
+                include_str!("../../templates/portal/message.html"),
+            ),
+        ] {
+            // The templates are part of the binary and checked by the tests.
+            if let Err(e) = env.add_template(name, text) {
+                tracing::error!(template = name, error = %e, "portal template");
+            }
+        }
+        env
+    })
+}
+
+/// A rendered page; a template error is logged and answered with a plain 500.
+fn page(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+    match templates().get_template(name).and_then(|t| t.render(ctx)) {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(template = name, error = %e, "portal page");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+fn message(state: &AppState, status: StatusCode, heading: &str, text: &str) -> Response {
+    page(
+        status,
+        "message.html",
+        context! { controller => state.settings.controller, heading, message => text },
+    )
+}
+
+/// What a subject reads for each failure: never a cause from inside.
+fn failure(state: &AppState, e: RequestError) -> Response {
+    let (status, text) = match &e {
+        RequestError::NotFound | RequestError::Unauthorized => (
+            StatusCode::UNAUTHORIZED,
+            "This link does not open a request. Use the link from the page you saw when you made the request.".to_owned(),
+        ),
+        RequestError::Store(_) | RequestError::Audit(_) | RequestError::Mail(_) => {
+            tracing::error!(error = %e, "portal");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong on our side. Please try again later.".to_owned(),
+            )
+        }
+        _ => (StatusCode::CONFLICT, e.to_string()),
+    };
+    message(state, status, "We could not do that", &text)
+}
+
+#[derive(Serialize)]
+struct TypeChoice {
+    key: &'static str,
+    label: &'static str,
+    hint: &'static str,
+}
+
+fn types() -> Vec<TypeChoice> {
+    let t = |key, label, hint| TypeChoice { key, label, hint };
+    vec![
+        t(
+            "access",
+            "A copy of my data",
+            "Everything we hold about you, why, where it comes from, who receives it and how long we keep it (Art. 15).",
+        ),
+        t(
+            "portability",
+            "My data in a machine-readable file",
+            "The data you gave us, as JSON, to take elsewhere (Art. 20).",
+        ),
+        t(
+            "erasure",
+            "Erase my data",
+            "We erase what we may; what the law makes us keep, we tell you with the reason and until when (Art. 17).",
+        ),
+        t(
+            "rectification",
+            "Correct my data",
+            "Tell us in the details what is wrong (Art. 16).",
+        ),
+        t(
+            "restriction",
+            "Restrict the use of my data",
+            "We keep your data but stop using it, and do not erase it, until the restriction is lifted (Art. 18).",
+        ),
+        t(
+            "objection",
+            "Object to a use of my data",
+            "Tell us in the details which use you object to (Art. 21).",
+        ),
+    ]
+}
+
+#[derive(Deserialize, Default)]
+struct SubmitForm {
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    details: String,
+}
+
+fn form_page(
+    state: &AppState,
+    status: StatusCode,
+    f: &SubmitForm,
+    error: Option<&str>,
+) -> Response {
+    page(
+        status,
+        "form.html",
+        context! {
+            controller => state.settings.controller,
+            types => types(),
+            selected => f.kind,
+            email => f.email,
+            details => f.details,
+            error,
+        },
+    )
+}
+
+async fn form(State(state): State<AppState>) -> Response {
+    form_page(&state, StatusCode::OK, &SubmitForm::default(), None)
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    form: Result<Form<SubmitForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return form_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            &SubmitForm::default(),
+            Some("The form could not be read; please fill it in again."),
+        );
+    };
+    let Some(kind) = Kind::parse(&f.kind) else {
+        return form_page(
+            &state,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &f,
+            Some("Choose what you ask for."),
+        );
+    };
+    let Ok(identity) = Identity::parse(&format!("email={}", f.email.trim())) else {
+        return form_page(
+            &state,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &f,
+            Some("Enter a valid e-mail address."),
+        );
+    };
+    if f.details.chars().count() > 4000 {
+        return form_page(
+            &state,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &f,
+            Some("The details may be at most 4000 characters."),
+        );
+    }
+    let svc = match service(&state) {
+        Ok(s) => s,
+        Err(_) => {
+            return message(
+                &state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Not available",
+                "Requests cannot be made here right now.",
+            );
+        }
+    };
+    let details = Some(f.details.trim()).filter(|d| !d.is_empty());
+    match svc
+        .submit(kind, &identity, details, chrono::Utc::now())
+        .await
+    {
+        Ok(s) => match s.token {
+            Some(token) => page(
+                StatusCode::CREATED,
+                "verify.html",
+                context! {
+                    controller => state.settings.controller,
+                    id => s.id, token, due => s.due_at[..10].to_owned(),
+                    ttl => CODE_TTL_MINUTES, error => None::<String>,
+                },
+            ),
+            // An open request of this type exists: its link went to its maker only.
+            None => message(
+                &state,
+                StatusCode::OK,
+                "You already have this request open",
+                &format!(
+                    "A {} request for this address is open (we answer by {}). Use the link from when you made it.",
+                    kind.key(),
+                    &s.due_at[..10]
+                ),
+            ),
+        },
+        Err(e) => failure(&state, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    #[serde(default)]
+    token: String,
+}
+
+#[derive(Deserialize)]
+struct VerifyForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    code: String,
+}
+
+async fn verify_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    let Ok(svc) = service(&state) else {
+        return message(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not available",
+            "Requests cannot be handled here right now.",
+        );
+    };
+    match svc.status(&id, &q.token).await {
+        Ok(v) => page(
+            StatusCode::OK,
+            "verify.html",
+            context! {
+                controller => state.settings.controller,
+                id, token => q.token, due => v.due_at[..10].to_owned(),
+                ttl => CODE_TTL_MINUTES, error => None::<String>,
+            },
+        ),
+        Err(e) => failure(&state, e),
+    }
+}
+
+async fn verify(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: Result<Form<VerifyForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return message(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "We could not do that",
+            "The form could not be read.",
+        );
+    };
+    let Ok(svc) = service(&state) else {
+        return message(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not available",
+            "Requests cannot be handled here right now.",
+        );
+    };
+    // The token proves this is the maker's page before any code is tried.
+    let view = match svc.status(&id, &f.token).await {
+        Ok(v) => v,
+        Err(e) => return failure(&state, e),
+    };
+    match svc.verify(&id, &f.code, chrono::Utc::now()).await {
+        Ok(_) => Redirect::to(&format!("/portal/requests/{id}?token={}", f.token)).into_response(),
+        Err(
+            e @ (RequestError::WrongCode { .. }
+            | RequestError::Expired
+            | RequestError::TooManyAttempts),
+        ) => page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "verify.html",
+            context! {
+                controller => state.settings.controller,
+                id, token => f.token, due => view.due_at[..10].to_owned(),
+                ttl => CODE_TTL_MINUTES, error => e.to_string(),
+            },
+        ),
+        Err(e) => failure(&state, e),
+    }
+}
+
+fn status_text(status: &str) -> &'static str {
+    match status {
+        "identity_pending" => "waiting for the code from the e-mail",
+        "received" | "verified" => "confirmed; we are preparing the answer",
+        "awaiting_approval" => "confirmed; waiting for our data protection officer",
+        "in_progress" => "in progress",
+        "completed" => "completed",
+        "partially_completed" => {
+            "completed; what the law makes us keep is listed in the e-mail we sent"
+        }
+        "rejected" => "rejected; the e-mail we sent gives the reason",
+        "failed" => "delayed; we are working on it and will write to you",
+        "cancelled" => "withdrawn",
+        _ => "in progress",
+    }
+}
+
+async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    let Ok(svc) = service(&state) else {
+        return message(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not available",
+            "Requests cannot be handled here right now.",
+        );
+    };
+    let v = match svc.status(&id, &q.token).await {
+        Ok(v) => v,
+        Err(e) => return failure(&state, e),
+    };
+    let download = matches!(v.kind.as_str(), "access" | "portability")
+        && v.status == "completed"
+        && svc.package(&id, &q.token, chrono::Utc::now()).await.is_ok();
+    page(
+        StatusCode::OK,
+        "status.html",
+        context! {
+            controller => state.settings.controller,
+            status_text => status_text(&v.status),
+            pending_code => v.status == "identity_pending",
+            cancellable => matches!(v.status.as_str(), "identity_pending" | "verified" | "awaiting_approval"),
+            download,
+            package_days => PACKAGE_DAYS,
+            authority => state.settings.authority,
+            token => q.token,
+            r => v,
+        },
+    )
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: Result<Form<TokenQuery>, FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return message(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "We could not do that",
+            "The form could not be read.",
+        );
+    };
+    let Ok(svc) = service(&state) else {
+        return message(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not available",
+            "Requests cannot be handled here right now.",
+        );
+    };
+    if let Err(e) = svc.status(&id, &f.token).await {
+        return failure(&state, e);
+    }
+    match svc.cancel(&id, Actor::Subject, chrono::Utc::now()).await {
+        Ok(()) => Redirect::to(&format!("/portal/requests/{id}?token={}", f.token)).into_response(),
+        Err(e) => failure(&state, e),
+    }
 }
