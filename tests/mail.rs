@@ -300,3 +300,106 @@ async fn the_deadline_digest_lists_due_and_overdue_requests_and_purge_removes_ol
         .unwrap();
     assert_eq!(left, ["r_new"]);
 }
+
+#[tokio::test]
+async fn a_message_committed_before_a_crash_is_sent_once_after_the_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The first process cannot reach its mail server: the state change and its message
+    // are committed, the send fails, as when the process dies right after the commit.
+    let down = Config {
+        smtp_url: Some(SecretString::from("smtp://127.0.0.1:1?tls=none")),
+        ..Config::default()
+    };
+    let ctx = context(
+        tmp.path(),
+        Mailer::from_config(&down, Some("privacy@example.com"), tmp.path().join("x")).unwrap(),
+    )
+    .await;
+    let svc = lethe::requests::Service {
+        store: &ctx.store,
+        audit: &ctx.audit,
+        mailer: &ctx.mailer,
+        settings: lethe::requests::Settings::from_policy(&ctx.policy),
+    };
+    let identity = lethe::audit::Identity::parse("email=crash@example.org").unwrap();
+    let r = svc
+        .submit(lethe::requests::Kind::Access, &identity, None, Utc::now())
+        .await
+        .unwrap();
+    let unsent: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT id, attempts FROM mail_outbox WHERE sent_at IS NULL")
+            .fetch_all(ctx.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(unsent.len(), 1);
+    assert_eq!(unsent[0].1, 1, "the failed attempt is recorded");
+    let status: String = sqlx::query_scalar("SELECT status FROM dsr_requests WHERE id = $1")
+        .bind(&r.id)
+        .fetch_one(ctx.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(status, "identity_pending");
+
+    // The restarted process (two senders at once, as two instances would) sends it once.
+    let outbox = tmp.path().join("outbox");
+    let up = Mailer::from_config(
+        &Config::default(),
+        Some("privacy@example.com"),
+        outbox.clone(),
+    )
+    .unwrap();
+    let (a, b) = tokio::join!(
+        lethe::notify::deliver_pending(&ctx.store, &up),
+        lethe::notify::deliver_pending(&ctx.store, &up)
+    );
+    assert_eq!(a.unwrap() + b.unwrap(), 1);
+    assert_eq!(
+        lethe::notify::deliver_pending(&ctx.store, &up)
+            .await
+            .unwrap(),
+        0
+    );
+    let sent = files(&outbox);
+    assert_eq!(sent.len(), 1);
+    let text = std::fs::read_to_string(&sent[0]).unwrap();
+    assert!(text.contains(&r.id) && text.contains("verification code"));
+
+    // A sender that died holding a claim: the message waits while the claim is fresh,
+    // and goes out once the claim has lapsed.
+    let mut tx = ctx.store.pool().begin().await.unwrap();
+    lethe::notify::enqueue_in(
+        &mut tx,
+        &lethe::notify::Mail {
+            kind: "test".into(),
+            to: "dpo@example.com".into(),
+            subject: "claimed".into(),
+            text: "claimed".into(),
+            html: "<p>claimed</p>".into(),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let claim = |age: i64| {
+        sqlx::query("UPDATE mail_outbox SET claimed_at = $1 WHERE sent_at IS NULL")
+            .bind(lethe::store::timestamp(
+                Utc::now() - chrono::Duration::minutes(age),
+            ))
+            .execute(ctx.store.pool())
+    };
+    claim(1).await.unwrap();
+    assert_eq!(
+        lethe::notify::deliver_pending(&ctx.store, &up)
+            .await
+            .unwrap(),
+        0
+    );
+    claim(10).await.unwrap();
+    assert_eq!(
+        lethe::notify::deliver_pending(&ctx.store, &up)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(files(&outbox).len(), 2);
+}

@@ -20,6 +20,8 @@ struct Server {
     base: String,
     store: Store,
     audit: AuditLog,
+    keys: KeySource,
+    settings: lethe::requests::Settings,
     mailer: Arc<Mailer>,
     policy: Arc<Policy>,
     app_db: PathBuf,
@@ -29,7 +31,22 @@ struct Server {
     _dirs: Vec<tempfile::TempDir>,
 }
 
+/// What a test server differs in.
+#[derive(Default)]
+struct Options {
+    /// Types that wait for the DPO's approval.
+    approval: Vec<lethe::requests::Kind>,
+    /// Requests per minute per client IP on the public routes (0: none).
+    rate_limit: u32,
+    /// A webhook added to the hosting processor's erasure notice (beside its e-mail).
+    webhook: Option<String>,
+}
+
 async fn start() -> Server {
+    start_with(Options::default()).await
+}
+
+async fn start_with(options: Options) -> Server {
     let tmp = tempfile::tempdir().unwrap();
     let (url, dir) = common::sqlite_store();
     let store = Store::open(&url).await.unwrap();
@@ -39,7 +56,11 @@ async fn start() -> Server {
         dir: tmp.path().join(".lethe"),
     };
     let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
-    let policy = Arc::new(demo(tmp.path()).await);
+    let policy = Arc::new(demo(tmp.path(), options.webhook.as_deref()).await);
+    let settings = lethe::requests::Settings {
+        approval: options.approval.clone(),
+        ..lethe::requests::Settings::from_policy(&policy)
+    };
     let (mailer, mail_dir) = match (
         std::env::var("LETHE_TEST_SMTP"),
         std::env::var("LETHE_TEST_SMTP_MAILDIR"),
@@ -81,8 +102,10 @@ async fn start() -> Server {
     let app = Application::build("127.0.0.1:0", store.clone(), policy.clone())
         .await
         .unwrap()
-        .with_audit(audit.clone(), keys)
-        .with_mailer(mailer.clone());
+        .with_audit(audit.clone(), keys.clone())
+        .with_mailer(mailer.clone())
+        .with_settings(settings.clone())
+        .with_rate_limit(options.rate_limit);
     let base = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until(async {
@@ -93,6 +116,8 @@ async fn start() -> Server {
         base,
         store,
         audit,
+        keys,
+        settings,
         mailer,
         policy,
         app_db,
@@ -103,7 +128,7 @@ async fn start() -> Server {
 }
 
 /// The demo policies, with the application database in `dir` filled with synthetic people.
-async fn demo(dir: &Path) -> Policy {
+async fn demo(dir: &Path, webhook: Option<&str>) -> Policy {
     use sqlx::Connection;
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let dst = dir.join("policies");
@@ -111,9 +136,15 @@ async fn demo(dir: &Path) -> Policy {
     let app = format!("sqlite://{}?mode=rwc", dir.join("app.db").display());
     for e in std::fs::read_dir(src).unwrap() {
         let p = e.unwrap().path();
-        let text = std::fs::read_to_string(&p)
+        let mut text = std::fs::read_to_string(&p)
             .unwrap()
             .replace("sqlite://demo-app.db?mode=rwc", &app);
+        if let Some(w) = webhook {
+            text = text.replace(
+                "erasure_notice: { email: aws-privacy@example.net }",
+                &format!("erasure_notice: {{ email: aws-privacy@example.net, webhook: \"{w}\" }}"),
+            );
+        }
         std::fs::write(dst.join(p.file_name().unwrap()), text).unwrap();
     }
     let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&app)
@@ -163,20 +194,67 @@ impl Server {
 
     /// Runs the request worker once, as `lethe serve` does in the background.
     async fn execute(&self) -> Option<String> {
-        let svc = lethe::requests::Service {
+        self.execute_at(chrono::Utc::now()).await
+    }
+
+    async fn execute_at(&self, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+        self.service()
+            .execute_next(
+                &self.policy,
+                &lethe::sources::db::Sources::default(),
+                "test",
+                now,
+            )
+            .await
+            .unwrap()
+    }
+
+    fn service(&self) -> lethe::requests::Service<'_> {
+        lethe::requests::Service {
             store: &self.store,
             audit: &self.audit,
             mailer: &self.mailer,
-            settings: lethe::requests::Settings::from_policy(&self.policy),
+            settings: self.settings.clone(),
+        }
+    }
+
+    /// Delivers the webhooks due at `now`, as the worker of `lethe serve` does.
+    async fn deliver_webhooks(&self, now: chrono::DateTime<chrono::Utc>) -> usize {
+        let signers = lethe::notify::webhook::Signers {
+            hmac: self.audit.webhook_key(),
+            ed25519: Some(lethe::audit::keys::load_or_create_signer(&self.keys).unwrap()),
+            domain: "localhost".into(),
         };
-        svc.execute_next(
-            &self.policy,
-            &lethe::sources::db::Sources::default(),
-            "test",
-            chrono::Utc::now(),
-        )
-        .await
-        .unwrap()
+        lethe::notify::webhook::deliver_due(&self.store, &reqwest::Client::new(), &signers, now)
+            .await
+            .unwrap()
+    }
+
+    /// The mail texts that mention `needle`.
+    fn mails_with(&self, needle: &str) -> Vec<String> {
+        std::fs::read_dir(&self.mail_dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .filter(|t| t.contains(needle))
+            .collect()
+    }
+
+    async fn status_of(&self, id: &str, token: &str) -> String {
+        let v: Value = reqwest::Client::new()
+            .get(format!("{}/v1/requests/{id}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["status"].as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn token(&self, role: lethe::store::Role) -> String {
+        self.store.create_admin_token(role).await.unwrap().1
     }
 
     async fn app_count(&self, sql: &'static str) -> i64 {
@@ -676,4 +754,784 @@ async fn the_dpo_extends_once_and_rejects_an_auditor_only_reads() {
         .map(|e| e.header.action)
         .collect();
     assert_eq!(actions, ["admin.extended", "admin.rejected"]);
+}
+
+/// A webhook receiver: records each POST (headers, body); answers 500 to the first
+/// `fail_first`, then 200.
+/// What a receiver got: each POST's headers and body.
+type Received = Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
+struct Receiver {
+    url: String,
+    got: Received,
+}
+
+async fn receiver(fail_first: usize) -> Receiver {
+    use axum::http::{HeaderMap, StatusCode};
+    let got: Received = Arc::default();
+    let seen = got.clone();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: axum::body::Bytes| {
+        let seen = seen.clone();
+        async move {
+            let mut g = seen.lock().unwrap();
+            g.push((headers, body.to_vec()));
+            if g.len() <= fail_first {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::OK
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Receiver { url, got }
+}
+
+impl Receiver {
+    fn count(&self) -> usize {
+        self.got.lock().unwrap().len()
+    }
+
+    fn last(&self) -> (axum::http::HeaderMap, Vec<u8>) {
+        self.got.lock().unwrap().last().cloned().unwrap()
+    }
+}
+
+async fn app_rows(s: &Server, email: &str) -> i64 {
+    use sqlx::Connection;
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", s.app_db.display()))
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM comments c JOIN users u ON u.id = c.user_id WHERE u.email = $1) \
+         + (SELECT count(*) FROM page_views p JOIN users u ON u.id = p.user_id WHERE u.email = $1) \
+         + (SELECT count(*) FROM users WHERE email = $1)",
+    )
+    .bind(email)
+    .fetch_one(&mut c)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_erasure_notifies_each_processor_by_its_channel_until_acknowledged() {
+    let hook = receiver(1).await;
+    let s = start_with(Options {
+        webhook: Some(format!("{}/privacy/erasure", hook.url)),
+        ..Options::default()
+    })
+    .await;
+    let email = "person3@example.org";
+    let (id, token) = s.verified("erasure", email).await;
+    let now = chrono::Utc::now();
+    assert_eq!(s.execute_at(now).await.as_deref(), Some(id.as_str()));
+    assert_eq!(s.status_of(&id, &token).await, "partially_completed");
+    // The first POST is refused: nothing acknowledged, retried only after the back-off.
+    assert_eq!(s.deliver_webhooks(now).await, 0);
+    assert_eq!(hook.count(), 1);
+    assert_eq!(s.deliver_webhooks(now).await, 0);
+    assert_eq!(hook.count(), 1, "retried before its time");
+    assert_eq!(
+        s.deliver_webhooks(now + chrono::Duration::seconds(31))
+            .await,
+        1
+    );
+    assert_eq!(hook.count(), 2);
+    // Acknowledged once: never sent again.
+    assert_eq!(
+        s.deliver_webhooks(now + chrono::Duration::hours(7)).await,
+        0
+    );
+    assert_eq!(hook.count(), 2);
+    let (headers, body) = hook.last();
+    let ts = headers["x-lethe-timestamp"].to_str().unwrap().to_owned();
+    let sig = headers["x-lethe-signature"].to_str().unwrap().to_owned();
+    let secret = hex::encode(s.audit.webhook_secret());
+    assert!(lethe::notify::webhook::verify_hmac(
+        &secret, &ts, &body, &sig
+    ));
+    assert!(!lethe::notify::webhook::verify_hmac(
+        &secret,
+        &ts,
+        &[body.as_slice(), b" "].concat(),
+        &sig
+    ));
+    let notice: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(notice["type"], "erasure_notice");
+    assert_eq!(notice["processor"], "aws");
+    assert_eq!(notice["request_id"], id.as_str());
+    assert_eq!(notice["identities"][0]["value"], email);
+    // Delivered notices no longer hold the person's identity.
+    let left: Option<String> = sqlx::query_scalar(
+        "SELECT body FROM webhook_outbox WHERE request_id = $1 AND kind = 'erasure_notice'",
+    )
+    .bind(&id)
+    .fetch_one(s.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(left, None);
+    // The hosting processor also got the notice by e-mail. The billing recipients were
+    // not told: the billing data is kept for the accounting law, nothing of it was erased.
+    let mails = s.mails_with("Art. 19");
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.contains("aws-privacy@example.net") && m.contains(&id) && m.contains(email)),
+        "no erasure notice by e-mail"
+    );
+    for to in ["legal@proton.example.net", "office@accounting.example.net"] {
+        assert!(
+            !mails.iter().any(|m| m.contains(to)),
+            "{to} was told of data kept"
+        );
+    }
+    let full = s.service().full(&id).await.unwrap();
+    let told = full.result.unwrap()["processors_notified"].clone();
+    assert_eq!(told, json!(["aws"]));
+}
+
+#[tokio::test]
+async fn a_restriction_holds_the_person_until_the_dpo_lifts_it() {
+    let s = start().await;
+    let (dpo, auditor) = (
+        s.token(lethe::store::Role::Dpo).await,
+        s.token(lethe::store::Role::Auditor).await,
+    );
+    let http = reqwest::Client::new();
+    let email = "person4@example.org";
+    let before = app_rows(&s, email).await;
+    assert!(before > 1);
+    let (rid, rtoken) = s.verified("restriction", email).await;
+    // A task for the DPO, not for the worker.
+    assert_eq!(s.status_of(&rid, &rtoken).await, "in_progress");
+    assert_eq!(s.execute().await, None);
+    assert!(
+        s.mails_with(&rid)
+            .iter()
+            .any(|m| m.contains("needs you") && m.contains("Art. 18")),
+        "the DPO was not told"
+    );
+    let full: Value = http
+        .get(format!("{}/v1/admin/requests/{rid}", s.base))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(full["restriction_in_force"], true);
+    assert_eq!(full["identity"], format!("email={email}"));
+    // An erasure meanwhile keeps everything, saying why.
+    let (eid, etoken) = s.verified("erasure", email).await;
+    assert_eq!(s.execute().await.as_deref(), Some(eid.as_str()));
+    assert_eq!(s.status_of(&eid, &etoken).await, "partially_completed");
+    assert_eq!(
+        app_rows(&s, email).await,
+        before,
+        "a restricted person's data was erased"
+    );
+    let result = s.service().full(&eid).await.unwrap().result.unwrap();
+    assert!(result.to_string().contains("Art. 18(1)"), "{result}");
+    // Lifting needs a DPO and a note; the person is told.
+    let lift = |token: String, body: Value| {
+        http.post(format!("{}/v1/admin/requests/{rid}/lift", s.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        lift(auditor.clone(), json!({ "note": "x" }))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        lift(dpo.clone(), json!({ "note": " " }))
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+    let lifted = lift(
+        dpo.clone(),
+        json!({ "note": "the accuracy of your address is confirmed" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(lifted.status(), 200);
+    let lifted: Value = lifted.json().await.unwrap();
+    assert_eq!(lifted["restriction_in_force"], false);
+    assert!(
+        s.mails_with(&rid)
+            .iter()
+            .any(|m| m.contains("restriction lifted") || m.contains("is lifted")),
+        "the person was not told before the lifting"
+    );
+    assert!(s.store.restrictions().await.unwrap().is_empty());
+    // Lifting twice finds nothing to lift.
+    assert_eq!(
+        lift(dpo.clone(), json!({ "note": "again" }))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    // The DPO completes the task with a note.
+    let done = http
+        .post(format!("{}/v1/admin/requests/{rid}/complete", s.base))
+        .bearer_auth(&dpo)
+        .json(&json!({ "note": "restriction applied from receipt until the check ended" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    assert_eq!(s.status_of(&rid, &rtoken).await, "completed");
+    // An access request is no task.
+    let (aid, _) = s.verified("access", email).await;
+    let not_task = http
+        .post(format!("{}/v1/admin/requests/{aid}/complete", s.base))
+        .bearer_auth(&dpo)
+        .json(&json!({ "note": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_task.status(), 409);
+}
+
+#[tokio::test]
+async fn a_type_needing_approval_waits_for_the_dpo() {
+    let s = start_with(Options {
+        approval: vec![lethe::requests::Kind::Erasure],
+        ..Options::default()
+    })
+    .await;
+    let (dpo, auditor) = (
+        s.token(lethe::store::Role::Dpo).await,
+        s.token(lethe::store::Role::Auditor).await,
+    );
+    let http = reqwest::Client::new();
+    let email = "person8@example.org";
+    let (id, token) = s.verified("erasure", email).await;
+    assert_eq!(s.status_of(&id, &token).await, "awaiting_approval");
+    assert_eq!(s.execute().await, None, "ran without approval");
+    let approve = |t: String| {
+        http.post(format!("{}/v1/admin/requests/{id}/approve", s.base))
+            .bearer_auth(t)
+            .send()
+    };
+    assert_eq!(approve(auditor).await.unwrap().status(), 403);
+    assert_eq!(approve("lt_nope_x".into()).await.unwrap().status(), 401);
+    assert_eq!(approve(dpo.clone()).await.unwrap().status(), 200);
+    assert_eq!(s.status_of(&id, &token).await, "verified");
+    let again = approve(dpo).await.unwrap();
+    assert_eq!(again.status(), 409);
+    assert_eq!(s.execute().await.as_deref(), Some(id.as_str()));
+    assert_eq!(s.status_of(&id, &token).await, "partially_completed");
+    // Access needs no approval here.
+    let (aid, atoken) = s.verified("access", email).await;
+    assert_eq!(s.status_of(&aid, &atoken).await, "verified");
+}
+
+#[tokio::test]
+async fn a_failing_request_is_retried_with_back_off_then_marked_failed() {
+    use sqlx::Connection;
+    let s = start().await;
+    let email = "person9@example.org";
+    let (id, token) = s.verified("access", email).await;
+    // The application database loses a table the policy maps: every execution fails.
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", s.app_db.display()))
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE comments")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let mut now = chrono::Utc::now();
+    for attempt in 1..=lethe::requests::MAX_EXECUTIONS {
+        assert_eq!(
+            s.execute_at(now).await.as_deref(),
+            Some(id.as_str()),
+            "attempt {attempt}"
+        );
+        if attempt < lethe::requests::MAX_EXECUTIONS {
+            assert_eq!(s.status_of(&id, &token).await, "verified");
+            // Not again before the back-off has passed.
+            assert_eq!(s.execute_at(now).await, None);
+            now += lethe::notify::webhook::backoff(attempt - 1) + chrono::Duration::seconds(1);
+        }
+    }
+    assert_eq!(s.status_of(&id, &token).await, "failed");
+    assert_eq!(s.execute_at(now + chrono::Duration::days(1)).await, None);
+    let full = s.service().full(&id).await.unwrap();
+    assert_eq!(full.attempts, lethe::requests::MAX_EXECUTIONS);
+    // The subject is told once, at the end, without any cause from inside.
+    let told = s.mails_with(&format!("{id}: failed"));
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(!told[0].contains("comments"), "{}", told[0]);
+}
+
+/// The Ed25519 key in a PEM public key (SubjectPublicKeyInfo: the key is the last 32 bytes).
+fn pem_key(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    der[der.len() - 32..].to_vec()
+}
+
+fn signed_by(key: &[u8], headers: &reqwest::header::HeaderMap, body: &[u8]) -> bool {
+    use base64::Engine;
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(headers["x-opendsr-signature"].to_str().unwrap())
+        .unwrap();
+    lethe::crypto::ed25519_verify(key, body, &sig)
+}
+
+#[tokio::test]
+async fn opendsr_requests_follow_the_specification() {
+    let hook = receiver(0).await;
+    let s = start().await;
+    let dpo = s.token(lethe::store::Role::Dpo).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/opendsr/v1/requests", s.base);
+
+    let discovery: Value = http
+        .get(format!("{}/opendsr/v1/discovery", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        discovery["supported_subject_request_types"],
+        json!(["access", "portability", "erasure"])
+    );
+    assert_eq!(
+        discovery["supported_identities"][0]["identity_type"],
+        "email"
+    );
+    let pem = http
+        .get(format!("{}/opendsr/v1/public-key", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let key = pem_key(&pem);
+
+    // The example of the specification's README, with our callback receiver.
+    let external = "a7551968-d5d6-44b2-9831-815ac9017798";
+    let example = format!(
+        r#"{{
+ "subject_request_id":"{external}",
+ "regulation": "gdpr",
+ "subject_request_type":"erasure",
+ "submitted_time":"2018-10-02T15:00:00Z",
+ "subject_identities":[
+   {{
+      "identity_type":"email",
+      "identity_value":"johndoe@example.com",
+      "identity_format":"raw"
+   }}
+ ],
+ "api_version":"2.0",
+ "status_callback_urls":[
+   "{}/opendsr/callbacks"
+ ]
+}}"#,
+        hook.url
+    );
+    let send = |body: String, token: Option<&str>| {
+        let mut r = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    // Without a token: 401 in the specification's error format, nothing stored.
+    let r = send(example.clone(), None).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], 401);
+    assert_eq!(s.requests().await, 0);
+
+    let r = send(example.clone(), Some(&dpo)).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let headers = r.headers().clone();
+    let body = r.bytes().await.unwrap();
+    assert!(
+        signed_by(&key, &headers, &body),
+        "the response signature does not verify"
+    );
+    let created: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(created["subject_request_id"], external);
+    use base64::Engine;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(created["encoded_request"].as_str().unwrap())
+            .unwrap(),
+        example.as_bytes()
+    );
+    // One month from the person's request, not from its arrival here.
+    assert_eq!(
+        &created["expected_completion_time"].as_str().unwrap()[..10],
+        "2018-11-02"
+    );
+    // The same request again is the same request.
+    assert_eq!(
+        send(example.clone(), Some(&dpo)).await.unwrap().status(),
+        201
+    );
+    assert_eq!(s.requests().await, 1);
+
+    // Malformed: a trailing comma; a missing regulation; both 400 in the spec's format.
+    let trailing = example.replacen("\"api_version\":\"2.0\",", "\"api_version\":\"2.0\",,", 1);
+    let no_regulation = example.replacen("\"regulation\": \"gdpr\",", "", 1);
+    for (bad, what) in [
+        (trailing, "not valid JSON"),
+        (no_regulation, "regulation field is required"),
+        (
+            example.replace("erasure", "deletion"),
+            "subject_request_type",
+        ),
+        (example.replace(external, "not-a-uuid"), "UUID"),
+    ] {
+        let r = send(bad, Some(&dpo)).await.unwrap();
+        assert_eq!(r.status(), 400);
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["code"], 400, "{e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(what),
+            "{e}"
+        );
+        assert_eq!(e["error"]["errors"][0]["domain"], "Validation", "{e}");
+    }
+    assert_eq!(s.requests().await, 1);
+
+    let status = |id: &str| http.get(format!("{url}/{id}")).bearer_auth(&dpo).send();
+    let r = status(external).await.unwrap();
+    let headers = r.headers().clone();
+    let body = r.bytes().await.unwrap();
+    assert!(signed_by(&key, &headers, &body));
+    let st: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(st["request_status"], "pending");
+    assert_eq!(
+        status("00000000-0000-4000-8000-000000000000")
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // The status callback arrives, signed.
+    assert_eq!(s.deliver_webhooks(chrono::Utc::now()).await, 1);
+    let (h, b) = hook.last();
+    let cb: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(cb["subject_request_id"], external);
+    assert_eq!(cb["request_status"], "pending");
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(h["x-opendsr-signature"].to_str().unwrap())
+        .unwrap();
+    assert!(lethe::crypto::ed25519_verify(&key, &b, &sig));
+
+    // Cancelled while pending: 202, then the status says so, and the callback follows.
+    let r = http
+        .delete(format!("{url}/{external}"))
+        .bearer_auth(&dpo)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let st: Value = status(external).await.unwrap().json().await.unwrap();
+    assert_eq!(st["request_status"], "cancelled");
+    assert_eq!(s.execute().await, None, "a cancelled request ran");
+    assert_eq!(s.deliver_webhooks(chrono::Utc::now()).await, 1);
+    let cb: Value = serde_json::from_slice(&hook.last().1).unwrap();
+    assert_eq!(cb["request_status"], "cancelled");
+    // Too late to cancel twice.
+    let r = http
+        .delete(format!("{url}/{external}"))
+        .bearer_auth(&dpo)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // An access request runs and ends `completed` with a count.
+    let access = example
+        .replace(external, "3f0e4b0c-1d2e-4f5a-9b8c-7d6e5f4a3b2c")
+        .replace("erasure", "access")
+        .replace("johndoe@example.com", "person2@example.org");
+    assert_eq!(send(access, Some(&dpo)).await.unwrap().status(), 201);
+    assert!(s.execute().await.is_some());
+    let st: Value = status("3f0e4b0c-1d2e-4f5a-9b8c-7d6e5f4a3b2c")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(st["request_status"], "completed");
+    assert!(st["results_count"].as_u64().unwrap() > 0, "{st}");
+}
+
+/// The value of `name="..." value="..."` or of a `?token=` link in a page.
+fn between<'a>(html: &'a str, start: &str, end: char) -> &'a str {
+    let i = html
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start} in {html}"))
+        + start.len();
+    let rest = &html[i..];
+    &rest[..rest.find(end).unwrap()]
+}
+
+#[tokio::test]
+async fn the_portal_works_without_javascript() {
+    let s = start().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let home = http.get(format!("{}/", s.base)).send().await.unwrap();
+    assert_eq!(home.status(), 200);
+    assert!(
+        home.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let html = home.text().await.unwrap();
+    assert!(!html.contains("<script"));
+    assert!(html.contains("<label for=\"email\">"));
+    for t in [
+        "access",
+        "portability",
+        "erasure",
+        "rectification",
+        "restriction",
+        "objection",
+    ] {
+        assert!(
+            html.contains(&format!("<label for=\"type-{t}\"")),
+            "no label for {t}"
+        );
+    }
+    // An invalid address: the form again, with the error announced and the choice kept.
+    let r = http
+        .post(format!("{}/portal/requests", s.base))
+        .form(&[("type", "access"), ("email", "not-an-address")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("role=\"alert\""));
+    assert!(html.contains("value=\"access\" style=\"width:auto\" checked"));
+    assert_eq!(s.requests().await, 0);
+
+    let r = http
+        .post(format!("{}/portal/requests", s.base))
+        .form(&[
+            ("type", "access"),
+            ("email", "person6@example.org"),
+            ("details", ""),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let html = r.text().await.unwrap();
+    let id = between(&html, "/portal/requests/", '?').to_owned();
+    let token = between(&html, "?token=", '"').to_owned();
+    let verify = format!("{}/portal/requests/{id}/verify", s.base);
+    let r = http
+        .post(&verify)
+        .form(&[("token", token.as_str()), ("code", "000000x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("attempt(s) left"));
+    // A wrong token is turned away before any code is tried.
+    let r = http
+        .post(&verify)
+        .form(&[("token", "0000"), ("code", "123456")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let code = s.code(&id).await;
+    let r = http
+        .post(&verify)
+        .form(&[("token", token.as_str()), ("code", code.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(location, format!("/portal/requests/{id}?token={token}"));
+    let page = http
+        .get(format!("{}{location}", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("confirmed; we are preparing the answer"),
+        "{page}"
+    );
+    assert!(page.contains("Withdraw this request"));
+    assert_eq!(s.execute().await.as_deref(), Some(id.as_str()));
+    let page = http
+        .get(format!("{}{location}", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(">completed<"), "{page}");
+    let link = between(&page, "<a href=\"/v1/requests/", '"').to_owned();
+    let zip = http
+        .get(format!("{}/v1/requests/{link}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zip.status(), 200);
+    assert_eq!(zip.headers()["content-type"], "application/zip");
+    // Another token opens nothing.
+    let r = http
+        .get(format!("{}/portal/requests/{id}?token=0000", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("does not open a request"));
+
+    // A second request is withdrawn from its page.
+    let r = http
+        .post(format!("{}/portal/requests", s.base))
+        .form(&[("type", "erasure"), ("email", "person6@example.org")])
+        .send()
+        .await
+        .unwrap();
+    let html = r.text().await.unwrap();
+    let id2 = between(&html, "/portal/requests/", '?').to_owned();
+    let token2 = between(&html, "?token=", '"').to_owned();
+    let r = http
+        .post(format!("{}/portal/requests/{id2}/cancel", s.base))
+        .form(&[("token", token2.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(s.status_of(&id2, &token2).await, "cancelled");
+}
+
+#[tokio::test]
+async fn public_routes_are_limited_per_address() {
+    let s = start_with(Options {
+        rate_limit: 3,
+        ..Options::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        let r = http
+            .get(format!("{}/v1/requests/r_x?token=y", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = http
+        .post(format!("{}/v1/requests", s.base))
+        .json(&json!({ "type": "access", "identity": { "email": unique_email() } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "rate_limited");
+    assert_eq!(s.requests().await, 0);
+    // Operations routes are not limited.
+    for _ in 0..5 {
+        let r = http
+            .get(format!("{}/healthz", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn openapi_describes_every_route_the_server_answers() {
+    let s = start().await;
+    let dpo = s.token(lethe::store::Role::Dpo).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let doc: Value = http
+        .get(format!("{}/openapi.json", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut n = 0;
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            let url = format!("{}{}", s.base, path.replace("{id}", "r_unknown"));
+            let r = http
+                .request(method.to_uppercase().parse().unwrap(), &url)
+                .bearer_auth(&dpo)
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_ne!(
+                r.status(),
+                405,
+                "{method} {path} is documented but not served"
+            );
+            let body = r.text().await.unwrap_or_default();
+            assert!(
+                !body.contains("no_route"),
+                "{method} {path} is documented but not served"
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 30, "{n} operations");
+    let r = http
+        .get(format!("{}/v1/nothing", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("no_route"));
 }
