@@ -131,6 +131,7 @@ async fn run(label: &str, lethe_url: String, raw_url: String, pg: bool, rows: u6
             max_duration: None,
             max_batches: None,
             progress: None,
+            restricted: Default::default(),
         },
     )
     .await

@@ -403,3 +403,96 @@ async fn a_message_committed_before_a_crash_is_sent_once_after_the_restart() {
     );
     assert_eq!(files(&outbox).len(), 2);
 }
+
+#[tokio::test]
+async fn lethes_own_data_is_kept_only_as_long_as_needed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outbox = tmp.path().join("outbox");
+    let ctx = context(
+        tmp.path(),
+        Mailer::from_config(&Config::default(), Some("privacy@example.com"), outbox).unwrap(),
+    )
+    .await;
+    let svc = lethe::requests::Service {
+        store: &ctx.store,
+        audit: &ctx.audit,
+        mailer: &ctx.mailer,
+        settings: lethe::requests::Settings::from_policy(&ctx.policy),
+    };
+    let at = |y, m, d| Utc.with_ymd_and_hms(y, m, d, 12, 0, 0).unwrap();
+    let submit = |email: &'static str, kind, when| {
+        let svc = &svc;
+        async move {
+            let identity = lethe::audit::Identity::parse(&format!("email={email}")).unwrap();
+            svc.submit(kind, &identity, None, when).await.unwrap().id
+        }
+    };
+    use lethe::requests::Kind;
+    let finish = |id: String, when: chrono::DateTime<Utc>| {
+        let pool = ctx.store.pool().clone();
+        async move {
+            sqlx::query(
+                "UPDATE dsr_requests SET status = 'completed', updated_at = $1 WHERE id = $2",
+            )
+            .bind(lethe::store::timestamp(when))
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    let old = submit("old@example.org", Kind::Access, at(2023, 1, 10)).await;
+    finish(old.clone(), at(2023, 11, 1)).await;
+    let recent = submit("recent@example.org", Kind::Access, at(2026, 10, 1)).await;
+    finish(recent.clone(), at(2026, 10, 2)).await;
+    let restricted = submit("held@example.org", Kind::Restriction, at(2022, 1, 10)).await;
+    finish(restricted.clone(), at(2022, 2, 1)).await;
+    sqlx::query("INSERT INTO subject_restrictions (request_id, identity_kind, identity_value, placed_at) VALUES ($1, 'email', 'held@example.org', '2022-01-10T12:00:00.000000Z')")
+        .bind(&restricted)
+        .execute(ctx.store.pool())
+        .await
+        .unwrap();
+    let abandoned = submit("never@example.org", Kind::Erasure, at(2026, 9, 1)).await;
+    let pending = submit(
+        "pending@example.org",
+        Kind::Erasure,
+        at(2026, 11, 27) - chrono::Duration::hours(1),
+    )
+    .await;
+    sqlx::query("UPDATE mail_outbox SET sent_at = '2026-09-01T00:00:00.000000Z' WHERE recipient = 'old@example.org'")
+        .execute(ctx.store.pool())
+        .await
+        .unwrap();
+
+    let (specs, _) =
+        lethe::policy::jobs::load_jobs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs"));
+    let purge = specs
+        .iter()
+        .find(|s| s.name.as_str() == "package-purge")
+        .unwrap();
+    let out = jobs::run(&ctx, purge, None, at(2026, 11, 27))
+        .await
+        .unwrap();
+    let p = &out.summary["purged"];
+    assert_eq!(p["requests"], 1, "{p}");
+    assert_eq!(p["abandoned_requests"], 1, "{p}");
+    assert_eq!(p["mails"], 1, "{p}");
+    let mut left: Vec<String> = sqlx::query_scalar("SELECT id FROM dsr_requests")
+        .fetch_all(ctx.store.pool())
+        .await
+        .unwrap();
+    left.sort();
+    let mut want = vec![recent, restricted, pending.clone()];
+    want.sort();
+    assert_eq!(left, want, "old {old}, abandoned {abandoned}");
+    // The pending request's code expired an hour and 45 minutes ago: it is gone.
+    let code: Option<String> =
+        sqlx::query_scalar("SELECT code_hash FROM dsr_requests WHERE id = $1")
+            .bind(&pending)
+            .fetch_one(ctx.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(code, None);
+    let entries = ctx.audit.entries(&Default::default()).await.unwrap();
+    assert!(entries.iter().any(|e| e.header.action == "store.purged"));
+}

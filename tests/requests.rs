@@ -1535,3 +1535,86 @@ async fn openapi_describes_every_route_the_server_answers() {
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().contains("no_route"));
 }
+
+#[tokio::test]
+async fn a_new_code_replaces_the_old_one_within_limits() {
+    let s = start().await;
+    let svc = s.service();
+    let identity = lethe::audit::Identity::parse(&format!("email={}", unique_email())).unwrap();
+    let t0 = chrono::Utc::now();
+    let created = svc
+        .submit(lethe::requests::Kind::Access, &identity, None, t0)
+        .await
+        .unwrap();
+    let (id, token) = (created.id.clone(), created.token.clone().unwrap());
+    let first = s.code(&id).await;
+    // Over HTTP, at once: too soon.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/requests/{id}/code", s.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "resend_too_soon");
+    // Without the token: nothing is sent.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/requests/{id}/code", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Five wrong codes use up the first one.
+    for _ in 0..5 {
+        let wrong = if first == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
+        assert!(svc.verify(&id, wrong, t0).await.is_err());
+    }
+    assert!(matches!(
+        svc.verify(&id, &first, t0).await,
+        Err(lethe::requests::RequestError::TooManyAttempts)
+    ));
+    // A minute later a new code comes; the old one no longer works, the new one does.
+    let t1 = t0 + chrono::Duration::seconds(61);
+    svc.resend_code(&id, &token, t1).await.unwrap();
+    let mails = s.mails_with(&id);
+    let codes: Vec<String> = mails
+        .iter()
+        .filter_map(|m| {
+            let i = m.find("verification code is ")? + 21;
+            Some(m[i..i + 6].to_owned())
+        })
+        .collect();
+    assert_eq!(codes.len(), 2, "{codes:?}");
+    let second = codes
+        .into_iter()
+        .find(|c| *c != first)
+        .unwrap_or(first.clone());
+    if second != first {
+        assert!(svc.verify(&id, &first, t1).await.is_err());
+    }
+    assert_eq!(
+        svc.verify(&id, &second, t1).await.unwrap().status,
+        "verified"
+    );
+    // Codes per request are limited.
+    let other = svc
+        .submit(lethe::requests::Kind::Erasure, &identity, None, t0)
+        .await
+        .unwrap();
+    let otoken = other.token.unwrap();
+    let mut t = t0;
+    for _ in 1..lethe::requests::MAX_CODES {
+        t += chrono::Duration::seconds(61);
+        svc.resend_code(&other.id, &otoken, t).await.unwrap();
+    }
+    assert!(matches!(
+        svc.resend_code(&other.id, &otoken, t + chrono::Duration::seconds(61))
+            .await,
+        Err(lethe::requests::RequestError::NoMoreCodes)
+    ));
+}

@@ -107,6 +107,7 @@ fn options(batch: u32) -> RunOptions {
         max_duration: None,
         max_batches: None,
         progress: None,
+        restricted: Default::default(),
     }
 }
 
@@ -141,7 +142,9 @@ async fn deadlines_holds_and_dry_runs(backend: Backend, test: &str) {
     let log = audit(&db).await;
     let sources = Sources::default();
 
-    let planned = retention::plan(&policy, &sources, now()).await.unwrap();
+    let planned = retention::plan(&policy, &sources, now(), &Default::default())
+        .await
+        .unwrap();
     let before = db.everything().await;
     assert_eq!(db.everything().await, before, "planning wrote");
     let report = retention::run(&policy, &sources, &log, now(), &options(2))
@@ -245,6 +248,64 @@ async fn holds_and_the_longest_rule(backend: Backend, test: &str) {
 }
 all_backends!(holds_and_the_longest_rule);
 
+/// A person who restricted processing (Art. 18) keeps every row, due or not; the others
+/// are handled as usual, and the plan says what was left alone.
+async fn a_restriction_keeps_the_persons_rows(backend: Backend, test: &str) {
+    let Some(db) = seeded(backend, test).await else {
+        return;
+    };
+    let policy = policy(&db, |t| t);
+    let log = audit(&db).await;
+    let sources = Sources::default();
+    let who = [lethe::audit::Identity::parse("email=User2@Example.org").unwrap()];
+    let restricted = retention::restricted(&policy, &sources, &who)
+        .await
+        .unwrap();
+    let planned = retention::plan(&policy, &sources, now(), &restricted)
+        .await
+        .unwrap();
+    let mut opts = options(1);
+    opts.restricted = restricted;
+    let report = retention::run(&policy, &sources, &log, now(), &opts)
+        .await
+        .unwrap();
+    for (p, r) in planned.iter().zip(&report.collections) {
+        assert_eq!(
+            (p.rows, p.restricted_rows),
+            (r.rows, r.restricted_rows),
+            "{}",
+            p.collection
+        );
+    }
+    let ids = |table: &'static str| {
+        let db = &db;
+        async move {
+            db.rows(table, &["id"], "1 = 1")
+                .await
+                .into_iter()
+                .map(|r| r[0].clone().unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    // User 2's view (200 days old) and comments (account closed) stay; user 1's old view goes.
+    assert_eq!(ids("page_views").await, ["21", "22", "23"]);
+    assert_eq!(ids("comments").await, ["30", "31", "32", "33"]);
+    let views = report
+        .collections
+        .iter()
+        .find(|c| c.collection == "page_views")
+        .unwrap();
+    assert_eq!(views.restricted_rows, 1);
+    assert_eq!(report.rows_deleted, 1);
+    // Once the restriction is lifted, the next run catches up.
+    let after = retention::run(&policy, &sources, &log, now(), &options(1))
+        .await
+        .unwrap();
+    assert_eq!(after.rows_deleted, 3);
+    assert_eq!(ids("comments").await, ["30", "32"]);
+}
+all_backends!(a_restriction_keeps_the_persons_rows);
+
 /// A run stopped after one batch, then resumed, ends with the same database as an
 /// uninterrupted run.
 async fn a_stopped_run_resumes_to_the_same_result(backend: Backend, test: &str) {
@@ -267,6 +328,7 @@ async fn a_stopped_run_resumes_to_the_same_result(backend: Backend, test: &str) 
             max_duration: None,
             max_batches: Some(1),
             progress: None,
+            restricted: Default::default(),
         },
     )
     .await
@@ -370,7 +432,7 @@ fn a_bad_job_file_is_a_check_error_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("jobs.yaml"),
-        "jobs:\n  - name: nightly\n    kind: retention\n    schedule: \"0 30 2 * *\"\n  - name: other\n    kind: backup\n    schedule: \"0 0 1 * * *\"\n  - name: third\n    kind: retention\n    schedule: \"0 0 1 * * *\"\n    options: { batch: 10 }\n",
+        "jobs:\n  - name: nightly\n    kind: retention\n    schedule: \"0 30 2 * *\"\n  - name: other\n    kind: backup\n    schedule: \"0 0 1 * * *\"\n  - name: third\n    kind: retention\n    schedule: \"0 0 1 * * *\"\n    options: { batch: 10 }\n  - name: purge\n    kind: package_purge\n    schedule: \"0 0 1 * * *\"\n    options: { keep_requests: 3 years }\n",
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
@@ -392,4 +454,8 @@ fn a_bad_job_file_is_a_check_error_with_its_line() {
     assert!(text.contains("jobs.yaml:6:11: error: jobs"), "{text}");
     assert!(text.contains("jobs.yaml:11:16: error: jobs"), "{text}");
     assert!(text.contains("unknown key `batch`"), "{text}");
+    assert!(
+        text.contains("jobs.yaml:15:31: error: jobs[purge].options.keep_requests"),
+        "{text}"
+    );
 }

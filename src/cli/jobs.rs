@@ -74,8 +74,16 @@ fn print_due(due: &[retention::Due]) {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let restricted = if d.restricted_rows > 0 {
+            format!(
+                " ({} row(s) of people who restricted processing left alone, Art. 18)",
+                d.restricted_rows
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{}.{}: {what}\n    rule: {}",
+            "{}.{}: {what}{restricted}\n    rule: {}",
             d.system, d.collection, d.rule
         );
     }
@@ -91,7 +99,8 @@ pub async fn retention(action: RetentionAction, config: &Config) -> anyhow::Resu
     };
     match (plan_format, action) {
         (Some(format), _) => {
-            let due = retention::plan(&ctx.policy, &ctx.sources, now).await?;
+            let due =
+                retention::plan(&ctx.policy, &ctx.sources, now, &ctx.restricted().await?).await?;
             match format {
                 TextOrJson::Json => println!("{}", serde_json::to_string_pretty(&due)?),
                 TextOrJson::Text => print_due(&due),
@@ -112,6 +121,7 @@ pub async fn retention(action: RetentionAction, config: &Config) -> anyhow::Resu
                     std::sync::Arc::new(move |n: u64| b.inc(n))
                         as std::sync::Arc<dyn Fn(u64) + Send + Sync>
                 }),
+                restricted: ctx.restricted().await?,
             };
             let report =
                 retention::run(&ctx.policy, &ctx.sources, &ctx.audit, now, &options).await?;
@@ -145,7 +155,7 @@ async fn progress_bar(
     if !std::io::stderr().is_terminal() {
         return Ok(None);
     }
-    let due = retention::plan(&ctx.policy, &ctx.sources, now).await?;
+    let due = retention::plan(&ctx.policy, &ctx.sources, now, &ctx.restricted().await?).await?;
     let total: u64 = due
         .iter()
         .map(|d| d.rows + d.fields.iter().map(|(_, n)| n).sum::<u64>())

@@ -48,6 +48,13 @@ pub struct Context<'a> {
     pub restriction: Option<String>,
 }
 
+/// What a search reads from.
+struct Scope<'a> {
+    policy: &'a Policy,
+    sources: &'a Sources,
+    strict: bool,
+}
+
 /// Everything found in one system, still connected.
 struct Searched {
     db: SourceDb,
@@ -72,9 +79,53 @@ async fn search(
     ctx: &Context<'_>,
     identities: &[Identity],
 ) -> Result<(Plan, Vec<Searched>), DsrError> {
+    search_in(ctx.policy, ctx.sources, ctx.strict, identities).await
+}
+
+/// The primary-key values of these people's rows, by `(system, collection)`: what
+/// retention leaves alone while they restrict processing (Art. 18).
+pub async fn row_keys(
+    policy: &Policy,
+    sources: &Sources,
+    identities: &[Identity],
+) -> Result<BTreeMap<(String, String), Vec<String>>, DsrError> {
+    let mut out = BTreeMap::new();
+    if identities.is_empty() {
+        return Ok(out);
+    }
+    let (_, searched) = search_in(policy, sources, false, identities).await?;
+    for s in searched {
+        for (collection, key) in &s.keys {
+            let (Some(f), [k]) = (s.found.get(collection), key.as_slice()) else {
+                continue;
+            };
+            let values: Vec<String> = f
+                .rows
+                .iter()
+                .filter_map(|r| r.get(k).cloned().flatten())
+                .collect();
+            if !values.is_empty() {
+                out.insert((s.db.system.clone(), collection.clone()), values);
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn search_in(
+    policy: &Policy,
+    sources: &Sources,
+    strict: bool,
+    identities: &[Identity],
+) -> Result<(Plan, Vec<Searched>), DsrError> {
     if identities.is_empty() {
         return Err(DsrError::NoIdentity);
     }
+    let ctx = Scope {
+        policy,
+        sources,
+        strict,
+    };
     let plan = plan_for(ctx.policy, identities);
     let unreachable: Vec<String> = plan
         .unreachable()

@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
             get(verify_page).post(verify),
         )
         .route("/portal/requests/{id}/cancel", post(cancel))
+        .route("/portal/requests/{id}/code", post(resend))
 }
 
 fn templates() -> &'static Environment<'static> {
@@ -424,6 +425,47 @@ async fn cancel(
     }
     match svc.cancel(&id, Actor::Subject, chrono::Utc::now()).await {
         Ok(()) => Redirect::to(&format!("/portal/requests/{id}?token={}", f.token)).into_response(),
+        Err(e) => failure(&state, e),
+    }
+}
+
+async fn resend(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: Result<Form<TokenQuery>, FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return message(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "We could not do that",
+            "The form could not be read.",
+        );
+    };
+    let Ok(svc) = service(&state) else {
+        return message(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not available",
+            "Requests cannot be handled here right now.",
+        );
+    };
+    match svc.resend_code(&id, &f.token, chrono::Utc::now()).await {
+        Ok(v) => page(
+            StatusCode::OK,
+            "verify.html",
+            context! {
+                controller => state.settings.controller,
+                id, token => f.token, due => v.due_at[..10].to_owned(),
+                ttl => CODE_TTL_MINUTES, error => None::<String>,
+            },
+        ),
+        Err(e @ (RequestError::ResendTooSoon(_) | RequestError::NoMoreCodes)) => message(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            "No new code yet",
+            &e.to_string(),
+        ),
         Err(e) => failure(&state, e),
     }
 }

@@ -20,6 +20,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/requests", post(submit))
         .route("/v1/requests/{id}/verify", post(verify))
+        .route("/v1/requests/{id}/code", post(resend))
         .route("/v1/requests/{id}", get(status).delete(cancel))
         .route("/v1/requests/{id}/package", get(package))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -110,6 +111,16 @@ impl From<RequestError> for ApiError {
             RequestError::WrongState { .. } => {
                 ApiError::client(StatusCode::CONFLICT, "wrong_state", e.to_string())
             }
+            RequestError::NoMoreCodes => ApiError::client(
+                StatusCode::TOO_MANY_REQUESTS,
+                "no_more_codes",
+                e.to_string(),
+            ),
+            RequestError::ResendTooSoon(_) => ApiError::client(
+                StatusCode::TOO_MANY_REQUESTS,
+                "resend_too_soon",
+                e.to_string(),
+            ),
             RequestError::NotATask => {
                 ApiError::client(StatusCode::CONFLICT, "not_a_task", e.to_string())
             }
@@ -269,4 +280,18 @@ async fn cancel(
     svc.cancel(&id, crate::audit::Actor::Subject, chrono::Utc::now())
         .await?;
     Ok(Json(svc.status(&id, &token).await?))
+}
+
+/// Sends a new verification code to the holder of the request's token.
+async fn resend(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Result<Json<crate::requests::View>, ApiError> {
+    let token = token(&headers, q)?;
+    let svc = service(&state)?;
+    Ok(Json(
+        svc.resend_code(&id, &token, chrono::Utc::now()).await?,
+    ))
 }

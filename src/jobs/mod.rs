@@ -30,6 +30,20 @@ pub struct JobContext {
     pub mailer: Arc<Mailer>,
 }
 
+impl JobContext {
+    /// The rows retention must leave alone: those of people with a restriction in force.
+    pub async fn restricted(&self) -> anyhow::Result<retention::Restricted> {
+        let ids: Vec<_> = self
+            .store
+            .restrictions()
+            .await?
+            .into_iter()
+            .map(|r| r.identity)
+            .collect();
+        Ok(retention::restricted(&self.policy, &self.sources, &ids).await?)
+    }
+}
+
 /// Whether a kind does its work yet, and if not, why.
 pub fn availability(kind: JobKind) -> &'static str {
     match kind {
@@ -38,7 +52,9 @@ pub fn availability(kind: JobKind) -> &'static str {
         JobKind::DsrDeadlines => {
             "available: e-mails the DPO the requests due within 7 days and the overdue ones"
         }
-        JobKind::PackagePurge => "available: deletes access packages past their download period",
+        JobKind::PackagePurge => {
+            "available: lethe's own retention: packages past their download period, expired codes, finished requests after keep_requests (3y), unconfirmed requests and sent mail after 30 days"
+        }
     }
 }
 
@@ -115,7 +131,8 @@ async fn work(
 ) -> anyhow::Result<(String, serde_json::Value)> {
     match spec.kind {
         JobKind::Retention if spec.options.dry_run => {
-            let due = retention::plan(&ctx.policy, &ctx.sources, now).await?;
+            let due =
+                retention::plan(&ctx.policy, &ctx.sources, now, &ctx.restricted().await?).await?;
             Ok(("dry run".into(), json!({ "due": due })))
         }
         JobKind::Retention => {
@@ -124,6 +141,7 @@ async fn work(
                 max_duration: spec.max_duration(),
                 max_batches: None,
                 progress: ctx.progress.clone(),
+                restricted: ctx.restricted().await?,
             };
             let r = retention::run(&ctx.policy, &ctx.sources, &ctx.audit, now, &options).await?;
             let status = if r.complete {
@@ -157,12 +175,12 @@ async fn work(
             ))
         }
         JobKind::PackagePurge => {
-            let n = sqlx::query("DELETE FROM request_packages WHERE expires_at < $1")
-                .bind(crate::store::timestamp(now))
-                .execute(ctx.store.pool())
-                .await?
-                .rows_affected();
-            Ok(("completed".into(), json!({ "packages_deleted": n })))
+            let p =
+                crate::requests::purge(&ctx.store, &ctx.audit, spec.keep_requests(), now).await?;
+            Ok((
+                "completed".into(),
+                json!({ "packages_deleted": p.packages, "purged": p }),
+            ))
         }
         JobKind::DsrDeadlines => {
             let svc = crate::requests::Service {

@@ -46,6 +46,9 @@ pub struct JobOptions {
     pub max_duration: Option<Spanned<String>>,
     #[serde(default)]
     pub dry_run: bool,
+    /// `package_purge`: how long finished requests are kept (`3y` by default).
+    #[serde(default)]
+    pub keep_requests: Option<Spanned<String>>,
 }
 
 impl Default for JobOptions {
@@ -54,6 +57,7 @@ impl Default for JobOptions {
             batch_size: default_batch(),
             max_duration: None,
             dry_run: false,
+            keep_requests: None,
         }
     }
 }
@@ -100,6 +104,17 @@ impl JobSpec {
             .max_duration
             .as_ref()
             .and_then(|d| parse_duration(d).ok())
+    }
+}
+
+impl JobSpec {
+    /// How long finished requests are kept: `keep_requests`, else three years.
+    pub fn keep_requests(&self) -> crate::policy::RetentionPeriod {
+        self.options
+            .keep_requests
+            .as_ref()
+            .and_then(|k| crate::policy::RetentionPeriod::parse(k).ok())
+            .unwrap_or(crate::policy::RetentionPeriod::new(3, 0, 0))
     }
 }
 
@@ -157,6 +172,11 @@ pub fn load_jobs(dir: &Path) -> (Vec<JobSpec>, Vec<Diagnostic>) {
                 && let Err(e) = parse_duration(d)
             {
                 diags.error(d.span(), format!("{key}.options.max_duration"), e);
+            }
+            if let Some(k) = &job.options.keep_requests
+                && let Err(e) = crate::policy::RetentionPeriod::parse(k)
+            {
+                diags.error(k.span(), format!("{key}.options.keep_requests"), e);
             }
             if job.options.batch_size == 0 {
                 diags.error(

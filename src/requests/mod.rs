@@ -15,6 +15,10 @@ use crate::store::{Store, timestamp};
 pub const CODE_TTL_MINUTES: i64 = 15;
 /// Wrong codes allowed before a new code is needed.
 pub const MAX_ATTEMPTS: i64 = 5;
+/// Codes sent for one request, the first included.
+pub const MAX_CODES: i64 = 5;
+/// The shortest wait between two codes for one request.
+pub const RESEND_SECONDS: i64 = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,6 +79,10 @@ pub enum RequestError {
     TooManyAttempts,
     #[error("the request is not waiting for a code")]
     NotPending,
+    #[error("no more codes can be sent for this request; make a new request")]
+    NoMoreCodes,
+    #[error("a code was sent less than a minute ago; wait {0} s")]
+    ResendTooSoon(i64),
     #[error("the deadline was already extended once")]
     AlreadyExtended,
     #[error("the request is {status}: it cannot be {action} now")]
@@ -358,6 +366,72 @@ impl Service<'_> {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
+        self.deliver().await;
+        self.view(id).await
+    }
+
+    /// Sends a new code (the old one stops working) to the holder of the request's
+    /// token: at most [`MAX_CODES`] per request, one a minute.
+    pub async fn resend_code(
+        &self,
+        id: &str,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<View, RequestError> {
+        self.status(id, token).await?;
+        let r = sqlx::query("SELECT status, codes_sent, code_expires_at, identity_value, due_at FROM dsr_requests WHERE id = $1")
+            .bind(id)
+            .fetch_one(self.store.pool())
+            .await?;
+        let (status, sent, expires, email, due): (String, i64, Option<String>, String, String) = (
+            r.try_get(0)?,
+            r.try_get(1)?,
+            r.try_get(2)?,
+            r.try_get(3)?,
+            r.try_get(4)?,
+        );
+        if status != "identity_pending" {
+            return Err(RequestError::NotPending);
+        }
+        if sent >= MAX_CODES {
+            return Err(RequestError::NoMoreCodes);
+        }
+        // The last code was sent CODE_TTL_MINUTES before it expires.
+        if let Some(last) = expires
+            .as_deref()
+            .and_then(crate::policy::parse_timestamp)
+            .map(|e| e - chrono::Duration::minutes(CODE_TTL_MINUTES))
+        {
+            let wait = RESEND_SECONDS - (now - last).num_seconds();
+            if wait > 0 {
+                return Err(RequestError::ResendTooSoon(wait));
+            }
+        }
+        let code = new_code()?;
+        let mut tx = self.store.pool().begin().await?;
+        let changed = sqlx::query("UPDATE dsr_requests SET code_hash = $1, code_expires_at = $2, code_attempts = 0, codes_sent = codes_sent + 1, updated_at = $3 WHERE id = $4 AND codes_sent = $5")
+            .bind(self.code_hash(id, &code))
+            .bind(timestamp(now + chrono::Duration::minutes(CODE_TTL_MINUTES)))
+            .bind(timestamp(now))
+            .bind(id)
+            .bind(sent)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if changed != 1 {
+            // Another resend won the race.
+            return Err(RequestError::ResendTooSoon(RESEND_SECONDS));
+        }
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(Actor::Subject, "request.code_sent")
+                    .request(id)
+                    .summary(serde_json::json!({ "codes_sent": sent + 1 }))],
+            )
+            .await?;
+        notify::enqueue_in(&mut tx, &self.code_mail(&email, id, &code, &due[..10])).await?;
         tx.commit().await?;
         self.deliver().await;
         self.view(id).await
@@ -1436,6 +1510,90 @@ impl Service<'_> {
             restriction_in_force: restricted.is_some(),
         })
     }
+}
+
+/// What [`purge`] removed from lethe's own store.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Purged {
+    pub packages: u64,
+    pub expired_codes: u64,
+    pub requests: u64,
+    pub abandoned_requests: u64,
+    pub mails: u64,
+    pub webhooks: u64,
+}
+
+/// Days an unconfirmed request, or a sent message, is kept.
+pub const TRANSIENT_DAYS: i64 = 30;
+
+/// Retention of lethe's own data: packages past their download period, verification
+/// codes past expiry, finished requests `keep_requests` after they ended (3 years by
+/// default: what a DPO needs to show how requests were answered), requests never
+/// confirmed and sent messages after [`TRANSIENT_DAYS`], delivered webhooks likewise.
+/// Restrictions still in force keep their request. One audit entry with the counts.
+pub async fn purge(
+    store: &Store,
+    audit: &AuditLog,
+    keep_requests: RetentionPeriod,
+    now: DateTime<Utc>,
+) -> Result<Purged, RequestError> {
+    let now_s = timestamp(now);
+    let old = timestamp(keep_requests.before(now).unwrap_or(now));
+    let transient = timestamp(now - chrono::Duration::days(TRANSIENT_DAYS));
+    let mut tx = store.pool().begin().await?;
+    let mut run = async |sql: &str, at: &str| -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .bind(at.to_owned())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected())
+    };
+    let finished = "status IN ('completed', 'partially_completed', 'rejected', 'failed', 'cancelled') \
+                    AND updated_at < $1 AND id NOT IN (SELECT request_id FROM subject_restrictions WHERE lifted_at IS NULL)";
+    let abandoned = "status = 'identity_pending' AND updated_at < $1";
+    let mut p = Purged {
+        packages: run("DELETE FROM request_packages WHERE expires_at < $1", &now_s).await?,
+        expired_codes: run(
+            "UPDATE dsr_requests SET code_hash = NULL WHERE code_hash IS NOT NULL AND code_expires_at < $1",
+            &now_s,
+        )
+        .await?,
+        ..Purged::default()
+    };
+    for (cond, at) in [(finished, &old), (abandoned, &transient)] {
+        for child in [
+            "DELETE FROM request_packages WHERE request_id IN (SELECT id FROM dsr_requests WHERE {c})",
+            "DELETE FROM subject_restrictions WHERE request_id IN (SELECT id FROM dsr_requests WHERE {c})",
+            "DELETE FROM webhook_outbox WHERE request_id IN (SELECT id FROM dsr_requests WHERE {c})",
+        ] {
+            run(&child.replace("{c}", cond), at).await?;
+        }
+        let n = run(&format!("DELETE FROM dsr_requests WHERE {cond}"), at).await?;
+        if cond == finished {
+            p.requests = n;
+        } else {
+            p.abandoned_requests = n;
+        }
+    }
+    p.mails = run(
+        "DELETE FROM mail_outbox WHERE sent_at IS NOT NULL AND sent_at < $1",
+        &transient,
+    )
+    .await?;
+    p.webhooks = run(
+        "DELETE FROM webhook_outbox WHERE delivered_at IS NOT NULL AND delivered_at < $1",
+        &transient,
+    )
+    .await?;
+    audit
+        .append_in(
+            &mut tx,
+            &[NewEntry::new(Actor::System, "store.purged")
+                .summary(serde_json::to_value(&p).unwrap_or_default())],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(p)
 }
 
 /// The OpenDSR API version spoken.

@@ -42,6 +42,9 @@ pub struct CollectionRule {
     pub children: Vec<(String, String, String)>,
     /// An active hold stops everything here.
     pub held_by: Option<String>,
+    /// Primary keys of rows whose person restricted processing (Art. 18): left alone.
+    #[serde(skip)]
+    pub restricted_keys: Vec<String>,
 }
 
 impl CollectionRule {
@@ -110,6 +113,7 @@ pub fn rules(policy: &Policy, now: DateTime<Utc>) -> Vec<CollectionRule> {
                 mode: c.erasure(),
                 children: children(s, c),
                 held_by: held(policy, s, c, now),
+                restricted_keys: Vec::new(),
                 fields,
             });
         }
@@ -144,6 +148,36 @@ fn held(policy: &Policy, s: &System, c: &Collection, now: DateTime<Utc>) -> Opti
         .map(|h| h.id.to_string())
 }
 
+/// Rows of people who restricted processing (Art. 18), by `(system, collection)`, as
+/// primary-key values: retention leaves them alone until the restriction is lifted.
+pub type Restricted = std::collections::BTreeMap<(String, String), Vec<String>>;
+
+/// The rows of the people with a restriction in force.
+pub async fn restricted(
+    policy: &Policy,
+    sources: &Sources,
+    identities: &[crate::audit::Identity],
+) -> Result<Restricted, RetentionError> {
+    crate::dsr::row_keys(policy, sources, identities)
+        .await
+        .map_err(|e| match e {
+            crate::dsr::DsrError::Source(s) => RetentionError::Source(s),
+            crate::dsr::DsrError::Audit(a) => RetentionError::Audit(a),
+            other => RetentionError::Restrictions(other.to_string()),
+        })
+}
+
+/// The rules, with the restricted rows of each collection attached.
+fn rules_with(policy: &Policy, now: DateTime<Utc>, restricted: &Restricted) -> Vec<CollectionRule> {
+    let mut rules = rules(policy, now);
+    for r in &mut rules {
+        if let Some(keys) = restricted.get(&(r.system.clone(), r.collection.clone())) {
+            r.restricted_keys = keys.clone();
+        }
+    }
+    rules
+}
+
 /// What is due in one collection now.
 #[derive(Debug, Clone, Serialize)]
 pub struct Due {
@@ -151,6 +185,8 @@ pub struct Due {
     pub collection: String,
     pub rule: String,
     pub held_by: Option<String>,
+    /// Rows left alone because their person restricted processing (Art. 18).
+    pub restricted_rows: usize,
     /// Rows to delete (`delete_row`).
     pub rows: u64,
     /// Values to mask per field (`keep_row`).
@@ -162,9 +198,10 @@ pub async fn plan(
     policy: &Policy,
     sources: &Sources,
     now: DateTime<Utc>,
+    restricted: &Restricted,
 ) -> Result<Vec<Due>, SourceError> {
     let mut out = Vec::new();
-    for rule in rules(policy, now) {
+    for rule in rules_with(policy, now, restricted) {
         let Some(system) = policy.system(&rule.system) else {
             continue;
         };
@@ -179,6 +216,7 @@ pub async fn plan(
             collection: rule.collection.clone(),
             rule: rule.describe(),
             held_by: rule.held_by.clone(),
+            restricted_rows: rule.restricted_keys.len(),
             rows,
             fields,
         });
@@ -207,6 +245,8 @@ pub struct RunOptions {
     pub max_batches: Option<u64>,
     /// Told the rows of each finished batch (a progress bar).
     pub progress: Option<std::sync::Arc<dyn Fn(u64) + Send + Sync>>,
+    /// Rows to leave alone (see [`restricted`]).
+    pub restricted: Restricted,
 }
 
 /// Deletes and masks what is due, in batches of bounded size, one audit entry per batch.
@@ -227,7 +267,7 @@ pub async fn run(
         options.max_duration.is_some_and(|d| started.elapsed() >= d)
             || options.max_batches.is_some_and(|m| batches >= m)
     };
-    'rules: for rule in rules(policy, now) {
+    'rules: for rule in rules_with(policy, now, &options.restricted) {
         let Some(system) = policy.system(&rule.system) else {
             continue;
         };
@@ -236,6 +276,7 @@ pub async fn run(
             collection: rule.collection.clone(),
             rule: rule.describe(),
             held_by: rule.held_by.clone(),
+            restricted_rows: rule.restricted_keys.len(),
             rows: 0,
             fields: Vec::new(),
         };
@@ -294,4 +335,6 @@ pub enum RetentionError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error("finding the rows of restricted people: {0}")]
+    Restrictions(String),
 }

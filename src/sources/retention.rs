@@ -156,7 +156,35 @@ impl Builder<'_> {
                 q(target)?
             ));
         }
+        parts.push(self.unrestricted(rule)?);
         Ok(parts.join(" AND "))
+    }
+
+    /// Leaves out the rows of people who restricted processing (Art. 18).
+    fn unrestricted(&mut self, rule: &CollectionRule) -> Result<String, SourceError> {
+        if rule.restricted_keys.is_empty() {
+            return Ok("1 = 1".into());
+        }
+        let key = self.db.primary_key(self.system, &rule.collection);
+        let [key] = key.as_slice() else {
+            // Without a single key the rows cannot be told apart: keep them all.
+            return Ok("1 = 0".into());
+        };
+        let key_type = self
+            .db
+            .schema
+            .column(&rule.collection, key)
+            .map_or("text".to_owned(), |c| c.sql_type.clone());
+        let mut params = Vec::new();
+        for k in &rule.restricted_keys {
+            self.binds.push(k.clone());
+            params.push(self.d().typed_param(self.binds.len(), &key_type));
+        }
+        Ok(format!(
+            "t.{} NOT IN ({})",
+            self.d().quote(&id(key)?),
+            params.join(", ")
+        ))
     }
 
     fn finish(self, sql: String) -> Pred {
@@ -263,7 +291,9 @@ pub async fn count_due(
                 };
                 let due = b.field_due(rule, &f.field)?;
                 let nm = not_masked(&mut b, &rule.collection, &fid, &value);
-                let n = query_count(db, &b.finish(format!("{due} AND {nm}")), &table).await?;
+                let free = b.unrestricted(rule)?;
+                let n = query_count(db, &b.finish(format!("{due} AND {nm} AND {free}")), &table)
+                    .await?;
                 fields.push((f.field.clone(), n));
             }
             Ok((0, fields))
@@ -334,7 +364,8 @@ pub async fn run_batch(
                 let (value, _) = mask_for(db, system, &rule.collection, f);
                 let due = b.field_due(rule, f)?;
                 let nm = not_masked(&mut b, &rule.collection, &fid, &value);
-                (format!("{due} AND {nm}"), Some((fid, value)))
+                let free = b.unrestricted(rule)?;
+                (format!("{due} AND {nm} AND {free}"), Some((fid, value)))
             }
         };
         let mut range = pred.clone();
