@@ -71,7 +71,7 @@ async fn health_ready_privacy(url: SecretString, backend: &str) {
     assert_eq!(r.status(), 404);
     assert_eq!(
         r.json::<serde_json::Value>().await.unwrap()["error"]["code"],
-        "not_found"
+        "no_route"
     );
 
     // Once the store is gone the service is no longer ready, but still alive.
