@@ -154,28 +154,51 @@ impl AuditLog {
         if let Some(s) = self.find_subject(identity).await? {
             return Ok(s);
         }
+        let mut tx = self.store.begin().await?;
+        let s = self.subject_in(&mut tx, identity).await?;
+        tx.commit().await?;
+        Ok(s)
+    }
+
+    /// [`AuditLog::subject_for`] inside the caller's transaction: the subject and its key
+    /// exist exactly when what the transaction records about the person does.
+    pub async fn subject_in(
+        &self,
+        conn: &mut AnyConnection,
+        identity: &Identity,
+    ) -> Result<SubjectId, AuditError> {
+        let lookup = self.lookup(identity);
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT subject_id FROM audit_subjects WHERE lookup = $1")
+                .bind(&lookup)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some(s) = existing {
+            return Ok(SubjectId(s));
+        }
         let id = format!("s_{}", crypto::random_hex(16)?);
         let key = SecretKey::generate()?;
         let wrapped = self.keys.master.wrap(&key, &id)?;
         let now = timestamp(Utc::now());
-        let mut tx = self.store.pool().begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO audit_subjects (lookup, subject_id, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (lookup) DO NOTHING",
         )
-        .bind(self.lookup(identity))
+        .bind(&lookup)
         .bind(&id)
         .bind(&now)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
         if inserted == 0 {
             // Another process created the subject first: use theirs.
-            tx.rollback().await?;
-            return self
-                .find_subject(identity)
-                .await?
-                .ok_or_else(|| AuditError::UnknownSubject("(concurrently shredded)".into()));
+            let theirs: String =
+                sqlx::query_scalar("SELECT subject_id FROM audit_subjects WHERE lookup = $1")
+                    .bind(&lookup)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .ok_or_else(|| AuditError::UnknownSubject("(concurrently shredded)".into()))?;
+            return Ok(SubjectId(theirs));
         }
         sqlx::query(
             "INSERT INTO audit_keys (key_id, kind, version, wrapped, master_key_id, created_at) \
@@ -186,9 +209,8 @@ impl AuditLog {
         .bind(wrapped)
         .bind(self.keys.master.id())
         .bind(&now)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-        tx.commit().await?;
         self.cache(&id, key.aead()?);
         Ok(SubjectId(id))
     }
@@ -238,7 +260,7 @@ impl AuditLog {
 
     /// Appends one entry in its own transaction; returns its `seq`.
     pub async fn append(&self, entry: NewEntry) -> Result<u64, AuditError> {
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
         let seq = self
             .append_in(&mut tx, std::slice::from_ref(&entry))
             .await?;
@@ -248,7 +270,7 @@ impl AuditLog {
 
     /// Appends entries in one transaction; returns the first `seq`.
     pub async fn append_batch(&self, entries: &[NewEntry]) -> Result<u64, AuditError> {
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
         let seq = self.append_in(&mut tx, entries).await?;
         tx.commit().await?;
         Ok(seq)
@@ -329,7 +351,7 @@ impl AuditLog {
     /// that it did. Entries under the subject stay and still verify; their payloads are
     /// gone for good.
     pub async fn shred(&self, subject: &SubjectId, actor: Actor) -> Result<(), AuditError> {
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
         let entry = NewEntry::new(actor, "subject.shredded")
             .summary(serde_json::json!({ "subject_id": subject.as_str() }));
         self.append_in(&mut tx, &[entry]).await?;
@@ -409,7 +431,7 @@ impl AuditLog {
     /// Re-wraps every live data key under `new` in one transaction. Entries are not
     /// touched. The log must be reopened with the new key afterwards.
     pub async fn rotate_master(&self, new: &MasterKey) -> Result<usize, AuditError> {
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
         let rows = sqlx::query(
             "SELECT key_id, wrapped FROM audit_keys WHERE wrapped IS NOT NULL ORDER BY key_id",
         )

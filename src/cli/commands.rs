@@ -262,7 +262,7 @@ fn spawn_request_worker(
 
 /// Records the policy set in force, with its audit entry, in one transaction.
 async fn record_policy_load(audit: &AuditLog, policy: &Policy, by: &str) -> anyhow::Result<()> {
-    let mut tx = audit.store().pool().begin().await?;
+    let mut tx = audit.store().begin().await?;
     let entry = NewEntry::new(Actor::System, "policy.loaded").summary(serde_json::json!({
         "policy_hash": policy.hash,
         "files": policy.files.len(),

@@ -203,7 +203,7 @@ async fn work(
 /// Queues `mail` (if any) and delivers it; whether a message went out.
 async fn send_to_dpo(ctx: &JobContext, mail: Option<Mail>) -> anyhow::Result<bool> {
     let Some(mail) = mail else { return Ok(false) };
-    let mut tx = ctx.store.pool().begin().await?;
+    let mut tx = ctx.store.begin().await?;
     crate::notify::enqueue_in(&mut tx, &mail).await?;
     tx.commit().await?;
     crate::notify::deliver_pending(&ctx.store, &ctx.mailer).await?;

@@ -150,6 +150,8 @@ impl Mailer {
 
 /// How long a sender's claim on a message holds before another sender may take it.
 const CLAIM_MINUTES: i64 = 5;
+/// Messages one sender claims at a time.
+const CLAIM_BATCH: u32 = 20;
 
 /// Queues a message inside the caller's transaction.
 pub async fn enqueue_in(conn: &mut AnyConnection, mail: &Mail) -> Result<i64, MailError> {
@@ -167,64 +169,112 @@ pub async fn enqueue_in(conn: &mut AnyConnection, mail: &Mail) -> Result<i64, Ma
     Ok(row.try_get(0)?)
 }
 
-/// Sends every unsent message, oldest first; returns how many went out. A failure is
-/// recorded on the message (without its content) and retried on the next call.
-pub async fn deliver_pending(store: &Store, mailer: &Mailer) -> Result<usize, MailError> {
-    let rows = sqlx::query(
-        "SELECT id, kind, recipient, subject, body_text, body_html FROM mail_outbox WHERE sent_at IS NULL ORDER BY id LIMIT 100",
-    )
-    .fetch_all(store.pool())
-    .await?;
-    let mut sent = 0;
-    for r in rows {
-        let id: i64 = r.try_get(0)?;
-        // Claim the message first: another sender (a second instance, a concurrent
-        // handler) skips it. A claim left by a crashed sender lapses after five minutes.
-        let now = Utc::now();
-        let claimed = sqlx::query(
-            "UPDATE mail_outbox SET claimed_at = $1 WHERE id = $2 AND sent_at IS NULL AND (claimed_at IS NULL OR claimed_at < $3)",
-        )
-        .bind(timestamp(now))
+/// Queues a message inside the caller's transaction, already claimed by the caller, who
+/// sends it right after the commit with [`deliver_claimed`] (one write fewer on the hot
+/// path). Should the caller die first, the claim lapses and any sender takes it over.
+pub async fn enqueue_claimed_in(conn: &mut AnyConnection, mail: &Mail) -> Result<i64, MailError> {
+    let id = enqueue_in(conn, mail).await?;
+    sqlx::query("UPDATE mail_outbox SET claimed_at = created_at WHERE id = $1")
         .bind(id)
-        .bind(timestamp(now - chrono::Duration::minutes(CLAIM_MINUTES)))
-        .execute(store.pool())
-        .await?
-        .rows_affected();
-        if claimed != 1 {
-            continue;
+        .execute(&mut *conn)
+        .await?;
+    Ok(id)
+}
+
+/// Sends message `id`, claimed with [`enqueue_claimed_in`].
+pub async fn deliver_claimed(
+    store: &Store,
+    mailer: &Mailer,
+    id: i64,
+    mail: &Mail,
+) -> Result<bool, MailError> {
+    match mailer.send(id, mail).await {
+        Ok(()) => {
+            sqlx::query(
+                "UPDATE mail_outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2 AND sent_at IS NULL",
+            )
+            .bind(timestamp(Utc::now()))
+            .bind(id)
+            .execute(store.pool())
+            .await?;
+            tracing::info!(outbox_id = id, kind = %mail.kind, via = %mailer.describe(), "mail sent");
+            Ok(true)
         }
-        let mail = Mail {
-            kind: r.try_get(1)?,
-            to: r.try_get(2)?,
-            subject: r.try_get(3)?,
-            text: r.try_get(4)?,
-            html: r.try_get(5)?,
-        };
-        match mailer.send(id, &mail).await {
-            Ok(()) => {
-                sqlx::query(
-                    "UPDATE mail_outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2",
-                )
-                .bind(timestamp(Utc::now()))
-                .bind(id)
-                .execute(store.pool())
-                .await?;
-                tracing::info!(outbox_id = id, kind = %mail.kind, via = %mailer.describe(), "mail sent");
-                sent += 1;
-            }
-            Err(e) => {
-                tracing::warn!(outbox_id = id, kind = %mail.kind, "mail not sent yet; retried later");
-                sqlx::query(
-                    "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $1, claimed_at = NULL WHERE id = $2",
-                )
-                .bind(e)
-                .bind(id)
-                .execute(store.pool())
-                .await?;
-            }
+        Err(e) => {
+            tracing::warn!(outbox_id = id, kind = %mail.kind, "mail not sent yet; retried later");
+            sqlx::query(
+                "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $1, claimed_at = NULL WHERE id = $2",
+            )
+            .bind(e)
+            .bind(id)
+            .execute(store.pool())
+            .await?;
+            Ok(false)
         }
     }
-    Ok(sent)
+}
+
+/// Sends every unsent message, oldest first; returns how many went out. Messages are
+/// claimed a batch at a time in one statement, so concurrent senders (handlers, the
+/// worker, other instances) share the work and never send one twice. A failure is
+/// recorded on the message (without its content) and retried on the next call.
+pub async fn deliver_pending(store: &Store, mailer: &Mailer) -> Result<usize, MailError> {
+    let mut sent = 0;
+    loop {
+        // A claim left by a crashed sender lapses after five minutes.
+        let now = Utc::now();
+        let free = "sent_at IS NULL AND (claimed_at IS NULL OR claimed_at < $2)";
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE mail_outbox SET claimed_at = $1 WHERE id IN (SELECT id FROM mail_outbox WHERE {free} ORDER BY id LIMIT {CLAIM_BATCH}) AND {free} \
+             RETURNING id, kind, recipient, subject, body_text, body_html"
+        )))
+        .bind(timestamp(now))
+        .bind(timestamp(now - chrono::Duration::minutes(CLAIM_MINUTES)))
+        .fetch_all(store.pool())
+        .await?;
+        if rows.is_empty() {
+            return Ok(sent);
+        }
+        let mut failed = false;
+        for r in rows {
+            let id: i64 = r.try_get(0)?;
+            let mail = Mail {
+                kind: r.try_get(1)?,
+                to: r.try_get(2)?,
+                subject: r.try_get(3)?,
+                text: r.try_get(4)?,
+                html: r.try_get(5)?,
+            };
+            match mailer.send(id, &mail).await {
+                Ok(()) => {
+                    sqlx::query(
+                        "UPDATE mail_outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2",
+                    )
+                    .bind(timestamp(Utc::now()))
+                    .bind(id)
+                    .execute(store.pool())
+                    .await?;
+                    tracing::info!(outbox_id = id, kind = %mail.kind, via = %mailer.describe(), "mail sent");
+                    sent += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(outbox_id = id, kind = %mail.kind, "mail not sent yet; retried later");
+                    failed = true;
+                    sqlx::query(
+                        "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $1, claimed_at = NULL WHERE id = $2",
+                    )
+                    .bind(e)
+                    .bind(id)
+                    .execute(store.pool())
+                    .await?;
+                }
+            }
+        }
+        // The server is unreachable: leave the rest for the next call.
+        if failed {
+            return Ok(sent);
+        }
+    }
 }
 
 /// Escapes text for the HTML part.

@@ -256,8 +256,8 @@ impl Service<'_> {
         let token = crate::crypto::random_hex(32).map_err(AuditError::from)?;
         let code = new_code()?;
         let due = timestamp(due_date(now));
-        let subject = self.audit.subject_for(identity).await?;
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
+        let subject = self.audit.subject_in(&mut tx, identity).await?;
         let entry = NewEntry::new(Actor::Subject, "request.submitted")
             .request(&id)
             .subject(&subject)
@@ -281,14 +281,11 @@ impl Service<'_> {
         .bind(&due)
         .execute(&mut *tx)
         .await?;
-        notify::enqueue_in(
-            &mut tx,
-            &self.code_mail(identity.value(), &id, &code, &due[..10]),
-        )
-        .await?;
+        let mail = self.code_mail(identity.value(), &id, &code, &due[..10]);
+        let mail_id = notify::enqueue_claimed_in(&mut tx, &mail).await?;
         tx.commit().await?;
         // Delivery failures are retried by the next delivery; the request stands.
-        if let Err(e) = notify::deliver_pending(self.store, self.mailer).await {
+        if let Err(e) = notify::deliver_claimed(self.store, self.mailer, mail_id, &mail).await {
             tracing::warn!(error = %e, "mail delivery deferred");
         }
         Ok(Submitted {
@@ -347,7 +344,7 @@ impl Service<'_> {
         let kind = Kind::parse(&r.try_get::<String, _>(4)?).unwrap_or(Kind::Rectification);
         let (ikind, ivalue, due): (String, String, String) =
             (r.try_get(5)?, r.try_get(6)?, r.try_get(7)?);
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
         let next = self
             .accept_in(
                 &mut tx,
@@ -409,7 +406,7 @@ impl Service<'_> {
             }
         }
         let code = new_code()?;
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
         let changed = sqlx::query("UPDATE dsr_requests SET code_hash = $1, code_expires_at = $2, code_attempts = 0, codes_sent = codes_sent + 1, updated_at = $3 WHERE id = $4 AND codes_sent = $5")
             .bind(self.code_hash(id, &code))
             .bind(timestamp(now + chrono::Duration::minutes(CODE_TTL_MINUTES)))
@@ -558,16 +555,27 @@ impl Service<'_> {
 
     /// The request, for the holder of its token.
     pub async fn status(&self, id: &str, token: &str) -> Result<View, RequestError> {
-        let hash: Option<String> =
-            sqlx::query_scalar("SELECT token_hash FROM dsr_requests WHERE id = $1")
-                .bind(id)
-                .fetch_optional(self.store.pool())
-                .await?;
+        let r = sqlx::query(
+            "SELECT token_hash, id, kind, status, received_at, due_at FROM dsr_requests WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.store.pool())
+        .await?;
         // Unknown ids and wrong tokens answer alike: nobody learns which requests exist.
-        match hash {
-            Some(h) if same(&h, &sha256_hex(token)) => self.view(id).await,
-            _ => Err(RequestError::Unauthorized),
+        let Some(r) = r else {
+            return Err(RequestError::Unauthorized);
+        };
+        let hash: String = r.try_get(0)?;
+        if !same(&hash, &sha256_hex(token)) {
+            return Err(RequestError::Unauthorized);
         }
+        Ok(View {
+            id: r.try_get(1)?,
+            kind: r.try_get(2)?,
+            status: r.try_get(3)?,
+            received_at: r.try_get(4)?,
+            due_at: r.try_get(5)?,
+        })
     }
 }
 
@@ -616,7 +624,7 @@ impl Service<'_> {
             row.try_get(3)?,
             row.try_get(4)?,
         );
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
         self.callbacks_in(&mut tx, &id, "in_progress", now).await?;
         tx.commit().await?;
         let identity =
@@ -695,7 +703,7 @@ impl Service<'_> {
                 None,
             )),
         };
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
         let (status, result, retry_at) = match &outcome {
             Ok((s, r, _)) => (s.clone(), r.clone(), None),
             Err(e) => {
@@ -903,7 +911,7 @@ impl Service<'_> {
                 .after(due_t)
                 .unwrap_or(due_t),
         );
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
         self.audit
             .append_in(
                 &mut tx,
@@ -959,7 +967,7 @@ impl Service<'_> {
         now: DateTime<Utc>,
     ) -> Result<(), RequestError> {
         let (kind, email, _, _) = self.open_request(id).await?;
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
         self.audit
             .append_in(
                 &mut tx,
@@ -1178,7 +1186,7 @@ impl Service<'_> {
         mail: Option<(&str, String, String)>,
         now: DateTime<Utc>,
     ) -> Result<(), RequestError> {
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
         let row =
             sqlx::query("SELECT status, identity_value, kind FROM dsr_requests WHERE id = $1")
                 .bind(id)
@@ -1305,7 +1313,7 @@ impl Service<'_> {
         actor: Actor,
         now: DateTime<Utc>,
     ) -> Result<(), RequestError> {
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
         let changed = sqlx::query(
             "UPDATE subject_restrictions SET lifted_at = $1 WHERE request_id = $2 AND lifted_at IS NULL",
         )
@@ -1408,8 +1416,8 @@ impl Service<'_> {
             identity.kind(),
             identity.value()
         ));
-        let subject = self.audit.subject_for(identity).await?;
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
+        let subject = self.audit.subject_in(&mut tx, identity).await?;
         self.audit
             .append_in(
                 &mut tx,
@@ -1540,7 +1548,7 @@ pub async fn purge(
     let now_s = timestamp(now);
     let old = timestamp(keep_requests.before(now).unwrap_or(now));
     let transient = timestamp(now - chrono::Duration::days(TRANSIENT_DAYS));
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.begin().await?;
     let mut run = async |sql: &str, at: &str| -> Result<u64, sqlx::Error> {
         Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
             .bind(at.to_owned())
