@@ -774,7 +774,8 @@ impl Service<'_> {
         let what = match (kind, status) {
             (_, "failed") => "We could not complete your request yet; we are looking into it and will write again.".to_owned(),
             (Kind::Access | Kind::Portability, _) => format!(
-                "Your data is ready. Download it within {PACKAGE_DAYS} days from /v1/requests/{id}/package with the token you received when you made the request."
+                "Your data is ready. Download it within {PACKAGE_DAYS} days from the page of your request (the link you kept when you made it), or from {} with the token you received then.",
+                self.settings.link(&format!("/v1/requests/{id}/package"))
             ),
             (Kind::Erasure, "partially_completed") => "We erased your data, except what the law requires us to keep; the status of your request lists what we keep, why and until when.".to_owned(),
             (Kind::Erasure, _) => "We erased your data.".to_owned(),
