@@ -1618,3 +1618,93 @@ async fn a_new_code_replaces_the_old_one_within_limits() {
         Err(lethe::requests::RequestError::NoMoreCodes)
     ));
 }
+
+/// Two `lethe serve` instances on one PostgreSQL store, each with its own pool and worker:
+/// every queued request is executed exactly once.
+#[tokio::test]
+async fn two_instances_on_one_postgres_execute_each_request_once() {
+    let Some(url) = common::postgres_store("two_instances_execute_each_request_once").await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = demo(tmp.path(), None).await;
+    let keys = KeySource {
+        master: None,
+        signing: None,
+        dir: tmp.path().join(".lethe"),
+    };
+    let mailer = Mailer::from_config(
+        &Config::default(),
+        Some("privacy@example.com"),
+        tmp.path().join("outbox"),
+    )
+    .unwrap();
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let store = Store::open(&url).await.unwrap();
+        let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
+        instances.push((store, audit));
+    }
+    let settings = lethe::requests::Settings::from_policy(&policy);
+    let svc = |i: usize| lethe::requests::Service {
+        store: &instances[i].0,
+        audit: &instances[i].1,
+        mailer: &mailer,
+        settings: settings.clone(),
+    };
+    let now = chrono::Utc::now();
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        let identity =
+            lethe::audit::Identity::parse(&format!("email=person{n}@example.org")).unwrap();
+        let (id, _) = svc(0)
+            .submit_trusted(
+                lethe::requests::Kind::Access,
+                &identity,
+                &format!("00000000-0000-4000-8000-{n:012}"),
+                &[],
+                now,
+                "controller",
+                now,
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let worker = |i: usize, name: &'static str| {
+        let s = svc(i);
+        let policy = &policy;
+        async move {
+            let sources = lethe::sources::db::Sources::default();
+            let mut ran = Vec::new();
+            while let Some(id) = s.execute_next(policy, &sources, name, now).await.unwrap() {
+                ran.push(id);
+            }
+            ran
+        }
+    };
+    let (a, b) = tokio::join!(worker(0, "instance-a"), worker(1, "instance-b"));
+    let mut all: Vec<String> = a.iter().chain(&b).cloned().collect();
+    all.sort();
+    ids.sort();
+    assert_eq!(
+        all,
+        ids,
+        "a request ran twice or not at all (a: {}, b: {})",
+        a.len(),
+        b.len()
+    );
+    // Each skipped what the other was claiming and took the next one.
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "one instance did all the work"
+    );
+    let completed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM dsr_requests WHERE status = 'completed'")
+            .fetch_one(instances[0].0.pool())
+            .await
+            .unwrap();
+    assert_eq!(completed, 12);
+    let report = instances[0].1.verify().await.unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+}

@@ -606,9 +606,14 @@ impl Service<'_> {
         let stale = timestamp(now - chrono::Duration::minutes(STALE_CLAIM_MINUTES));
         let ready = "(status = 'verified' AND (next_attempt_at IS NULL OR next_attempt_at <= $2)) \
                      OR (status = 'in_progress' AND claimed_by IS NOT NULL AND claimed_at < $3)";
+        // On PostgreSQL, instances skip a row another one is claiming and take the next.
+        let skip = match self.store.backend() {
+            crate::store::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            crate::store::Backend::Sqlite => "",
+        };
         let claimed = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE dsr_requests SET status = 'in_progress', claimed_by = $1, claimed_at = $2, updated_at = $2 \
-             WHERE id = (SELECT id FROM dsr_requests WHERE {ready} ORDER BY received_at LIMIT 1) AND ({ready}) \
+             WHERE id = (SELECT id FROM dsr_requests WHERE {ready} ORDER BY received_at LIMIT 1{skip}) AND ({ready}) \
              RETURNING id, kind, identity_kind, identity_value, attempts"
         )))
         .bind(holder)
@@ -625,6 +630,16 @@ impl Service<'_> {
             row.try_get(4)?,
         );
         let mut tx = self.store.begin().await?;
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(Actor::System, "request.in_progress")
+                    .request(&id)
+                    .summary(
+                        serde_json::json!({ "type": kind, "attempt": attempts + 1, "by": holder }),
+                    )],
+            )
+            .await?;
         self.callbacks_in(&mut tx, &id, "in_progress", now).await?;
         tx.commit().await?;
         let identity =
