@@ -286,19 +286,40 @@ pub async fn run(
         }
         let db = sources.get(system).await?;
         let mut cursors = sql::Cursors::new();
+        // The audit entry of a batch is written while the next batch runs: it follows
+        // the batch it records, and every entry is written before the run returns.
+        let mut pending: Option<NewEntry> = None;
         loop {
             if out_of_time(report.batches) {
+                if let Some(e) = pending.take() {
+                    audit.append(e).await?;
+                }
                 report.complete = false;
                 report.collections.push(due);
                 break 'rules;
             }
             let t = std::time::Instant::now();
-            let Some(batch) =
-                sql::run_batch(&db, system, &rule, now, options.batch_size, &mut cursors).await?
-            else {
+            let record = pending.take();
+            let (batch, recorded) = tokio::join!(
+                async {
+                    let b =
+                        sql::run_batch(&db, system, &rule, now, options.batch_size, &mut cursors)
+                            .await;
+                    (b, t.elapsed())
+                },
+                async {
+                    match record {
+                        Some(e) => audit.append(e).await.map(|_| ()),
+                        None => Ok(()),
+                    }
+                }
+            );
+            recorded?;
+            let (batch, took) = batch;
+            let Some(batch) = batch? else {
                 break;
             };
-            report.longest_batch_ms = report.longest_batch_ms.max(t.elapsed().as_millis() as u64);
+            report.longest_batch_ms = report.longest_batch_ms.max(took.as_millis() as u64);
             report.batches += 1;
             if let Some(p) = &options.progress {
                 p(batch.rows);
@@ -318,11 +339,12 @@ pub async fn run(
                     "retention.batch_masked"
                 }
             };
-            audit
-                .append(NewEntry::new(Actor::System, action).summary(serde_json::json!({
-                    "system": rule.system, "collection": rule.collection, "field": batch.field, "rows": batch.rows,
-                })))
-                .await?;
+            pending = Some(NewEntry::new(Actor::System, action).summary(serde_json::json!({
+                "system": rule.system, "collection": rule.collection, "field": batch.field, "rows": batch.rows,
+            })));
+        }
+        if let Some(e) = pending.take() {
+            audit.append(e).await?;
         }
         report.collections.push(due);
     }
