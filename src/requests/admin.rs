@@ -1,0 +1,453 @@
+//! What the DPO does with requests: list, read, approve, extend, reject, complete a
+//! task, lift a restriction; and what a subject may do after submitting: withdraw.
+
+use super::*;
+
+/// A request as the DPO lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub received_at: String,
+    pub due_at: String,
+    pub overdue: bool,
+    pub extended: bool,
+}
+
+const OPEN: &str =
+    "status NOT IN ('completed', 'partially_completed', 'rejected', 'failed', 'cancelled')";
+
+impl Service<'_> {
+    /// Open requests, soonest due first; with `due_within`, only those due by then.
+    pub async fn list_open(
+        &self,
+        due_within: Option<chrono::Duration>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AdminView>, RequestError> {
+        let until = due_within.map(|d| timestamp(now + d));
+        let sql = format!(
+            "SELECT id, kind, status, received_at, due_at, extended_at FROM dsr_requests WHERE {OPEN} AND (CAST($1 AS TEXT) IS NULL OR due_at <= $1) ORDER BY due_at"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(until)
+            .fetch_all(self.store.pool())
+            .await?;
+        let now_s = timestamp(now);
+        rows.iter()
+            .map(|r| {
+                let due: String = r.try_get(4)?;
+                let extended: Option<String> = r.try_get(5)?;
+                Ok(AdminView {
+                    id: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    status: r.try_get(2)?,
+                    received_at: r.try_get(3)?,
+                    overdue: due < now_s,
+                    due_at: due,
+                    extended: extended.is_some(),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(RequestError::from)
+    }
+
+    async fn open_request(
+        &self,
+        id: &str,
+    ) -> Result<(String, String, String, Option<String>), RequestError> {
+        let sql = format!(
+            "SELECT kind, identity_value, due_at, extended_at FROM dsr_requests WHERE id = $1 AND {OPEN}"
+        );
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.store.pool())
+            .await?
+            .ok_or(RequestError::NotFound)?;
+        Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
+    }
+
+    /// Extends the deadline once, by one or two months, telling the subject why.
+    pub async fn extend(
+        &self,
+        id: &str,
+        months: u32,
+        reason: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<AdminView, RequestError> {
+        let (kind, email, due, extended) = self.open_request(id).await?;
+        if extended.is_some() {
+            return Err(RequestError::AlreadyExtended);
+        }
+        let due_t = crate::policy::parse_timestamp(&due).unwrap_or(now);
+        let new_due = timestamp(
+            RetentionPeriod::new(0, months, 0)
+                .after(due_t)
+                .unwrap_or(due_t),
+        );
+        let mut tx = self.store.begin().await?;
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(actor, "admin.extended")
+                    .request(id)
+                    .summary(serde_json::json!({ "months": months, "due_at": new_due }))],
+            )
+            .await?;
+        sqlx::query("UPDATE dsr_requests SET due_at = $1, extended_at = $2, reason = $3, updated_at = $2 WHERE id = $4")
+            .bind(&new_due)
+            .bind(timestamp(now))
+            .bind(reason)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let text = format!(
+            "We need more time to answer your {kind} request {id}: {reason}\n\nWe will answer by {} at the latest (Art. 12(3) GDPR).\n",
+            &new_due[..10]
+        );
+        let html = format!(
+            "<p>We need more time to answer your {kind} request <code>{id}</code>: {}</p><p>We will answer by {} at the latest (Art. 12(3) GDPR).</p>",
+            notify::html_escape(reason),
+            &new_due[..10]
+        );
+        notify::enqueue_in(
+            &mut tx,
+            &Mail {
+                kind: "extension".into(),
+                to: email,
+                subject: format!("Your request {id}: more time needed"),
+                text,
+                html,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        let _ = notify::deliver_pending(self.store, self.mailer).await;
+        self.list_open(None, now)
+            .await?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or(RequestError::NotFound)
+    }
+
+    /// Rejects a request (Art. 12(5)) with a reason, telling the subject of the right to
+    /// complain to the supervisory authority.
+    pub async fn reject(
+        &self,
+        id: &str,
+        reason: &str,
+        authority: Option<&str>,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        let (kind, email, _, _) = self.open_request(id).await?;
+        let mut tx = self.store.begin().await?;
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(actor, "admin.rejected").request(id)],
+            )
+            .await?;
+        sqlx::query("UPDATE dsr_requests SET status = 'rejected', reason = $1, updated_at = $2 WHERE id = $3")
+            .bind(reason)
+            .bind(timestamp(now))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        self.callbacks_in(&mut tx, id, "rejected", now).await?;
+        let complain = match authority {
+            Some(a) => format!("You may lodge a complaint with the supervisory authority, {a}, and seek a judicial remedy (Art. 77-79 GDPR)."),
+            None => "You may lodge a complaint with a supervisory authority and seek a judicial remedy (Art. 77-79 GDPR).".to_owned(),
+        };
+        let text = format!("We cannot act on your {kind} request {id}: {reason}\n\n{complain}\n");
+        let html = format!(
+            "<p>We cannot act on your {kind} request <code>{id}</code>: {}</p><p>{}</p>",
+            notify::html_escape(reason),
+            notify::html_escape(&complain)
+        );
+        notify::enqueue_in(
+            &mut tx,
+            &Mail {
+                kind: "rejection".into(),
+                to: email,
+                subject: format!("Your request {id}: rejected"),
+                text,
+                html,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        let _ = notify::deliver_pending(self.store, self.mailer).await;
+        Ok(())
+    }
+
+    /// Changes the status of request `id` from one of `from` to `to`, with its audit entry
+    /// and, when `mail` is given, a message to the subject, in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn transition(
+        &self,
+        id: &str,
+        from: &[&str],
+        to: &str,
+        action: &str,
+        actor: Actor,
+        mail: Option<(&str, String, String)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        let mut tx = self.store.begin().await?;
+        let row =
+            sqlx::query("SELECT status, identity_value, kind FROM dsr_requests WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(RequestError::NotFound)?;
+        let (status, email, kind): (String, String, String) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        if !from.contains(&status.as_str()) {
+            return Err(RequestError::WrongState {
+                status,
+                action: action.rsplit('.').next().unwrap_or(action).to_owned(),
+            });
+        }
+        let changed = sqlx::query(
+            "UPDATE dsr_requests SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+        )
+        .bind(to)
+        .bind(timestamp(now))
+        .bind(id)
+        .bind(&status)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            return Err(RequestError::WrongState {
+                status,
+                action: action.rsplit('.').next().unwrap_or(action).to_owned(),
+            });
+        }
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(actor, action)
+                    .request(id)
+                    .summary(serde_json::json!({ "type": kind, "from": status, "to": to }))],
+            )
+            .await?;
+        if let Some((mkind, text, html)) = mail {
+            notify::enqueue_in(
+                &mut tx,
+                &Mail {
+                    kind: mkind.to_owned(),
+                    to: email,
+                    subject: format!("Your request {id}: {}", to.replace('_', " ")),
+                    text,
+                    html,
+                },
+            )
+            .await?;
+        }
+        if to != status {
+            self.callbacks_in(&mut tx, id, to, now).await?;
+        }
+        tx.commit().await?;
+        self.deliver().await;
+        Ok(())
+    }
+
+    /// The DPO approves a request waiting for approval: it goes to the execution queue.
+    pub async fn approve(
+        &self,
+        id: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        self.transition(
+            id,
+            &["awaiting_approval"],
+            "verified",
+            "admin.approved",
+            actor,
+            None,
+            now,
+        )
+        .await
+    }
+
+    /// The DPO completes a task (rectification, restriction, objection), telling the
+    /// subject what was done.
+    pub async fn complete_task(
+        &self,
+        id: &str,
+        note: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        let manual: Option<String> = sqlx::query_scalar(
+            "SELECT kind FROM dsr_requests WHERE id = $1 AND claimed_by IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(self.store.pool())
+        .await?;
+        if !manual
+            .as_deref()
+            .and_then(Kind::parse)
+            .is_some_and(is_manual)
+        {
+            return Err(RequestError::NotATask);
+        }
+        let text = format!("We have handled your request {id}: {note}\n");
+        let html = format!(
+            "<p>We have handled your request <code>{id}</code>: {}</p>",
+            notify::html_escape(note)
+        );
+        self.transition(
+            id,
+            &["in_progress"],
+            "completed",
+            "admin.completed",
+            actor,
+            Some(("request_completed", text, html)),
+            now,
+        )
+        .await
+    }
+
+    /// Lifts a restriction (Art. 18(3)): the subject is told first, in the same
+    /// transaction as the change.
+    pub async fn lift_restriction(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        let mut tx = self.store.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE subject_restrictions SET lifted_at = $1 WHERE request_id = $2 AND lifted_at IS NULL",
+        )
+        .bind(timestamp(now))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            return Err(RequestError::NotFound);
+        }
+        let email: String =
+            sqlx::query_scalar("SELECT identity_value FROM dsr_requests WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(actor, "restriction.lifted").request(id)],
+            )
+            .await?;
+        let text = format!(
+            "The restriction of processing you asked for in request {id} is lifted: {reason}\n\nYour data is processed again under our privacy notice (Art. 18(3) GDPR).\n"
+        );
+        let html = format!(
+            "<p>The restriction of processing you asked for in request <code>{id}</code> is lifted: {}</p><p>Your data is processed again under our privacy notice (Art. 18(3) GDPR).</p>",
+            notify::html_escape(reason)
+        );
+        notify::enqueue_in(
+            &mut tx,
+            &Mail {
+                kind: "restriction_lifted".into(),
+                to: email,
+                subject: format!("Your request {id}: restriction lifted"),
+                text,
+                html,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        self.deliver().await;
+        Ok(())
+    }
+
+    /// The subject (or the OpenDSR controller) withdraws a request not yet being executed.
+    pub async fn cancel(
+        &self,
+        id: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        self.transition(
+            id,
+            &[
+                "received",
+                "identity_pending",
+                "verified",
+                "awaiting_approval",
+            ],
+            "cancelled",
+            "request.cancelled",
+            actor,
+            None,
+            now,
+        )
+        .await
+    }
+
+    /// Everything about a request, for the DPO: the person, the details, the outcome.
+    pub async fn full(&self, id: &str) -> Result<Full, RequestError> {
+        let r = sqlx::query(
+            "SELECT id, kind, status, received_at, due_at, identity_kind, identity_value, details, result, extended_at, reason, attempts, channel, external_id FROM dsr_requests WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.store.pool())
+        .await?
+        .ok_or(RequestError::NotFound)?;
+        let restricted: Option<String> = sqlx::query_scalar(
+            "SELECT placed_at FROM subject_restrictions WHERE request_id = $1 AND lifted_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(self.store.pool())
+        .await?;
+        let result: Option<String> = r.try_get(8)?;
+        Ok(Full {
+            id: r.try_get(0)?,
+            kind: r.try_get(1)?,
+            status: r.try_get(2)?,
+            received_at: r.try_get(3)?,
+            due_at: r.try_get(4)?,
+            identity: format!(
+                "{}={}",
+                r.try_get::<String, _>(5)?,
+                r.try_get::<String, _>(6)?
+            ),
+            details: r.try_get(7)?,
+            result: result.and_then(|s| serde_json::from_str(&s).ok()),
+            extended_at: r.try_get(9)?,
+            reason: r.try_get(10)?,
+            attempts: r.try_get(11)?,
+            channel: r.try_get(12)?,
+            external_id: r.try_get(13)?,
+            restriction_in_force: restricted.is_some(),
+        })
+    }
+}
+
+/// A request with everything the DPO needs to act on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Full {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    pub received_at: String,
+    pub due_at: String,
+    pub identity: String,
+    pub details: Option<String>,
+    pub result: Option<serde_json::Value>,
+    pub extended_at: Option<String>,
+    pub reason: Option<String>,
+    pub attempts: i64,
+    pub channel: String,
+    pub external_id: Option<String>,
+    pub restriction_in_force: bool,
+}

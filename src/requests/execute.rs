@@ -1,0 +1,372 @@
+//! Executing queued requests: the worker claims one, runs it against the company's
+//! databases, stores the package or the erasure report, tells the subject and, after an
+//! erasure, the processors (Art. 19).
+
+use super::*;
+
+/// How long a stored access package can be downloaded.
+pub const PACKAGE_DAYS: i64 = 7;
+/// A claim older than this is taken to belong to a crashed worker and is claimed again.
+const STALE_CLAIM_MINUTES: i64 = 15;
+/// How many times a failing request is executed before it is marked `failed`.
+pub const MAX_EXECUTIONS: i64 = 5;
+
+/// A package as the subject downloads it.
+pub struct Download {
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Service<'_> {
+    /// Claims the oldest verified request that is due (or one whose worker died) and
+    /// executes it. Several instances may call this at once: each request is claimed by
+    /// one. A failed execution is retried with back-off, [`MAX_EXECUTIONS`] times in all.
+    pub async fn execute_next(
+        &self,
+        policy: &crate::policy::Policy,
+        sources: &crate::sources::db::Sources,
+        holder: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, RequestError> {
+        let stale = timestamp(now - chrono::Duration::minutes(STALE_CLAIM_MINUTES));
+        let ready = "(status = 'verified' AND (next_attempt_at IS NULL OR next_attempt_at <= $2)) \
+                     OR (status = 'in_progress' AND claimed_by IS NOT NULL AND claimed_at < $3)";
+        // On PostgreSQL, instances skip a row another one is claiming and take the next.
+        let skip = match self.store.backend() {
+            crate::store::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            crate::store::Backend::Sqlite => "",
+        };
+        let claimed = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE dsr_requests SET status = 'in_progress', claimed_by = $1, claimed_at = $2, updated_at = $2 \
+             WHERE id = (SELECT id FROM dsr_requests WHERE {ready} ORDER BY received_at LIMIT 1{skip}) AND ({ready}) \
+             RETURNING id, kind, identity_kind, identity_value, attempts"
+        )))
+        .bind(holder)
+        .bind(timestamp(now))
+        .bind(&stale)
+        .fetch_optional(self.store.pool())
+        .await?;
+        let Some(row) = claimed else { return Ok(None) };
+        let (id, kind, ikind, ivalue, attempts): (String, String, String, String, i64) = (
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+            row.try_get(4)?,
+        );
+        let mut tx = self.store.begin().await?;
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(Actor::System, "request.in_progress")
+                    .request(&id)
+                    .summary(
+                        serde_json::json!({ "type": kind, "attempt": attempts + 1, "by": holder }),
+                    )],
+            )
+            .await?;
+        self.callbacks_in(&mut tx, &id, "in_progress", now).await?;
+        tx.commit().await?;
+        let identity =
+            Identity::parse(&format!("{ikind}={ivalue}")).map_err(|_| RequestError::NotFound)?;
+        let kind = Kind::parse(&kind).unwrap_or(Kind::Rectification);
+        let restriction = if kind == Kind::Erasure {
+            self.store
+                .restriction_for(std::slice::from_ref(&identity))
+                .await
+                .map_err(|e| RequestError::Store(sqlx::Error::Protocol(e.to_string())))?
+        } else {
+            None
+        };
+        let ctx = crate::dsr::Context {
+            policy,
+            audit: self.audit,
+            sources,
+            actor: Actor::Subject,
+            request_id: Some(id.clone()),
+            strict: false,
+            restriction,
+        };
+        let mut notices = Vec::new();
+        let outcome: Result<(String, serde_json::Value, Option<Download>), String> = match kind {
+            Kind::Access | Kind::Portability => {
+                let ak = if kind == Kind::Access {
+                    crate::dsr::AccessKind::Access
+                } else {
+                    crate::dsr::AccessKind::Portability
+                };
+                match crate::dsr::access(&ctx, std::slice::from_ref(&identity), ak, now).await {
+                    Ok(p) => {
+                        let (ct, bytes) = if kind == Kind::Access {
+                            ("application/zip", p.to_zip().map_err(|e| e.to_string()))
+                        } else {
+                            ("application/json", Ok(p.data_json()))
+                        };
+                        bytes.map(|b| {
+                            (
+                                "completed".to_owned(),
+                                serde_json::json!({ "rows": p.row_counts() }),
+                                Some(Download {
+                                    content_type: ct.into(),
+                                    bytes: b,
+                                }),
+                            )
+                        })
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Kind::Erasure => {
+                match crate::dsr::erase(&ctx, std::slice::from_ref(&identity), false, now).await {
+                    Ok(r) => {
+                        let kept = r.kept().count();
+                        let status = if kept > 0 {
+                            "partially_completed"
+                        } else {
+                            "completed"
+                        };
+                        notices = erasure_notices(policy, &r);
+                        let notified: Vec<&str> = notices.iter().map(|p| p.id.as_str()).collect();
+                        Ok((
+                            status.to_owned(),
+                            serde_json::json!({ "systems": r.systems, "processors_notified": notified }),
+                            None,
+                        ))
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            // Tasks are not claimed (see `accept_in`); one claimed all the same goes back.
+            _ => Ok((
+                "in_progress".to_owned(),
+                serde_json::json!({ "manual": true }),
+                None,
+            )),
+        };
+        let mut tx = self.store.begin().await?;
+        let (status, result, retry_at) = match &outcome {
+            Ok((s, r, _)) => (s.clone(), r.clone(), None),
+            Err(e) => {
+                tracing::error!(request = %id, attempt = attempts + 1, error = %e, "request execution failed");
+                let retry = attempts + 1 < MAX_EXECUTIONS;
+                (
+                    if retry { "verified" } else { "failed" }.to_owned(),
+                    serde_json::json!({ "error": "execution failed; the operator has the details in the log", "attempts": attempts + 1 }),
+                    retry.then(|| now + notify::webhook::backoff(attempts)),
+                )
+            }
+        };
+        let action = if retry_at.is_some() {
+            "request.retry_scheduled".to_owned()
+        } else {
+            format!("request.{status}")
+        };
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(Actor::System, &action)
+                    .request(&id)
+                    .summary(serde_json::json!({ "type": kind.key(), "attempt": attempts + 1 }))],
+            )
+            .await?;
+        if let Ok((_, _, Some(d))) = &outcome {
+            let sealed = self.audit.seal_package(&id, &d.bytes)?;
+            sqlx::query("DELETE FROM request_packages WHERE request_id = $1")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO request_packages (request_id, content_type, sealed, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(&id)
+                .bind(&d.content_type)
+                .bind(sealed)
+                .bind(timestamp(now))
+                .bind(timestamp(now + chrono::Duration::days(PACKAGE_DAYS)))
+                .execute(&mut *tx)
+                .await?;
+        }
+        // A task goes back to the DPO unclaimed; a retry waits for its time.
+        sqlx::query(
+            "UPDATE dsr_requests SET status = $1, result = $2, updated_at = $3, attempts = $4, next_attempt_at = $5, \
+             claimed_by = CASE WHEN $1 = 'in_progress' OR $1 = 'verified' THEN NULL ELSE claimed_by END WHERE id = $6",
+        )
+        .bind(&status)
+        .bind(result.to_string())
+        .bind(timestamp(now))
+        .bind(if outcome.is_err() { attempts + 1 } else { attempts })
+        .bind(retry_at.map(timestamp))
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        if retry_at.is_none() && status != "in_progress" {
+            notify::enqueue_in(&mut tx, &self.outcome_mail(&identity, &id, kind, &status)).await?;
+            self.callbacks_in(&mut tx, &id, &status, now).await?;
+        }
+        for p in &notices {
+            self.erasure_notice_in(&mut tx, p, &id, &identity, now)
+                .await?;
+        }
+        tx.commit().await?;
+        self.deliver().await;
+        Ok(Some(id))
+    }
+
+    fn outcome_mail(&self, identity: &Identity, id: &str, kind: Kind, status: &str) -> Mail {
+        let what = match (kind, status) {
+            (_, "failed") => "We could not complete your request yet; we are looking into it and will write again.".to_owned(),
+            (Kind::Access | Kind::Portability, _) => format!(
+                "Your data is ready. Download it within {PACKAGE_DAYS} days from the page of your request (the link you kept when you made it), or from {} with the token you received then.",
+                self.settings.link(&format!("/v1/requests/{id}/package"))
+            ),
+            (Kind::Erasure, "partially_completed") => "We erased your data, except what the law requires us to keep; the status of your request lists what we keep, why and until when.".to_owned(),
+            (Kind::Erasure, _) => "We erased your data.".to_owned(),
+            _ => "A person on our team will handle your request and write to you.".to_owned(),
+        };
+        let text = format!(
+            "Your {} request {id} at {}: {status}.\n\n{what}\n",
+            kind.key(),
+            self.settings.controller
+        );
+        let html = format!(
+            "<p>Your {} request <code>{id}</code> at {}: {status}.</p><p>{}</p>",
+            kind.key(),
+            notify::html_escape(&self.settings.controller),
+            notify::html_escape(&what)
+        );
+        Mail {
+            kind: format!("request_{status}"),
+            to: identity.value().to_owned(),
+            subject: format!("Your request {id}: {status}"),
+            text,
+            html,
+        }
+    }
+
+    /// The stored package, for the holder of the request's token.
+    pub async fn package(
+        &self,
+        id: &str,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Download, RequestError> {
+        self.status(id, token).await?;
+        let row = sqlx::query(
+            "SELECT content_type, sealed, expires_at FROM request_packages WHERE request_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.store.pool())
+        .await?
+        .ok_or(RequestError::NotFound)?;
+        let expires: String = row.try_get(2)?;
+        if expires < timestamp(now) {
+            return Err(RequestError::Expired);
+        }
+        let sealed: Vec<u8> = row.try_get(1)?;
+        Ok(Download {
+            content_type: row.try_get(0)?,
+            bytes: self.audit.open_package(id, &sealed)?,
+        })
+    }
+
+    /// Tells processor `p` of the erasure (Art. 19), by its `erasure_notice` channel.
+    async fn erasure_notice_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        p: &crate::policy::Processor,
+        id: &str,
+        identity: &Identity,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        let Some(n) = &p.erasure_notice else {
+            return Ok(());
+        };
+        let controller = &self.settings.controller;
+        if let Some(url) = &n.webhook {
+            let body = serde_json::json!({
+                "type": "erasure_notice",
+                "request_id": id,
+                "controller": controller,
+                "processor": p.id.as_str(),
+                "erased_at": timestamp(now),
+                "identities": [{ "type": identity.kind(), "value": identity.value() }],
+                "article": "Art. 19 GDPR",
+            });
+            notify::webhook::enqueue_in(
+                &mut *tx,
+                &notify::webhook::Webhook {
+                    kind: "erasure_notice".into(),
+                    request_id: Some(id.to_owned()),
+                    target: p.id.to_string(),
+                    url: url.clone(),
+                    body,
+                    signing: notify::webhook::Signing::Hmac,
+                },
+                now,
+            )
+            .await?;
+        }
+        if let Some(email) = &n.email {
+            let who = format!("{}={}", identity.kind(), identity.value());
+            let text = format!(
+                "{controller} erased, on {}, the personal data of the data subject identified below, at their request (Art. 17 GDPR).\n\nYou received personal data of this person from us as {}. Please erase it as well, including at your sub-processors, and confirm to us (Art. 19, Art. 28(3) GDPR).\n\nIdentity: {who}\nOur reference: {id}\n",
+                &timestamp(now)[..10],
+                p.name
+            );
+            let html = format!(
+                "<p>{} erased, on {}, the personal data of the data subject identified below, at their request (Art. 17 GDPR).</p><p>You received personal data of this person from us as {}. Please erase it as well, including at your sub-processors, and confirm to us (Art. 19, Art. 28(3) GDPR).</p><p>Identity: <code>{}</code><br>Our reference: <code>{id}</code></p>",
+                notify::html_escape(controller),
+                &timestamp(now)[..10],
+                notify::html_escape(&p.name),
+                notify::html_escape(&who)
+            );
+            notify::enqueue_in(
+                &mut *tx,
+                &Mail {
+                    kind: "erasure_notice".into(),
+                    to: email.to_string(),
+                    subject: format!("Erasure notice (Art. 19 GDPR), our reference {id}"),
+                    text,
+                    html,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The recipients told of an erasure (Art. 19): every processor with an `erasure_notice`
+/// that receives data of a purpose served by a field the erasure touched.
+pub fn erasure_notices<'p>(
+    policy: &'p crate::policy::Policy,
+    report: &crate::dsr::ErasureReport,
+) -> Vec<&'p crate::policy::Processor> {
+    let mut ids = std::collections::BTreeSet::new();
+    for s in &report.systems {
+        let Some(system) = policy.system(&s.system) else {
+            continue;
+        };
+        for c in &s.collections {
+            if c.rows_deleted == 0 && c.rows_masked == 0 {
+                continue;
+            }
+            let Some(coll) = system
+                .collections
+                .iter()
+                .find(|x| x.name.as_str() == c.collection)
+            else {
+                continue;
+            };
+            for f in &coll.fields {
+                for purpose in crate::policy::Policy::field_purposes(system, coll, f) {
+                    if let Some(p) = policy.purpose(purpose.as_str()) {
+                        ids.extend(p.recipients.iter().map(|r| r.as_str().to_owned()));
+                    }
+                }
+            }
+        }
+    }
+    ids.iter()
+        .filter_map(|id| policy.processor(id))
+        .filter(|p| p.erasure_notice.is_some())
+        .collect()
+}
