@@ -77,6 +77,44 @@ fn page(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
     }
 }
 
+/// The page asking for the e-mailed code.
+fn code_page(
+    state: &AppState,
+    status: StatusCode,
+    id: &str,
+    token: &str,
+    due_at: &str,
+    error: Option<String>,
+) -> Response {
+    page(
+        status,
+        "verify.html",
+        context! {
+            controller => state.settings.controller,
+            id, token, due => due_at.get(..10).unwrap_or(due_at),
+            ttl => CODE_TTL_MINUTES, error,
+        },
+    )
+}
+
+fn unavailable(state: &AppState) -> Response {
+    message(
+        state,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Not available",
+        "Requests cannot be handled here right now.",
+    )
+}
+
+fn unreadable(state: &AppState) -> Response {
+    message(
+        state,
+        StatusCode::BAD_REQUEST,
+        "We could not do that",
+        "The form could not be read.",
+    )
+}
+
 fn message(state: &AppState, status: StatusCode, heading: &str, text: &str) -> Response {
     page(
         status,
@@ -220,12 +258,7 @@ async fn submit(
     let svc = match service(&state) {
         Ok(s) => s,
         Err(_) => {
-            return message(
-                &state,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Not available",
-                "Requests cannot be made here right now.",
-            );
+            return unavailable(&state);
         }
     };
     let details = Some(f.details.trim()).filter(|d| !d.is_empty());
@@ -234,15 +267,7 @@ async fn submit(
         .await
     {
         Ok(s) => match s.token {
-            Some(token) => page(
-                StatusCode::CREATED,
-                "verify.html",
-                context! {
-                    controller => state.settings.controller,
-                    id => s.id, token, due => s.due_at[..10].to_owned(),
-                    ttl => CODE_TTL_MINUTES, error => None::<String>,
-                },
-            ),
+            Some(token) => code_page(&state, StatusCode::CREATED, &s.id, &token, &s.due_at, None),
             // An open request of this type exists: its link went to its maker only.
             None => message(
                 &state,
@@ -279,23 +304,10 @@ async fn verify_page(
     Query(q): Query<TokenQuery>,
 ) -> Response {
     let Ok(svc) = service(&state) else {
-        return message(
-            &state,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not available",
-            "Requests cannot be handled here right now.",
-        );
+        return unavailable(&state);
     };
     match svc.status(&id, &q.token).await {
-        Ok(v) => page(
-            StatusCode::OK,
-            "verify.html",
-            context! {
-                controller => state.settings.controller,
-                id, token => q.token, due => v.due_at[..10].to_owned(),
-                ttl => CODE_TTL_MINUTES, error => None::<String>,
-            },
-        ),
+        Ok(v) => code_page(&state, StatusCode::OK, &id, &q.token, &v.due_at, None),
         Err(e) => failure(&state, e),
     }
 }
@@ -306,20 +318,10 @@ async fn verify(
     form: Result<Form<VerifyForm>, FormRejection>,
 ) -> Response {
     let Ok(Form(f)) = form else {
-        return message(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "We could not do that",
-            "The form could not be read.",
-        );
+        return unreadable(&state);
     };
     let Ok(svc) = service(&state) else {
-        return message(
-            &state,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not available",
-            "Requests cannot be handled here right now.",
-        );
+        return unavailable(&state);
     };
     // The token proves this is the maker's page before any code is tried.
     let view = match svc.status(&id, &f.token).await {
@@ -332,14 +334,13 @@ async fn verify(
             e @ (RequestError::WrongCode { .. }
             | RequestError::Expired
             | RequestError::TooManyAttempts),
-        ) => page(
+        ) => code_page(
+            &state,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "verify.html",
-            context! {
-                controller => state.settings.controller,
-                id, token => f.token, due => view.due_at[..10].to_owned(),
-                ttl => CODE_TTL_MINUTES, error => e.to_string(),
-            },
+            &id,
+            &f.token,
+            &view.due_at,
+            Some(e.to_string()),
         ),
         Err(e) => failure(&state, e),
     }
@@ -368,12 +369,7 @@ async fn status(
     Query(q): Query<TokenQuery>,
 ) -> Response {
     let Ok(svc) = service(&state) else {
-        return message(
-            &state,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not available",
-            "Requests cannot be handled here right now.",
-        );
+        return unavailable(&state);
     };
     let v = match svc.status(&id, &q.token).await {
         Ok(v) => v,
@@ -405,20 +401,10 @@ async fn cancel(
     form: Result<Form<TokenQuery>, FormRejection>,
 ) -> Response {
     let Ok(Form(f)) = form else {
-        return message(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "We could not do that",
-            "The form could not be read.",
-        );
+        return unreadable(&state);
     };
     let Ok(svc) = service(&state) else {
-        return message(
-            &state,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not available",
-            "Requests cannot be handled here right now.",
-        );
+        return unavailable(&state);
     };
     if let Err(e) = svc.status(&id, &f.token).await {
         return failure(&state, e);
@@ -435,31 +421,13 @@ async fn resend(
     form: Result<Form<TokenQuery>, FormRejection>,
 ) -> Response {
     let Ok(Form(f)) = form else {
-        return message(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "We could not do that",
-            "The form could not be read.",
-        );
+        return unreadable(&state);
     };
     let Ok(svc) = service(&state) else {
-        return message(
-            &state,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not available",
-            "Requests cannot be handled here right now.",
-        );
+        return unavailable(&state);
     };
     match svc.resend_code(&id, &f.token, chrono::Utc::now()).await {
-        Ok(v) => page(
-            StatusCode::OK,
-            "verify.html",
-            context! {
-                controller => state.settings.controller,
-                id, token => f.token, due => v.due_at[..10].to_owned(),
-                ttl => CODE_TTL_MINUTES, error => None::<String>,
-            },
-        ),
+        Ok(v) => code_page(&state, StatusCode::OK, &id, &f.token, &v.due_at, None),
         Err(e @ (RequestError::ResendTooSoon(_) | RequestError::NoMoreCodes)) => message(
             &state,
             StatusCode::TOO_MANY_REQUESTS,

@@ -181,7 +181,8 @@ pub async fn enqueue_claimed_in(conn: &mut AnyConnection, mail: &Mail) -> Result
     Ok(id)
 }
 
-/// Sends message `id`, claimed with [`enqueue_claimed_in`].
+/// Sends message `id`, claimed by the caller (see [`enqueue_claimed_in`]); whether it
+/// went out. A failure is recorded (without the content) and the claim released.
 pub async fn deliver_claimed(
     store: &Store,
     mailer: &Mailer,
@@ -245,29 +246,10 @@ pub async fn deliver_pending(store: &Store, mailer: &Mailer) -> Result<usize, Ma
                 text: r.try_get(4)?,
                 html: r.try_get(5)?,
             };
-            match mailer.send(id, &mail).await {
-                Ok(()) => {
-                    sqlx::query(
-                        "UPDATE mail_outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2",
-                    )
-                    .bind(timestamp(Utc::now()))
-                    .bind(id)
-                    .execute(store.pool())
-                    .await?;
-                    tracing::info!(outbox_id = id, kind = %mail.kind, via = %mailer.describe(), "mail sent");
-                    sent += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(outbox_id = id, kind = %mail.kind, "mail not sent yet; retried later");
-                    failed = true;
-                    sqlx::query(
-                        "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $1, claimed_at = NULL WHERE id = $2",
-                    )
-                    .bind(e)
-                    .bind(id)
-                    .execute(store.pool())
-                    .await?;
-                }
+            if deliver_claimed(store, mailer, id, &mail).await? {
+                sent += 1;
+            } else {
+                failed = true;
             }
         }
         // The server is unreachable: leave the rest for the next call.
