@@ -26,6 +26,7 @@ const ENV_KEYS: &[&str] = &[
     "approval",
     "public_url",
     "rate_limit",
+    "package_days",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
@@ -66,6 +67,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Requests per minute one client IP may make to the public routes.
     pub rate_limit: u32,
+    /// Days an access package can be downloaded (1 to 90).
+    pub package_days: i64,
 }
 
 impl Default for Config {
@@ -86,6 +89,7 @@ impl Default for Config {
             approval: String::new(),
             public_url: None,
             rate_limit: 60,
+            package_days: crate::requests::PACKAGE_DAYS,
         }
     }
 }
@@ -156,9 +160,13 @@ impl Config {
         {
             anyhow::bail!("configuration error: public_url must be an http(s) URL");
         }
+        if !(1..=90).contains(&self.package_days) {
+            anyhow::bail!("configuration error: package_days must be 1 to 90");
+        }
         Ok(crate::requests::Settings {
             approval,
             public_url: self.public_url.clone(),
+            package_days: self.package_days,
             ..crate::requests::Settings::from_policy(policy)
         })
     }
@@ -235,5 +243,54 @@ mod tests {
         std::fs::write(&file, "bnd = 1\n").unwrap();
         let err = Config::load(Some(&file), &over).unwrap_err().to_string();
         assert!(err.contains("bnd"), "{err}");
+    }
+
+    #[test]
+    fn request_settings_are_checked() {
+        let policy =
+            crate::policy::Policy::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+                .unwrap()
+                .into_valid()
+                .unwrap();
+        let ok = Config {
+            approval: "erasure, portability".into(),
+            public_url: Some("https://privacy.example.com/".into()),
+            ..Config::default()
+        }
+        .request_settings(&policy)
+        .unwrap();
+        assert_eq!(
+            ok.approval,
+            [
+                crate::requests::Kind::Erasure,
+                crate::requests::Kind::Portability
+            ]
+        );
+        assert_eq!(
+            ok.link("/v1/requests/r_1"),
+            "https://privacy.example.com/v1/requests/r_1"
+        );
+        assert_eq!(ok.package_days, 7);
+        for bad in [
+            Config {
+                approval: "erasure,deletion".into(),
+                ..Config::default()
+            },
+            Config {
+                approval: "rectification".into(),
+                ..Config::default()
+            },
+            Config {
+                public_url: Some("privacy.example.com".into()),
+                ..Config::default()
+            },
+            Config {
+                package_days: 0,
+                ..Config::default()
+            },
+        ] {
+            let e = bad.request_settings(&policy).unwrap_err().to_string();
+            assert!(e.starts_with("configuration error"), "{e}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::requests::service;
 use crate::audit::{Actor, Identity};
-use crate::requests::{CODE_TTL_MINUTES, Kind, PACKAGE_DAYS, RequestError};
+use crate::requests::{CODE_TTL_MINUTES, Kind, RequestError};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -387,7 +387,7 @@ async fn status(
             pending_code => v.status == "identity_pending",
             cancellable => matches!(v.status.as_str(), "identity_pending" | "verified" | "awaiting_approval"),
             download,
-            package_days => PACKAGE_DAYS,
+            package_days => state.settings.package_days,
             authority => state.settings.authority,
             token => q.token,
             r => v,

@@ -4,7 +4,7 @@
 
 use super::*;
 
-/// How long a stored access package can be downloaded.
+/// How long a stored access package can be downloaded, unless configured otherwise.
 pub const PACKAGE_DAYS: i64 = 7;
 /// A claim older than this is taken to belong to a crashed worker and is claimed again.
 const STALE_CLAIM_MINUTES: i64 = 15;
@@ -180,7 +180,7 @@ impl Service<'_> {
                 .bind(&d.content_type)
                 .bind(sealed)
                 .bind(timestamp(now))
-                .bind(timestamp(now + chrono::Duration::days(PACKAGE_DAYS)))
+                .bind(timestamp(now + chrono::Duration::days(self.settings.package_days)))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -214,7 +214,8 @@ impl Service<'_> {
         let what = match (kind, status) {
             (_, "failed") => "We could not complete your request yet; we are looking into it and will write again.".to_owned(),
             (Kind::Access | Kind::Portability, _) => format!(
-                "Your data is ready. Download it within {PACKAGE_DAYS} days from the page of your request (the link you kept when you made it), or from {} with the token you received then.",
+                "Your data is ready. Download it within {} days from the page of your request (the link you kept when you made it), or from {} with the token you received then.",
+                self.settings.package_days,
                 self.settings.link(&format!("/v1/requests/{id}/package"))
             ),
             (Kind::Erasure, "partially_completed") => "We erased your data, except what the law requires us to keep; the status of your request lists what we keep, why and until when.".to_owned(),

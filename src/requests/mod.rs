@@ -153,6 +153,8 @@ pub struct Settings {
     pub dpo_email: Option<String>,
     /// The supervisory authority named in rejections.
     pub authority: Option<String>,
+    /// Days an access package can be downloaded.
+    pub package_days: i64,
 }
 
 impl Settings {
@@ -168,6 +170,7 @@ impl Settings {
             authority: c
                 .and_then(|c| c.supervisory_authority.as_ref())
                 .map(|a| a.name.clone()),
+            package_days: PACKAGE_DAYS,
             ..Self::default()
         }
     }
@@ -604,6 +607,26 @@ mod tests {
         assert_eq!(due_date(at(2026, 3, 15)), at(2026, 4, 15));
         assert_eq!(due_date(at(2026, 12, 31)), at(2027, 1, 31));
         assert_eq!(due_date(at(2026, 5, 31)), at(2026, 6, 30));
+    }
+
+    #[test]
+    fn deadlines_run_on_the_utc_calendar() {
+        use chrono::FixedOffset;
+        // 00:30 in Vienna on 1 February is still 31 January in UTC: the date we promise
+        // is 28 February, a day before the local calendar's 1 March; for the EU, at or
+        // east of UTC, the promised date is never later than the local one.
+        let vienna = FixedOffset::east_opt(3600).unwrap();
+        let received = vienna.with_ymd_and_hms(2027, 2, 1, 0, 30, 0).unwrap();
+        assert_eq!(
+            due_date(received.with_timezone(&Utc)),
+            Utc.with_ymd_and_hms(2027, 2, 28, 23, 30, 0).unwrap()
+        );
+        // An extension by two months runs from the first deadline.
+        let due = due_date(Utc.with_ymd_and_hms(2027, 1, 31, 9, 0, 0).unwrap());
+        assert_eq!(
+            RetentionPeriod::new(0, 2, 0).after(due),
+            Some(Utc.with_ymd_and_hms(2027, 4, 28, 9, 0, 0).unwrap())
+        );
     }
 
     #[test]
