@@ -1708,3 +1708,45 @@ async fn two_instances_on_one_postgres_execute_each_request_once() {
     let report = instances[0].1.verify().await.unwrap();
     assert!(report.ok(), "{:?}", report.problems);
 }
+
+#[tokio::test]
+async fn an_auditor_reads_the_register_and_the_retention_plan() {
+    let s = start().await;
+    let auditor = s.token(lethe::store::Role::Auditor).await;
+    let http = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut r = http.get(format!("{}{path}", s.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    assert_eq!(get("/v1/admin/register", None).await.unwrap().status(), 401);
+    let register: Value = get("/v1/admin/register", Some(&auditor))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(register.as_array().unwrap().len(), s.policy.purposes.len());
+    assert!(register.to_string().contains("Registration and billing"));
+    // A restriction in force is counted apart in the plan.
+    let (_, _) = s.verified("restriction", "person1@example.org").await;
+    let plan: Value = get("/v1/admin/retention/plan", Some(&auditor))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let views = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["collection"] == "page_views")
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert!(
+        views["rule"].as_str().unwrap().contains("90 days"),
+        "{views}"
+    );
+    assert!(views["restricted_rows"].as_u64().unwrap() > 0, "{views}");
+}

@@ -21,6 +21,8 @@ pub fn routes() -> Router<AppState> {
             "/audit/checkpoint",
             get(latest_checkpoint).post(create_checkpoint),
         )
+        .route("/register", get(register))
+        .route("/retention/plan", get(retention_plan))
         .route("/vendors/matrix", get(vendors_matrix))
         .route("/vendors/obligations", get(vendors_obligations))
         .route("/vendors/check", get(vendors_check))
@@ -336,4 +338,40 @@ async fn lift(
     svc.lift_restriction(&id, &note, Actor::Admin(who), chrono::Utc::now())
         .await?;
     Ok(Json(svc.full(&id).await?))
+}
+
+/// The record of processing activities (Art. 30), one row per purpose.
+async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<crate::register::RegisterRow>>, ApiError> {
+    admin(&state, &headers, Role::Auditor).await?;
+    Ok(Json(crate::register::rows(&state.policy)))
+}
+
+/// What retention would delete or mask now, per collection, changing nothing; the rows
+/// of people with a restriction in force are counted apart.
+async fn retention_plan(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<crate::retention::Due>>, ApiError> {
+    admin(&state, &headers, Role::Auditor).await?;
+    let ids: Vec<_> = state
+        .store
+        .restrictions()
+        .await
+        .map_err(anyhow::Error::from)?
+        .into_iter()
+        .map(|r| r.identity)
+        .collect();
+    let sources = crate::sources::db::Sources::default();
+    let planned = async {
+        let restricted = crate::retention::restricted(&state.policy, &sources, &ids).await?;
+        let due = crate::retention::plan(&state.policy, &sources, chrono::Utc::now(), &restricted)
+            .await?;
+        Ok::<_, anyhow::Error>(due)
+    }
+    .await;
+    sources.close().await;
+    Ok(Json(planned?))
 }
