@@ -142,8 +142,21 @@ impl Builder<'_> {
 
     fn row_due(&mut self, rule: &CollectionRule) -> Result<String, SourceError> {
         let mut parts = Vec::new();
+        // Every field due is every condition of every field holding; fields serving the
+        // same purpose share their condition, which is tested once.
+        let mut seen: Vec<(&str, &str, String)> = Vec::new();
         for f in &rule.fields {
-            parts.push(self.field_due(rule, &f.field)?);
+            if f.conditions.is_empty() {
+                return Ok("1 = 0".into());
+            }
+            for c in &f.conditions {
+                let key = (c.purpose.as_str(), c.event.as_str(), c.keep_for.describe());
+                if seen.contains(&key) {
+                    continue;
+                }
+                seen.push(key);
+                parts.push(self.condition(&rule.collection, c)?);
+            }
         }
         // A row still referenced by rows that stay is kept.
         for (child, fk, target) in &rule.children {
@@ -377,6 +390,53 @@ pub async fn run_batch(
             );
         }
         let pred = b.finish(range);
+        if d == Dialect::Postgres {
+            // One statement: pick the next due rows by key, act on them by their
+            // physical address, and return the last key and the count.
+            let mut binds = pred.binds.clone();
+            let act = match &mask {
+                None => format!("DELETE FROM {tq} WHERE ctid = ANY(ARRAY(SELECT c FROM picked))"),
+                Some((fid, value)) => {
+                    let set = match value {
+                        None => "NULL".to_owned(),
+                        Some(v) => {
+                            binds.push(v.clone());
+                            let t = db
+                                .schema
+                                .column(&rule.collection, fid.as_str())
+                                .map_or("text".to_owned(), |c| c.sql_type.clone());
+                            d.typed_param(binds.len(), &t)
+                        }
+                    };
+                    format!(
+                        "UPDATE {tq} SET {} = {set} WHERE ctid = ANY(ARRAY(SELECT c FROM picked))",
+                        d.quote(fid)
+                    )
+                }
+            };
+            let sql = format!(
+                "WITH picked AS (SELECT t.ctid AS c, t.{kq} AS k FROM {tq} t WHERE {} ORDER BY t.{kq} LIMIT {limit}), \
+                 acted AS ({act} RETURNING 1) \
+                 SELECT CAST((SELECT MAX(k) FROM picked) AS TEXT), (SELECT COUNT(*) FROM acted)",
+                pred.sql
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for v in binds {
+                q = q.bind(v);
+            }
+            let row = q
+                .fetch_one(db.pool())
+                .await
+                .map_err(q_err(format!("retention in `{}`", rule.collection)))?;
+            let last: Option<String> = row.try_get(0).map_err(q_err("reading a key".into()))?;
+            let n: i64 = row.try_get(1).map_err(q_err("reading a count".into()))?;
+            let Some(last) = last else { continue };
+            cursors.insert(cursor_key, last);
+            return Ok(Some(Batch {
+                field: target.map(str::to_owned),
+                rows: u64::try_from(n).unwrap_or(0),
+            }));
+        }
         // 1. The last key of the next batch.
         let text = |e: &str| match d {
             Dialect::MySql => format!("CAST({e} AS CHAR)"),
