@@ -827,6 +827,32 @@ async fn an_erasure_notifies_each_processor_by_its_channel_until_acknowledged() 
     let now = chrono::Utc::now();
     assert_eq!(s.execute_at(now).await.as_deref(), Some(id.as_str()));
     assert_eq!(s.status_of(&id, &token).await, "partially_completed");
+    // The subject reads what is kept, why and until when.
+    let view: Value = reqwest::Client::new()
+        .get(format!("{}/v1/requests/{id}", s.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kept = view["kept"].as_array().unwrap();
+    assert!(
+        kept.iter().any(|k| k["article"] == "Art. 17(3)(b)"
+            && k["collection"] == "invoices"
+            && k["until"].as_str().is_some_and(|u| u.len() == 10)),
+        "{view}"
+    );
+    let page = reqwest::Client::new()
+        .get(format!("{}/portal/requests/{id}?token={token}", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("What we keep, and why") && page.contains("Art. 17(3)(b) GDPR"));
     // The first POST is refused: nothing acknowledged, retried only after the back-off.
     assert_eq!(s.deliver_webhooks(now).await, 0);
     assert_eq!(hook.count(), 1);

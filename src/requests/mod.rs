@@ -121,6 +121,43 @@ pub struct View {
     pub status: String,
     pub received_at: String,
     pub due_at: String,
+    /// After an erasure: what was kept, under which article, why and until when.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<KeptView>,
+}
+
+/// One kept field of an erasure, as the subject reads it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeptView {
+    pub collection: String,
+    pub field: String,
+    pub article: String,
+    pub reason: String,
+    pub until: Option<String>,
+    pub rows: u64,
+}
+
+/// The kept fields recorded in an erasure's result.
+fn kept_of(result: Option<&str>) -> Vec<KeptView> {
+    let Some(v) = result.and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for sys in v["systems"].as_array().into_iter().flatten() {
+        for c in sys["collections"].as_array().into_iter().flatten() {
+            for k in c["kept"].as_array().into_iter().flatten() {
+                out.push(KeptView {
+                    collection: c["collection"].as_str().unwrap_or_default().to_owned(),
+                    field: k["field"].as_str().unwrap_or_default().to_owned(),
+                    article: k["article"].as_str().unwrap_or_default().to_owned(),
+                    reason: k["reason"].as_str().unwrap_or_default().to_owned(),
+                    until: k["until"].as_str().map(str::to_owned),
+                    rows: k["rows"].as_u64().unwrap_or(0),
+                });
+            }
+        }
+    }
+    out
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -543,7 +580,7 @@ impl Service<'_> {
 
     async fn view(&self, id: &str) -> Result<View, RequestError> {
         let r = sqlx::query(
-            "SELECT id, kind, status, received_at, due_at FROM dsr_requests WHERE id = $1",
+            "SELECT id, kind, status, received_at, due_at, result FROM dsr_requests WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.store.pool())
@@ -555,13 +592,14 @@ impl Service<'_> {
             status: r.try_get(2)?,
             received_at: r.try_get(3)?,
             due_at: r.try_get(4)?,
+            kept: kept_of(r.try_get::<Option<String>, _>(5)?.as_deref()),
         })
     }
 
     /// The request, for the holder of its token.
     pub async fn status(&self, id: &str, token: &str) -> Result<View, RequestError> {
         let r = sqlx::query(
-            "SELECT token_hash, id, kind, status, received_at, due_at FROM dsr_requests WHERE id = $1",
+            "SELECT token_hash, id, kind, status, received_at, due_at, result FROM dsr_requests WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.store.pool())
@@ -580,6 +618,7 @@ impl Service<'_> {
             status: r.try_get(3)?,
             received_at: r.try_get(4)?,
             due_at: r.try_get(5)?,
+            kept: kept_of(r.try_get::<Option<String>, _>(6)?.as_deref()),
         })
     }
 }
