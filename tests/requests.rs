@@ -1230,6 +1230,17 @@ async fn opendsr_requests_follow_the_specification() {
             "subject_request_type",
         ),
         (example.replace(external, "not-a-uuid"), "UUID"),
+        (
+            example.replace(
+                &format!("{}/opendsr/callbacks", hook.url),
+                "ftp://example.com/cb",
+            ),
+            "http(s)",
+        ),
+        (
+            example.replace("\"2018-10-02T15:00:00Z\"", "\"yesterday\""),
+            "RFC 3339",
+        ),
     ] {
         let r = send(bad, Some(&dpo)).await.unwrap();
         assert_eq!(r.status(), 400);

@@ -199,6 +199,9 @@ struct CreateBody {
     // `api_version` and `extensions` are accepted and not needed.
 }
 
+/// Status callbacks one request may ask for.
+const MAX_CALLBACKS: usize = 10;
+
 /// A lowercase UUID (8-4-4-4-12 hex digits), as the specification demands.
 fn is_uuid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
@@ -291,12 +294,17 @@ async fn create(
     let submitted = chrono::DateTime::parse_from_rfc3339(&submitted)
         .map_err(|_| SpecError::bad("InvalidField", "submitted_time must be an RFC 3339 time"))?
         .with_timezone(&chrono::Utc);
-    if let Some(u) = req
+    if req.status_callback_urls.len() > MAX_CALLBACKS {
+        return Err(SpecError::bad(
+            "InvalidField",
+            format!("at most {MAX_CALLBACKS} status_callback_urls"),
+        ));
+    }
+    if req
         .status_callback_urls
         .iter()
-        .find(|u| url::Url::parse(u).map_or(true, |u| !matches!(u.scheme(), "http" | "https")))
+        .any(|u| url::Url::parse(u).map_or(true, |u| !matches!(u.scheme(), "http" | "https")))
     {
-        let _ = u;
         return Err(SpecError::bad(
             "InvalidField",
             "status_callback_urls must be http(s) URLs",
