@@ -1415,14 +1415,13 @@ async fn the_portal_works_without_javascript() {
     assert_eq!(r.status(), 303);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     assert_eq!(location, format!("/portal/requests/{id}?token={token}"));
-    let page = http
+    let r = http
         .get(format!("{}{location}", s.base))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let page = r.text().await.unwrap();
     assert!(
         page.contains("confirmed; we are preparing the answer"),
         "{page}"

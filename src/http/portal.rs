@@ -69,7 +69,13 @@ fn templates() -> &'static Environment<'static> {
 /// A rendered page; a template error is logged and answered with a plain 500.
 fn page(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
     match templates().get_template(name).and_then(|t| t.render(ctx)) {
-        Ok(html) => (status, Html(html)).into_response(),
+        // Pages carry the request's token in links: never kept by a cache.
+        Ok(html) => (
+            status,
+            [(axum::http::header::CACHE_CONTROL, "no-store")],
+            Html(html),
+        )
+            .into_response(),
         Err(e) => {
             tracing::error!(template = name, error = %e, "portal page");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
