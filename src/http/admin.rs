@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::requests::service;
 use super::{ApiError, AppState};
-use crate::audit::{Actor, AuditLog, Checkpoint, keys};
+use crate::audit::{Actor, AuditLog, Checkpoint};
 use crate::store::Role;
 use crate::vendors;
 
@@ -37,7 +37,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The caller's token id, if its role may do what `need` asks.
-async fn admin(state: &AppState, headers: &HeaderMap, need: Role) -> Result<String, ApiError> {
+pub(super) async fn admin(
+    state: &AppState,
+    headers: &HeaderMap,
+    need: Role,
+) -> Result<String, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -137,12 +141,11 @@ async fn create_checkpoint(
     // Signing a tree head records what is there; an auditor may ask for it.
     admin(&state, &headers, Role::Auditor).await?;
     let audit = audit_log(&state)?;
-    let source = state
-        .keys
+    let signer = state
+        .signer
         .as_ref()
         .ok_or(ApiError::Unavailable("no signing key is configured"))?;
-    let signer = keys::load_or_create_signer(source).map_err(anyhow::Error::from)?;
-    match audit.checkpoint(&signer).await {
+    match audit.checkpoint(signer).await {
         Ok(cp) => Ok(Json(cp)),
         Err(crate::audit::AuditError::DoesNotVerify(_)) => Err(ApiError::Conflict(
             "the audit log does not verify; run the verification",
@@ -356,17 +359,10 @@ async fn retention_plan(
     headers: HeaderMap,
 ) -> Result<Json<Vec<crate::retention::Due>>, ApiError> {
     admin(&state, &headers, Role::Auditor).await?;
-    let ids: Vec<_> = state
-        .store
-        .restrictions()
-        .await
-        .map_err(anyhow::Error::from)?
-        .into_iter()
-        .map(|r| r.identity)
-        .collect();
     let sources = crate::sources::db::Sources::default();
     let planned = async {
-        let restricted = crate::retention::restricted(&state.policy, &sources, &ids).await?;
+        let restricted =
+            crate::retention::restricted_in(&state.policy, &sources, &state.store).await?;
         let due = crate::retention::plan(&state.policy, &sources, chrono::Utc::now(), &restricted)
             .await?;
         Ok::<_, anyhow::Error>(due)

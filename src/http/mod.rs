@@ -38,7 +38,8 @@ pub struct AppState {
     /// The notice is rendered once per policy load, not per request.
     pub notice_html: Arc<String>,
     pub audit: Option<AuditLog>,
-    pub keys: Option<KeySource>,
+    /// The Ed25519 key signing checkpoints and OpenDSR answers, loaded once.
+    pub signer: Option<Arc<crate::crypto::Signer>>,
     pub mailer: Option<Arc<Mailer>>,
     /// How requests are handled (approvals, links in e-mails).
     pub settings: Arc<crate::requests::Settings>,
@@ -61,7 +62,7 @@ impl Application {
             policy,
             notice_html,
             audit: None,
-            keys: None,
+            signer: None,
             mailer: None,
             settings,
             limiter: Arc::new(limit::RateLimiter::new(0)),
@@ -81,7 +82,13 @@ impl Application {
     /// Serves the audit admin routes from `audit`, signing checkpoints with `keys`.
     pub fn with_audit(mut self, audit: AuditLog, keys: KeySource) -> Self {
         self.state.audit = Some(audit);
-        self.state.keys = Some(keys);
+        self.state.signer = match crate::audit::keys::load_or_create_signer(&keys) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                tracing::error!(error = %e, "no signing key: checkpoints and OpenDSR answers go unsigned");
+                None
+            }
+        };
         self
     }
 

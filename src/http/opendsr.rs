@@ -74,9 +74,14 @@ impl IntoResponse for SpecError {
 impl From<ApiError> for SpecError {
     fn from(e: ApiError) -> Self {
         let status = e.status();
+        let reason = match status {
+            StatusCode::UNAUTHORIZED => "Unauthorized",
+            StatusCode::FORBIDDEN => "Forbidden",
+            _ => "ServiceError",
+        };
         Self {
             status,
-            reason: "ServiceError",
+            reason,
             message: e.public_message(),
         }
     }
@@ -100,28 +105,7 @@ impl From<RequestError> for SpecError {
 
 /// The caller's admin token id: a DPO token is needed to hand over requests.
 async fn controller(state: &AppState, headers: &HeaderMap) -> Result<String, SpecError> {
-    let unauthorized = |m: &str| SpecError {
-        status: StatusCode::UNAUTHORIZED,
-        reason: "Unauthorized",
-        message: m.to_owned(),
-    };
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            unauthorized("a bearer token (lethe admin token create --role dpo) is needed")
-        })?;
-    match state.store.admin_token(token).await {
-        Ok(Some((id, Role::Dpo))) => Ok(id),
-        Ok(Some(_)) => Err(SpecError {
-            status: StatusCode::FORBIDDEN,
-            reason: "Forbidden",
-            message: "this needs a DPO token".into(),
-        }),
-        Ok(None) => Err(unauthorized("the token is not valid")),
-        Err(e) => Err(ApiError::Internal(e.into()).into()),
-    }
+    Ok(super::admin::admin(state, headers, Role::Dpo).await?)
 }
 
 /// Signs `body` with the server's Ed25519 key and names the processor domain.
@@ -137,9 +121,7 @@ fn signed(state: &AppState, status: StatusCode, body: Value) -> Response {
     if let Ok(v) = HeaderValue::from_str(&domain) {
         resp.headers_mut().insert("X-OpenDSR-Processor-Domain", v);
     }
-    if let Some(keys) = &state.keys
-        && let Ok(signer) = crate::audit::keys::load_or_create_signer(keys)
-    {
+    if let Some(signer) = &state.signer {
         let sig = base64::engine::general_purpose::STANDARD.encode(signer.sign(bytes.as_bytes()));
         if let Ok(v) = HeaderValue::from_str(&sig) {
             resp.headers_mut().insert("X-OpenDSR-Signature", v);
@@ -163,11 +145,10 @@ async fn discovery(State(state): State<AppState>) -> Response {
 
 /// The Ed25519 key that signs responses and callbacks, as a PEM public key.
 async fn public_key(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let keys = state
-        .keys
+    let signer = state
+        .signer
         .as_ref()
         .ok_or(ApiError::Unavailable("no signing key is configured"))?;
-    let signer = crate::audit::keys::load_or_create_signer(keys).map_err(anyhow::Error::from)?;
     // SubjectPublicKeyInfo for Ed25519 (RFC 8410): a fixed prefix, then the 32-byte key.
     let mut der = vec![
         0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,

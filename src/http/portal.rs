@@ -381,9 +381,13 @@ async fn status(
         Ok(v) => v,
         Err(e) => return failure(&state, e),
     };
+    // The token was checked by `status` above.
     let download = matches!(v.kind.as_str(), "access" | "portability")
         && v.status == "completed"
-        && svc.package(&id, &q.token, chrono::Utc::now()).await.is_ok();
+        && svc
+            .package_ready(&id, chrono::Utc::now())
+            .await
+            .unwrap_or(false);
     page(
         StatusCode::OK,
         "status.html",

@@ -33,14 +33,7 @@ pub struct JobContext {
 impl JobContext {
     /// The rows retention must leave alone: those of people with a restriction in force.
     pub async fn restricted(&self) -> anyhow::Result<retention::Restricted> {
-        let ids: Vec<_> = self
-            .store
-            .restrictions()
-            .await?
-            .into_iter()
-            .map(|r| r.identity)
-            .collect();
-        Ok(retention::restricted(&self.policy, &self.sources, &ids).await?)
+        Ok(retention::restricted_in(&self.policy, &self.sources, &self.store).await?)
     }
 }
 

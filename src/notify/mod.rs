@@ -24,8 +24,6 @@ pub enum MailError {
     Config { url: String, why: String },
     #[error("mail store: {0}")]
     Store(#[from] sqlx::Error),
-    #[error("building message {id}: {why}")]
-    Build { id: i64, why: String },
 }
 
 /// A message to send.

@@ -242,6 +242,19 @@ impl Service<'_> {
         }
     }
 
+    /// Whether request `id` has a package that can still be downloaded (nothing is
+    /// read or decrypted).
+    pub async fn package_ready(&self, id: &str, now: DateTime<Utc>) -> Result<bool, RequestError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM request_packages WHERE request_id = $1 AND expires_at >= $2",
+        )
+        .bind(id)
+        .bind(timestamp(now))
+        .fetch_one(self.store.pool())
+        .await?;
+        Ok(n > 0)
+    }
+
     /// The stored package, for the holder of the request's token.
     pub async fn package(
         &self,

@@ -167,6 +167,22 @@ pub async fn restricted(
         })
 }
 
+/// The rows of everyone whose restriction is in force in `store`.
+pub async fn restricted_in(
+    policy: &Policy,
+    sources: &Sources,
+    store: &crate::store::Store,
+) -> Result<Restricted, RetentionError> {
+    let ids: Vec<_> = store
+        .restrictions()
+        .await
+        .map_err(|e| RetentionError::Restrictions(e.to_string()))?
+        .into_iter()
+        .map(|r| r.identity)
+        .collect();
+    restricted(policy, sources, &ids).await
+}
+
 /// The rules, with the restricted rows of each collection attached.
 fn rules_with(policy: &Policy, now: DateTime<Utc>, restricted: &Restricted) -> Vec<CollectionRule> {
     let mut rules = rules(policy, now);
