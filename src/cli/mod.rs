@@ -96,7 +96,7 @@ pub enum Command {
         #[command(subcommand)]
         action: vendors::VendorsAction,
     },
-    /// Admin API tokens
+    /// Admin API tokens and the webhook signing secret
     Admin {
         #[command(subcommand)]
         action: admin::AdminAction,
