@@ -245,6 +245,7 @@ pub async fn plan(
 pub struct RunReport {
     pub rows_deleted: u64,
     pub values_masked: u64,
+    /// Batches that changed something, each one transaction and one audit entry.
     pub batches: u64,
     /// The longest single transaction, in milliseconds.
     pub longest_batch_ms: u64,
@@ -336,6 +337,10 @@ pub async fn run(
                 break;
             };
             report.longest_batch_ms = report.longest_batch_ms.max(took.as_millis() as u64);
+            if batch.rows == 0 {
+                // A stretch of the table with nothing due: no change, nothing to record.
+                continue;
+            }
             report.batches += 1;
             if let Some(p) = &options.progress {
                 p(batch.rows);

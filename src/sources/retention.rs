@@ -61,7 +61,9 @@ impl Builder<'_> {
                     .schema
                     .column(table, col)
                     .map_or("timestamptz", |c| c.sql_type.as_str());
-                d.typed_param(n, t)
+                // A subquery is evaluated once per statement; a bare cast of a text
+                // parameter would parse the time again for every row compared.
+                format!("(SELECT {})", d.typed_param(n, t))
             }
         }
     }
@@ -320,13 +322,165 @@ pub struct Batch {
     pub rows: u64,
 }
 
-/// Where each target (whole rows, or one field) has got to: the last key handled.
-pub type Cursors = std::collections::BTreeMap<Option<String>, String>;
+/// How batches walk a table: in its physical order where the database offers one, so each
+/// batch reads the next stretch of the table once, as a plain `DELETE` would.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Walk {
+    /// PostgreSQL 14 or later, an ordinary table: ranges of pages (a TID range scan).
+    Pages { rows_per_page: f64 },
+    /// A SQLite table with a rowid (reached by this name): ranges of rowids.
+    Rowid(&'static str),
+    /// Anything else: ranges of the primary key.
+    Key,
+}
 
-/// Deletes (or masks) at most `limit` due rows in one transaction; None when nothing is
-/// due. Batches walk the primary key upwards (`cursors`), so no batch rescans the rows an
-/// earlier one removed: pick the next `limit` due keys after the cursor, then act on the
-/// due rows in that key range.
+/// Where one target (whole rows, or one field) has got to.
+#[derive(Clone, Debug, Default)]
+struct Position {
+    /// The last key or rowid handled, or the next page to read.
+    after: Option<String>,
+    /// Rows (rowid walk) or pages (page walk) the next batch spans.
+    span: u64,
+    /// The table's length in pages, as last read (page walk).
+    pages: u64,
+}
+
+/// Progress of a run through one collection: how it walks, and how far each target got.
+#[derive(Default)]
+pub struct Cursors {
+    walk: Option<Walk>,
+    at: std::collections::BTreeMap<Option<String>, Position>,
+}
+
+impl Cursors {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// A batch spans at most this many times the batch size (rows scanned, by estimate on
+/// PostgreSQL), so a run through rows that are mostly not due still moves quickly while no
+/// transaction grows far past the size asked for.
+const MAX_SPAN: u64 = 4;
+
+/// The span of the next batch: aimed at `limit` rows acted on, at most doubling or halving
+/// from one batch to the next, and within `1..=max`.
+fn next_span(span: u64, acted: u64, limit: u64, max: u64) -> u64 {
+    let aim = match acted {
+        0 => span.saturating_mul(2),
+        n => span.saturating_mul(limit) / n,
+    };
+    aim.clamp(span / 2, span.saturating_mul(2))
+        .clamp(1, max.max(1))
+}
+
+async fn find_walk(db: &SourceDb, table: &Identifier) -> Walk {
+    let tq = db.dialect.quote(table);
+    match db.dialect {
+        Dialect::Postgres => {
+            let q = sqlx::query(
+                "SELECT CAST(c.relkind AS TEXT), CAST(c.reltuples AS FLOAT8), CAST(c.relpages AS FLOAT8), \
+                 CAST(current_setting('server_version_num') AS INTEGER) \
+                 FROM pg_class c WHERE c.oid = CAST($1 AS regclass)",
+            )
+            .bind(tq);
+            let Ok(row) = q.fetch_one(db.pool()).await else {
+                return Walk::Key;
+            };
+            let kind: String = row.try_get(0).unwrap_or_default();
+            let (tuples, pages): (f64, f64) = (
+                row.try_get(1).unwrap_or(-1.0),
+                row.try_get(2).unwrap_or(0.0),
+            );
+            let version: i32 = row.try_get(3).unwrap_or(0);
+            // TID range scans came with PostgreSQL 14; partitions each have their own pages.
+            if kind != "r" || version < 140_000 {
+                return Walk::Key;
+            }
+            // Without statistics, assume the most rows a page can hold (8 KiB pages).
+            let rows_per_page = if tuples > 0.0 && pages > 0.0 {
+                (tuples / pages).max(1.0)
+            } else {
+                291.0
+            };
+            Walk::Pages { rows_per_page }
+        }
+        Dialect::Sqlite => {
+            // The rowid answers to three names; a column of the same name hides it, and a
+            // WITHOUT ROWID table has none.
+            let columns = db.schema.tables.get(table.as_str());
+            for alias in ["rowid", "_rowid_", "oid"] {
+                if columns.is_some_and(|cs| cs.iter().any(|c| c.name.eq_ignore_ascii_case(alias))) {
+                    continue;
+                }
+                let probe = format!("SELECT {alias} FROM {tq} LIMIT 0");
+                return match sqlx::query(sqlx::AssertSqlSafe(probe))
+                    .fetch_optional(db.pool())
+                    .await
+                {
+                    Ok(_) => Walk::Rowid(alias),
+                    Err(_) => Walk::Key,
+                };
+            }
+            Walk::Key
+        }
+        Dialect::MySql => Walk::Key,
+    }
+}
+
+/// What a batch does to the rows it selects.
+enum Act {
+    Delete,
+    /// Set a field to its erased value (None: NULL).
+    Mask(Identifier, Option<String>),
+}
+
+/// The statement acting on the rows of `t` matching `pred`, with `binds` to bind.
+fn act_sql(
+    db: &SourceDb,
+    table: &Identifier,
+    act: &Act,
+    pred: &str,
+    binds: &mut Vec<String>,
+) -> String {
+    let d = db.dialect;
+    let tq = d.quote(table);
+    match act {
+        Act::Delete => match d {
+            Dialect::MySql => format!("DELETE t FROM {tq} t WHERE {pred}"),
+            _ => format!("DELETE FROM {tq} AS t WHERE {pred}"),
+        },
+        Act::Mask(fid, value) => {
+            let set = match value {
+                None => "NULL".to_owned(),
+                // MySQL's placeholders are positional: the SET value comes first.
+                Some(v) if d == Dialect::MySql => {
+                    binds.insert(0, v.clone());
+                    "?".to_owned()
+                }
+                Some(v) => {
+                    binds.push(v.clone());
+                    let t = db
+                        .schema
+                        .column(table.as_str(), fid.as_str())
+                        .map_or("text".to_owned(), |c| c.sql_type.clone());
+                    d.typed_param(binds.len(), &t)
+                }
+            };
+            match d {
+                Dialect::MySql => {
+                    format!("UPDATE {tq} t SET t.{} = {set} WHERE {pred}", d.quote(fid))
+                }
+                _ => format!("UPDATE {tq} AS t SET {} = {set} WHERE {pred}", d.quote(fid)),
+            }
+        }
+    }
+}
+
+/// Deletes (or masks) the due rows of the next stretch of the table, in one transaction;
+/// None when the walk has reached the end. A stretch holds about `limit` due rows (at most
+/// [`MAX_SPAN`] times `limit` rows on SQLite and, by the table's statistics, on
+/// PostgreSQL), so batches never rescan the rows an earlier one removed or passed.
 pub async fn run_batch(
     db: &SourceDb,
     system: &System,
@@ -336,26 +490,9 @@ pub async fn run_batch(
     cursors: &mut Cursors,
 ) -> Result<Option<Batch>, SourceError> {
     let table = id(&rule.collection)?;
-    let key = db.primary_key(system, &rule.collection);
-    let [key] = key.as_slice() else {
-        return Err(SourceError::NoPrimaryKey {
-            system: system.id.to_string(),
-            table: rule.collection.clone(),
-        });
-    };
-    let key_id = id(key)?;
-    let key_type = db
-        .schema
-        .column(&rule.collection, key)
-        .map_or("text".to_owned(), |c| c.sql_type.clone());
-    let d = db.dialect;
-    let (tq, kq) = (d.quote(&table), d.quote(&key_id));
-    let q_err = |what: String| {
-        move |e| SourceError::Query {
-            system: system.id.to_string(),
-            what,
-            source: e,
-        }
+    let walk = match cursors.walk {
+        Some(w) => w,
+        None => *cursors.walk.insert(find_walk(db, &table).await),
     };
     // Each field of a kept row is a batch of its own; deletions take whole rows.
     let targets: Vec<Option<&str>> = match rule.mode {
@@ -363,79 +500,192 @@ pub async fn run_batch(
         ErasureMode::KeepRow => rule.fields.iter().map(|f| Some(f.field.as_str())).collect(),
     };
     for target in targets {
-        let cursor_key = target.map(str::to_owned);
         let mut b = Builder {
             db,
             system,
             now,
             binds: Vec::new(),
         };
-        let (pred, mask) = match target {
-            None => (b.row_due(rule)?, None),
+        let (pred, act) = match target {
+            None => (b.row_due(rule)?, Act::Delete),
             Some(f) => {
                 let fid = id(f)?;
                 let (value, _) = mask_for(db, system, &rule.collection, f);
                 let due = b.field_due(rule, f)?;
                 let nm = not_masked(&mut b, &rule.collection, &fid, &value);
                 let free = b.unrestricted(rule)?;
-                (format!("{due} AND {nm} AND {free}"), Some((fid, value)))
+                (format!("{due} AND {nm} AND {free}"), Act::Mask(fid, value))
             }
         };
-        let mut range = pred.clone();
-        if let Some(c) = cursors.get(&cursor_key) {
-            b.binds.push(c.clone());
-            range = format!(
-                "{range} AND t.{kq} > {}",
-                d.typed_param(b.binds.len(), &key_type)
-            );
-        }
-        let pred = b.finish(range);
-        if d == Dialect::Postgres {
-            // One statement: pick the next due rows by key, act on them by their
-            // physical address, and return the last key and the count.
-            let mut binds = pred.binds.clone();
-            let act = match &mask {
-                None => format!("DELETE FROM {tq} WHERE ctid = ANY(ARRAY(SELECT c FROM picked))"),
-                Some((fid, value)) => {
-                    let set = match value {
-                        None => "NULL".to_owned(),
-                        Some(v) => {
-                            binds.push(v.clone());
-                            let t = db
-                                .schema
-                                .column(&rule.collection, fid.as_str())
-                                .map_or("text".to_owned(), |c| c.sql_type.clone());
-                            d.typed_param(binds.len(), &t)
-                        }
-                    };
-                    format!(
-                        "UPDATE {tq} SET {} = {set} WHERE ctid = ANY(ARRAY(SELECT c FROM picked))",
-                        d.quote(fid)
-                    )
-                }
-            };
-            let sql = format!(
-                "WITH picked AS (SELECT t.ctid AS c, t.{kq} AS k FROM {tq} t WHERE {} ORDER BY t.{kq} LIMIT {limit}), \
-                 acted AS ({act} RETURNING 1) \
-                 SELECT CAST((SELECT MAX(k) FROM picked) AS TEXT), (SELECT COUNT(*) FROM acted)",
-                pred.sql
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for v in binds {
-                q = q.bind(v);
-            }
-            let row = q
-                .fetch_one(db.pool())
-                .await
-                .map_err(q_err(format!("retention in `{}`", rule.collection)))?;
-            let last: Option<String> = row.try_get(0).map_err(q_err("reading a key".into()))?;
-            let n: i64 = row.try_get(1).map_err(q_err("reading a count".into()))?;
-            let Some(last) = last else { continue };
-            cursors.insert(cursor_key, last);
+        let pred = b.finish(pred);
+        let position = cursors.at.entry(target.map(str::to_owned)).or_default();
+        let stretch = Stretch {
+            db,
+            system,
+            rule,
+            table: &table,
+            pred: &pred,
+            act: &act,
+            limit: u64::from(limit.max(1)),
+        };
+        let acted = match walk {
+            Walk::Pages { rows_per_page } => stretch.by_pages(rows_per_page, position).await?,
+            Walk::Rowid(alias) => stretch.by_rowid(alias, position).await?,
+            Walk::Key => stretch.by_key(position).await?,
+        };
+        if let Some(rows) = acted {
             return Ok(Some(Batch {
                 field: target.map(str::to_owned),
-                rows: u64::try_from(n).unwrap_or(0),
+                rows,
             }));
+        }
+    }
+    Ok(None)
+}
+
+/// One batch's statement parts.
+struct Stretch<'a> {
+    db: &'a SourceDb,
+    system: &'a System,
+    rule: &'a CollectionRule,
+    table: &'a Identifier,
+    pred: &'a Pred,
+    act: &'a Act,
+    limit: u64,
+}
+
+impl Stretch<'_> {
+    fn error(&self, what: String) -> impl FnOnce(sqlx::Error) -> SourceError + use<'_> {
+        move |e| SourceError::Query {
+            system: self.system.id.to_string(),
+            what,
+            source: e,
+        }
+    }
+
+    /// Acts on the due rows within `range` (a condition on `binds`, which follow the
+    /// predicate's), returning how many there were.
+    async fn act_within(&self, range: &str, mut binds: Vec<String>) -> Result<u64, SourceError> {
+        let pred = format!("{} AND {range}", self.pred.sql);
+        let sql = act_sql(self.db, self.table, self.act, &pred, &mut binds);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for v in binds {
+            q = q.bind(v);
+        }
+        Ok(q.execute(self.db.pool())
+            .await
+            .map_err(self.error(format!("retention in `{}`", self.rule.collection)))?
+            .rows_affected())
+    }
+
+    /// The predicate's values with `value` added, and its placeholder typed as `sql_type`.
+    fn bind(&self, binds: &mut Vec<String>, value: String, sql_type: &str) -> String {
+        binds.push(value);
+        self.db.dialect.typed_param(binds.len(), sql_type)
+    }
+
+    /// PostgreSQL: the next `span` pages, read by a TID range scan.
+    async fn by_pages(
+        &self,
+        rows_per_page: f64,
+        at: &mut Position,
+    ) -> Result<Option<u64>, SourceError> {
+        let per_page = |rows: u64| ((rows as f64 / rows_per_page).ceil() as u64).max(1);
+        let max = per_page(self.limit * MAX_SPAN);
+        if at.span == 0 {
+            at.span = per_page(self.limit);
+        }
+        let from: u64 = at
+            .after
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if from >= at.pages {
+            // Read the table's length again: it may have grown since.
+            let sql = "SELECT CAST(pg_relation_size(CAST($1 AS regclass)) / \
+                       CAST(current_setting('block_size') AS BIGINT) AS BIGINT)";
+            let pages: i64 = sqlx::query_scalar(sql)
+                .bind(self.db.dialect.quote(self.table))
+                .fetch_one(self.db.pool())
+                .await
+                .map_err(self.error("reading the table's size".into()))?;
+            at.pages = u64::try_from(pages).unwrap_or(0);
+            if from >= at.pages {
+                return Ok(None);
+            }
+        }
+        let to = from + at.span;
+        let mut binds = self.pred.binds.clone();
+        let lo = self.bind(&mut binds, format!("({from},0)"), "tid");
+        let hi = self.bind(&mut binds, format!("({to},0)"), "tid");
+        let n = self
+            .act_within(&format!("t.ctid >= {lo} AND t.ctid < {hi}"), binds)
+            .await?;
+        at.after = Some(to.to_string());
+        at.span = next_span(at.span, n, self.limit, max);
+        Ok(Some(n))
+    }
+
+    /// SQLite: the next `span` rows by rowid, the bound found without testing them.
+    async fn by_rowid(&self, alias: &str, at: &mut Position) -> Result<Option<u64>, SourceError> {
+        let tq = self.db.dialect.quote(self.table);
+        if at.span == 0 {
+            at.span = self.limit;
+        }
+        let from: i64 = at
+            .after
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(i64::MIN);
+        let pick = format!(
+            "SELECT COALESCE((SELECT {alias} FROM {tq} WHERE {alias} > ?1 ORDER BY {alias} LIMIT 1 OFFSET ?2), \
+             (SELECT MAX({alias}) FROM {tq} WHERE {alias} > ?1))"
+        );
+        let to: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(pick))
+            .bind(from)
+            .bind(i64::try_from(at.span - 1).unwrap_or(i64::MAX))
+            .fetch_one(self.db.pool())
+            .await
+            .map_err(self.error(format!("walking `{}`", self.rule.collection)))?;
+        let Some(to) = to else {
+            return Ok(None);
+        };
+        let mut binds = self.pred.binds.clone();
+        let lo = self.bind(&mut binds, from.to_string(), "");
+        let hi = self.bind(&mut binds, to.to_string(), "");
+        let range =
+            format!("t.{alias} > CAST({lo} AS INTEGER) AND t.{alias} <= CAST({hi} AS INTEGER)");
+        let n = self.act_within(&range, binds).await?;
+        at.after = Some(to.to_string());
+        at.span = next_span(at.span, n, self.limit, self.limit * MAX_SPAN);
+        Ok(Some(n))
+    }
+
+    /// Any database: the next `limit` due rows by primary key, picked first, then acted on
+    /// by key range.
+    async fn by_key(&self, at: &mut Position) -> Result<Option<u64>, SourceError> {
+        let d = self.db.dialect;
+        let key = self.db.primary_key(self.system, &self.rule.collection);
+        let [key] = key.as_slice() else {
+            return Err(SourceError::NoPrimaryKey {
+                system: self.system.id.to_string(),
+                table: self.rule.collection.clone(),
+            });
+        };
+        let kq = d.quote(&id(key)?);
+        let key_type = self
+            .db
+            .schema
+            .column(&self.rule.collection, key)
+            .map_or("text".to_owned(), |c| c.sql_type.clone());
+        let tq = d.quote(self.table);
+        let mut binds = self.pred.binds.clone();
+        let mut pred = self.pred.sql.clone();
+        if let Some(c) = &at.after {
+            pred = format!(
+                "{pred} AND t.{kq} > {}",
+                self.bind(&mut binds, c.clone(), &key_type)
+            );
         }
         // 1. The last key of the next batch.
         let text = |e: &str| match d {
@@ -443,72 +693,58 @@ pub async fn run_batch(
             _ => format!("CAST({e} AS TEXT)"),
         };
         let pick = format!(
-            "SELECT {}, COUNT(*) FROM (SELECT t.{kq} AS k FROM {tq} t WHERE {} ORDER BY t.{kq} LIMIT {limit}) picked",
+            "SELECT {} FROM (SELECT t.{kq} AS k FROM {tq} t WHERE {pred} ORDER BY t.{kq} LIMIT {}) picked",
             text("MAX(k)"),
-            pred.sql
+            self.limit
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(pick));
-        for v in &pred.binds {
+        for v in &binds {
             q = q.bind(v.clone());
         }
-        let row = q.fetch_one(db.pool()).await.map_err(q_err(format!(
-            "selecting due rows of `{}`",
-            rule.collection
-        )))?;
-        let last: Option<String> = row.try_get(0).map_err(q_err("reading a key".into()))?;
-        let Some(last) = last else { continue };
-        // 2. Act on the due rows up to it, in one transaction.
-        let mut binds = pred.binds.clone();
-        binds.push(last.clone());
-        let upto = format!(
-            "{} AND t.{kq} <= {}",
-            pred.sql,
-            d.typed_param(binds.len(), &key_type)
-        );
-        let sql = match &mask {
-            None => match d {
-                Dialect::MySql => format!("DELETE t FROM {tq} t WHERE {upto}"),
-                _ => format!("DELETE FROM {tq} AS t WHERE {upto}"),
-            },
-            Some((fid, value)) => {
-                let set = match value {
-                    None => "NULL".to_owned(),
-                    // MySQL's placeholders are positional: the SET value comes first.
-                    Some(v) if d == Dialect::MySql => {
-                        binds.insert(0, v.clone());
-                        "?".to_owned()
-                    }
-                    Some(v) => {
-                        binds.push(v.clone());
-                        let t = db
-                            .schema
-                            .column(&rule.collection, fid.as_str())
-                            .map_or("text".to_owned(), |c| c.sql_type.clone());
-                        d.typed_param(binds.len(), &t)
-                    }
-                };
-                match d {
-                    Dialect::MySql => {
-                        format!("UPDATE {tq} t SET t.{} = {set} WHERE {upto}", d.quote(fid))
-                    }
-                    _ => format!("UPDATE {tq} AS t SET {} = {set} WHERE {upto}", d.quote(fid)),
-                }
-            }
-        };
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for v in binds {
-            q = q.bind(v);
-        }
-        let n = q
-            .execute(db.pool())
+        let row = q
+            .fetch_one(self.db.pool())
             .await
-            .map_err(q_err(format!("retention in `{}`", rule.collection)))?
-            .rows_affected();
-        cursors.insert(cursor_key, last);
-        return Ok(Some(Batch {
-            field: target.map(str::to_owned),
-            rows: n,
-        }));
+            .map_err(self.error(format!("selecting due rows of `{}`", self.rule.collection)))?;
+        let last: Option<String> = row.try_get(0).map_err(self.error("reading a key".into()))?;
+        let Some(last) = last else {
+            return Ok(None);
+        };
+        // 2. Act on the due rows up to it, in one transaction.
+        let mut binds = self.pred.binds.clone();
+        let mut range = Vec::new();
+        if let Some(c) = &at.after {
+            range.push(format!(
+                "t.{kq} > {}",
+                self.bind(&mut binds, c.clone(), &key_type)
+            ));
+        }
+        range.push(format!(
+            "t.{kq} <= {}",
+            self.bind(&mut binds, last.clone(), &key_type)
+        ));
+        let n = self.act_within(&range.join(" AND "), binds).await?;
+        at.after = Some(last);
+        Ok(Some(n))
     }
-    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_span;
+
+    #[test]
+    fn spans_aim_at_the_batch_size_within_bounds() {
+        // Half of the rows due: the span doubles, once.
+        assert_eq!(next_span(100, 50, 100, 400), 200);
+        assert_eq!(next_span(200, 100, 100, 400), 200);
+        // Nothing due: it doubles up to the cap, never past it.
+        assert_eq!(next_span(300, 0, 100, 400), 400);
+        assert_eq!(next_span(400, 0, 100, 400), 400);
+        // Denser than expected: it halves at most.
+        assert_eq!(next_span(400, 400, 100, 400), 200);
+        assert_eq!(next_span(400, 4000, 100, 400), 200);
+        // Never empty.
+        assert_eq!(next_span(1, 10, 1, 4), 1);
+        assert_eq!(next_span(1, 0, 1, 0), 1);
+    }
 }
