@@ -472,6 +472,30 @@ async fn every_walk_deletes_exactly_the_due_rows(backend: Backend, test: &str) {
 }
 all_backends!(every_walk_deletes_exactly_the_due_rows);
 
+/// lethe's own SQLite connections keep the rollback journal file between commits; the
+/// database's journal mode, as other programs see it, is what it was, WAL included.
+#[tokio::test]
+async fn the_journal_mode_of_a_sqlite_database_is_left_as_it_was() {
+    for mode in ["delete", "wal"] {
+        let db = seeded(Backend::Sqlite, "journal_mode").await.unwrap();
+        db.exec(&format!("PRAGMA journal_mode = {mode}")).await;
+        let policy = policy(&db, |t| t);
+        let log = audit(&db).await;
+        let sources = Sources::default();
+        let report = retention::run(&policy, &sources, &log, now(), &options(1))
+            .await
+            .unwrap();
+        assert!(report.rows_deleted > 0);
+        sources.close().await;
+        let mut c = db.conn().await;
+        let now_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(now_mode, mode);
+    }
+}
+
 /// Two schedulers (separate pools, as two instances would have) firing the same tick:
 /// the job runs once.
 async fn two_schedulers_run_a_tick_once(store_url: SecretString, db: AppDb) {

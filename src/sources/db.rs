@@ -110,6 +110,18 @@ impl SourceDb {
                         sqlx::query("PRAGMA busy_timeout = 10000")
                             .execute(&mut *conn)
                             .await?;
+                        // In rollback-journal mode each commit creates the journal file,
+                        // syncs its directory and deletes it again; PERSIST keeps the file
+                        // and zeroes its header instead, with the same guarantees. The
+                        // setting is this connection's own; a WAL database stays as it is.
+                        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                            .fetch_one(&mut *conn)
+                            .await?;
+                        if mode.eq_ignore_ascii_case("delete") {
+                            sqlx::query("PRAGMA journal_mode = PERSIST")
+                                .execute(&mut *conn)
+                                .await?;
+                        }
                     }
                     Ok(())
                 })
