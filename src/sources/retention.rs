@@ -632,14 +632,14 @@ impl Stretch<'_> {
         if at.span == 0 {
             at.span = self.limit;
         }
-        let from: i64 = at
-            .after
-            .as_deref()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(i64::MIN);
+        // Rowids may be negative: the first stretch starts at the smallest there can be.
+        let (after, from) = match at.after.as_deref().and_then(|p| p.parse::<i64>().ok()) {
+            Some(r) => (">", r),
+            None => (">=", i64::MIN),
+        };
         let pick = format!(
-            "SELECT COALESCE((SELECT {alias} FROM {tq} WHERE {alias} > ?1 ORDER BY {alias} LIMIT 1 OFFSET ?2), \
-             (SELECT MAX({alias}) FROM {tq} WHERE {alias} > ?1))"
+            "SELECT COALESCE((SELECT {alias} FROM {tq} WHERE {alias} {after} ?1 ORDER BY {alias} LIMIT 1 OFFSET ?2), \
+             (SELECT MAX({alias}) FROM {tq} WHERE {alias} {after} ?1))"
         );
         let to: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(pick))
             .bind(from)
@@ -653,8 +653,9 @@ impl Stretch<'_> {
         let mut binds = self.pred.binds.clone();
         let lo = self.bind(&mut binds, from.to_string(), "");
         let hi = self.bind(&mut binds, to.to_string(), "");
-        let range =
-            format!("t.{alias} > CAST({lo} AS INTEGER) AND t.{alias} <= CAST({hi} AS INTEGER)");
+        let range = format!(
+            "t.{alias} {after} CAST({lo} AS INTEGER) AND t.{alias} <= CAST({hi} AS INTEGER)"
+        );
         let n = self.act_within(&range, binds).await?;
         at.after = Some(to.to_string());
         at.span = next_span(at.span, n, self.limit, self.limit * MAX_SPAN);
