@@ -2,8 +2,9 @@
 //! `DELETE ... WHERE viewed_at < cutoff` on an identical copy, in the same run: rows/s of
 //! each, their ratio, and the longest single transaction.
 //!
-//! Page-view rows (default 1,000,000; `LETHE_BENCH_ROWS`), half of them due, indexed on
-//! `viewed_at`. SQLite always; PostgreSQL when LETHE_TEST_POSTGRES_URL is set.
+//! Page-view rows (default 1,000,000; `LETHE_BENCH_ROWS`), indexed on `viewed_at`; half of
+//! them due, every other row, or with `LETHE_BENCH_DUE_PERCENT=N` the oldest N% (a nightly
+//! run). SQLite always; PostgreSQL when LETHE_TEST_POSTGRES_URL is set.
 //! `cargo bench --bench retention`
 
 use std::time::Instant;
@@ -35,6 +36,13 @@ systems:
           - { name: path, categories: [user.behavior.browsing_history] }
 "#;
 
+/// Which rows are due: every other one (None), or the first `percent` of them.
+fn due_rows() -> Option<u64> {
+    std::env::var("LETHE_BENCH_DUE_PERCENT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
 async fn seed(url: &str, pg: bool, rows: u64) {
     let mut c = AnyConnection::connect(url).await.unwrap();
     let ts = if pg { "TIMESTAMPTZ" } else { "TEXT" };
@@ -45,7 +53,11 @@ async fn seed(url: &str, pg: bool, rows: u64) {
         .execute(&mut c)
         .await
         .unwrap();
-    // Odd ids are 200 days old (due), even ids 10 days old.
+    // Due rows are 200 days old, the others 10 days.
+    let due = match due_rows() {
+        None => "s.n % 2 = 1".to_owned(),
+        Some(p) => format!("s.n <= {}", rows * p / 100),
+    };
     let series = if pg {
         format!("generate_series(1, {rows}) AS s(n)")
     } else {
@@ -54,7 +66,7 @@ async fn seed(url: &str, pg: bool, rows: u64) {
         )
     };
     let insert = format!(
-        "INSERT INTO page_views SELECT s.n, '192.0.2.1', '/docs', CAST(CASE WHEN s.n % 2 = 1 THEN '2026-05-11 10:00:00' ELSE '2026-11-17 10:00:00' END AS {ts}) FROM {series}"
+        "INSERT INTO page_views SELECT s.n, '192.0.2.1', '/docs', CAST(CASE WHEN {due} THEN '2026-05-11 10:00:00' ELSE '2026-11-17 10:00:00' END AS {ts}) FROM {series}"
     );
     sqlx::raw_sql(sqlx::AssertSqlSafe(insert))
         .execute(&mut c)
@@ -76,7 +88,11 @@ async fn seed(url: &str, pg: bool, rows: u64) {
 }
 
 async fn run(label: &str, lethe_url: String, raw_url: String, pg: bool, rows: u64) {
-    println!("== {label}: {rows} page views, half due ==");
+    let due = match due_rows() {
+        None => "half due".to_owned(),
+        Some(p) => format!("the oldest {p}% due"),
+    };
+    println!("== {label}: {rows} page views, {due} ==");
     let t = Instant::now();
     seed(&lethe_url, pg, rows).await;
     seed(&raw_url, pg, rows).await;

@@ -43,28 +43,24 @@ impl Builder<'_> {
         }
     }
 
-    /// A bound cutoff, as a time comparable with a column of `table.col`.
+    /// A cutoff, as a time comparable with a column of `table.col`: bound on SQLite and
+    /// MySQL; on PostgreSQL a constant of the column's type, so that it is parsed once per
+    /// statement (not for every row compared) and the planner can estimate what is due.
     fn cutoff(&mut self, at: DateTime<Utc>, table: &str, col: &str) -> String {
         let d = self.d();
-        let text = match d {
-            Dialect::Postgres => at.to_rfc3339(),
-            _ => at.format("%Y-%m-%d %H:%M:%S").to_string(),
-        };
-        self.binds.push(text);
+        if d == Dialect::Postgres {
+            let t = self
+                .db
+                .schema
+                .column(table, col)
+                .map_or("timestamptz", |c| c.sql_type.as_str());
+            return d.typed_literal(&at.to_rfc3339(), t);
+        }
+        self.binds.push(at.format("%Y-%m-%d %H:%M:%S").to_string());
         let n = self.binds.len();
         match d {
             Dialect::Sqlite => format!("datetime(?{n})"),
-            Dialect::MySql => "?".to_owned(),
-            Dialect::Postgres => {
-                let t = self
-                    .db
-                    .schema
-                    .column(table, col)
-                    .map_or("timestamptz", |c| c.sql_type.as_str());
-                // A subquery is evaluated once per statement; a bare cast of a text
-                // parameter would parse the time again for every row compared.
-                format!("(SELECT {})", d.typed_param(n, t))
-            }
+            _ => "?".to_owned(),
         }
     }
 
@@ -326,8 +322,9 @@ pub struct Batch {
 /// batch reads the next stretch of the table once, as a plain `DELETE` would.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Walk {
-    /// PostgreSQL 14 or later, an ordinary table: ranges of pages (a TID range scan).
-    Pages { rows_per_page: f64 },
+    /// PostgreSQL 14 or later, an ordinary table: ranges of pages (a TID range scan). The
+    /// table's rows and rows per page, as its statistics estimate them (rows 0: unknown).
+    Pages { rows: f64, rows_per_page: f64 },
     /// A SQLite table with a rowid (reached by this name): ranges of rowids.
     Rowid(&'static str),
     /// Anything else: ranges of the primary key.
@@ -343,6 +340,8 @@ struct Position {
     span: u64,
     /// The table's length in pages, as last read (page walk).
     pages: u64,
+    /// Where the page walk ends when it knows that no due row lies beyond.
+    end: Option<u64>,
 }
 
 /// Progress of a run through one collection: how it walks, and how far each target got.
@@ -398,12 +397,17 @@ async fn find_walk(db: &SourceDb, table: &Identifier) -> Walk {
                 return Walk::Key;
             }
             // Without statistics, assume the most rows a page can hold (8 KiB pages).
-            let rows_per_page = if tuples > 0.0 && pages > 0.0 {
-                (tuples / pages).max(1.0)
+            if tuples > 0.0 && pages > 0.0 {
+                Walk::Pages {
+                    rows: tuples,
+                    rows_per_page: (tuples / pages).max(1.0),
+                }
             } else {
-                291.0
-            };
-            Walk::Pages { rows_per_page }
+                Walk::Pages {
+                    rows: 0.0,
+                    rows_per_page: 291.0,
+                }
+            }
         }
         Dialect::Sqlite => {
             // The rowid answers to three names; a column of the same name hides it, and a
@@ -426,6 +430,26 @@ async fn find_walk(db: &SourceDb, table: &Identifier) -> Walk {
         }
         Dialect::MySql => Walk::Key,
     }
+}
+
+/// What the planner's estimate told a page walk.
+enum Narrowed {
+    /// Read the whole table.
+    Whole,
+    /// Nothing is due.
+    Nothing,
+    /// Due rows lie on these pages and between them only.
+    Pages(u64, u64),
+}
+
+/// The row estimate of a plan's first line (`... (cost=0.00..1.00 rows=42 width=4)`).
+fn estimated_rows(line: &str) -> Option<f64> {
+    let at = line.find(" rows=")? + " rows=".len();
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit() && c != '.')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// What a batch does to the rows it selects.
@@ -529,7 +553,10 @@ pub async fn run_batch(
             limit: u64::from(limit.max(1)),
         };
         let acted = match walk {
-            Walk::Pages { rows_per_page } => stretch.by_pages(rows_per_page, position).await?,
+            Walk::Pages {
+                rows,
+                rows_per_page,
+            } => stretch.by_pages(rows, rows_per_page, position).await?,
             Walk::Rowid(alias) => stretch.by_rowid(alias, position).await?,
             Walk::Key => stretch.by_key(position).await?,
         };
@@ -587,6 +614,7 @@ impl Stretch<'_> {
     /// PostgreSQL: the next `span` pages, read by a TID range scan.
     async fn by_pages(
         &self,
+        rows: f64,
         rows_per_page: f64,
         at: &mut Position,
     ) -> Result<Option<u64>, SourceError> {
@@ -594,12 +622,26 @@ impl Stretch<'_> {
         let max = per_page(self.limit * MAX_SPAN);
         if at.span == 0 {
             at.span = per_page(self.limit);
+            match self.due_pages(rows).await? {
+                Narrowed::Whole => {}
+                Narrowed::Nothing => {
+                    at.end = Some(0);
+                    return Ok(None);
+                }
+                Narrowed::Pages(first, last) => {
+                    at.after = Some(first.to_string());
+                    at.end = Some(last + 1);
+                }
+            }
         }
         let from: u64 = at
             .after
             .as_deref()
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
+        if at.end.is_some_and(|end| from >= end) {
+            return Ok(None);
+        }
         if from >= at.pages {
             // Read the table's length again: it may have grown since.
             let sql = "SELECT CAST(pg_relation_size(CAST($1 AS regclass)) / \
@@ -614,7 +656,7 @@ impl Stretch<'_> {
                 return Ok(None);
             }
         }
-        let to = from + at.span;
+        let to = (from + at.span).min(at.end.unwrap_or(u64::MAX));
         let mut binds = self.pred.binds.clone();
         let lo = self.bind(&mut binds, format!("({from},0)"), "tid");
         let hi = self.bind(&mut binds, format!("({to},0)"), "tid");
@@ -624,6 +666,49 @@ impl Stretch<'_> {
         at.after = Some(to.to_string());
         at.span = next_span(at.span, n, self.limit, max);
         Ok(Some(n))
+    }
+
+    /// PostgreSQL: when the planner expects few due rows (a nightly run, where an index on
+    /// the event finds them), the first and last page holding one, so the walk reads only
+    /// that stretch; when it expects many, the whole table is read anyway.
+    async fn due_pages(&self, table_rows: f64) -> Result<Narrowed, SourceError> {
+        if table_rows <= 0.0 {
+            return Ok(Narrowed::Whole);
+        }
+        let tq = self.db.dialect.quote(self.table);
+        let explain = format!("EXPLAIN SELECT 1 FROM {tq} AS t WHERE {}", self.pred.sql);
+        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(explain));
+        for v in &self.pred.binds {
+            q = q.bind(v.clone());
+        }
+        let plan = q
+            .fetch_all(self.db.pool())
+            .await
+            .map_err(self.error(format!("planning retention in `{}`", self.rule.collection)))?;
+        let expected = plan.first().and_then(|l| estimated_rows(l));
+        if expected.is_none_or(|n| n > table_rows / 10.0) {
+            return Ok(Narrowed::Whole);
+        }
+        let sql = format!(
+            "SELECT CAST(MIN(t.ctid) AS TEXT), CAST(MAX(t.ctid) AS TEXT) FROM {tq} AS t WHERE {}",
+            self.pred.sql
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for v in &self.pred.binds {
+            q = q.bind(v.clone());
+        }
+        let row = q
+            .fetch_one(self.db.pool())
+            .await
+            .map_err(self.error(format!("finding due rows of `{}`", self.rule.collection)))?;
+        let page = |i: usize| -> Option<u64> {
+            let tid: Option<String> = row.try_get(i).ok()?;
+            tid?.trim_start_matches('(').split(',').next()?.parse().ok()
+        };
+        Ok(match (page(0), page(1)) {
+            (Some(first), Some(last)) => Narrowed::Pages(first, last),
+            _ => Narrowed::Nothing,
+        })
     }
 
     /// SQLite: the next `span` rows by rowid, the bound found without testing them.
@@ -731,7 +816,18 @@ impl Stretch<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::next_span;
+    use super::{estimated_rows, next_span};
+
+    #[test]
+    fn plan_estimates_are_read_from_the_first_line() {
+        let line = "Bitmap Heap Scan on page_views t  (cost=5551.67..19129.26 rows=497967 width=4)";
+        assert_eq!(estimated_rows(line), Some(497_967.0));
+        assert_eq!(
+            estimated_rows("Result  (cost=0.00..0.01 rows=1 width=4)"),
+            Some(1.0)
+        );
+        assert_eq!(estimated_rows("Seq Scan on t"), None);
+    }
 
     #[test]
     fn spans_aim_at_the_batch_size_within_bounds() {

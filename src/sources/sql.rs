@@ -52,6 +52,16 @@ impl Dialect {
         }
     }
 
+    /// A value of lethe's own making (a time it formatted) written into a statement as a
+    /// constant of `sql_type`: parsed once, and seen by the planner's estimates.
+    pub fn typed_literal(self, value: &str, sql_type: &str) -> String {
+        let value = value.replace('\'', "''");
+        match self {
+            Self::Postgres => format!("CAST('{value}' AS {})", pg_type(sql_type)),
+            _ => format!("'{value}'"),
+        }
+    }
+
     /// A text parameter compared with or stored into a column of `sql_type`.
     pub fn typed_param(self, n: usize, sql_type: &str) -> String {
         match self {
