@@ -32,7 +32,7 @@ fn split(n: usize) -> usize {
     k
 }
 
-/// MTH(D[n]) computed directly (recursively) over leaf hashes.
+/// MTH(D\[n\]) computed directly (recursively) over leaf hashes.
 pub fn root(leaves: &[Hash]) -> Hash {
     match leaves.len() {
         0 => empty_root(),

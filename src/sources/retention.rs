@@ -1,7 +1,7 @@
 //! Retention SQL: the "is due" predicate of a collection, built from its rule, counted or
-//! executed in batches (select a bounded set of keys, then delete or mask exactly those,
-//! in one short transaction). Deleted rows are gone and masked values no longer match,
-//! so a stopped run resumes by running again.
+//! executed in batches: each batch deletes or masks the due rows of the next stretch of the
+//! table (pages, rowids or keys) in one short transaction. Deleted rows are
+//! gone and masked values no longer match, so a stopped run resumes by running again.
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -503,7 +503,7 @@ fn act_sql(
 
 /// Deletes (or masks) the due rows of the next stretch of the table, in one transaction;
 /// None when the walk has reached the end. A stretch holds about `limit` due rows (at most
-/// [`MAX_SPAN`] times `limit` rows on SQLite and, by the table's statistics, on
+/// `MAX_SPAN` times `limit` rows on SQLite and, by the table's statistics, on
 /// PostgreSQL), so batches never rescan the rows an earlier one removed or passed.
 pub async fn run_batch(
     db: &SourceDb,
