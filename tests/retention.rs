@@ -350,6 +350,18 @@ async fn a_stopped_run_resumes_to_the_same_result(backend: Backend, test: &str) 
 }
 all_backends!(a_stopped_run_resumes_to_the_same_result);
 
+/// The ids left in `table`, in numeric order.
+async fn ids_left(db: &AppDb, table: &str) -> Vec<i64> {
+    let mut ids: Vec<i64> = db
+        .rows(table, &["id"], "1 = 1")
+        .await
+        .into_iter()
+        .map(|r| r[0].as_deref().unwrap().parse().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
 /// Every way of walking a table (pages on PostgreSQL, rowids on SQLite, the primary key
 /// where neither is there: a WITHOUT ROWID or partitioned table, MariaDB) deletes exactly
 /// the due rows, in batches near the size asked for.
@@ -451,14 +463,7 @@ async fn every_walk_deletes_exactly_the_due_rows(backend: Backend, test: &str) {
         .unwrap();
     let kept: Vec<i64> = (1..=700i64).filter(|n| !due(*n)).map(id).collect();
     for (name, _) in &tables {
-        let mut left: Vec<i64> = db
-            .rows(name, &["id"], "1 = 1")
-            .await
-            .into_iter()
-            .map(|r| r[0].as_deref().unwrap().parse().unwrap())
-            .collect();
-        left.sort_unstable();
-        assert_eq!(left, kept, "{name}");
+        assert_eq!(ids_left(&db, name).await, kept, "{name}");
     }
     assert_eq!(report.rows_deleted, 234 * tables.len() as u64);
     // Batches hold at most four times the batch size (by rows read); on PostgreSQL a
@@ -523,14 +528,10 @@ async fn a_run_with_few_due_rows_finds_each_of_them(backend: Backend, test: &str
         .await
         .unwrap();
     assert_eq!(report.rows_deleted, 42);
-    let mut left: Vec<i64> = db
-        .rows("page_views", &["id"], "1 = 1")
-        .await
-        .into_iter()
-        .map(|r| r[0].as_deref().unwrap().parse().unwrap())
-        .collect();
-    left.sort_unstable();
-    assert_eq!(left, (1..=5000).filter(|n| !due(*n)).collect::<Vec<_>>());
+    assert_eq!(
+        ids_left(&db, "page_views").await,
+        (1..=5000).filter(|n| !due(*n)).collect::<Vec<_>>()
+    );
 }
 all_backends!(a_run_with_few_due_rows_finds_each_of_them);
 

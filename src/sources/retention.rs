@@ -605,6 +605,18 @@ impl Stretch<'_> {
             .rows_affected())
     }
 
+    /// `head` (a statement up to its `WHERE`) followed by the predicate, its values bound.
+    fn with_pred(
+        &self,
+        head: &str,
+    ) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!("{head} {}", self.pred.sql)));
+        for v in &self.pred.binds {
+            q = q.bind(v.clone());
+        }
+        q
+    }
+
     /// The predicate's values with `value` added, and its placeholder typed as `sql_type`.
     fn bind(&self, binds: &mut Vec<String>, value: String, sql_type: &str) -> String {
         binds.push(value);
@@ -676,28 +688,22 @@ impl Stretch<'_> {
             return Ok(Narrowed::Whole);
         }
         let tq = self.db.dialect.quote(self.table);
-        let explain = format!("EXPLAIN SELECT 1 FROM {tq} AS t WHERE {}", self.pred.sql);
-        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(explain));
-        for v in &self.pred.binds {
-            q = q.bind(v.clone());
-        }
-        let plan = q
+        let plan = self
+            .with_pred(&format!("EXPLAIN SELECT 1 FROM {tq} AS t WHERE"))
             .fetch_all(self.db.pool())
             .await
             .map_err(self.error(format!("planning retention in `{}`", self.rule.collection)))?;
-        let expected = plan.first().and_then(|l| estimated_rows(l));
+        let expected = plan
+            .first()
+            .and_then(|l| l.try_get::<String, _>(0).ok())
+            .and_then(|l| estimated_rows(&l));
         if expected.is_none_or(|n| n > table_rows / 10.0) {
             return Ok(Narrowed::Whole);
         }
-        let sql = format!(
-            "SELECT CAST(MIN(t.ctid) AS TEXT), CAST(MAX(t.ctid) AS TEXT) FROM {tq} AS t WHERE {}",
-            self.pred.sql
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for v in &self.pred.binds {
-            q = q.bind(v.clone());
-        }
-        let row = q
+        let row = self
+            .with_pred(&format!(
+                "SELECT CAST(MIN(t.ctid) AS TEXT), CAST(MAX(t.ctid) AS TEXT) FROM {tq} AS t WHERE"
+            ))
             .fetch_one(self.db.pool())
             .await
             .map_err(self.error(format!("finding due rows of `{}`", self.rule.collection)))?;
