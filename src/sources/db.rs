@@ -121,6 +121,10 @@ impl SourceDb {
                             sqlx::query("PRAGMA journal_mode = PERSIST")
                                 .execute(&mut *conn)
                                 .await?;
+                            // A kept journal larger than this is cut back after a commit.
+                            sqlx::query("PRAGMA journal_size_limit = 67108864")
+                                .execute(&mut *conn)
+                                .await?;
                         }
                     }
                     Ok(())
