@@ -552,3 +552,42 @@ async fn a_fides_manifest_gives_the_same_results(db: AppDb) {
     );
 }
 all_backends!(a_fides_manifest_gives_the_same_results);
+
+/// A value the database refuses (an address where the key is a number) is not repeated
+/// in the error lethe reports: the database quotes it, lethe leaves it out.
+async fn a_refused_value_stays_out_of_the_error(db: AppDb) {
+    let policy = load(&db.policy_dir("dsr", |t| {
+        t.replacen(
+            "- { name: id, primary_key: true }",
+            "- { name: id, primary_key: true, identity: account }",
+            1,
+        )
+    }));
+    let log = audit(&db).await;
+    let sources = Sources::default();
+    let ctx = Context {
+        policy: &policy,
+        audit: &log,
+        sources: &sources,
+        actor: Actor::Cli,
+        request_id: None,
+        strict: true,
+        restriction: None,
+    };
+    let who = [Identity::parse("account=alice.private@example.com").unwrap()];
+    let result = dsr::access(&ctx, &who, AccessKind::Access, now()).await;
+    match (db.dialect, result) {
+        (_, Err(e)) => {
+            let plain = e.to_string();
+            let shown = format!("{plain} / {:#}", anyhow::Error::new(e));
+            assert!(shown.contains("reading `users`"), "{shown}");
+            assert!(!shown.contains("alice.private"), "{shown}");
+        }
+        // SQLite and MariaDB compare the text with the number and find nothing.
+        (lethe::sources::sql::Dialect::Postgres, Ok(_)) => {
+            panic!("PostgreSQL took an address for an integer")
+        }
+        (_, Ok(_)) => {}
+    }
+}
+all_backends!(a_refused_value_stays_out_of_the_error);

@@ -206,7 +206,7 @@ impl SourceDb {
         let mut conn = self.pool.acquire().await.map_err(|e| SourceError::Query {
             system: self.system.clone(),
             what: "connecting".into(),
-            source: e,
+            cause: e,
         })?;
         let mut seen = std::collections::BTreeSet::new();
         for lookup in lookups {
@@ -255,7 +255,7 @@ impl SourceDb {
                     .map_err(|e| SourceError::Query {
                         system: self.system.clone(),
                         what: format!("reading `{collection}`"),
-                        source: e,
+                        cause: e,
                     })?;
                 for r in rows {
                     let mut row = Row::new();
@@ -263,7 +263,7 @@ impl SourceDb {
                         let v: Option<String> = r.try_get(i).map_err(|e| SourceError::Query {
                             system: self.system.clone(),
                             what: format!("decoding `{collection}.{c}`"),
-                            source: e,
+                            cause: e,
                         })?;
                         row.insert(c.clone(), v);
                     }
@@ -294,7 +294,7 @@ impl SourceDb {
         let mut tx = self.pool.begin().await.map_err(|e| SourceError::Query {
             system: system.clone(),
             what: "starting a transaction".into(),
-            source: e,
+            cause: e,
         })?;
         for ca in actions {
             let table = ident(&ca.collection)?;
@@ -342,7 +342,7 @@ impl SourceDb {
                     q.execute(&mut *tx).await.map_err(|e| SourceError::Query {
                         system: system.clone(),
                         what: format!("erasing in `{}`", ca.collection),
-                        source: e,
+                        cause: e,
                     })?;
                 }
             }
@@ -374,7 +374,7 @@ impl SourceDb {
                 q.execute(&mut *tx).await.map_err(|e| SourceError::Query {
                     system: system.clone(),
                     what: format!("erasing in `{}`", ca.collection),
-                    source: e,
+                    cause: e,
                 })?;
             }
             after_collection(&system, &ca.collection);
@@ -382,7 +382,7 @@ impl SourceDb {
         tx.commit().await.map_err(|e| SourceError::Query {
             system,
             what: "committing".into(),
-            source: e,
+            cause: e,
         })?;
         Ok(())
     }

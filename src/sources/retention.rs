@@ -242,12 +242,12 @@ async fn query_count(db: &SourceDb, p: &Pred, table: &Identifier) -> Result<u64,
         .map_err(|e| SourceError::Query {
             system: db.system.clone(),
             what: format!("counting due rows of `{table}`"),
-            source: e,
+            cause: e,
         })?;
     let n: i64 = row.try_get(0).map_err(|e| SourceError::Query {
         system: db.system.clone(),
         what: "reading a count".into(),
-        source: e,
+        cause: e,
     })?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
@@ -586,7 +586,7 @@ impl Stretch<'_> {
         move |e| SourceError::Query {
             system: self.system.id.to_string(),
             what,
-            source: e,
+            cause: e,
         }
     }
 
