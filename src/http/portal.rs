@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::requests::service;
-use crate::audit::{Actor, Identity};
+use crate::audit::Identity;
 use crate::requests::{CODE_TTL_MINUTES, Kind, RequestError};
 
 pub fn routes() -> Router<AppState> {
@@ -416,10 +416,7 @@ async fn cancel(
     let Ok(svc) = service(&state) else {
         return unavailable(&state);
     };
-    if let Err(e) = svc.status(&id, &f.token).await {
-        return failure(&state, e);
-    }
-    match svc.cancel(&id, Actor::Subject, chrono::Utc::now()).await {
+    match svc.withdraw(&id, &f.token, chrono::Utc::now()).await {
         Ok(()) => Redirect::to(&format!("/portal/requests/{id}?token={}", f.token)).into_response(),
         Err(e) => failure(&state, e),
     }

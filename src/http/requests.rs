@@ -276,9 +276,7 @@ async fn cancel(
 ) -> Result<Json<crate::requests::View>, ApiError> {
     let token = token(&headers, q)?;
     let svc = service(&state)?;
-    svc.status(&id, &token).await?;
-    svc.cancel(&id, crate::audit::Actor::Subject, chrono::Utc::now())
-        .await?;
+    svc.withdraw(&id, &token, chrono::Utc::now()).await?;
     Ok(Json(svc.status(&id, &token).await?))
 }
 

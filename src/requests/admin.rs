@@ -393,6 +393,17 @@ impl Service<'_> {
         .await
     }
 
+    /// The subject withdraws their request: the token proves it is theirs.
+    pub async fn withdraw(
+        &self,
+        id: &str,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        self.status(id, token).await?;
+        self.cancel(id, Actor::Subject, now).await
+    }
+
     /// Everything about a request, for the DPO: the person, the details, the outcome.
     pub async fn full(&self, id: &str) -> Result<Full, RequestError> {
         let r = sqlx::query(
