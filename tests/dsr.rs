@@ -115,6 +115,19 @@ macro_rules! all_backends {
     };
 }
 
+/// What `lethe dsr` runs with: strict, no request, no restriction.
+fn cli<'a>(policy: &'a Policy, log: &'a AuditLog, sources: &'a Sources) -> Context<'a> {
+    Context {
+        policy,
+        audit: log,
+        sources,
+        actor: Actor::Cli,
+        request_id: None,
+        strict: true,
+        restriction: None,
+    }
+}
+
 fn unzip(bytes: &[u8]) -> BTreeMap<String, String> {
     let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
     (0..z.len())
@@ -131,15 +144,7 @@ async fn access_package_holds_every_row_of_alice_and_none_of_bob(db: AppDb) {
     let policy = load(&db.policy_dir("dsr", |t| t));
     let log = audit(&db).await;
     let sources = Sources::default();
-    let ctx = Context {
-        policy: &policy,
-        audit: &log,
-        sources: &sources,
-        actor: Actor::Cli,
-        request_id: None,
-        strict: true,
-        restriction: None,
-    };
+    let ctx = cli(&policy, &log, &sources);
     let package = dsr::access(&ctx, &alice(), AccessKind::Access, now())
         .await
         .unwrap();
@@ -383,15 +388,7 @@ async fn a_hold_blocks_erasure(db: AppDb) {
     let policy = load(&dir);
     let log = audit(&db).await;
     let sources = Sources::default();
-    let ctx = Context {
-        policy: &policy,
-        audit: &log,
-        sources: &sources,
-        actor: Actor::Cli,
-        request_id: None,
-        strict: true,
-        restriction: None,
-    };
+    let ctx = cli(&policy, &log, &sources);
     let report = dsr::erase(&ctx, &alice(), false, now()).await.unwrap();
     assert_eq!(db.count("comments", "user_id = 1").await, 2);
     assert_eq!(db.count("page_views", "user_id = 1").await, 0);
@@ -411,15 +408,7 @@ async fn a_policy_naming_a_missing_column_fails_before_any_write(db: AppDb) {
     let policy = load(&dir);
     let log = audit(&db).await;
     let sources = Sources::default();
-    let ctx = Context {
-        policy: &policy,
-        audit: &log,
-        sources: &sources,
-        actor: Actor::Cli,
-        request_id: None,
-        strict: true,
-        restriction: None,
-    };
+    let ctx = cli(&policy, &log, &sources);
     let before = db.everything().await;
     let err = dsr::erase(&ctx, &alice(), false, now())
         .await
@@ -565,15 +554,7 @@ async fn a_refused_value_stays_out_of_the_error(db: AppDb) {
     }));
     let log = audit(&db).await;
     let sources = Sources::default();
-    let ctx = Context {
-        policy: &policy,
-        audit: &log,
-        sources: &sources,
-        actor: Actor::Cli,
-        request_id: None,
-        strict: true,
-        restriction: None,
-    };
+    let ctx = cli(&policy, &log, &sources);
     let who = [Identity::parse("account=alice.private@example.com").unwrap()];
     let result = dsr::access(&ctx, &who, AccessKind::Access, now()).await;
     match (db.dialect, result) {
