@@ -362,13 +362,9 @@ async fn ids_left(db: &AppDb, table: &str) -> Vec<i64> {
     ids
 }
 
-/// Every way of walking a table (pages on PostgreSQL, rowids on SQLite, the primary key
-/// where neither is there: a WITHOUT ROWID or partitioned table, MariaDB) deletes exactly
-/// the due rows, in batches near the size asked for.
-async fn every_walk_deletes_exactly_the_due_rows(backend: Backend, test: &str) {
-    let Some(db) = common::appdb::app_db(backend, test).await else {
-        return;
-    };
+/// Page views with 700 rows, ids with gaps and below zero, every third past its 90 days
+/// (`visit_due`); and one more due at the smallest key there can be.
+fn visits(backend: Backend) -> (String, String) {
     let ts_type = match backend {
         Backend::Sqlite => "TEXT",
         Backend::Postgres => "TIMESTAMPTZ",
@@ -376,6 +372,89 @@ async fn every_walk_deletes_exactly_the_due_rows(backend: Backend, test: &str) {
     };
     let columns =
         format!("id BIGINT PRIMARY KEY, ip_address VARCHAR(64) NULL, viewed_at {ts_type} NOT NULL");
+    let values = (1..=700i64)
+        .map(|n| {
+            let age = if visit_due(n) { 91 } else { 89 };
+            format!(
+                "({}, '192.0.2.{}', '{}')",
+                visit_id(n),
+                n % 250,
+                ts(now() - Duration::days(age))
+            )
+        })
+        .chain([format!(
+            "({}, NULL, '{}')",
+            i64::MIN,
+            ts(now() - Duration::days(91))
+        )])
+        .collect::<Vec<_>>()
+        .join(", ");
+    (columns, values)
+}
+
+fn visit_due(n: i64) -> bool {
+    n % 3 == 0
+}
+
+fn visit_id(n: i64) -> i64 {
+    n * 7 - 2100
+}
+
+/// The ids of the visits that are not due.
+fn visits_kept() -> Vec<i64> {
+    (1..=700i64)
+        .filter(|n| !visit_due(*n))
+        .map(visit_id)
+        .collect()
+}
+
+/// A policy keeping the page views of each of `tables` for 90 days.
+fn visits_policy(db: &AppDb, tables: &[&str]) -> Policy {
+    let collections: String = tables
+        .iter()
+        .map(|name| format!(
+            "      - name: {name}\n        purposes: [analytics]\n        events: {{ collected: viewed_at }}\n        fields:\n          - {{ name: id, primary_key: true }}\n          - {{ name: ip_address, categories: [user.device.ip_address], identity: ip }}\n"
+        ))
+        .collect();
+    let dir = db.dir.path().join("visits");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("policy.yaml"),
+        format!(
+            "controller: {{ name: Walk Ltd., address: Vienna, contact_email: privacy@walk.example }}\n\
+             purposes:\n  - {{ id: analytics, name: Analytics, legal_basis: consent, subjects: [visitor], categories: [user.device.ip_address], retention: {{ keep_for: 90d, from: collected }} }}\n\
+             systems:\n  - id: app\n    name: App\n    connection: {{ url_env: LETHE_TEST_NEVER_SET, default: \"{}\" }}\n    collections:\n{collections}",
+            db.url
+        ),
+    )
+    .unwrap();
+    let checked = Policy::load(&dir).unwrap();
+    let errors: Vec<String> = checked.errors().map(|d| d.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    checked.policy
+}
+
+/// The rows of each `retention.batch_deleted` entry, in order.
+async fn batch_sizes(log: &AuditLog) -> Vec<u64> {
+    let entries = log.entries(&Default::default()).await.unwrap();
+    entries
+        .iter()
+        .filter(|e| e.header.action == "retention.batch_deleted")
+        .map(|e| {
+            let s: serde_json::Value = serde_json::from_str(&e.header.summary).unwrap();
+            s["rows"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+/// Every way of walking a table (pages on PostgreSQL, rowids on SQLite, the primary key
+/// where neither is there: a WITHOUT ROWID or partitioned table, MariaDB) deletes exactly
+/// the due rows, in batches near the size asked for.
+async fn every_walk_deletes_exactly_the_due_rows(backend: Backend, test: &str) {
+    let Some(db) = common::appdb::app_db(backend, test).await else {
+        return;
+    };
+    let (columns, values) = visits(backend);
     let mut tables = vec![("visits", format!("CREATE TABLE visits ({columns})"))];
     match backend {
         Backend::Sqlite => {
@@ -404,79 +483,31 @@ async fn every_walk_deletes_exactly_the_due_rows(backend: Backend, test: &str) {
         )),
         Backend::MySql => {}
     }
-    // 700 rows, ids with gaps and below zero, every third past its 90 days; and one more
-    // due at the smallest key there can be.
-    let due = |n: i64| n % 3 == 0;
-    let id = |n: i64| n * 7 - 2100;
-    let values = (1..=700i64)
-        .map(|n| {
-            let age = if due(n) { 91 } else { 89 };
-            format!(
-                "({}, '192.0.2.{}', '{}')",
-                id(n),
-                n % 250,
-                ts(now() - Duration::days(age))
-            )
-        })
-        .chain([format!(
-            "({}, NULL, '{}')",
-            i64::MIN,
-            ts(now() - Duration::days(91))
-        )])
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut collections = String::new();
     for (name, ddl) in &tables {
         db.exec(ddl).await;
         db.exec(&format!(
             "INSERT INTO {name} (id, ip_address, viewed_at) VALUES {values}"
         ))
         .await;
-        collections.push_str(&format!(
-            "      - name: {name}\n        purposes: [analytics]\n        events: {{ collected: viewed_at }}\n        fields:\n          - {{ name: id, primary_key: true }}\n          - {{ name: ip_address, categories: [user.device.ip_address], identity: ip }}\n"
-        ));
     }
     if matches!(backend, Backend::Sqlite) {
         // The same value everywhere: a walk along this column would stop after one batch.
         db.exec("UPDATE visits_rowid SET \"rowid\" = 1").await;
     }
-    let dir = db.dir.path().join("walks");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("policy.yaml"),
-        format!(
-            "controller: {{ name: Walk Ltd., address: Vienna, contact_email: privacy@walk.example }}\n\
-             purposes:\n  - {{ id: analytics, name: Analytics, legal_basis: consent, subjects: [visitor], categories: [user.device.ip_address], retention: {{ keep_for: 90d, from: collected }} }}\n\
-             systems:\n  - id: app\n    name: App\n    connection: {{ url_env: LETHE_TEST_NEVER_SET, default: \"{}\" }}\n    collections:\n{collections}",
-            db.url
-        ),
-    )
-    .unwrap();
-    let checked = Policy::load(&dir).unwrap();
-    let errors: Vec<String> = checked.errors().map(|d| d.to_string()).collect();
-    assert!(errors.is_empty(), "{errors:#?}");
-    let policy = checked.policy;
+    let names: Vec<&str> = tables.iter().map(|(name, _)| *name).collect();
+    let policy = visits_policy(&db, &names);
     let log = audit(&db).await;
     let sources = Sources::default();
     let report = retention::run(&policy, &sources, &log, now(), &options(10))
         .await
         .unwrap();
-    let kept: Vec<i64> = (1..=700i64).filter(|n| !due(*n)).map(id).collect();
-    for (name, _) in &tables {
-        assert_eq!(ids_left(&db, name).await, kept, "{name}");
+    for name in &names {
+        assert_eq!(ids_left(&db, name).await, visits_kept(), "{name}");
     }
     assert_eq!(report.rows_deleted, 234 * tables.len() as u64);
     // Batches hold at most four times the batch size (by rows read); on PostgreSQL a
     // batch reads whole pages, at least one.
-    let entries = log.entries(&Default::default()).await.unwrap();
-    let sizes: Vec<u64> = entries
-        .iter()
-        .filter(|e| e.header.action == "retention.batch_deleted")
-        .map(|e| {
-            let s: serde_json::Value = serde_json::from_str(&e.header.summary).unwrap();
-            s["rows"].as_u64().unwrap()
-        })
-        .collect();
+    let sizes = batch_sizes(&log).await;
     assert_eq!(sizes.iter().sum::<u64>(), report.rows_deleted);
     assert_eq!(sizes.len() as u64, report.batches);
     let most = if matches!(backend, Backend::Postgres) {
@@ -488,6 +519,66 @@ async fn every_walk_deletes_exactly_the_due_rows(backend: Backend, test: &str) {
     assert!(sizes.len() >= 234 * tables.len() / 40, "{sizes:?}");
 }
 all_backends!(every_walk_deletes_exactly_the_due_rows);
+
+/// A batch the database refuses (here a trigger raising an error for one due row) ends
+/// the run with an error; every batch that did commit, the one beside it on PostgreSQL
+/// included, is in the audit log, and a run after the cause is gone finishes the work.
+async fn a_refused_batch_leaves_every_committed_one_recorded(backend: Backend, test: &str) {
+    let Some(db) = common::appdb::app_db(backend, test).await else {
+        return;
+    };
+    let (columns, values) = visits(backend);
+    db.exec(&format!("CREATE TABLE visits ({columns})")).await;
+    db.exec(&format!(
+        "INSERT INTO visits (id, ip_address, viewed_at) VALUES {values}"
+    ))
+    .await;
+    let refused = visit_id(351);
+    assert!(visit_due(351));
+    db.exec(&match backend {
+        Backend::Sqlite => format!(
+            "CREATE TRIGGER refuse BEFORE DELETE ON visits WHEN OLD.id = {refused} \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        ),
+        Backend::Postgres => format!(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$BEGIN RAISE EXCEPTION 'refused'; END$$; \
+             CREATE TRIGGER refuse BEFORE DELETE ON visits FOR EACH ROW \
+             WHEN (OLD.id = {refused}) EXECUTE FUNCTION refuse()"
+        ),
+        Backend::MySql => format!(
+            "CREATE TRIGGER refuse BEFORE DELETE ON visits FOR EACH ROW BEGIN \
+             IF OLD.id = {refused} THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused'; \
+             END IF; END"
+        ),
+    })
+    .await;
+    let policy = visits_policy(&db, &["visits"]);
+    let log = audit(&db).await;
+    let sources = Sources::default();
+    let err = retention::run(&policy, &sources, &log, now(), &options(10))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("`visits`"), "{err}");
+    let left = ids_left(&db, "visits").await;
+    assert!(left.contains(&refused));
+    let deleted = 701 - left.len() as u64;
+    assert!(deleted > 0);
+    assert_eq!(batch_sizes(&log).await.iter().sum::<u64>(), deleted);
+
+    db.exec(match backend {
+        Backend::Postgres => "DROP TRIGGER refuse ON visits",
+        _ => "DROP TRIGGER refuse",
+    })
+    .await;
+    let report = retention::run(&policy, &sources, &log, now(), &options(10))
+        .await
+        .unwrap();
+    assert_eq!(report.rows_deleted + deleted, 234);
+    assert_eq!(ids_left(&db, "visits").await, visits_kept());
+    assert_eq!(batch_sizes(&log).await.iter().sum::<u64>(), 234);
+}
+all_backends!(a_refused_batch_leaves_every_committed_one_recorded);
 
 /// A nightly run: few rows due, at the start of the table, in its middle and on its last
 /// page. On PostgreSQL the planner expects few, so the walk reads only the pages from the

@@ -266,6 +266,10 @@ pub struct RunOptions {
     pub restricted: Restricted,
 }
 
+/// Batches run at once where the walk allows it (PostgreSQL's page walk): one executes
+/// while another commits.
+const PARALLEL_BATCHES: usize = 2;
+
 /// Deletes and masks what is due, in batches of bounded size, one audit entry per batch.
 /// A stopped run leaves only finished batches behind; the next run resumes.
 pub async fn run(
@@ -303,68 +307,93 @@ pub async fn run(
         }
         let db = sources.get(system).await?;
         let mut cursors = sql::Cursors::new();
-        // The audit entry of a batch is written while the next batch runs: it follows
-        // the batch it records, and every entry is written before the run returns.
-        let mut pending: Option<NewEntry> = None;
+        // The audit entries of batches are written while the next batches run: each
+        // follows the batch it records, and every one is written before the run returns.
+        let mut pending: Vec<NewEntry> = Vec::new();
         loop {
             if out_of_time(report.batches) {
-                if let Some(e) = pending.take() {
+                for e in pending.drain(..) {
                     audit.append(e).await?;
                 }
                 report.complete = false;
                 report.collections.push(due);
                 break 'rules;
             }
-            let t = std::time::Instant::now();
-            let record = pending.take();
-            let (batch, recorded) = tokio::join!(
+            // Never more at once than the batches left to a run with a limit.
+            let width = options.max_batches.map_or(PARALLEL_BATCHES, |m| {
+                usize::try_from(m - report.batches)
+                    .map_or(PARALLEL_BATCHES, |left| left.min(PARALLEL_BATCHES))
+            });
+            let record = std::mem::take(&mut pending);
+            let (batches, recorded) = tokio::join!(
+                sql::run_batches(
+                    &db,
+                    system,
+                    &rule,
+                    now,
+                    options.batch_size,
+                    width,
+                    &mut cursors
+                ),
                 async {
-                    let b =
-                        sql::run_batch(&db, system, &rule, now, options.batch_size, &mut cursors)
-                            .await;
-                    (b, t.elapsed())
-                },
-                async {
-                    match record {
-                        Some(e) => audit.append(e).await.map(|_| ()),
-                        None => Ok(()),
+                    for e in record {
+                        audit.append(e).await?;
                     }
+                    Ok::<_, crate::audit::AuditError>(())
                 }
             );
             recorded?;
-            let (batch, took) = batch;
-            let Some(batch) = batch? else {
+            let batches = batches?;
+            if batches.is_empty() {
                 break;
-            };
-            report.longest_batch_ms = report.longest_batch_ms.max(took.as_millis() as u64);
-            if batch.rows == 0 {
-                // A stretch of the table with nothing due: no change, nothing to record.
-                continue;
             }
-            report.batches += 1;
-            if let Some(p) = &options.progress {
-                p(batch.rows);
-            }
-            let action = match batch.field {
-                None => {
-                    report.rows_deleted += batch.rows;
-                    due.rows += batch.rows;
-                    "retention.batch_deleted"
-                }
-                Some(ref f) => {
-                    report.values_masked += batch.rows;
-                    match due.fields.iter_mut().find(|(x, _)| x == f) {
-                        Some((_, n)) => *n += batch.rows,
-                        None => due.fields.push((f.clone(), batch.rows)),
+            let mut failed = None;
+            for batch in batches {
+                let batch = match batch {
+                    Ok(b) => b,
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        continue;
                     }
-                    "retention.batch_masked"
+                };
+                report.longest_batch_ms =
+                    report.longest_batch_ms.max(batch.took.as_millis() as u64);
+                if batch.rows == 0 {
+                    // A stretch of the table with nothing due: no change, nothing to record.
+                    continue;
                 }
-            };
-            pending = Some(NewEntry::new(Actor::System, action).summary(serde_json::json!({
-                "system": rule.system, "collection": rule.collection, "field": batch.field, "rows": batch.rows,
-            })));
+                report.batches += 1;
+                if let Some(p) = &options.progress {
+                    p(batch.rows);
+                }
+                let action = match batch.field {
+                    None => {
+                        report.rows_deleted += batch.rows;
+                        due.rows += batch.rows;
+                        "retention.batch_deleted"
+                    }
+                    Some(ref f) => {
+                        report.values_masked += batch.rows;
+                        match due.fields.iter_mut().find(|(x, _)| x == f) {
+                            Some((_, n)) => *n += batch.rows,
+                            None => due.fields.push((f.clone(), batch.rows)),
+                        }
+                        "retention.batch_masked"
+                    }
+                };
+                pending.push(NewEntry::new(Actor::System, action).summary(serde_json::json!({
+                    "system": rule.system, "collection": rule.collection, "field": batch.field, "rows": batch.rows,
+                })));
+            }
+            if let Some(e) = failed {
+                // What committed beside the failed batch is recorded before the error.
+                for e in pending.drain(..) {
+                    audit.append(e).await?;
+                }
+                return Err(e.into());
+            }
         }
-        if let Some(e) = pending.take() {
+        for e in pending.drain(..) {
             audit.append(e).await?;
         }
         report.collections.push(due);

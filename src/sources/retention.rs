@@ -3,7 +3,10 @@
 //! table (pages, rowids or keys) in one short transaction. Deleted rows are
 //! gone and masked values no longer match, so a stopped run resumes by running again.
 
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
 use sqlx::Row;
 
 use super::SourceError;
@@ -316,6 +319,8 @@ pub async fn count_due(
 pub struct Batch {
     pub field: Option<String>,
     pub rows: u64,
+    /// How long its transaction took.
+    pub took: Duration,
 }
 
 /// How batches walk a table: in its physical order where the database offers one, so each
@@ -501,18 +506,23 @@ fn act_sql(
     }
 }
 
-/// Deletes (or masks) the due rows of the next stretch of the table, in one transaction;
-/// None when the walk has reached the end. A stretch holds about `limit` due rows (at most
-/// `MAX_SPAN` times `limit` rows on SQLite and, by the table's statistics, on
+/// Deletes (or masks) the due rows of the next stretches of the table, each in one
+/// transaction; empty when the walk has reached the end. A stretch holds about `limit` due
+/// rows (at most `MAX_SPAN` times `limit` rows on SQLite and, by the table's statistics, on
 /// PostgreSQL), so batches never rescan the rows an earlier one removed or passed.
-pub async fn run_batch(
+///
+/// A page walk runs up to `width` neighbouring stretches at once, each on its own
+/// connection: the database executes one while it commits another. Every batch is waited
+/// for, so each one that committed is returned, next to any that failed.
+pub async fn run_batches(
     db: &SourceDb,
     system: &System,
     rule: &CollectionRule,
     now: DateTime<Utc>,
     limit: u32,
+    width: usize,
     cursors: &mut Cursors,
-) -> Result<Option<Batch>, SourceError> {
+) -> Result<Vec<Result<Batch, SourceError>>, SourceError> {
     let table = id(&rule.collection)?;
     let walk = match cursors.walk {
         Some(w) => w,
@@ -552,22 +562,49 @@ pub async fn run_batch(
             act: &act,
             limit: u64::from(limit.max(1)),
         };
+        let batch = |(rows, took)| Batch {
+            field: target.map(str::to_owned),
+            rows,
+            took,
+        };
         let acted = match walk {
             Walk::Pages {
                 rows,
                 rows_per_page,
-            } => stretch.by_pages(rows, rows_per_page, position).await?,
-            Walk::Rowid(alias) => stretch.by_rowid(alias, position).await?,
-            Walk::Key => stretch.by_key(position).await?,
+            } => {
+                let mut ranges = Vec::new();
+                while ranges.len() < width.max(1) {
+                    match stretch.next_pages(rows, rows_per_page, position).await? {
+                        Some(r) => ranges.push(r),
+                        None => break,
+                    }
+                }
+                let done = join_all(ranges.iter().map(|&r| stretch.act_on_pages(r))).await;
+                if !ranges.is_empty() {
+                    let acted: u64 = done.iter().flatten().map(|(n, _)| n).sum();
+                    let max = stretch.pages_for(rows_per_page, stretch.limit * MAX_SPAN);
+                    position.span = next_span(
+                        position.span,
+                        acted / ranges.len() as u64,
+                        stretch.limit,
+                        max,
+                    );
+                }
+                done.into_iter().map(|r| r.map(batch)).collect()
+            }
+            Walk::Rowid(alias) => Vec::from_iter(
+                stretch
+                    .by_rowid(alias, position)
+                    .await?
+                    .map(|a| Ok(batch(a))),
+            ),
+            Walk::Key => Vec::from_iter(stretch.by_key(position).await?.map(|a| Ok(batch(a)))),
         };
-        if let Some(rows) = acted {
-            return Ok(Some(Batch {
-                field: target.map(str::to_owned),
-                rows,
-            }));
+        if !acted.is_empty() {
+            return Ok(acted);
         }
     }
-    Ok(None)
+    Ok(Vec::new())
 }
 
 /// One batch's statement parts.
@@ -592,17 +629,24 @@ impl Stretch<'_> {
 
     /// Acts on the due rows within `range` (a condition on `binds`, which follow the
     /// predicate's), returning how many there were.
-    async fn act_within(&self, range: &str, mut binds: Vec<String>) -> Result<u64, SourceError> {
+    async fn act_within(
+        &self,
+        range: &str,
+        mut binds: Vec<String>,
+    ) -> Result<(u64, Duration), SourceError> {
         let pred = format!("{} AND {range}", self.pred.sql);
         let sql = act_sql(self.db, self.table, self.act, &pred, &mut binds);
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for v in binds {
             q = q.bind(v);
         }
-        Ok(q.execute(self.db.pool())
+        let t = Instant::now();
+        let n = q
+            .execute(self.db.pool())
             .await
             .map_err(self.error(format!("retention in `{}`", self.rule.collection)))?
-            .rows_affected())
+            .rows_affected();
+        Ok((n, t.elapsed()))
     }
 
     /// `head` (a statement up to its `WHERE`) followed by the predicate, its values bound.
@@ -623,17 +667,20 @@ impl Stretch<'_> {
         self.db.dialect.typed_param(binds.len(), sql_type)
     }
 
-    /// PostgreSQL: the next `span` pages, read by a TID range scan.
-    async fn by_pages(
+    /// PostgreSQL: pages holding about `rows` rows of the table.
+    fn pages_for(&self, rows_per_page: f64, rows: u64) -> u64 {
+        ((rows as f64 / rows_per_page).ceil() as u64).max(1)
+    }
+
+    /// PostgreSQL: claims the next `span` pages for a batch; None at the end of the walk.
+    async fn next_pages(
         &self,
         rows: f64,
         rows_per_page: f64,
         at: &mut Position,
-    ) -> Result<Option<u64>, SourceError> {
-        let per_page = |rows: u64| ((rows as f64 / rows_per_page).ceil() as u64).max(1);
-        let max = per_page(self.limit * MAX_SPAN);
+    ) -> Result<Option<(u64, u64)>, SourceError> {
         if at.span == 0 {
-            at.span = per_page(self.limit);
+            at.span = self.pages_for(rows_per_page, self.limit);
             match self.due_pages(rows).await? {
                 Narrowed::Whole => {}
                 Narrowed::Nothing => {
@@ -669,15 +716,17 @@ impl Stretch<'_> {
             }
         }
         let to = (from + at.span).min(at.end.unwrap_or(u64::MAX));
+        at.after = Some(to.to_string());
+        Ok(Some((from, to)))
+    }
+
+    /// PostgreSQL: acts on the due rows of pages `from..to`, read by a TID range scan.
+    async fn act_on_pages(&self, (from, to): (u64, u64)) -> Result<(u64, Duration), SourceError> {
         let mut binds = self.pred.binds.clone();
         let lo = self.bind(&mut binds, format!("({from},0)"), "tid");
         let hi = self.bind(&mut binds, format!("({to},0)"), "tid");
-        let n = self
-            .act_within(&format!("t.ctid >= {lo} AND t.ctid < {hi}"), binds)
-            .await?;
-        at.after = Some(to.to_string());
-        at.span = next_span(at.span, n, self.limit, max);
-        Ok(Some(n))
+        self.act_within(&format!("t.ctid >= {lo} AND t.ctid < {hi}"), binds)
+            .await
     }
 
     /// PostgreSQL: when the planner expects few due rows (a nightly run, where an index on
@@ -718,7 +767,11 @@ impl Stretch<'_> {
     }
 
     /// SQLite: the next `span` rows by rowid, the bound found without testing them.
-    async fn by_rowid(&self, alias: &str, at: &mut Position) -> Result<Option<u64>, SourceError> {
+    async fn by_rowid(
+        &self,
+        alias: &str,
+        at: &mut Position,
+    ) -> Result<Option<(u64, Duration)>, SourceError> {
         let tq = self.db.dialect.quote(self.table);
         if at.span == 0 {
             at.span = self.limit;
@@ -747,15 +800,15 @@ impl Stretch<'_> {
         let range = format!(
             "t.{alias} {after} CAST({lo} AS INTEGER) AND t.{alias} <= CAST({hi} AS INTEGER)"
         );
-        let n = self.act_within(&range, binds).await?;
+        let (n, took) = self.act_within(&range, binds).await?;
         at.after = Some(to.to_string());
         at.span = next_span(at.span, n, self.limit, self.limit * MAX_SPAN);
-        Ok(Some(n))
+        Ok(Some((n, took)))
     }
 
     /// Any database: the next `limit` due rows by primary key, picked first, then acted on
     /// by key range.
-    async fn by_key(&self, at: &mut Position) -> Result<Option<u64>, SourceError> {
+    async fn by_key(&self, at: &mut Position) -> Result<Option<(u64, Duration)>, SourceError> {
         let d = self.db.dialect;
         let key = self.db.primary_key(self.system, &self.rule.collection);
         let [key] = key.as_slice() else {
@@ -814,9 +867,9 @@ impl Stretch<'_> {
             "t.{kq} <= {}",
             self.bind(&mut binds, last.clone(), &key_type)
         ));
-        let n = self.act_within(&range.join(" AND "), binds).await?;
+        let acted = self.act_within(&range.join(" AND "), binds).await?;
         at.after = Some(last);
-        Ok(Some(n))
+        Ok(Some(acted))
     }
 }
 
