@@ -580,6 +580,57 @@ async fn a_refused_batch_leaves_every_committed_one_recorded(backend: Backend, t
 }
 all_backends!(a_refused_batch_leaves_every_committed_one_recorded);
 
+/// SQLite keeps times as text in whatever format the application wrote, or as numbers:
+/// a row is due by the instant its value names (time zone offsets applied, to the second),
+/// not by how its text sorts; a value that names no time is never due.
+#[tokio::test]
+async fn sqlite_times_are_compared_as_instants_in_any_format() {
+    let db = common::appdb::app_db(Backend::Sqlite, "time_formats")
+        .await
+        .unwrap();
+    // The cutoff is 90 days before now(): 2026-08-29 12:00:00 UTC.
+    let stamps: [(i64, &str, bool); 11] = [
+        (1, "'2026-08-28 10:00:00'", true),
+        (2, "'2026-08-29T11:59:59Z'", true),
+        (3, "'2026-08-29T12:00:01Z'", false),
+        (4, "'2026-08-29 13:30:00+02:00'", true),
+        (5, "'2026-08-29 10:30:00-02:00'", false),
+        (6, "'2026-08-29'", true),
+        (7, "'2026-08-29 12:00:00.900'", true),
+        (8, "2461281.5", true),
+        (9, "'2461281.5'", true),
+        (10, "'not a time'", false),
+        (11, "NULL", false),
+    ];
+    db.exec("CREATE TABLE stamps (id INTEGER PRIMARY KEY, ip_address TEXT, viewed_at TEXT NULL)")
+        .await;
+    for (id, at, _) in stamps {
+        db.exec(&format!(
+            "INSERT INTO stamps VALUES ({id}, '192.0.2.1', {at})"
+        ))
+        .await;
+    }
+    let policy = visits_policy(&db, &["stamps"]);
+    let sources = Sources::default();
+    let plan = retention::plan(&policy, &sources, now(), &Default::default())
+        .await
+        .unwrap();
+    let due = stamps.iter().filter(|(_, _, due)| *due).count() as u64;
+    assert_eq!(due, 7);
+    assert_eq!(plan[0].rows, due);
+    let log = audit(&db).await;
+    let report = retention::run(&policy, &sources, &log, now(), &options(2))
+        .await
+        .unwrap();
+    assert_eq!(report.rows_deleted, due);
+    let kept: Vec<i64> = stamps
+        .iter()
+        .filter(|(_, _, due)| !due)
+        .map(|(id, _, _)| *id)
+        .collect();
+    assert_eq!(ids_left(&db, "stamps").await, kept);
+}
+
 /// A nightly run: few rows due, at the start of the table, in its middle and on its last
 /// page. On PostgreSQL the planner expects few, so the walk reads only the pages from the
 /// first due row to the last; every due row goes, and nothing else.

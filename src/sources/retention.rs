@@ -37,33 +37,35 @@ impl Builder<'_> {
         self.db.dialect
     }
 
-    /// A column as a comparable time.
+    /// A column as a comparable time. SQLite stores times as text (or numbers) in any of
+    /// the formats its date functions read: the instant, in whole seconds, is compared.
     fn ts(&self, alias: &str, col: &Identifier) -> String {
         let c = format!("{alias}.{}", self.d().quote(col));
         match self.d() {
-            Dialect::Sqlite => format!("datetime({c})"),
+            Dialect::Sqlite => format!("unixepoch({c})"),
             _ => c,
         }
     }
 
-    /// A cutoff, as a time comparable with a column of `table.col`: bound on SQLite and
-    /// MySQL; on PostgreSQL a constant of the column's type, so that it is parsed once per
-    /// statement (not for every row compared) and the planner can estimate what is due.
+    /// A cutoff, as a time comparable with a column of `table.col`: on SQLite seconds since
+    /// 1970; on PostgreSQL a constant of the column's type, so that it is parsed once per
+    /// statement (not for every row compared) and the planner can estimate what is due;
+    /// bound on MySQL.
     fn cutoff(&mut self, at: DateTime<Utc>, table: &str, col: &str) -> String {
-        let d = self.d();
-        if d == Dialect::Postgres {
-            let t = self
-                .db
-                .schema
-                .column(table, col)
-                .map_or("timestamptz", |c| c.sql_type.as_str());
-            return d.typed_literal(&at.to_rfc3339(), t);
-        }
-        self.binds.push(at.format("%Y-%m-%d %H:%M:%S").to_string());
-        let n = self.binds.len();
-        match d {
-            Dialect::Sqlite => format!("datetime(?{n})"),
-            _ => "?".to_owned(),
+        match self.d() {
+            Dialect::Postgres => {
+                let t = self
+                    .db
+                    .schema
+                    .column(table, col)
+                    .map_or("timestamptz", |c| c.sql_type.as_str());
+                self.d().typed_literal(&at.to_rfc3339(), t)
+            }
+            Dialect::Sqlite => at.timestamp().to_string(),
+            Dialect::MySql => {
+                self.binds.push(at.format("%Y-%m-%d %H:%M:%S").to_string());
+                "?".to_owned()
+            }
         }
     }
 
