@@ -490,19 +490,8 @@ async fn a_fides_manifest_gives_the_same_results(db: AppDb) {
     let log = audit(&db).await;
     // Separate caches: each policy checks the database schema for itself.
     let (native_sources, fides_sources) = (Sources::default(), Sources::default());
-    fn ctx<'a>(p: &'a Policy, log: &'a AuditLog, sources: &'a Sources) -> Context<'a> {
-        Context {
-            policy: p,
-            audit: log,
-            sources,
-            actor: Actor::Cli,
-            request_id: None,
-            strict: true,
-            restriction: None,
-        }
-    }
     let a = dsr::access(
-        &ctx(&native, &log, &native_sources),
+        &cli(&native, &log, &native_sources),
         &alice(),
         AccessKind::Access,
         now(),
@@ -510,7 +499,7 @@ async fn a_fides_manifest_gives_the_same_results(db: AppDb) {
     .await
     .unwrap();
     let b = dsr::access(
-        &ctx(&fides, &log, &fides_sources),
+        &cli(&fides, &log, &fides_sources),
         &alice(),
         AccessKind::Access,
         now(),
@@ -521,10 +510,10 @@ async fn a_fides_manifest_gives_the_same_results(db: AppDb) {
         serde_json::to_value(&a.data).unwrap(),
         serde_json::to_value(&b.data).unwrap()
     );
-    let a = dsr::erase(&ctx(&native, &log, &native_sources), &alice(), true, now())
+    let a = dsr::erase(&cli(&native, &log, &native_sources), &alice(), true, now())
         .await
         .unwrap();
-    let b = dsr::erase(&ctx(&fides, &log, &fides_sources), &alice(), true, now())
+    let b = dsr::erase(&cli(&fides, &log, &fides_sources), &alice(), true, now())
         .await
         .unwrap();
     assert_eq!(
