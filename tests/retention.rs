@@ -447,9 +447,10 @@ async fn batch_sizes(log: &AuditLog) -> Vec<u64> {
         .collect()
 }
 
-/// Every way of walking a table (pages on PostgreSQL, rowids on SQLite, the primary key
-/// where neither is there: a WITHOUT ROWID or partitioned table, MariaDB) deletes exactly
-/// the due rows, in batches near the size asked for.
+/// Every way of walking a table (pages on PostgreSQL; on SQLite rowids, or the index on
+/// the event where the due rows lie in its order; the primary key where none of these is
+/// there: a WITHOUT ROWID or partitioned table, MariaDB) deletes exactly the due rows, in
+/// batches near the size asked for.
 async fn every_walk_deletes_exactly_the_due_rows(backend: Backend, test: &str) {
     let Some(db) = common::appdb::app_db(backend, test).await else {
         return;
@@ -472,6 +473,22 @@ async fn every_walk_deletes_exactly_the_due_rows(backend: Backend, test: &str) {
                 "visits_rowid",
                 format!("CREATE TABLE visits_rowid ({columns}, \"rowid\" INTEGER NULL)"),
             ));
+            // Indexed on the event, the due rows in the index's order: the index is walked.
+            tables.push((
+                "visits_indexed",
+                format!(
+                    "CREATE TABLE visits_indexed ({columns}); \
+                     CREATE INDEX visits_indexed_at ON visits_indexed (viewed_at)"
+                ),
+            ));
+            // Indexed too, but a third of the rows due and scattered over the index.
+            tables.push((
+                "visits_scattered",
+                format!(
+                    "CREATE TABLE visits_scattered ({columns}); \
+                     CREATE INDEX visits_scattered_at ON visits_scattered (viewed_at)"
+                ),
+            ));
         }
         Backend::Postgres => tables.push((
             "visits_parts",
@@ -493,6 +510,13 @@ async fn every_walk_deletes_exactly_the_due_rows(backend: Backend, test: &str) {
     if matches!(backend, Backend::Sqlite) {
         // The same value everywhere: a walk along this column would stop after one batch.
         db.exec("UPDATE visits_rowid SET \"rowid\" = 1").await;
+        // Runs of rows sharing a time, later for later rows: batches begin and end
+        // within a run and between runs.
+        db.exec("UPDATE visits_indexed SET viewed_at = datetime(viewed_at, '+' || (rowid / 30) || ' seconds')")
+            .await;
+        // Times by a hash of the row: neighbours in the index lie far apart in the table.
+        db.exec("UPDATE visits_scattered SET viewed_at = datetime(viewed_at, '+' || ((rowid * 337) % 701) || ' seconds')")
+            .await;
     }
     let names: Vec<&str> = tables.iter().map(|(name, _)| *name).collect();
     let policy = visits_policy(&db, &names);
@@ -503,6 +527,14 @@ async fn every_walk_deletes_exactly_the_due_rows(backend: Backend, test: &str) {
         .unwrap();
     for name in &names {
         assert_eq!(ids_left(&db, name).await, visits_kept(), "{name}");
+        let walk = match (backend, *name) {
+            (_, "visits_keyed" | "visits_parts") | (Backend::MySql, _) => "key",
+            (Backend::Postgres, _) => "pages",
+            (_, "visits_indexed") => "index \"visits_indexed_at\"",
+            _ => "rowid",
+        };
+        let walked = report.collections.iter().find(|c| c.collection == *name);
+        assert_eq!(walked.unwrap().walked_by.as_deref(), Some(walk), "{name}");
     }
     assert_eq!(report.rows_deleted, 234 * tables.len() as u64);
     // Batches hold at most four times the batch size (by rows read); on PostgreSQL a
@@ -582,14 +614,16 @@ all_backends!(a_refused_batch_leaves_every_committed_one_recorded);
 
 /// SQLite keeps times as text in whatever format the application wrote, or as numbers:
 /// a row is due by the instant its value names (time zone offsets applied, to the second),
-/// not by how its text sorts; a value that names no time is never due.
+/// not by how its text sorts; a value that names no time is never due. The same holds when
+/// the walk follows an index on the time: values whose text sorts after the cutoff, a
+/// Julian day or a blob, are found as well.
 #[tokio::test]
 async fn sqlite_times_are_compared_as_instants_in_any_format() {
     let db = common::appdb::app_db(Backend::Sqlite, "time_formats")
         .await
         .unwrap();
     // The cutoff is 90 days before now(): 2026-08-29 12:00:00 UTC.
-    let stamps: [(i64, &str, bool); 11] = [
+    let stamps: [(i64, &str, bool); 20] = [
         (1, "'2026-08-28 10:00:00'", true),
         (2, "'2026-08-29T11:59:59Z'", true),
         (3, "'2026-08-29T12:00:01Z'", false),
@@ -601,34 +635,69 @@ async fn sqlite_times_are_compared_as_instants_in_any_format() {
         (9, "'2461281.5'", true),
         (10, "'not a time'", false),
         (11, "NULL", false),
+        // A day after the cutoff by its text, before it by its offset.
+        (12, "'2026-08-30 02:00:00+14:30'", true),
+        (13, "'2026-08-31 00:00:00+14:59'", false),
+        // 2023-02-24 as a Julian day in text, sorting after every date of this century.
+        (14, "'2460000.5'", true),
+        (15, "'2027-01-01'", false),
+        // 2026-01-01 as a blob, sorting after all text.
+        (16, "X'323032362D30312D3031'", true),
+        (17, "'now'", false),
+        (18, "'9999-12-31'", false),
+        (19, "'20260101'", false),
+        (20, "2461281", true),
     ];
-    db.exec("CREATE TABLE stamps (id INTEGER PRIMARY KEY, ip_address TEXT, viewed_at TEXT NULL)")
-        .await;
-    for (id, at, _) in stamps {
-        db.exec(&format!(
-            "INSERT INTO stamps VALUES ({id}, '192.0.2.1', {at})"
-        ))
-        .await;
-    }
-    let policy = visits_policy(&db, &["stamps"]);
-    let sources = Sources::default();
-    let plan = retention::plan(&policy, &sources, now(), &Default::default())
-        .await
-        .unwrap();
     let due = stamps.iter().filter(|(_, _, due)| *due).count() as u64;
-    assert_eq!(due, 7);
-    assert_eq!(plan[0].rows, due);
-    let log = audit(&db).await;
-    let report = retention::run(&policy, &sources, &log, now(), &options(2))
-        .await
-        .unwrap();
-    assert_eq!(report.rows_deleted, due);
+    assert_eq!(due, 11);
     let kept: Vec<i64> = stamps
         .iter()
         .filter(|(_, _, due)| !due)
         .map(|(id, _, _)| *id)
+        .chain(100..300)
         .collect();
-    assert_eq!(ids_left(&db, "stamps").await, kept);
+    // Declared DATETIME, the column has numeric affinity: numbers in text are stored as
+    // numbers, which sort before all text.
+    for (table, kind, walk) in [
+        ("stamps", "TEXT", "rowid"),
+        ("stamps_indexed", "TEXT", "index \"stamps_indexed_at\""),
+        ("stamps_numeric", "DATETIME", "index \"stamps_numeric_at\""),
+    ] {
+        db.exec(&format!(
+            "CREATE TABLE {table} (id INTEGER PRIMARY KEY, ip_address TEXT, viewed_at {kind} NULL)"
+        ))
+        .await;
+        for (id, at, _) in stamps {
+            db.exec(&format!(
+                "INSERT INTO {table} VALUES ({id}, '192.0.2.1', {at})"
+            ))
+            .await;
+        }
+        // Later views, none due: on the indexed table the due rows are a few of many.
+        db.exec(&format!(
+            "INSERT INTO {table} WITH RECURSIVE s(n) AS (SELECT 100 UNION ALL SELECT n + 1 FROM s WHERE n < 299) \
+             SELECT n, '192.0.2.2', '2026-11-20 10:00:00' FROM s"
+        ))
+        .await;
+        if table != "stamps" {
+            db.exec(&format!("CREATE INDEX {table}_at ON {table} (viewed_at)"))
+                .await;
+        }
+        let policy = visits_policy(&db, &[table]);
+        let sources = Sources::default();
+        let plan = retention::plan(&policy, &sources, now(), &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(plan[0].rows, due, "{table}");
+        let log = audit(&db).await;
+        let report = retention::run(&policy, &sources, &log, now(), &options(2))
+            .await
+            .unwrap();
+        assert_eq!(report.rows_deleted, due, "{table}");
+        assert_eq!(ids_left(&db, table).await, kept, "{table}");
+        assert_eq!(report.collections[0].walked_by.as_deref(), Some(walk));
+        sources.close().await;
+    }
 }
 
 /// A nightly run: few rows due, at the start of the table, in its middle and on its last

@@ -207,6 +207,9 @@ pub struct Due {
     pub rows: u64,
     /// Values to mask per field (`keep_row`).
     pub fields: Vec<(String, u64)>,
+    /// How a run read the table: by `pages`, `rowid`, the `index` named, or `key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub walked_by: Option<String>,
 }
 
 /// Counts what is due, changing nothing.
@@ -235,6 +238,7 @@ pub async fn plan(
             restricted_rows: rule.restricted_keys.len(),
             rows,
             fields,
+            walked_by: None,
         });
     }
     Ok(out)
@@ -300,6 +304,7 @@ pub async fn run(
             restricted_rows: rule.restricted_keys.len(),
             rows: 0,
             fields: Vec::new(),
+            walked_by: None,
         };
         if rule.held_by.is_some() {
             report.collections.push(due);
@@ -316,6 +321,7 @@ pub async fn run(
                     audit.append(e).await?;
                 }
                 report.complete = false;
+                due.walked_by = cursors.walked_by();
                 report.collections.push(due);
                 break 'rules;
             }
@@ -396,6 +402,7 @@ pub async fn run(
         for e in pending.drain(..) {
             audit.append(e).await?;
         }
+        due.walked_by = cursors.walked_by();
         report.collections.push(due);
     }
     Ok(report)

@@ -15,6 +15,9 @@ use super::sql::Dialect;
 use crate::policy::{ErasureMode, EventBinding, Identifier, Masking, System};
 use crate::retention::{CollectionRule, Condition};
 
+mod index;
+use index::{EventIndex, IndexAt};
+
 /// A predicate with its bound values, in order of appearance.
 struct Pred {
     sql: String,
@@ -327,13 +330,16 @@ pub struct Batch {
 
 /// How batches walk a table: in its physical order where the database offers one, so each
 /// batch reads the next stretch of the table once, as a plain `DELETE` would.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 enum Walk {
     /// PostgreSQL 14 or later, an ordinary table: ranges of pages (a TID range scan). The
     /// table's rows and rows per page, as its statistics estimate them (rows 0: unknown).
     Pages { rows: f64, rows_per_page: f64 },
     /// A SQLite table with a rowid (reached by this name): ranges of rowids.
     Rowid(&'static str),
+    /// A SQLite table with a rowid and an index on the event column that decides what is
+    /// due, where the due rows are few or lie in the index's order: stretches of the index.
+    Index(&'static str, EventIndex),
     /// Anything else: ranges of the primary key.
     Key,
 }
@@ -349,6 +355,8 @@ struct Position {
     pages: u64,
     /// Where the page walk ends when it knows that no due row lies beyond.
     end: Option<u64>,
+    /// Where the index walk got to.
+    index: IndexAt,
 }
 
 /// Progress of a run through one collection: how it walks, and how far each target got.
@@ -361,6 +369,16 @@ pub struct Cursors {
 impl Cursors {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How the table was read: `pages`, `rowid`, `index <name>` or `key`.
+    pub fn walked_by(&self) -> Option<String> {
+        Some(match self.walk.as_ref()? {
+            Walk::Pages { .. } => "pages".to_owned(),
+            Walk::Rowid(_) => "rowid".to_owned(),
+            Walk::Index(_, ix) => format!("index {}", ix.name()),
+            Walk::Key => "key".to_owned(),
+        })
     }
 }
 
@@ -380,7 +398,13 @@ fn next_span(span: u64, acted: u64, limit: u64, max: u64) -> u64 {
         .clamp(1, max.max(1))
 }
 
-async fn find_walk(db: &SourceDb, table: &Identifier) -> Walk {
+async fn find_walk(
+    db: &SourceDb,
+    table: &Identifier,
+    rule: &CollectionRule,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> Walk {
     let tq = db.dialect.quote(table);
     match db.dialect {
         Dialect::Postgres => {
@@ -425,12 +449,16 @@ async fn find_walk(db: &SourceDb, table: &Identifier) -> Walk {
                     continue;
                 }
                 let probe = format!("SELECT {alias} FROM {tq} LIMIT 0");
-                return match sqlx::query(sqlx::AssertSqlSafe(probe))
+                if sqlx::query(sqlx::AssertSqlSafe(probe))
                     .fetch_optional(db.pool())
                     .await
+                    .is_err()
                 {
-                    Ok(_) => Walk::Rowid(alias),
-                    Err(_) => Walk::Key,
+                    return Walk::Key;
+                }
+                return match index::choose(db, table, alias, rule, now, limit).await {
+                    Some(ix) => Walk::Index(alias, ix),
+                    None => Walk::Rowid(alias),
                 };
             }
             Walk::Key
@@ -526,9 +554,12 @@ pub async fn run_batches(
     cursors: &mut Cursors,
 ) -> Result<Vec<Result<Batch, SourceError>>, SourceError> {
     let table = id(&rule.collection)?;
-    let walk = match cursors.walk {
-        Some(w) => w,
-        None => *cursors.walk.insert(find_walk(db, &table).await),
+    let walk = match &cursors.walk {
+        Some(w) => w.clone(),
+        None => {
+            let w = find_walk(db, &table, rule, now, u64::from(limit.max(1))).await;
+            cursors.walk.insert(w).clone()
+        }
     };
     // Each field of a kept row is a batch of its own; deletions take whole rows.
     let targets: Vec<Option<&str>> = match rule.mode {
@@ -597,6 +628,12 @@ pub async fn run_batches(
             Walk::Rowid(alias) => Vec::from_iter(
                 stretch
                     .by_rowid(alias, position)
+                    .await?
+                    .map(|a| Ok(batch(a))),
+            ),
+            Walk::Index(alias, ref ix) => Vec::from_iter(
+                stretch
+                    .by_index(alias, ix, position)
                     .await?
                     .map(|a| Ok(batch(a))),
             ),
