@@ -499,7 +499,9 @@ impl fmt::Display for Date {
 }
 
 /// Reads a point in time as databases write it: RFC 3339, `YYYY-MM-DD HH:MM:SS[.f][+zz]`
-/// (taken as UTC without an offset), a bare date, or Unix seconds.
+/// (taken as UTC without an offset), a bare date, or a Unix time: in seconds from 10^8
+/// (1973) on, in milliseconds from 10^11 on. Smaller numbers (0 for "not yet", a date
+/// written as digits) name no time, as retention reads them.
 pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
@@ -518,9 +520,14 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
     }
-    s.parse::<i64>()
-        .ok()
-        .and_then(|n| DateTime::from_timestamp(n, 0))
+    let n: f64 = s.parse().ok()?;
+    if n >= 1e11 {
+        DateTime::from_timestamp_millis(n as i64)
+    } else if n >= 1e8 {
+        DateTime::from_timestamp(n as i64, 0)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -547,6 +554,11 @@ mod tests {
             Some(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap())
         );
         assert_eq!(parse_timestamp("yesterday"), None);
+        assert_eq!(parse_timestamp("1772359200000"), Some(t));
+        assert_eq!(parse_timestamp("1772359200.0"), Some(t));
+        for not_a_time in ["0", "20260301", "-5", "NaN"] {
+            assert_eq!(parse_timestamp(not_a_time), None, "{not_a_time}");
+        }
     }
 
     #[test]

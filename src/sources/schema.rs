@@ -26,6 +26,28 @@ impl ColumnInfo {
                 .any(|k| t.contains(k))
     }
 
+    /// A number type that can hold a Unix time (not an interval, a point or money).
+    pub fn holds_unix_time(&self) -> bool {
+        let t = self.sql_type.to_ascii_lowercase();
+        self.is_numeric() && !["interval", "point", "money"].iter().any(|k| t.contains(k))
+    }
+
+    /// A type whose values can name a point in time: a date or timestamp, a number (a
+    /// Unix time) or text.
+    pub fn holds_time(&self) -> bool {
+        let t = self.sql_type.to_ascii_lowercase();
+        let clock = t.starts_with("time") && !t.starts_with("timestamp");
+        self.holds_unix_time()
+            || self.is_text()
+            || (!clock && ["date", "timestamp"].iter().any(|k| t.contains(k)))
+    }
+
+    /// SQLite's text affinity: a declared type naming CHAR, CLOB or TEXT, and not INT.
+    pub fn has_text_affinity(&self) -> bool {
+        let t = self.sql_type.to_ascii_lowercase();
+        !t.contains("int") && ["char", "clob", "text"].iter().any(|k| t.contains(k))
+    }
+
     pub fn is_numeric(&self) -> bool {
         let t = self.sql_type.to_ascii_lowercase();
         [
@@ -126,7 +148,7 @@ pub async fn check(
     }
     for c in &system.collections {
         if schema.tables.contains_key(c.name.as_str()) {
-            check_collection(&schema, c, &mut problems);
+            check_collection(&schema, d, c, &mut problems);
         }
     }
     if problems.is_empty() {
@@ -139,7 +161,7 @@ pub async fn check(
     }
 }
 
-fn check_collection(schema: &Schema, c: &Collection, problems: &mut Vec<String>) {
+fn check_collection(schema: &Schema, d: Dialect, c: &Collection, problems: &mut Vec<String>) {
     let table = c.name.as_str();
     let missing = |col: &str, what: &str, problems: &mut Vec<String>| {
         if schema.column(table, col).is_none() {
@@ -178,6 +200,22 @@ fn check_collection(schema: &Schema, c: &Collection, problems: &mut Vec<String>)
     for (event, binding) in &c.events {
         if let EventBinding::Column(col) = &**binding {
             missing(col.as_str(), &format!("the `{event}` event"), problems);
+        }
+        // SQLite keeps any value in any column; elsewhere the type says what is there.
+        let (from, col) = match &**binding {
+            EventBinding::Column(col) => (table, col.as_str()),
+            EventBinding::Referenced(r) | EventBinding::LatestOf(r) => {
+                (r.collection.as_str(), r.field.as_str())
+            }
+        };
+        if let Some(info) = schema.column(from, col)
+            && d != Dialect::Sqlite
+            && !info.holds_time()
+        {
+            problems.push(format!(
+                "the `{event}` event of `{table}` reads `{from}.{col}`, of type {}, which names no point in time (use a date or timestamp, a Unix time in seconds or milliseconds, or text)",
+                info.sql_type
+            ));
         }
         if let EventBinding::Referenced(r) | EventBinding::LatestOf(r) = &**binding
             && schema.tables.contains_key(r.collection.as_str())

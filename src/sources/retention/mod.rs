@@ -18,6 +18,51 @@ use crate::retention::{CollectionRule, Condition};
 mod index;
 use index::{EventIndex, IndexAt};
 
+/// Unix times below this (1973-03-03 in seconds) are not read as times: such small numbers
+/// are more likely codes, or dates written as digits (20260511), than moments of 1970.
+const UNIX_MIN: i64 = 100_000_000;
+/// Unix times from this on are in milliseconds (in seconds it would be the year 5138).
+const UNIX_MS: i64 = 100_000_000_000;
+
+/// The Julian day of 0001-01-01: SQLite numbers from here to [`UNIX_MIN`] are Julian days.
+const JULIAN_MIN: f64 = 1_721_425.5;
+
+/// How an event column's values name a time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum TimeKind {
+    /// SQLite, whatever the column's declared type: text in any format its date functions
+    /// read, a number from year 1 on as a Julian day (as `julianday()` writes it) or from
+    /// 1973 on as a Unix time in seconds or milliseconds; 0 and other small numbers
+    /// (often "not yet") name no time.
+    Sqlite,
+    /// A SQLite column of text affinity, which holds text (any format SQLite reads), blobs
+    /// and NULL only.
+    SqliteText,
+    /// A number column elsewhere: a Unix time in seconds or milliseconds.
+    Unix,
+    /// A date or time column (or text, compared as the database compares it).
+    Native,
+}
+
+impl TimeKind {
+    /// The time in `e`, as seconds since 1970 (SQLite, Unix) or as it is (Native); NULL
+    /// when the value names no time.
+    fn instant(self, e: &str) -> String {
+        match self {
+            Self::Sqlite => format!(
+                "CASE WHEN typeof({e}) IN ('text', 'blob') THEN unixepoch({e}) \
+                 WHEN {e} >= {UNIX_MS} THEN {e} / 1000 WHEN {e} >= {UNIX_MIN} THEN {e} \
+                 WHEN {e} >= {JULIAN_MIN} THEN unixepoch({e}) END"
+            ),
+            Self::SqliteText => format!("unixepoch({e})"),
+            Self::Unix => format!(
+                "CASE WHEN {e} >= {UNIX_MS} THEN {e} / 1000 WHEN {e} >= {UNIX_MIN} THEN {e} END"
+            ),
+            Self::Native => e.to_owned(),
+        }
+    }
+}
+
 /// A predicate with its bound values, in order of appearance.
 struct Pred {
     sql: String,
@@ -40,23 +85,28 @@ impl Builder<'_> {
         self.db.dialect
     }
 
-    /// A column as a comparable time. SQLite stores times as text (or numbers) in any of
-    /// the formats its date functions read: the instant, in whole seconds, is compared.
-    fn ts(&self, alias: &str, col: &Identifier) -> String {
-        let c = format!("{alias}.{}", self.d().quote(col));
+    /// How the values of `table.col` are read as times.
+    fn kind(&self, table: &str, col: &str) -> TimeKind {
+        let info = self.db.schema.column(table, col);
         match self.d() {
-            Dialect::Sqlite => format!("unixepoch({c})"),
-            _ => c,
+            // A column of text affinity turns every number written to it into text.
+            Dialect::Sqlite if info.is_some_and(|c| c.has_text_affinity()) => TimeKind::SqliteText,
+            Dialect::Sqlite => TimeKind::Sqlite,
+            _ if info.is_some_and(|c| c.holds_unix_time()) => TimeKind::Unix,
+            _ => TimeKind::Native,
         }
     }
 
-    /// A cutoff, as a time comparable with a column of `table.col`: on SQLite seconds since
-    /// 1970; on PostgreSQL a constant of the column's type, so that it is parsed once per
-    /// statement (not for every row compared) and the planner can estimate what is due;
-    /// bound on MySQL.
-    fn cutoff(&mut self, at: DateTime<Utc>, table: &str, col: &str) -> String {
-        match self.d() {
-            Dialect::Postgres => {
+    /// The cutoff as a constant comparable with `kind`'s times: seconds since 1970; on
+    /// PostgreSQL a constant of the column's type, so that it is parsed once per statement
+    /// (not for every row compared) and the planner can estimate what is due; bound on
+    /// MySQL.
+    fn cutoff(&mut self, kind: TimeKind, at: DateTime<Utc>, table: &str, col: &str) -> String {
+        match (kind, self.d()) {
+            (TimeKind::Sqlite | TimeKind::SqliteText | TimeKind::Unix, _) => {
+                at.timestamp().to_string()
+            }
+            (TimeKind::Native, Dialect::Postgres) => {
                 let t = self
                     .db
                     .schema
@@ -64,11 +114,24 @@ impl Builder<'_> {
                     .map_or("timestamptz", |c| c.sql_type.as_str());
                 self.d().typed_literal(&at.to_rfc3339(), t)
             }
-            Dialect::Sqlite => at.timestamp().to_string(),
-            Dialect::MySql => {
+            (TimeKind::Native, _) => {
                 self.binds.push(at.format("%Y-%m-%d %H:%M:%S").to_string());
                 "?".to_owned()
             }
+        }
+    }
+
+    /// `at` or before it, for the time in `e` (a column of `table.col`).
+    fn due(&mut self, e: &str, at: DateTime<Utc>, table: &str, col: &str) -> String {
+        let kind = self.kind(table, col);
+        let cut = self.cutoff(kind, at, table, col);
+        match kind {
+            // Two ranges of the column itself, so that an index on it serves.
+            TimeKind::Unix => {
+                let ms = at.timestamp().saturating_mul(1000);
+                format!("({e} >= {UNIX_MIN} AND {e} <= {cut} OR {e} >= {UNIX_MS} AND {e} <= {ms})")
+            }
+            _ => format!("{} <= {cut}", kind.instant(e)),
         }
     }
 
@@ -88,8 +151,7 @@ impl Builder<'_> {
             .find(|x| x.name.as_str() == table);
         Ok(match binding {
             EventBinding::Column(col) => {
-                let left = self.ts("t", col);
-                format!("{left} <= {}", self.cutoff(at, table, col.as_str()))
+                self.due(&format!("t.{}", d.quote(col)), at, table, col.as_str())
             }
             EventBinding::Referenced(r) => {
                 // This collection's key to the parent, and the parent's event.
@@ -98,10 +160,10 @@ impl Builder<'_> {
                     return Ok("1 = 0".into());
                 };
                 let (fk, target) = (fk.name.to_string(), to.field.to_string());
-                let left = self.ts("p", &r.field);
-                let cut = self.cutoff(at, r.collection.as_str(), r.field.as_str());
+                let e = format!("p.{}", d.quote(&r.field));
+                let due = self.due(&e, at, r.collection.as_str(), r.field.as_str());
                 format!(
-                    "EXISTS (SELECT 1 FROM {} p WHERE p.{} = t.{} AND {left} <= {cut})",
+                    "EXISTS (SELECT 1 FROM {} p WHERE p.{} = t.{} AND {due})",
                     q(r.collection.as_str())?,
                     q(&target)?,
                     q(&fk)?
@@ -118,10 +180,11 @@ impl Builder<'_> {
                     return Ok("1 = 0".into());
                 };
                 let (fk, target) = (fk.name.to_string(), to.field.to_string());
-                let left = self.ts("c", &r.field);
-                let cut = self.cutoff(at, r.collection.as_str(), r.field.as_str());
+                let kind = self.kind(r.collection.as_str(), r.field.as_str());
+                let latest = kind.instant(&format!("c.{}", d.quote(&r.field)));
+                let cut = self.cutoff(kind, at, r.collection.as_str(), r.field.as_str());
                 format!(
-                    "(SELECT MAX({left}) FROM {} c WHERE c.{} = t.{}) <= {cut}",
+                    "(SELECT MAX({latest}) FROM {} c WHERE c.{} = t.{}) <= {cut}",
                     q(r.collection.as_str())?,
                     q(&fk)?,
                     q(&target)?
