@@ -272,7 +272,7 @@ pub struct RunOptions {
 
 /// Batches run at once where the walk allows it (PostgreSQL's page walk): one executes
 /// while another commits.
-const PARALLEL_BATCHES: usize = 2;
+const PARALLEL_BATCHES: usize = 3;
 
 /// Deletes and masks what is due, in batches of bounded size, one audit entry per batch.
 /// A stopped run leaves only finished batches behind; the next run resumes.
