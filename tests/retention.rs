@@ -788,6 +788,51 @@ async fn an_event_column_that_holds_no_time_is_refused(backend: Backend, test: &
 }
 all_backends!(an_event_column_that_holds_no_time_is_refused);
 
+/// `lethe retention run` says what it deleted and how it read each table.
+#[tokio::test]
+async fn the_cli_run_says_how_each_table_was_read() {
+    let db = common::appdb::app_db(Backend::Sqlite, "cli_walks")
+        .await
+        .unwrap();
+    let (columns, values) = visits(Backend::Sqlite);
+    for name in ["visits", "visits_indexed"] {
+        db.exec(&format!("CREATE TABLE {name} ({columns})")).await;
+        db.exec(&format!(
+            "INSERT INTO {name} (id, ip_address, viewed_at) VALUES {values}"
+        ))
+        .await;
+    }
+    db.exec("CREATE INDEX visits_indexed_at ON visits_indexed (viewed_at)")
+        .await;
+    visits_policy(&db, &["visits", "visits_indexed"]);
+    let store = format!(
+        "sqlite://{}?mode=rwc",
+        db.dir.path().join("lethe.db").display()
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(["retention", "run", "--batch-size", "50", "--policies"])
+        .arg(db.dir.path().join("visits"))
+        .args(["--database", &store])
+        .current_dir(db.dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("app.visits: 234 row(s)"), "{text}");
+    assert!(text.contains("    read by rowid\n"), "{text}");
+    assert!(text.contains("app.visits_indexed: 234 row(s)"), "{text}");
+    assert!(
+        text.contains("    read by index \"visits_indexed_at\"\n"),
+        "{text}"
+    );
+    assert!(text.contains("468 row(s) deleted"), "{text}");
+    assert_eq!(ids_left(&db, "visits_indexed").await, visits_kept());
+}
+
 /// A nightly run: few rows due, at the start of the table, in its middle and on its last
 /// page. On PostgreSQL the planner expects few, so the walk reads only the pages from the
 /// first due row to the last; every due row goes, and nothing else.

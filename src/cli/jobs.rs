@@ -86,6 +86,9 @@ fn print_due(due: &[retention::Due]) {
             "{}.{}: {what}{restricted}\n    rule: {}",
             d.system, d.collection, d.rule
         );
+        if let Some(walk) = &d.walked_by {
+            println!("    read by {walk}");
+        }
     }
 }
 
