@@ -315,6 +315,11 @@ async fn a_stopped_run_resumes_to_the_same_result(backend: Backend, test: &str) 
     ) else {
         return;
     };
+    // Indexed on the event: on SQLite the page views are walked along the index.
+    for db in [&a, &b] {
+        db.exec("CREATE INDEX page_views_viewed_at ON page_views (viewed_at)")
+            .await;
+    }
     let (pa, pb) = (policy(&a, |t| t), policy(&b, |t| t));
     let (la, lb) = (audit(&a).await, audit(&b).await);
     let (sa, sb) = (Sources::default(), Sources::default());
@@ -339,6 +344,17 @@ async fn a_stopped_run_resumes_to_the_same_result(backend: Backend, test: &str) 
         .await
         .unwrap();
     assert!(resumed.complete);
+    if matches!(backend, Backend::Sqlite) {
+        let views = resumed
+            .collections
+            .iter()
+            .find(|c| c.collection == "page_views")
+            .unwrap();
+        assert_eq!(
+            views.walked_by.as_deref(),
+            Some("index \"page_views_viewed_at\"")
+        );
+    }
     let whole = retention::run(&pb, &sb, &lb, now(), &options(1))
         .await
         .unwrap();
