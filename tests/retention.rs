@@ -716,9 +716,47 @@ async fn sqlite_times_are_compared_as_instants_in_any_format() {
     }
 }
 
+/// Rows `(id, SQL literal of the event, due?)` in a new table `table` whose event column
+/// has type `kind` (indexed): `retention plan` counts the due ones, and a run deletes
+/// exactly those.
+async fn due_by_value(db: &AppDb, table: &str, kind: &str, rows: &[(i64, String, bool)]) {
+    db.exec(&format!(
+        "CREATE TABLE {table} (id BIGINT PRIMARY KEY, ip_address VARCHAR(64) NULL, viewed_at {kind} NULL)"
+    ))
+    .await;
+    db.exec(&format!(
+        "CREATE INDEX {table}_viewed_at ON {table} (viewed_at)"
+    ))
+    .await;
+    let values: Vec<String> = rows
+        .iter()
+        .map(|(id, at, _)| format!("({id}, '192.0.2.1', {at})"))
+        .collect();
+    db.exec(&format!("INSERT INTO {table} VALUES {}", values.join(", ")))
+        .await;
+    let due = rows.iter().filter(|(_, _, due)| *due).count() as u64;
+    let policy = visits_policy(db, &[table]);
+    let sources = Sources::default();
+    let plan = retention::plan(&policy, &sources, now(), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(plan[0].rows, due);
+    let log = audit(db).await;
+    let report = retention::run(&policy, &sources, &log, now(), &options(2))
+        .await
+        .unwrap();
+    assert_eq!(report.rows_deleted, due);
+    let kept: Vec<i64> = rows
+        .iter()
+        .filter(|(_, _, due)| !due)
+        .map(|(id, _, _)| *id)
+        .collect();
+    assert_eq!(ids_left(db, table).await, kept);
+}
+
 /// An event kept as a number is a Unix time, in seconds or, from 10^11 on, in
 /// milliseconds; a number too small to be a time since 1973 (0, a date written as digits)
-/// is never due, nor is NULL. Indexed, so that every walk along the event runs too.
+/// is never due, nor is NULL.
 async fn unix_times_in_number_columns_are_read_as_seconds_or_milliseconds(
     backend: Backend,
     test: &str,
@@ -727,7 +765,7 @@ async fn unix_times_in_number_columns_are_read_as_seconds_or_milliseconds(
         return;
     };
     let cutoff = (now() - Duration::days(90)).timestamp();
-    let clicks: [(i64, String, bool); 9] = [
+    let clicks = [
         (1, (cutoff - 3600).to_string(), true),
         (2, cutoff.to_string(), true),
         (3, (cutoff + 3600).to_string(), false),
@@ -738,35 +776,32 @@ async fn unix_times_in_number_columns_are_read_as_seconds_or_milliseconds(
         (8, "NULL".into(), false),
         (9, (cutoff - 86_400 * 365).to_string(), true),
     ];
-    db.exec("CREATE TABLE clicks (id BIGINT PRIMARY KEY, ip_address VARCHAR(64) NULL, viewed_at BIGINT NULL)")
-        .await;
-    db.exec("CREATE INDEX clicks_viewed_at ON clicks (viewed_at)")
-        .await;
-    let values: Vec<String> = clicks
-        .iter()
-        .map(|(id, at, _)| format!("({id}, '192.0.2.1', {at})"))
-        .collect();
-    db.exec(&format!("INSERT INTO clicks VALUES {}", values.join(", ")))
-        .await;
-    let policy = visits_policy(&db, &["clicks"]);
-    let sources = Sources::default();
-    let plan = retention::plan(&policy, &sources, now(), &Default::default())
-        .await
-        .unwrap();
-    assert_eq!(plan[0].rows, 4);
-    let log = audit(&db).await;
-    let report = retention::run(&policy, &sources, &log, now(), &options(2))
-        .await
-        .unwrap();
-    assert_eq!(report.rows_deleted, 4);
-    let kept: Vec<i64> = clicks
-        .iter()
-        .filter(|(_, _, due)| !due)
-        .map(|(id, _, _)| *id)
-        .collect();
-    assert_eq!(ids_left(&db, "clicks").await, kept);
+    due_by_value(&db, "clicks", "BIGINT", &clicks).await;
 }
 all_backends!(unix_times_in_number_columns_are_read_as_seconds_or_milliseconds);
+
+/// An event kept as text in ISO 8601 form is read as UTC, with `T` or a space between date
+/// and time: on the cutoff's own day the hour decides, whichever separator was written.
+async fn iso_text_times_are_read_with_either_separator(backend: Backend, test: &str) {
+    let Some(db) = common::appdb::app_db(backend, test).await else {
+        return;
+    };
+    // The cutoff is 2026-08-29 12:00:00 UTC.
+    let notes = [
+        (1, "2026-08-29 11:00:00", true),
+        (2, "2026-08-29 13:00:00", false),
+        (3, "2026-08-29T11:00:00", true),
+        (4, "2026-08-29T13:00:00Z", false),
+        (5, "2026-08-28", true),
+        (6, "2026-08-29", true),
+        (7, "not a time", false),
+        (8, "2026-08-29T12:00:00", true),
+        (9, "2026-08-30", false),
+    ]
+    .map(|(id, at, due)| (id, format!("'{at}'"), due));
+    due_by_value(&db, "notes", "VARCHAR(40)", &notes).await;
+}
+all_backends!(iso_text_times_are_read_with_either_separator);
 
 /// An event column whose type names no time (JSON, a blob) is a schema error naming it, before
 /// anything is read or deleted. SQLite, where any column holds any value, reads it as it

@@ -40,13 +40,16 @@ enum TimeKind {
     SqliteText,
     /// A number column elsewhere: a Unix time in seconds or milliseconds.
     Unix,
-    /// A date or time column (or text, compared as the database compares it).
+    /// A text column elsewhere: ISO 8601 (`T` or a space between date and time) read as
+    /// UTC, compared as text with the cutoff written the same way.
+    Text,
+    /// A date or time column.
     Native,
 }
 
 impl TimeKind {
-    /// The time in `e`, as seconds since 1970 (SQLite, Unix) or as it is (Native); NULL
-    /// when the value names no time.
+    /// The time in `e`, as seconds since 1970 (SQLite, Unix), as text in one form (Text)
+    /// or as it is (Native); NULL when the value names no time.
     fn instant(self, e: &str) -> String {
         match self {
             Self::Sqlite => format!(
@@ -58,6 +61,7 @@ impl TimeKind {
             Self::Unix => format!(
                 "CASE WHEN {e} >= {UNIX_MS} THEN {e} / 1000 WHEN {e} >= {UNIX_MIN} THEN {e} END"
             ),
+            Self::Text => format!("REPLACE({e}, 'T', ' ')"),
             Self::Native => e.to_owned(),
         }
     }
@@ -93,6 +97,7 @@ impl Builder<'_> {
             Dialect::Sqlite if info.is_some_and(|c| c.has_text_affinity()) => TimeKind::SqliteText,
             Dialect::Sqlite => TimeKind::Sqlite,
             _ if info.is_some_and(|c| c.holds_unix_time()) => TimeKind::Unix,
+            _ if info.is_some_and(|c| c.is_text()) => TimeKind::Text,
             _ => TimeKind::Native,
         }
     }
@@ -106,15 +111,19 @@ impl Builder<'_> {
             (TimeKind::Sqlite | TimeKind::SqliteText | TimeKind::Unix, _) => {
                 at.timestamp().to_string()
             }
-            (TimeKind::Native, Dialect::Postgres) => {
+            (TimeKind::Text | TimeKind::Native, Dialect::Postgres) => {
                 let t = self
                     .db
                     .schema
                     .column(table, col)
                     .map_or("timestamptz", |c| c.sql_type.as_str());
-                self.d().typed_literal(&at.to_rfc3339(), t)
+                let cut = match kind {
+                    TimeKind::Text => at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    _ => at.to_rfc3339(),
+                };
+                self.d().typed_literal(&cut, t)
             }
-            (TimeKind::Native, _) => {
+            (TimeKind::Text | TimeKind::Native, _) => {
                 self.binds.push(at.format("%Y-%m-%d %H:%M:%S").to_string());
                 "?".to_owned()
             }
