@@ -678,6 +678,8 @@ async fn sqlite_times_are_compared_as_instants_in_any_format() {
         ("stamps", "TEXT", "rowid"),
         ("stamps_indexed", "TEXT", "index \"stamps_indexed_at\""),
         ("stamps_numeric", "DATETIME", "index \"stamps_numeric_at\""),
+        // Compared case-blind, the column's index in binary order cannot serve.
+        ("stamps_nocase", "TEXT COLLATE NOCASE", "rowid"),
     ] {
         db.exec(&format!(
             "CREATE TABLE {table} (id INTEGER PRIMARY KEY, ip_address TEXT, viewed_at {kind} NULL)"
@@ -696,8 +698,10 @@ async fn sqlite_times_are_compared_as_instants_in_any_format() {
         ))
         .await;
         if table != "stamps" {
-            db.exec(&format!("CREATE INDEX {table}_at ON {table} (viewed_at)"))
-                .await;
+            db.exec(&format!(
+                "CREATE INDEX {table}_at ON {table} (viewed_at COLLATE BINARY)"
+            ))
+            .await;
         }
         let policy = visits_policy(&db, &[table]);
         let sources = Sources::default();

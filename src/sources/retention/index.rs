@@ -138,11 +138,33 @@ pub async fn choose(
     pays(db, table, alias, &ix, limit).await.then_some(ix)
 }
 
-/// Whether the rows before the index's bound lie in its order (the first batch's rows
+/// Whether the index serves the walk, and the rows before its bound lie in its order (the first batch's rows
 /// within four times as many rowids), or are a tenth of the table or fewer.
 async fn pays(db: &SourceDb, table: &Identifier, alias: &str, ix: &EventIndex, limit: u64) -> bool {
     let tq = db.dialect.quote(table);
     let (name, col) = (&ix.name, &ix.column);
+    // The index serves only when it orders values as the column compares them (a column
+    // declared with another collation does not): a range of it, in its order.
+    let plan = format!(
+        "EXPLAIN QUERY PLAN SELECT t.{alias} FROM {tq} AS t INDEXED BY {name} \
+         WHERE t.{col} < ?1 ORDER BY t.{col}, t.{alias}"
+    );
+    let Ok(steps) = sqlx::query(sqlx::AssertSqlSafe(plan))
+        .bind(&ix.upper)
+        .fetch_all(db.pool())
+        .await
+    else {
+        return false;
+    };
+    let steps: Vec<String> = steps
+        .iter()
+        .filter_map(|r| r.try_get::<String, _>(3).ok())
+        .collect();
+    if !steps.iter().any(|s| s.starts_with("SEARCH"))
+        || steps.iter().any(|s| s.contains("TEMP B-TREE"))
+    {
+        return false;
+    }
     let first = format!(
         "SELECT MIN(r), MAX(r), COUNT(*) FROM (SELECT t.{alias} AS r FROM {tq} AS t INDEXED BY {name} \
          WHERE t.{col} < ?1 ORDER BY t.{col}, t.{alias} LIMIT ?2)"
