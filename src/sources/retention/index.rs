@@ -109,10 +109,12 @@ pub async fn choose(
         if best.as_ref().is_some_and(|(b, _)| *b <= at) {
             continue;
         }
-        let upper = at.checked_add_days(chrono::Days::new(2))?;
-        if !(1000..=9998).contains(&upper.year()) {
+        let Some(upper) = at
+            .checked_add_days(chrono::Days::new(2))
+            .filter(|u| (1000..=9998).contains(&u.year()))
+        else {
             continue;
-        }
+        };
         let found: Option<String> = sqlx::query_scalar(
             "SELECT il.name FROM pragma_index_list(?1) AS il \
              JOIN pragma_index_xinfo(il.name) AS ix ON ix.seqno = 0 \
@@ -138,8 +140,9 @@ pub async fn choose(
     pays(db, table, alias, &ix, limit).await.then_some(ix)
 }
 
-/// Whether the index serves the walk, and the rows before its bound lie in its order (the first batch's rows
-/// within four times as many rowids), or are a tenth of the table or fewer.
+/// Whether the index serves the walk, and the rows before its bound lie in its order (the
+/// first batch's rows within four times as many rowids) or are a tenth of the table or
+/// fewer.
 async fn pays(db: &SourceDb, table: &Identifier, alias: &str, ix: &EventIndex, limit: u64) -> bool {
     let tq = db.dialect.quote(table);
     let (name, col) = (&ix.name, &ix.column);
@@ -334,7 +337,7 @@ impl Stretch<'_> {
             .index_query(sql, false, args)
             .fetch_optional(self.db.pool())
             .await
-            .map_err(self.error(format!("walking `{}`", self.rule.collection)))?;
+            .map_err(self.walking())?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -423,7 +426,7 @@ impl Stretch<'_> {
                 .bind(from.clone())
                 .fetch_optional(self.db.pool())
                 .await
-                .map_err(self.error(format!("walking `{}`", self.rule.collection)))?;
+                .map_err(self.walking())?;
             let Some(row) = row else {
                 return Ok(None);
             };
@@ -486,7 +489,7 @@ impl Stretch<'_> {
                             .index_query(count, false, &args)
                             .fetch_one(self.db.pool())
                             .await
-                            .map_err(self.error(format!("walking `{}`", self.rule.collection)))?
+                            .map_err(self.walking())?
                             .try_get(0)
                             .map_err(self.error("reading a count".into()))?;
                         let mut args = Vec::new();

@@ -738,6 +738,11 @@ impl Stretch<'_> {
         }
     }
 
+    /// The error of a statement finding where the next batch ends.
+    fn walking(&self) -> impl FnOnce(sqlx::Error) -> SourceError + use<'_> {
+        self.error(format!("walking `{}`", self.rule.collection))
+    }
+
     /// Acts on the due rows within `range` (a condition on `binds`, which follow the
     /// predicate's), returning how many there were.
     async fn act_within(
@@ -901,7 +906,7 @@ impl Stretch<'_> {
             .bind(i64::try_from(at.span - 1).unwrap_or(i64::MAX))
             .fetch_one(self.db.pool())
             .await
-            .map_err(self.error(format!("walking `{}`", self.rule.collection)))?;
+            .map_err(self.walking())?;
         let Some(to) = to else {
             return Ok(None);
         };
