@@ -459,6 +459,14 @@ async fn lethes_own_data_is_kept_only_as_long_as_needed() {
         at(2026, 11, 27) - chrono::Duration::hours(1),
     )
     .await;
+    // Mails go out at the real time: pin them to the job's clock, the old one long sent,
+    // the others a week before the run.
+    sqlx::query(
+        "UPDATE mail_outbox SET sent_at = '2026-11-20T00:00:00.000000Z' WHERE sent_at IS NOT NULL",
+    )
+    .execute(ctx.store.pool())
+    .await
+    .unwrap();
     sqlx::query("UPDATE mail_outbox SET sent_at = '2026-09-01T00:00:00.000000Z' WHERE recipient = 'old@example.org'")
         .execute(ctx.store.pool())
         .await
