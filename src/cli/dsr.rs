@@ -151,27 +151,37 @@ fn print_plan(plan: &dsr::Plan) {
     for s in &plan.systems {
         println!("system {} ({})", s.system, s.name);
         for step in &s.steps {
-            let via: Vec<String> = step
-                .via
-                .iter()
-                .map(|v| match v {
-                    dsr::Via::Identity { field, kind } => format!("{field} = the {kind} given"),
+            println!("  {} (erasure: {})", step.collection, step.erasure);
+            for v in &step.via {
+                match v {
+                    dsr::Via::Identity { field, kind } => {
+                        println!("    by {field} = the {kind} given")
+                    }
                     dsr::Via::Reference {
                         field,
                         from_collection,
                         from_field,
-                    } => format!("{field} = {from_collection}.{from_field}"),
-                })
-                .collect();
-            println!(
-                "  {} (erasure: {}) by {}",
-                step.collection,
-                step.erasure,
-                via.join(" or ")
-            );
+                        direction,
+                        why,
+                    } => println!(
+                        "    by {field} = {from_collection}.{from_field} (direction {direction}: {why})"
+                    ),
+                }
+            }
             for (field, purposes) in &step.mapped {
                 println!("    {field}: {}", purposes.join(", "));
             }
+        }
+        for c in &s.shared {
+            println!(
+                "  SHARED {c}: reached through rows the person's rows reference, which other people's rows may reference too; an erasure keeps such a row while they do"
+            );
+        }
+        for k in &s.skipped {
+            println!(
+                "  not followed: {}.{} -> {}.{}: {}",
+                k.from_collection, k.from_field, k.collection, k.field, k.why
+            );
         }
         for c in &s.unreachable {
             println!(

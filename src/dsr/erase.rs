@@ -271,6 +271,34 @@ fn same_value(a: &str, b: &str) -> bool {
     matches!((parse_timestamp(a), parse_timestamp(b)), (Some(x), Some(y)) if x == y)
 }
 
+/// Key values that rows outside the person's own still reference, by `(collection,
+/// column)`: such rows also relate to other people and are neither deleted nor masked.
+pub type Shared = BTreeMap<(String, String), BTreeSet<String>>;
+
+/// Whether a field is a key: a primary key, a reference, or the target of one. Keys are
+/// never masked: other rows find theirs through them.
+pub fn is_key(system: &System, c: &Collection, f: &crate::policy::Field) -> bool {
+    f.primary_key
+        || f.references.is_some()
+        || system.collections.iter().any(|o| {
+            o.fields.iter().any(|of| {
+                of.references.as_ref().is_some_and(|r| {
+                    r.collection.as_str() == c.name.as_str() && r.field.as_str() == f.name.as_str()
+                })
+            })
+        })
+}
+
+/// A row other people's rows still reference is kept for the DPO to review.
+fn shared_row() -> Exemption {
+    Exemption {
+        article: "Art. 17",
+        because: "shared record".to_owned(),
+        reason: "also relates to other people: their records still refer to it, so it is kept for our data protection officer to review".to_owned(),
+        until: None,
+    }
+}
+
 /// Decides the erasure of everything found in one system; with a `restriction` (the
 /// request that placed it), everything is kept.
 #[allow(clippy::too_many_arguments)]
@@ -283,6 +311,7 @@ pub fn decide(
     now: DateTime<Utc>,
     masker: &dyn Masker,
     restriction: Option<&str>,
+    shared: &Shared,
 ) -> (Vec<CollectionActions>, SystemReport) {
     // Parent key values that kept child rows still point at: those parents must stay.
     let mut pinned: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
@@ -303,15 +332,38 @@ pub fn decide(
         };
         let mut kept: BTreeMap<(String, String, String), Kept> = BTreeMap::new();
         let mut row_actions = Vec::new();
+        // Personal data outside the keys: a collection without any is read, never changed.
+        let personal: Vec<&crate::policy::Field> = c
+            .fields
+            .iter()
+            .filter(|f| !f.categories.is_empty() && !is_key(system, c, f))
+            .collect();
+        if personal.is_empty() {
+            actions.push(CollectionActions {
+                collection: name.clone(),
+                rows: Vec::new(),
+            });
+            reports.push(report);
+            continue;
+        }
         for row in &rows.rows {
             let mut masks = Vec::new();
             let mut any_kept = false;
-            for f in c.fields.iter().filter(|f| !f.categories.is_empty()) {
+            let is_shared = shared.iter().any(|((coll, col), vals)| {
+                *coll == name
+                    && row
+                        .get(col)
+                        .cloned()
+                        .flatten()
+                        .is_some_and(|v| vals.contains(&v))
+            });
+            for f in personal.iter().copied() {
                 let Some(value) = row.get(f.name.as_str()).cloned().flatten() else {
                     continue;
                 };
                 match restriction
                     .map(restricted)
+                    .or_else(|| is_shared.then(shared_row))
                     .or_else(|| exemption(policy, system, c, f, row, found, now))
                 {
                     Some(e) => {
@@ -363,6 +415,7 @@ pub fn decide(
             let delete = c.erasure() == ErasureMode::DeleteRow
                 && !any_kept
                 && !pinned_here
+                && !is_shared
                 && !key.is_empty();
             let key_values: Vec<(String, String)> = key
                 .iter()
@@ -387,7 +440,7 @@ pub fn decide(
                         .insert(v);
                 }
             }
-            if !masks.is_empty() && key_values.len() == key.len() && !key.is_empty() {
+            if !masks.is_empty() && !is_shared && key_values.len() == key.len() && !key.is_empty() {
                 report.rows_masked += 1;
                 for (field, _) in &masks {
                     *report.fields_masked.entry(field.clone()).or_default() += 1;

@@ -148,21 +148,31 @@ async fn search_in(
         let db = ctx.sources.get(system).await?;
         let mut found: BTreeMap<String, Found> = BTreeMap::new();
         let mut keys = BTreeMap::new();
-        for step in &sp.steps {
+        // Steps in plan order; a step is read again when a collection it is reached from
+        // gained rows after it was read (a later collection leading back to it, a cycle),
+        // until nothing grows: every path is followed.
+        let mut dirty: Vec<bool> = vec![true; sp.steps.len()];
+        let mut rounds = 0;
+        while let Some(i) = dirty.iter().position(|d| *d) {
+            dirty[i] = false;
+            rounds += 1;
+            if rounds > sp.steps.len() * (sp.steps.len() + 2) {
+                break;
+            }
+            let step = &sp.steps[i];
             let key = db.primary_key(system, &step.collection);
             let lookups: Vec<Lookup> = step
                 .via
                 .iter()
                 .map(|v| match v {
-                    // E-mail addresses match whatever their case in the database.
-                    Via::Identity { field, kind } if kind == "email" => Lookup::Values {
+                    // E-mail addresses match by the one rule of `sources::matching`.
+                    Via::Identity { field, kind } if kind == "email" => Lookup::Folded {
                         field: field.clone(),
                         values: identities
                             .iter()
                             .filter(|i| i.kind() == kind)
-                            .map(|i| i.value().to_owned())
+                            .map(|i| crate::sources::matching::fold(i.value()))
                             .collect(),
-                        fold_case: true,
                     },
                     Via::Identity { field, kind } => Lookup::Values {
                         field: field.clone(),
@@ -171,12 +181,12 @@ async fn search_in(
                             .filter(|i| i.kind() == kind)
                             .flat_map(|i| i.variants())
                             .collect(),
-                        fold_case: false,
                     },
                     Via::Reference {
                         field,
                         from_collection,
                         from_field,
+                        ..
                     } => Lookup::FromRows {
                         field: field.clone(),
                         from_collection: from_collection.clone(),
@@ -185,16 +195,34 @@ async fn search_in(
                 })
                 .collect();
             let mut read = step.read.clone();
-            for k in &key {
-                if !read.contains(k) {
-                    read.push(k.clone());
+            for k in key
+                .iter()
+                .map(String::as_str)
+                .chain(lookups.iter().map(Lookup::field))
+            {
+                if !read.iter().any(|r| r == k) {
+                    read.push(k.to_owned());
                 }
             }
             let rows = db
                 .fetch(&step.collection, &read, &key, &lookups, &found)
                 .await?;
+            let grew = found
+                .get(&step.collection)
+                .is_none_or(|f| f.rows.len() != rows.rows.len());
             keys.insert(step.collection.clone(), key);
             found.insert(step.collection.clone(), rows);
+            if grew {
+                for (j, other) in sp.steps.iter().enumerate() {
+                    let depends = other.via.iter().any(|v| {
+                        matches!(v, Via::Reference { from_collection, .. } if *from_collection == step.collection)
+                    });
+                    // Later steps read the new rows in their turn anyway.
+                    if depends && j <= i {
+                        dirty[j] = true;
+                    }
+                }
+            }
         }
         out.push(Searched { db, found, keys });
     }
@@ -314,6 +342,7 @@ pub async fn erase(
                 .into());
             }
         }
+        let shared = shared_keys(system, &s).await?;
         let (actions, report) = erase::decide(
             ctx.policy,
             system,
@@ -323,6 +352,7 @@ pub async fn erase(
             now,
             &masker,
             ctx.restriction.as_deref(),
+            &shared,
         );
         if !dry_run {
             s.db.apply(&actions, fault_hook).await?;
@@ -353,6 +383,79 @@ pub async fn erase(
         executed_at: crate::store::timestamp(now),
         systems: reports,
     })
+}
+
+/// The key values of the person's rows that rows outside the person's own still
+/// reference, through every reference the policy declares (followed or not): those rows
+/// also relate to other people.
+async fn shared_keys(
+    system: &crate::policy::System,
+    s: &Searched,
+) -> Result<erase::Shared, DsrError> {
+    let mut shared = erase::Shared::new();
+    for c in &system.collections {
+        for f in &c.fields {
+            let Some(r) = &f.references else {
+                continue;
+            };
+            let (parent, parent_field) = (r.collection.as_str(), r.field.as_str());
+            let Some(parents) = s.found.get(parent) else {
+                continue;
+            };
+            let mut values: Vec<String> = parents
+                .rows
+                .iter()
+                .filter_map(|row| row.get(parent_field).cloned().flatten())
+                .collect();
+            values.sort();
+            values.dedup();
+            if values.is_empty() {
+                continue;
+            }
+            let child = c.name.as_str();
+            let key = s.db.primary_key(system, child);
+            let mut read = key.clone();
+            if !read.iter().any(|k| k == f.name.as_str()) {
+                read.push(f.name.to_string());
+            }
+            let referrers =
+                s.db.fetch(
+                    child,
+                    &read,
+                    &key,
+                    &[Lookup::Values {
+                        field: f.name.to_string(),
+                        values,
+                    }],
+                    &BTreeMap::new(),
+                )
+                .await?;
+            let own: std::collections::BTreeSet<Vec<Option<String>>> = s
+                .found
+                .get(child)
+                .map(|fd| {
+                    fd.rows
+                        .iter()
+                        .map(|row| key.iter().map(|k| row.get(k).cloned().flatten()).collect())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for row in &referrers.rows {
+                let id: Vec<Option<String>> =
+                    key.iter().map(|k| row.get(k).cloned().flatten()).collect();
+                // Without a key no row can be told from another: count it as someone else's.
+                if (key.is_empty() || !own.contains(&id))
+                    && let Some(v) = row.get(f.name.as_str()).cloned().flatten()
+                {
+                    shared
+                        .entry((parent.to_owned(), parent_field.to_owned()))
+                        .or_default()
+                        .insert(v);
+                }
+            }
+        }
+    }
+    Ok(shared)
 }
 
 /// The identities of a request, for a payload sealed under the subject's key.

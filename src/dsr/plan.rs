@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
-use crate::policy::{Collection, EventBinding, Policy, System};
+use crate::policy::{Collection, Direction, EventBinding, Policy, System};
 
 /// How the rows of a collection are found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -18,6 +18,11 @@ pub enum Via {
         field: String,
         from_collection: String,
         from_field: String,
+        /// `from`: these rows reference the person's rows (their invoices); `to`: the
+        /// person's rows reference these (their address).
+        direction: Direction,
+        /// Why the edge is followed, in words.
+        why: String,
     },
 }
 
@@ -32,6 +37,16 @@ pub struct Step {
     pub erasure: String,
 }
 
+/// A reference the traversal does not follow, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub from_collection: String,
+    pub from_field: String,
+    pub collection: String,
+    pub field: String,
+    pub why: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SystemPlan {
     pub system: String,
@@ -39,7 +54,13 @@ pub struct SystemPlan {
     pub steps: Vec<Step>,
     /// Collections with personal data that no identity or reference reaches.
     pub unreachable: Vec<String>,
-    /// Reference cycles, as `a -> b -> a`.
+    /// Collections reached through a row the person's rows reference (`direction: to`):
+    /// such a row may be referenced by other people's rows as well, and an erasure keeps
+    /// it while they do.
+    pub shared: Vec<String>,
+    /// References that are not followed.
+    pub skipped: Vec<Skipped>,
+    /// Cycles among the references followed, as `a -> b -> a`.
     pub cycles: Vec<String>,
 }
 
@@ -71,27 +92,108 @@ pub fn plan(policy: &Policy, kinds: &[&str]) -> Plan {
     }
 }
 
-/// One end of a reference: `(collection, field)`.
-type End = (String, String);
+/// Whether rows of `c` are other data subjects' own records (it has identity fields).
+pub fn holds_people(c: &Collection) -> bool {
+    c.fields.iter().any(|f| f.identity.is_some())
+}
 
-/// Undirected reference edges: `(collection, field) <-> (collection, field)`.
-fn edges(system: &System) -> Vec<(End, End)> {
+/// One way of following a reference: rows of `to` are found from rows of `from`.
+#[derive(Debug, Clone)]
+struct Edge {
+    from: String,
+    from_field: String,
+    to: String,
+    to_field: String,
+    direction: Direction,
+    why: String,
+}
+
+/// Every reference of the system, each way it is followed, and those it is not.
+fn edges(system: &System) -> (Vec<Edge>, Vec<Skipped>) {
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     for c in &system.collections {
         for f in &c.fields {
-            if let Some(r) = &f.references {
-                out.push((
-                    (c.name.to_string(), f.name.to_string()),
-                    (r.collection.to_string(), r.field.to_string()),
-                ));
+            let Some(r) = &f.references else {
+                continue;
+            };
+            let Some(target) = system
+                .collections
+                .iter()
+                .find(|t| t.name.as_str() == r.collection.as_str())
+            else {
+                continue;
+            };
+            let written = f.direction.is_some();
+            let follows = f.follows();
+            let (here, field, there, there_field) = (
+                c.name.to_string(),
+                f.name.to_string(),
+                r.collection.to_string(),
+                r.field.to_string(),
+            );
+            // From the referenced row down to the rows referencing it.
+            if matches!(follows, Direction::From | Direction::Both) {
+                let blocked = if written {
+                    None
+                } else if here == there {
+                    Some(
+                        "a reference within one collection links rows of different people; write `direction: from` to follow it",
+                    )
+                } else if holds_people(c) {
+                    Some(
+                        "the referencing collection holds other people (it has identity fields); write `direction: from` to follow it",
+                    )
+                } else {
+                    None
+                };
+                match blocked {
+                    None => out.push(Edge {
+                        from: there.clone(),
+                        from_field: there_field.clone(),
+                        to: here.clone(),
+                        to_field: field.clone(),
+                        direction: Direction::From,
+                        why: format!("rows of `{here}` whose `{field}` references one of the person's `{there}` rows are the person's"),
+                    }),
+                    Some(why) => skipped.push(Skipped {
+                        from_collection: there.clone(),
+                        from_field: there_field.clone(),
+                        collection: here.clone(),
+                        field: field.clone(),
+                        why: why.to_owned(),
+                    }),
+                }
+            }
+            // From the referencing row up to the row it references: only when written.
+            if matches!(follows, Direction::To | Direction::Both) {
+                out.push(Edge {
+                    from: here.clone(),
+                    from_field: field.clone(),
+                    to: there.clone(),
+                    to_field: there_field.clone(),
+                    direction: Direction::To,
+                    why: format!(
+                        "the `{there}` row that one of the person's `{here}` rows references by `{field}` is the person's (`direction: {}`)",
+                        follows.key()
+                    ),
+                });
+            } else if !holds_people(target) && here != there {
+                skipped.push(Skipped {
+                    from_collection: here.clone(),
+                    from_field: field.clone(),
+                    collection: there.clone(),
+                    field: there_field.clone(),
+                    why: format!("the `{there}` row may be other people's as well; write `direction: to` (or `both`) where it is the person's data"),
+                });
             }
         }
     }
-    out
+    (out, skipped)
 }
 
 fn plan_system(system: &System, kinds: &[&str]) -> SystemPlan {
-    let edges = edges(system);
+    let (edges, skipped) = edges(system);
     let mut order: Vec<String> = Vec::new();
     let mut vias: BTreeMap<String, Vec<Via>> = BTreeMap::new();
     let mut queue = VecDeque::new();
@@ -113,35 +215,29 @@ fn plan_system(system: &System, kinds: &[&str]) -> SystemPlan {
             queue.push_back(c.name.to_string());
         }
     }
+    // Breadth first along the edges followed; every edge into a collection is one of its
+    // ways in, whichever collection is read first (the search repeats a step when rows
+    // it depends on grow).
+    let mut shared: Vec<String> = Vec::new();
     while let Some(current) = queue.pop_front() {
-        let current_pos = order.iter().position(|o| *o == current).unwrap_or(0);
-        for ((a, af), (b, bf)) in &edges {
-            // Both directions: a references b, so rows of b are found from a and vice versa.
-            for (here, here_field, there, there_field) in [(a, af, b, bf), (b, bf, a, af)] {
-                if *here != current || *there == current {
-                    continue;
-                }
-                // Only collections read after this one can use its rows.
-                if order
-                    .iter()
-                    .position(|o| o == there)
-                    .is_some_and(|p| p < current_pos)
-                {
-                    continue;
-                }
-                let via = Via::Reference {
-                    field: there_field.clone(),
-                    from_collection: current.clone(),
-                    from_field: here_field.clone(),
-                };
-                let list = vias.entry(there.clone()).or_default();
-                if !list.contains(&via) {
-                    list.push(via);
-                }
-                if !order.contains(there) {
-                    order.push(there.clone());
-                    queue.push_back(there.clone());
-                }
+        for e in edges.iter().filter(|e| e.from == current) {
+            let via = Via::Reference {
+                field: e.to_field.clone(),
+                from_collection: e.from.clone(),
+                from_field: e.from_field.clone(),
+                direction: e.direction,
+                why: e.why.clone(),
+            };
+            let list = vias.entry(e.to.clone()).or_default();
+            if !list.contains(&via) {
+                list.push(via);
+            }
+            if e.direction == Direction::To && !shared.contains(&e.to) {
+                shared.push(e.to.clone());
+            }
+            if !order.contains(&e.to) {
+                order.push(e.to.clone());
+                queue.push_back(e.to.clone());
             }
         }
     }
@@ -178,12 +274,19 @@ fn plan_system(system: &System, kinds: &[&str]) -> SystemPlan {
         })
         .map(|c| c.name.to_string())
         .collect();
+    let followed: Vec<(&str, &str)> = edges
+        .iter()
+        .filter(|e| order.contains(&e.from))
+        .map(|e| (e.from.as_str(), e.to.as_str()))
+        .collect();
     SystemPlan {
         system: system.id.to_string(),
         name: system.name.clone(),
         steps,
         unreachable,
-        cycles: cycles(&edges),
+        shared,
+        skipped,
+        cycles: cycles(&followed),
     }
 }
 
@@ -216,10 +319,10 @@ fn read_columns(system: &System, c: &Collection) -> Vec<String> {
     cols
 }
 
-/// Reference cycles between collections (a table referencing itself included).
-fn cycles(edges: &[(End, End)]) -> Vec<String> {
+/// Cycles among the edges followed (a collection reaching itself included).
+fn cycles(edges: &[(&str, &str)]) -> Vec<String> {
     let mut graph: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for ((a, _), (b, _)) in edges {
+    for (a, b) in edges {
         graph.entry(a).or_default().push(b);
     }
     let mut found = Vec::new();
@@ -277,7 +380,9 @@ mod tests {
             [Via::Reference {
                 field: "user_id".into(),
                 from_collection: "users".into(),
-                from_field: "id".into()
+                from_field: "id".into(),
+                direction: Direction::From,
+                why: "rows of `comments` whose `user_id` references one of the person's `users` rows are the person's".into(),
             }]
         );
         assert!(app.steps[1].read.contains(&"issued_at".to_owned()));

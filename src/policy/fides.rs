@@ -5,13 +5,13 @@
 
 use std::path::Path;
 
-use marked_yaml::{Span, Spanned};
+use marked_yaml::Spanned;
 use serde::Deserialize;
 
 use super::diagnostic::Diagnostics;
 use super::load::{decode, parse_file};
 use super::model::{Collection, Field, FieldRef, System};
-use super::types::{CategoryKey, Id, Identifier};
+use super::types::{CategoryKey, Direction, Id, Identifier};
 
 #[derive(Deserialize)]
 struct Manifest {
@@ -99,7 +99,6 @@ pub fn import_into(system: &mut System, base: &Path, diags: &mut Diagnostics) {
         return;
     };
     let mut collections = Vec::new();
-    let mut reversed: Vec<(FieldRef, FieldRef, Span)> = Vec::new();
     for fc in dataset.collections {
         let mut fields = Vec::new();
         for ff in fc.fields {
@@ -118,6 +117,7 @@ pub fn import_into(system: &mut System, base: &Path, diags: &mut Diagnostics) {
                 references: Vec::new(),
             });
             let mut references = None;
+            let mut field_direction = None;
             for r in meta.references {
                 let here = format!("dataset.{}.{}", *fc.name, *ff.name);
                 if r.dataset
@@ -140,25 +140,33 @@ pub fn import_into(system: &mut System, base: &Path, diags: &mut Diagnostics) {
                         continue;
                     }
                 };
-                match r.direction.as_deref() {
-                    Some("to") => {
-                        let this = FieldRef {
-                            collection: (*fc.name).clone(),
-                            field: (*ff.name).clone(),
-                        };
-                        reversed.push((target, this, *r.field.span()));
-                    }
-                    Some("from") | None => references = Some(Spanned::new(*r.field.span(), target)),
-                    Some(other) => {
+                let direction = match r.direction.as_deref() {
+                    Some(d) => match Direction::parse(d) {
+                        Ok(d) => Some(Spanned::new(*r.field.span(), d)),
+                        Err(e) => {
+                            diags
+                                .error(
+                                    r.field.span(),
+                                    here,
+                                    format!("unknown reference direction: {e}"),
+                                )
+                                .hint("use `from` or `to`");
+                            continue;
+                        }
+                    },
+                    None => {
                         diags
-                            .error(
+                            .warning(
                                 r.field.span(),
                                 here,
-                                format!("unknown reference direction `{other}`"),
+                                "a reference without a direction is followed only from the referenced rows to the referencing ones",
                             )
-                            .hint("use `from` or `to`");
+                            .hint("write `direction: from` for that, or `direction: to` where the referenced row is the person's data (Fides would follow it both ways)");
+                        None
                     }
-                }
+                };
+                references = Some(Spanned::new(*r.field.span(), target));
+                field_direction = direction;
             }
             // `system.*` categories are not personal data: they are not mapped.
             let categories = ff
@@ -174,6 +182,7 @@ pub fn import_into(system: &mut System, base: &Path, diags: &mut Diagnostics) {
                 identity: meta.identity,
                 primary_key: meta.primary_key.unwrap_or(false),
                 references,
+                direction: field_direction,
                 masking: None,
             });
         }
@@ -186,18 +195,45 @@ pub fn import_into(system: &mut System, base: &Path, diags: &mut Diagnostics) {
             fields,
         });
     }
-    // `direction: to` on A pointing at B means B is filled from A: B references A.
-    for (target, source, span) in reversed {
+    // A reference declared on a primary key (`customer.id` -> `login.customer_id`,
+    // `direction: to`) is the other field's reference, followed the other way: the model
+    // keeps references on the referencing column, as the database does.
+    let mut moved = Vec::new();
+    for c in &mut collections {
+        for f in &mut c.fields {
+            if f.primary_key
+                && let Some(r) = f.references.take()
+            {
+                let direction = f.direction.take().map(|d| {
+                    let flipped = match *d {
+                        Direction::From => Direction::To,
+                        Direction::To => Direction::From,
+                        Direction::Both => Direction::Both,
+                    };
+                    Spanned::new(*d.span(), flipped)
+                });
+                let this = FieldRef {
+                    collection: (*c.name).clone(),
+                    field: (*f.name).clone(),
+                };
+                moved.push((Spanned::new(*r.span(), this), (*r).clone(), direction));
+            }
+        }
+    }
+    for (source, target, direction) in moved {
         let field = collections
             .iter_mut()
             .find(|c| *c.name == target.collection)
             .and_then(|c| c.fields.iter_mut().find(|f| *f.name == target.field));
         match field {
-            Some(f) => f.references = Some(Spanned::new(span, source)),
+            Some(f) => {
+                f.references = Some(source);
+                f.direction = direction;
+            }
             None => {
                 diags.error(
-                    &span,
-                    format!("dataset.{source}"),
+                    source.span(),
+                    format!("dataset.{}", *source),
                     format!("reference to `{target}`, which the dataset does not declare"),
                 );
             }
@@ -247,6 +283,9 @@ fn overlay_collection(base: &mut Collection, overlay: Collection) {
                 }
                 if f.references.is_some() {
                     b.references = f.references;
+                }
+                if f.direction.is_some() {
+                    b.direction = f.direction;
                 }
                 if f.masking.is_some() {
                     b.masking = f.masking;

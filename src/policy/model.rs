@@ -9,8 +9,8 @@ use marked_yaml::Spanned;
 use serde::{Deserialize, Serialize};
 
 use super::types::{
-    AgreementSide, CategoryKey, CountryCode, Date, Email, ErasureMode, Id, Identifier, LegalBasis,
-    ProcessorRole, RetentionPeriod, SpecialCategoryCondition, TransferSafeguard,
+    AgreementSide, CategoryKey, CountryCode, Date, Direction, Email, ErasureMode, Id, Identifier,
+    LegalBasis, ProcessorRole, RetentionPeriod, SpecialCategoryCondition, TransferSafeguard,
 };
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -283,8 +283,23 @@ pub struct Field {
     pub primary_key: bool,
     #[serde(default)]
     pub references: Option<Spanned<FieldRef>>,
+    /// Which way `references` is followed; `from` when not written. A reference into a
+    /// collection with identity fields of its own (other data subjects) is followed only
+    /// when its direction is written out.
+    #[serde(default)]
+    pub direction: Option<Spanned<Direction>>,
     #[serde(default)]
     pub masking: Option<Masking>,
+}
+
+impl Field {
+    /// The direction this field's reference is followed in (`from` by default).
+    pub fn follows(&self) -> Direction {
+        self.direction
+            .as_deref()
+            .copied()
+            .unwrap_or(Direction::From)
+    }
 }
 
 /// `collection.field` within the same system.

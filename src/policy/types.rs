@@ -298,6 +298,18 @@ vocabulary!(
 );
 
 vocabulary!(
+    /// Which way a reference is followed when looking for a person's rows. `from`: the
+    /// referencing rows belong to whoever owns the referenced row (a person's invoices);
+    /// `to`: the referenced row belongs to whoever owns the referencing row (a customer's
+    /// address); `both`. The words are Fides' (`fides_meta.references[].direction`).
+    Direction {
+        From = "from" => "from the referenced row to the rows referencing it",
+        To = "to" => "from the referencing row to the row it references",
+        Both = "both" => "both ways",
+    }
+);
+
+vocabulary!(
     /// Our side of an agreement.
     AgreementSide {
         Processor = "processor" => "We process the counterparty's data",

@@ -9,7 +9,7 @@ use sqlx::{AnyConnection, AnyPool, Connection, Row as _};
 
 use super::schema::{self, Schema};
 use super::sql::{self, Col, Dialect, SetTo};
-use super::{SourceError, resolve_url};
+use super::{SourceError, matching, resolve_url};
 use crate::policy::{Identifier, Policy, System};
 
 /// One row: column → value as text (None for NULL).
@@ -22,21 +22,31 @@ pub struct Found {
     pub rows: Vec<Row>,
 }
 
-/// How rows are found, as the traversal plan says (see `dsr::plan`).
+/// How rows are found, as the traversal plan says (see `dsr::plan`). Whatever the
+/// column's collation, a row counts only when its value matches by the rule in
+/// [`super::matching`] (identities) or is the same key (everything else).
 #[derive(Debug, Clone)]
 pub enum Lookup {
-    /// `field IN values`; with `fold_case`, compared in lower case (values given lower-cased).
-    Values {
-        field: String,
-        values: Vec<String>,
-        fold_case: bool,
-    },
+    /// `field` is one of `values`.
+    Values { field: String, values: Vec<String> },
+    /// `field` is one of `values` after [`super::matching::fold`] (values given folded).
+    Folded { field: String, values: Vec<String> },
     /// `field IN (from_collection.from_field of the rows found so far)`.
     FromRows {
         field: String,
         from_collection: String,
         from_field: String,
     },
+}
+
+impl Lookup {
+    pub fn field(&self) -> &str {
+        match self {
+            Self::Values { field, .. }
+            | Self::Folded { field, .. }
+            | Self::FromRows { field, .. } => field,
+        }
+    }
 }
 
 /// What to do to one row, by its primary key.
@@ -210,44 +220,100 @@ impl SourceDb {
         })?;
         let mut seen = std::collections::BTreeSet::new();
         for lookup in lookups {
-            let (field, values, fold_case): (&str, Vec<String>, bool) = match lookup {
-                Lookup::Values {
-                    field,
-                    values,
-                    fold_case,
-                } => (field, values.clone(), *fold_case),
-                Lookup::FromRows {
-                    field,
-                    from_collection,
-                    from_field,
-                } => {
-                    let mut v: Vec<String> = found
-                        .get(from_collection)
-                        .map(|f| {
-                            f.rows
-                                .iter()
-                                .filter_map(|r| r.get(from_field).cloned().flatten())
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    v.sort();
-                    v.dedup();
-                    (field, v, false)
+            let field = ident(lookup.field())?;
+            let Some(at) = read.iter().position(|c| c == field.as_str()) else {
+                return Err(SourceError::Schema {
+                    system: self.system.clone(),
+                    problems: vec![format!("`{collection}.{field}` is looked up but not read")],
+                });
+            };
+            // The statements to run, each with its parameters, and the rule a returned
+            // row's value must pass.
+            let mut statements: Vec<(String, Vec<String>)> = Vec::new();
+            let accept: Box<dyn Fn(&str) -> bool + Send + Sync> = match lookup {
+                Lookup::Folded { values, .. } => {
+                    // MySQL/MariaDB compare a case-blind column case-blind as it is, by its index.
+                    let case_blind = self
+                        .schema
+                        .column(collection, field.as_str())
+                        .is_some_and(|c| c.case_blind && self.dialect == Dialect::MySql);
+                    let mut spellings = Vec::new();
+                    for v in values {
+                        match matching::variants(v) {
+                            Some(vs) => spellings.extend(vs),
+                            None => statements.push((
+                                sql::select_like_lower(self.dialect, &table, &col_refs, &field),
+                                vec![matching::like_pattern(v)],
+                            )),
+                        }
+                    }
+                    spellings.sort();
+                    spellings.dedup();
+                    for chunk in spellings.chunks(IN_CHUNK) {
+                        statements.push((
+                            sql::select_in(
+                                self.dialect,
+                                &table,
+                                &col_refs,
+                                &self.col(collection, &field),
+                                chunk.len(),
+                                !case_blind,
+                            ),
+                            chunk.to_vec(),
+                        ));
+                    }
+                    let values = values.clone();
+                    Box::new(move |stored: &str| {
+                        values.iter().any(|v| matching::matches_folded(stored, v))
+                    })
+                }
+                Lookup::Values { .. } | Lookup::FromRows { .. } => {
+                    let values: Vec<String> = match lookup {
+                        Lookup::Values { values, .. } => values.clone(),
+                        Lookup::FromRows {
+                            from_collection,
+                            from_field,
+                            ..
+                        } => {
+                            let mut v: Vec<String> = found
+                                .get(from_collection)
+                                .map(|f| {
+                                    f.rows
+                                        .iter()
+                                        .filter_map(|r| r.get(from_field).cloned().flatten())
+                                        .collect()
+                                })
+                                .unwrap_or_default();
+                            v.sort();
+                            v.dedup();
+                            v
+                        }
+                        Lookup::Folded { .. } => Vec::new(),
+                    };
+                    for chunk in values.chunks(IN_CHUNK) {
+                        statements.push((
+                            sql::select_in(
+                                self.dialect,
+                                &table,
+                                &col_refs,
+                                &self.col(collection, &field),
+                                chunk.len(),
+                                false,
+                            ),
+                            chunk.to_vec(),
+                        ));
+                    }
+                    let values: std::collections::BTreeSet<String> = values.into_iter().collect();
+                    Box::new(move |stored: &str| {
+                        values.contains(stored)
+                            || values.iter().any(|v| matching::same_key(stored, v))
+                    })
                 }
             };
-            let field = ident(field)?;
-            for chunk in values.chunks(IN_CHUNK) {
-                let sql = sql::select_in(
-                    self.dialect,
-                    &table,
-                    &col_refs,
-                    &self.col(collection, &field),
-                    chunk.len(),
-                    fold_case,
-                );
+            for (sql, params) in statements {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for v in chunk {
-                    q = q.bind(v.clone());
+                for v in params {
+                    q = q.bind(v);
                 }
                 let rows = q
                     .fetch_all(&mut *conn)
@@ -266,6 +332,15 @@ impl SourceDb {
                             cause: e,
                         })?;
                         row.insert(c.clone(), v);
+                    }
+                    // The database's collation may have matched more than the rule does.
+                    if !row
+                        .get(&read[at])
+                        .cloned()
+                        .flatten()
+                        .is_some_and(|v| accept(&v))
+                    {
+                        continue;
                     }
                     let identity: Vec<Option<String>> = if key.is_empty() {
                         row.values().cloned().collect()

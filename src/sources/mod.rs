@@ -2,6 +2,7 @@
 
 pub mod db;
 pub mod demo;
+pub mod matching;
 pub mod retention;
 pub mod schema;
 pub mod sql;

@@ -15,6 +15,8 @@ pub struct ColumnInfo {
     pub nullable: bool,
     pub max_len: Option<i64>,
     pub primary_key: bool,
+    /// The column compares text case-blind by its collation (MySQL/MariaDB `*_ci`).
+    pub case_blind: bool,
 }
 
 impl ColumnInfo {
@@ -85,7 +87,7 @@ async fn table_columns(
 ) -> Result<Vec<ColumnInfo>, sqlx::Error> {
     let sql = match d {
         Dialect::Sqlite => {
-            "SELECT name, type, CAST(\"notnull\" AS INTEGER), CAST(NULL AS INTEGER), CAST(pk AS INTEGER) FROM pragma_table_info(?1) ORDER BY cid"
+            "SELECT name, type, CAST(\"notnull\" AS INTEGER), CAST(NULL AS INTEGER), CAST(pk AS INTEGER), 0 FROM pragma_table_info(?1) ORDER BY cid"
         }
         Dialect::Postgres => {
             "SELECT c.column_name::text, \
@@ -97,7 +99,8 @@ async fn table_columns(
                         JOIN information_schema.key_column_usage k \
                           ON tc.constraint_name = k.constraint_name AND tc.table_schema = k.table_schema AND tc.table_name = k.table_name \
                         WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_schema = c.table_schema \
-                          AND tc.table_name = c.table_name AND k.column_name = c.column_name) THEN 1 ELSE 0 END AS BIGINT) \
+                          AND tc.table_name = c.table_name AND k.column_name = c.column_name) THEN 1 ELSE 0 END AS BIGINT), \
+                    CAST(0 AS BIGINT) \
              FROM information_schema.columns c \
              WHERE c.table_schema = current_schema() AND c.table_name = $1 ORDER BY c.ordinal_position"
         }
@@ -105,7 +108,8 @@ async fn table_columns(
             "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR), \
                     CAST(CASE WHEN is_nullable = 'NO' THEN 1 ELSE 0 END AS SIGNED), \
                     CAST(character_maximum_length AS SIGNED), \
-                    CAST(CASE WHEN column_key = 'PRI' THEN 1 ELSE 0 END AS SIGNED) \
+                    CAST(CASE WHEN column_key = 'PRI' THEN 1 ELSE 0 END AS SIGNED), \
+                    CAST(CASE WHEN collation_name LIKE '%\\_ci' THEN 1 ELSE 0 END AS SIGNED) \
              FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position"
         }
     };
@@ -121,6 +125,7 @@ async fn table_columns(
                 nullable: not_null == 0,
                 max_len: r.try_get(3)?,
                 primary_key: pk > 0,
+                case_blind: r.try_get::<i64, _>(5)? != 0,
             })
         })
         .collect()

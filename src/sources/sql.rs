@@ -91,19 +91,19 @@ pub struct Col<'a> {
     pub sql_type: &'a str,
 }
 
-/// `SELECT <cols as text> FROM t WHERE key IN (p1..pn)`; with `fold_case` the key is
-/// compared in lower case (e-mail addresses; index it as `lower(column)`).
+/// `SELECT <cols as text> FROM t WHERE key IN (p1..pn)`; with `lower` the key is
+/// compared as `LOWER(key)` (identities; index it as `lower(column)`).
 pub fn select_in(
     d: Dialect,
     table: &Identifier,
     cols: &[&Identifier],
     key: &Col,
     n: usize,
-    fold_case: bool,
+    lower: bool,
 ) -> String {
     let list: Vec<String> = cols.iter().map(|c| d.as_text(c)).collect();
     let params: Vec<String> = (1..=n).map(|i| d.typed_param(i, key.sql_type)).collect();
-    let column = if fold_case {
+    let column = if lower {
         format!("LOWER({})", d.quote(key.name))
     } else {
         d.quote(key.name)
@@ -113,6 +113,23 @@ pub fn select_in(
         list.join(", "),
         d.quote(table),
         params.join(", ")
+    )
+}
+
+/// `SELECT <cols as text> FROM t WHERE LOWER(key) LIKE p1 ESCAPE '!'`.
+pub fn select_like_lower(
+    d: Dialect,
+    table: &Identifier,
+    cols: &[&Identifier],
+    key: &Identifier,
+) -> String {
+    let list: Vec<String> = cols.iter().map(|c| d.as_text(c)).collect();
+    format!(
+        "SELECT {} FROM {} WHERE LOWER({}) LIKE {} ESCAPE '!'",
+        list.join(", "),
+        d.quote(table),
+        d.quote(key),
+        d.param(1)
     )
 }
 
