@@ -111,6 +111,15 @@ fn policy(db: &AppDb) -> Policy {
     let checked = Policy::load(&dir).unwrap();
     let errors: Vec<String> = checked.errors().map(|d| d.to_string()).collect();
     assert!(errors.is_empty(), "{errors:#?}");
+    // `lethe check` says which references can lead to other people's rows.
+    let warnings: Vec<String> = checked.warnings().map(|d| d.to_string()).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("fields[ship_to].direction")
+                && w.contains("also referenced by customers.address_id")),
+        "{warnings:#?}"
+    );
     checked.policy
 }
 

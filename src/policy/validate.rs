@@ -7,7 +7,7 @@ use marked_yaml::{Span, Spanned};
 
 use super::diagnostic::Diagnostics;
 use super::model::*;
-use super::types::{Id, TransferSafeguard};
+use super::types::{Direction, Id, TransferSafeguard};
 use super::{BUILT_IN_SUBJECTS, Policy, Taxonomy};
 
 /// Art. 28(3) points (a)-(h).
@@ -627,6 +627,7 @@ fn check_collection(
         }
         if let Some(r) = &f.references {
             check_field_ref(s, r, &format!("{fkey}.references"), d);
+            check_direction(s, c, f, r, &fkey, d);
         }
         if f.categories.is_empty() {
             continue;
@@ -741,6 +742,63 @@ fn check_collection(
 
 fn find_collection<'a>(s: &'a System, name: &str) -> Option<&'a Collection> {
     s.collections.iter().find(|c| c.name.as_str() == name)
+}
+
+/// Warns on every reference that can lead a person's request to other people's rows.
+fn check_direction(
+    s: &System,
+    c: &Collection,
+    f: &Field,
+    r: &Spanned<FieldRef>,
+    fkey: &str,
+    d: &mut Diagnostics,
+) {
+    let Some(d_span) = f.direction.as_ref().map(|x| *x.span()) else {
+        return;
+    };
+    let follows = f.follows();
+    let people = c.fields.iter().any(|x| x.identity.is_some());
+    if matches!(follows, Direction::From | Direction::Both)
+        && (people || c.name.as_str() == r.collection.as_str())
+    {
+        d.warning(
+            &d_span,
+            format!("{fkey}.direction"),
+            format!(
+                "followed from `{}` to the `{}` rows referencing it, which are other people's own records: a person's request reaches everyone whose `{}` points at their row",
+                r.collection, *c.name, *f.name
+            ),
+        )
+        .hint("leave `direction` out (or write `to`) unless those rows are the person's data");
+    }
+    if matches!(follows, Direction::To | Direction::Both) {
+        let others: Vec<String> = s
+            .collections
+            .iter()
+            .flat_map(|o| o.fields.iter().map(move |of| (o, of)))
+            .filter(|(o, of)| {
+                !(o.name == c.name && of.name == f.name)
+                    && of
+                        .references
+                        .as_ref()
+                        .is_some_and(|x| x.collection == r.collection)
+            })
+            .map(|(o, of)| format!("{}.{}", *o.name, *of.name))
+            .collect();
+        if !others.is_empty() {
+            d.warning(
+                &d_span,
+                format!("{fkey}.direction"),
+                format!(
+                    "the `{}` row reached through `{}` may be other people's too (it is also referenced by {}): a request shows it, and an erasure keeps it while others reference it",
+                    r.collection,
+                    *f.name,
+                    others.join(", ")
+                ),
+            )
+            .hint("fine for a row the person shares, such as an address; check that no reference leads on from it to other people's rows");
+        }
+    }
 }
 
 fn check_field_ref(s: &System, r: &Spanned<FieldRef>, key: &str, d: &mut Diagnostics) {
