@@ -102,6 +102,9 @@ impl From<RequestError> for ApiError {
                 "too_many_attempts",
                 e.to_string(),
             ),
+            RequestError::UseTheLink => {
+                ApiError::client(StatusCode::TOO_MANY_REQUESTS, "use_the_link", e.to_string())
+            }
             RequestError::NotPending => {
                 ApiError::client(StatusCode::CONFLICT, "not_pending", e.to_string())
             }
@@ -193,7 +196,12 @@ async fn submit(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VerifyBody {
-    code: String,
+    /// The six-digit code from the e-mail, or
+    #[serde(default)]
+    code: Option<String>,
+    /// the secret of the link in the e-mail.
+    #[serde(default)]
+    secret: Option<String>,
 }
 
 async fn verify(
@@ -203,7 +211,16 @@ async fn verify(
 ) -> Result<Json<crate::requests::View>, ApiError> {
     let body: VerifyBody = parse(body)?;
     let svc = service(&state)?;
-    Ok(Json(svc.verify(&id, &body.code, chrono::Utc::now()).await?))
+    let now = chrono::Utc::now();
+    match (body.code, body.secret) {
+        (Some(code), None) => Ok(Json(svc.verify(&id, &code, now).await?)),
+        (None, Some(secret)) => Ok(Json(svc.verify_link(&id, &secret, now).await?)),
+        _ => Err(ApiError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "give either code or secret",
+        )),
+    }
 }
 
 #[derive(Deserialize)]
