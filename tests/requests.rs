@@ -414,17 +414,17 @@ async fn submit_verify_and_read_the_status() {
         due.format("%Y-%m-%d").to_string()
     );
 
-    // The same request again returns the first, without its token.
+    // The same request again is a request of its own, with its own token: the answer
+    // does not tell that one was open.
     let (status, again) = post(
         &format!("{}/v1/requests", s.base),
         json!({ "type": "access", "identity": { "email": email.to_uppercase() } }).to_string(),
     )
     .await;
-    assert_eq!(status, 200);
-    assert_eq!(again["id"], id.as_str());
-    assert!(again.get("token").is_none());
-    assert_eq!(again["existing"], true);
-
+    assert_eq!(status, 201);
+    assert_ne!(again["id"], id.as_str());
+    assert!(again["token"].is_string());
+    assert!(again.get("existing").is_none());
     let metrics = reqwest::get(format!("{}/metrics", s.base))
         .await
         .unwrap()
@@ -432,7 +432,7 @@ async fn submit_verify_and_read_the_status() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("lethe_requests{type=\"access\",status=\"identity_pending\"} 1"),
+        metrics.contains("lethe_requests{type=\"access\",status=\"identity_pending\"} 2"),
         "{metrics}"
     );
     assert!(metrics.contains("lethe_audit_entries "), "{metrics}");
@@ -1664,7 +1664,7 @@ async fn a_new_code_replaces_the_old_one_within_limits() {
         .submit(lethe::requests::Kind::Access, &identity, None, t0)
         .await
         .unwrap();
-    let (id, token) = (created.id.clone(), created.token.clone().unwrap());
+    let (id, token) = (created.id.clone(), created.token.clone());
     let first = s.code(&id).await;
     // Over HTTP, at once: too soon.
     let r = reqwest::Client::new()
@@ -1725,7 +1725,7 @@ async fn a_new_code_replaces_the_old_one_within_limits() {
         .submit(lethe::requests::Kind::Erasure, &identity, None, t0)
         .await
         .unwrap();
-    let otoken = other.token.unwrap();
+    let otoken = other.token;
     let mut t = t0;
     for _ in 1..lethe::requests::MAX_CODES {
         t += chrono::Duration::seconds(61);
@@ -1808,7 +1808,7 @@ async fn guesses_are_capped(url: &SecretString) {
     ));
     // Withdraw, ask again: the new request's right code is refused too, for a day.
     b.service()
-        .withdraw(&id, created.token.as_deref().unwrap(), now)
+        .withdraw(&id, &created.token, now)
         .await
         .unwrap();
     let again = b
@@ -2060,4 +2060,85 @@ async fn the_link_in_the_mail_confirms_by_itself() {
     .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["status"], "verified");
+}
+
+/// A stranger asks first for someone else's address: the person's own request still gets
+/// its own token and code, and the answers (API and portal) are the same whether or not
+/// anything was open for the address, so they tell nobody what exists.
+#[tokio::test]
+async fn a_stranger_cannot_block_a_person_nor_learn_what_is_open() {
+    let s = start().await;
+    let victim = unique_email();
+    let submit = |email: String| {
+        let url = format!("{}/v1/requests", s.base);
+        async move {
+            post(
+                &url,
+                json!({ "type": "access", "identity": { "email": email } }).to_string(),
+            )
+            .await
+        }
+    };
+    let shape = |(status, v): &(u16, Value)| {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        (*status, keys, v["status"].clone())
+    };
+    let fresh = submit(unique_email()).await;
+    let strangers = submit(victim.clone()).await;
+    let persons = submit(victim.to_uppercase()).await;
+    assert_eq!(shape(&fresh), shape(&strangers));
+    assert_eq!(shape(&fresh), shape(&persons));
+    assert_eq!(persons.0, 201, "{}", persons.1);
+    let id = persons.1["id"].as_str().unwrap().to_owned();
+    assert_ne!(id, strangers.1["id"].as_str().unwrap());
+    // The person's own code, in a mail of its own, confirms the person's request.
+    let code = s.code(&id).await;
+    let (status, v) = post(
+        &format!("{}/v1/requests/{id}/verify", s.base),
+        json!({ "code": code }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        s.status_of(&id, persons.1["token"].as_str().unwrap()).await,
+        "verified"
+    );
+    // With a verified request open, the answer is still the same.
+    let after = submit(victim.clone()).await;
+    assert_eq!(shape(&fresh), shape(&after));
+
+    // The portal: the page after submitting reads the same, token and id aside, and a
+    // refresh (the form sent again) lands on a working page of its own.
+    let http = reqwest::Client::new();
+    let portal = |email: String| {
+        let http = http.clone();
+        let url = format!("{}/portal/requests", s.base);
+        async move {
+            let r = http
+                .post(url)
+                .form(&[("type", "erasure"), ("email", email.as_str())])
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let html = r.text().await.unwrap();
+            let id = between(&html, "/portal/requests/", '?').to_owned();
+            let token = between(&html, "?token=", '"').to_owned();
+            let same = html.replace(&id, "ID").replace(&token, "TOKEN");
+            (status, same, id, token)
+        }
+    };
+    let fresh = portal(unique_email()).await;
+    let strangers = portal(victim.clone()).await;
+    let persons = portal(victim.clone()).await;
+    let refreshed = portal(victim.clone()).await;
+    assert_eq!(fresh.0, 201);
+    for other in [&strangers, &persons, &refreshed] {
+        assert_eq!((fresh.0, &fresh.1), (other.0, &other.1));
+    }
+    for page in [&persons, &refreshed] {
+        assert_eq!(s.status_of(&page.2, &page.3).await, "identity_pending");
+        s.code(&page.2).await;
+    }
 }

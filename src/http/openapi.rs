@@ -242,8 +242,10 @@ pub fn routes() -> Vec<Route> {
             Public,
             Some(submit_body),
             &[
-                (201, "{id, status, due_at, token}"),
-                (200, "an open request of this type exists"),
+                (
+                    201,
+                    "{id, status, due_at, token}: always a new request, whatever is open for the address",
+                ),
                 (400, "malformed JSON"),
                 (413, "body over 64 KiB"),
                 (422, "invalid field"),

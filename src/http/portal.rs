@@ -280,20 +280,14 @@ async fn submit(
         .submit(kind, &identity, details, chrono::Utc::now())
         .await
     {
-        Ok(s) => match s.token {
-            Some(token) => code_page(&state, StatusCode::CREATED, &s.id, &token, &s.due_at, None),
-            // An open request of this type exists: its link went to its maker only.
-            None => message(
-                &state,
-                StatusCode::OK,
-                "You already have this request open",
-                &format!(
-                    "A {} request for this address is open (we answer by {}). Use the link from when you made it.",
-                    kind.key(),
-                    &s.due_at[..10]
-                ),
-            ),
-        },
+        Ok(s) => code_page(
+            &state,
+            StatusCode::CREATED,
+            &s.id,
+            &s.token,
+            &s.due_at,
+            None,
+        ),
         Err(e) => failure(&state, e),
     }
 }

@@ -182,13 +182,9 @@ async fn submit(
     let s = svc
         .submit(kind, &identity, body.details.as_deref(), chrono::Utc::now())
         .await?;
-    let status = if s.existing {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    // The same answer whatever was open for the address: it tells nobody what exists.
     Ok((
-        status,
+        StatusCode::CREATED,
         Json(serde_json::to_value(&s).map_err(anyhow::Error::from)?),
     ))
 }

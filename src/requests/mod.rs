@@ -124,11 +124,8 @@ pub struct Submitted {
     pub id: String,
     pub status: String,
     pub due_at: String,
-    /// Only for a new request: the secret that opens it. Not returned for an existing one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    /// True when an open request of this type for this person already existed.
-    pub existing: bool,
+    /// The secret that opens the request.
+    pub token: String,
 }
 
 /// A request as its subject may see it.
@@ -256,8 +253,11 @@ pub struct Service<'a> {
 }
 
 impl Service<'_> {
-    /// Records a request and e-mails its verification code. A second open request of the
-    /// same type for the same person returns the first.
+    /// Records a request and e-mails its verification link and code. Every submission is
+    /// a new request with its own token and e-mail, whatever is open for the address: an
+    /// unverified request made by someone else never stands in the person's way, and the
+    /// answer never tells whether anything exists for an address. A duplicate of an open
+    /// request, once verified, runs beside it.
     pub async fn submit(
         &self,
         kind: Kind,
@@ -270,23 +270,6 @@ impl Service<'_> {
             identity.kind(),
             identity.value()
         ));
-        let open = sqlx::query(
-            "SELECT id, status, due_at FROM dsr_requests WHERE identity_lookup = $1 AND kind = $2 \
-             AND status NOT IN ('completed', 'partially_completed', 'rejected', 'failed', 'cancelled')",
-        )
-        .bind(&lookup)
-        .bind(kind.key())
-        .fetch_optional(self.store.pool())
-        .await?;
-        if let Some(r) = open {
-            return Ok(Submitted {
-                id: r.try_get(0)?,
-                status: r.try_get(1)?,
-                due_at: r.try_get(2)?,
-                token: None,
-                existing: true,
-            });
-        }
         let id = format!(
             "r_{}",
             crate::crypto::random_hex(12).map_err(AuditError::from)?
@@ -332,8 +315,7 @@ impl Service<'_> {
             id,
             status: "identity_pending".into(),
             due_at: due,
-            token: Some(token),
-            existing: false,
+            token,
         })
     }
 
