@@ -2142,3 +2142,37 @@ async fn a_stranger_cannot_block_a_person_nor_learn_what_is_open() {
         s.code(&page.2).await;
     }
 }
+
+/// An address the intake's e-mail rule accepts but the mail transport cannot write to is
+/// refused at intake (422 on the API, the form again on the portal): it never reaches the
+/// outbox.
+#[tokio::test]
+async fn an_address_the_mail_transport_refuses_is_refused_at_intake() {
+    let s = start().await;
+    let (status, e) = post(
+        &format!("{}/v1/requests", s.base),
+        json!({ "type": "access", "identity": { "email": "poison,1@example.com" } }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 422, "{e}");
+    assert_eq!(e["error"]["code"], "invalid_identity");
+    let r = reqwest::Client::new()
+        .post(format!("{}/portal/requests", s.base))
+        .form(&[("type", "erasure"), ("email", "poison,1@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("role=\"alert\""), "{html}");
+    assert!(
+        html.contains("We cannot send e-mail to this address"),
+        "{html}"
+    );
+    assert_eq!(s.requests().await, 0);
+    let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_outbox")
+        .fetch_one(s.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(unsent, 0);
+}

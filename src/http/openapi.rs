@@ -319,6 +319,15 @@ pub fn routes() -> Vec<Route> {
         ),
         r(
             "get",
+            "/v1/admin/mail/dead",
+            "Mail the transport refused for good (dead letters), newest first, with recipient, kind, attempts and last error",
+            Admin(false),
+            None,
+            &[(200, "dead letters"), (401, "no or bad token")],
+            "admin",
+        ),
+        r(
+            "get",
             "/v1/admin/requests/{id}",
             "One request, with the person's details",
             Admin(false),

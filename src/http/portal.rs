@@ -288,6 +288,12 @@ async fn submit(
             &s.due_at,
             None,
         ),
+        Err(RequestError::Undeliverable) => form_page(
+            &state,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &f,
+            Some("We cannot send e-mail to this address. Enter a valid e-mail address."),
+        ),
         Err(e) => failure(&state, e),
     }
 }

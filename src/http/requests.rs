@@ -84,6 +84,11 @@ impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
         match e {
             RequestError::NotFound => ApiError::NotFound,
+            RequestError::Undeliverable => ApiError::client(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_identity",
+                "identity.email is not a valid e-mail address",
+            ),
             RequestError::Unauthorized => ApiError::client(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",

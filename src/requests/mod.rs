@@ -88,6 +88,8 @@ pub fn due_date(received: DateTime<Utc>) -> DateTime<Utc> {
 pub enum RequestError {
     #[error("no such request")]
     NotFound,
+    #[error("the e-mail address cannot receive mail")]
+    Undeliverable,
     #[error("the token does not open this request")]
     Unauthorized,
     #[error("the code is wrong; {remaining} attempt(s) left")]
@@ -265,6 +267,10 @@ impl Service<'_> {
         details: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Submitted, RequestError> {
+        // Checked with the transport's own parser: an address accepted here can be sent to.
+        if identity.kind() == "email" && notify::recipient(identity.value()).is_none() {
+            return Err(RequestError::Undeliverable);
+        }
         let lookup = self.audit.mask_hash(&format!(
             "request-identity:{}={}",
             identity.kind(),
