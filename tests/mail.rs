@@ -504,3 +504,119 @@ async fn lethes_own_data_is_kept_only_as_long_as_needed() {
     let entries = ctx.audit.entries(&Default::default()).await.unwrap();
     assert!(entries.iter().any(|e| e.header.action == "store.purged"));
 }
+
+/// Addresses the transport refuses, queued ahead of everything else: every later message
+/// still goes out at once, and the refused ones are retired as dead letters after a few
+/// tries, which the DPO sees in `/metrics` and the admin API.
+#[tokio::test]
+async fn refused_messages_never_hold_the_queue_and_end_as_dead_letters() {
+    use lethe::notify::{Mail, deliver_pending_at, enqueue_in};
+    let tmp = tempfile::tempdir().unwrap();
+    let outbox = tmp.path().join("outbox");
+    let ctx = context(
+        tmp.path(),
+        Mailer::from_config(
+            &Config::default(),
+            Some("privacy@example.com"),
+            outbox.clone(),
+        )
+        .unwrap(),
+    )
+    .await;
+    let mail = |to: String, subject: &str| Mail {
+        kind: "test".into(),
+        to,
+        subject: subject.into(),
+        text: subject.into(),
+        html: format!("<p>{subject}</p>"),
+    };
+    let queue = async |mails: Vec<Mail>| {
+        let mut tx = ctx.store.pool().begin().await.unwrap();
+        for m in &mails {
+            enqueue_in(&mut tx, m).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    };
+    // More refused messages than a sender claims at once, then a notice to a processor.
+    let poison = 25;
+    queue(
+        (0..poison)
+            .map(|n| mail(format!("poison,{n}@example.com"), "poison"))
+            .chain([mail("aws-privacy@example.net".into(), "Art. 19 notice")])
+            .collect(),
+    )
+    .await;
+    let now = Utc::now();
+    let (store, mailer) = (&ctx.store, &ctx.mailer);
+    assert_eq!(deliver_pending_at(store, mailer, now).await.unwrap(), 1);
+    let sent = files(&outbox);
+    assert_eq!(sent.len(), 1);
+    assert!(
+        std::fs::read_to_string(&sent[0])
+            .unwrap()
+            .contains("Art. 19 notice")
+    );
+    // Later messages keep flowing while the refused ones wait their turn.
+    queue(vec![mail("person@example.org".into(), "completed")]).await;
+    assert_eq!(deliver_pending_at(store, mailer, now).await.unwrap(), 1);
+    // Tries two and three, once each wait is over: the refused ones are retired.
+    for later in [10, 60] {
+        let t = now + chrono::Duration::minutes(later);
+        assert_eq!(deliver_pending_at(store, mailer, t).await.unwrap(), 0);
+    }
+    let dead = lethe::notify::dead_letters(store).await.unwrap();
+    assert_eq!(dead.len(), poison);
+    assert!(
+        dead.iter()
+            .all(|d| d.attempts == lethe::notify::MAX_REFUSALS
+                && d.last_error.as_deref() == Some("the recipient is not an e-mail address"))
+    );
+    // A dead letter is never tried again.
+    let t = now + chrono::Duration::days(1);
+    assert_eq!(deliver_pending_at(store, mailer, t).await.unwrap(), 0);
+    let attempts: i64 = sqlx::query_scalar("SELECT MAX(attempts) FROM mail_outbox")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(attempts, lethe::notify::MAX_REFUSALS);
+
+    // The DPO sees them: a count in /metrics, the list in the admin API.
+    let app = lethe::http::Application::build("127.0.0.1:0", store.clone(), ctx.policy.clone())
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("lethe_mail_dead {poison}\n")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lethe_mail_unsent 0\n"), "{metrics}");
+    let http = reqwest::Client::new();
+    let url = format!("{base}/v1/admin/mail/dead");
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+    let (_, token) = store
+        .create_admin_token(lethe::store::Role::Auditor)
+        .await
+        .unwrap();
+    let listed: serde_json::Value = http
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), poison);
+    assert_eq!(listed[0]["kind"], "test");
+    let _ = stop.send(());
+}

@@ -311,6 +311,88 @@ fn unique_email() -> String {
     )
 }
 
+/// The text of a message as sent: quoted-printable soft breaks and `=3D` undone.
+fn unqp(raw: &str) -> String {
+    raw.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+}
+
+/// The code and the link's secret of a verification e-mail.
+fn code_and_link(mail: &str) -> Option<(String, String)> {
+    let text = unqp(mail);
+    let i = text.find("verification code is ")? + 21;
+    let code: String = text[i..].chars().take(6).collect();
+    let j = text.find("/confirm?secret=")? + 16;
+    let secret: String = text[j..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect();
+    Some((code, secret))
+}
+
+/// The request service alone on a fresh store at `url`, mailing `.eml` files.
+struct Bare {
+    store: Store,
+    audit: AuditLog,
+    mailer: Arc<Mailer>,
+    outbox: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Bare {
+    async fn open(url: &SecretString) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(url).await.unwrap();
+        let keys = KeySource {
+            master: None,
+            signing: None,
+            dir: tmp.path().join(".lethe"),
+        };
+        let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
+        let outbox = tmp.path().join("outbox");
+        let mailer = Mailer::from_config(
+            &Config::default(),
+            Some("privacy@example.com"),
+            outbox.clone(),
+        )
+        .unwrap();
+        Self {
+            store,
+            audit,
+            mailer: Arc::new(mailer),
+            outbox,
+            _tmp: tmp,
+        }
+    }
+
+    fn service(&self) -> lethe::requests::Service<'_> {
+        lethe::requests::Service {
+            store: &self.store,
+            audit: &self.audit,
+            mailer: &self.mailer,
+            settings: lethe::requests::Settings::default(),
+        }
+    }
+
+    /// The code and link secret e-mailed for request `id` (its only message).
+    fn code_and_link(&self, id: &str) -> (String, String) {
+        std::fs::read_dir(&self.outbox)
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .filter(|t| t.contains(id))
+            .find_map(|t| code_and_link(&t))
+            .unwrap_or_else(|| panic!("no verification mail for {id}"))
+    }
+
+    async fn scalar(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap()
+    }
+}
+
 #[tokio::test]
 async fn submit_verify_and_read_the_status() {
     let s = start().await;
@@ -332,17 +414,17 @@ async fn submit_verify_and_read_the_status() {
         due.format("%Y-%m-%d").to_string()
     );
 
-    // The same request again returns the first, without its token.
+    // The same request again is a request of its own, with its own token: the answer
+    // does not tell that one was open.
     let (status, again) = post(
         &format!("{}/v1/requests", s.base),
         json!({ "type": "access", "identity": { "email": email.to_uppercase() } }).to_string(),
     )
     .await;
-    assert_eq!(status, 200);
-    assert_eq!(again["id"], id.as_str());
-    assert!(again.get("token").is_none());
-    assert_eq!(again["existing"], true);
-
+    assert_eq!(status, 201);
+    assert_ne!(again["id"], id.as_str());
+    assert!(again["token"].is_string());
+    assert!(again.get("existing").is_none());
     let metrics = reqwest::get(format!("{}/metrics", s.base))
         .await
         .unwrap()
@@ -350,7 +432,7 @@ async fn submit_verify_and_read_the_status() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("lethe_requests{type=\"access\",status=\"identity_pending\"} 1"),
+        metrics.contains("lethe_requests{type=\"access\",status=\"identity_pending\"} 2"),
         "{metrics}"
     );
     assert!(metrics.contains("lethe_audit_entries "), "{metrics}");
@@ -1582,7 +1664,7 @@ async fn a_new_code_replaces_the_old_one_within_limits() {
         .submit(lethe::requests::Kind::Access, &identity, None, t0)
         .await
         .unwrap();
-    let (id, token) = (created.id.clone(), created.token.clone().unwrap());
+    let (id, token) = (created.id.clone(), created.token.clone());
     let first = s.code(&id).await;
     // Over HTTP, at once: too soon.
     let r = reqwest::Client::new()
@@ -1614,27 +1696,28 @@ async fn a_new_code_replaces_the_old_one_within_limits() {
         svc.verify(&id, &first, t0).await,
         Err(lethe::requests::RequestError::TooManyAttempts)
     ));
-    // A minute later a new code comes; the old one no longer works, the new one does.
+    // A minute later a new code and link come; the old link no longer works. The five
+    // wrong codes used up the person's code checks for the day: the new link confirms.
     let t1 = t0 + chrono::Duration::seconds(61);
     svc.resend_code(&id, &token, t1).await.unwrap();
     let mails = s.mails_with(&id);
-    let codes: Vec<String> = mails
-        .iter()
-        .filter_map(|m| {
-            let i = m.find("verification code is ")? + 21;
-            Some(m[i..i + 6].to_owned())
-        })
-        .collect();
-    assert_eq!(codes.len(), 2, "{codes:?}");
-    let second = codes
-        .into_iter()
-        .find(|c| *c != first)
-        .unwrap_or(first.clone());
-    if second != first {
-        assert!(svc.verify(&id, &first, t1).await.is_err());
-    }
+    let sent: Vec<(String, String)> = mails.iter().filter_map(|m| code_and_link(m)).collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let (old_link, (second, new_link)) = match sent[0].0 == first {
+        true => (sent[0].1.clone(), sent[1].clone()),
+        false => (sent[1].1.clone(), sent[0].clone()),
+    };
+    assert_ne!(old_link, new_link);
+    assert!(matches!(
+        svc.verify(&id, &second, t1).await,
+        Err(lethe::requests::RequestError::UseTheLink)
+    ));
+    assert!(matches!(
+        svc.verify_link(&id, &old_link, t1).await,
+        Err(lethe::requests::RequestError::Unauthorized)
+    ));
     assert_eq!(
-        svc.verify(&id, &second, t1).await.unwrap().status,
+        svc.verify_link(&id, &new_link, t1).await.unwrap().status,
         "verified"
     );
     // Codes per request are limited.
@@ -1642,7 +1725,7 @@ async fn a_new_code_replaces_the_old_one_within_limits() {
         .submit(lethe::requests::Kind::Erasure, &identity, None, t0)
         .await
         .unwrap();
-    let otoken = other.token.unwrap();
+    let otoken = other.token;
     let mut t = t0;
     for _ in 1..lethe::requests::MAX_CODES {
         t += chrono::Duration::seconds(61);
@@ -1653,6 +1736,116 @@ async fn a_new_code_replaces_the_old_one_within_limits() {
             .await,
         Err(lethe::requests::RequestError::NoMoreCodes)
     ));
+}
+
+/// 50 wrong codes at once: each is counted before it is compared, so only the cap is
+/// checked and the right code after them is refused. Withdrawing and asking again gives
+/// no fresh guesses for the same person: only the link verifies then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_are_capped_per_request_and_per_person() {
+    let (url, _dir) = common::sqlite_store();
+    guesses_are_capped(&url).await;
+    if let Some(url) =
+        common::postgres_store("concurrent_guesses_are_capped_per_request_and_per_person").await
+    {
+        guesses_are_capped(&url).await;
+    }
+}
+
+async fn guesses_are_capped(url: &SecretString) {
+    use lethe::requests::{Kind, MAX_ATTEMPTS, MAX_CODE_CHECKS, RequestError, Service};
+    let b = Bare::open(url).await;
+    let identity = lethe::audit::Identity::parse(&format!("email={}", unique_email())).unwrap();
+    let now = chrono::Utc::now();
+    let created = b
+        .service()
+        .submit(Kind::Erasure, &identity, None, now)
+        .await
+        .unwrap();
+    let id = created.id.clone();
+    let (code, _) = b.code_and_link(&id);
+    let right: u32 = code.parse().unwrap();
+    let mut guesses = Vec::new();
+    for n in 1..=50 {
+        let wrong = format!("{:06}", (right + n) % 1_000_000);
+        let (store, audit, mailer, id) = (
+            b.store.clone(),
+            b.audit.clone(),
+            b.mailer.clone(),
+            id.clone(),
+        );
+        guesses.push(tokio::spawn(async move {
+            let svc = Service {
+                store: &store,
+                audit: &audit,
+                mailer: &mailer,
+                settings: Default::default(),
+            };
+            svc.verify(&id, &wrong, now).await
+        }));
+    }
+    let mut wrong_answers = 0;
+    for g in guesses {
+        match g.await.unwrap() {
+            Err(RequestError::WrongCode { .. }) => wrong_answers += 1,
+            Err(RequestError::TooManyAttempts | RequestError::UseTheLink) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // The fifth check answers "too many" itself: four say "wrong, try again".
+    assert_eq!(wrong_answers, MAX_ATTEMPTS - 1);
+    assert_eq!(
+        b.scalar("SELECT code_attempts FROM dsr_requests").await,
+        MAX_ATTEMPTS
+    );
+    assert_eq!(
+        b.scalar("SELECT checks FROM code_checks").await,
+        MAX_CODE_CHECKS
+    );
+    assert!(matches!(
+        b.service().verify(&id, &code, now).await,
+        Err(RequestError::TooManyAttempts)
+    ));
+    // Withdraw, ask again: the new request's right code is refused too, for a day.
+    b.service()
+        .withdraw(&id, &created.token, now)
+        .await
+        .unwrap();
+    let again = b
+        .service()
+        .submit(Kind::Erasure, &identity, None, now)
+        .await
+        .unwrap();
+    let (code, link) = b.code_and_link(&again.id);
+    assert!(matches!(
+        b.service().verify(&again.id, &code, now).await,
+        Err(RequestError::UseTheLink)
+    ));
+    // The person's link still confirms, on its own.
+    assert!(matches!(
+        b.service()
+            .verify_link(&again.id, &"0".repeat(48), now)
+            .await,
+        Err(RequestError::Unauthorized)
+    ));
+    let v = b
+        .service()
+        .verify_link(&again.id, &link, now)
+        .await
+        .unwrap();
+    assert_eq!(v.status, "verified");
+    // A day later the person's codes are checked again.
+    let later = now
+        + chrono::Duration::hours(lethe::requests::CODE_CHECK_WINDOW_HOURS)
+        + chrono::Duration::seconds(1);
+    let third = b
+        .service()
+        .submit(Kind::Access, &identity, None, later)
+        .await
+        .unwrap();
+    let (code, _) = b.code_and_link(&third.id);
+    let v = b.service().verify(&third.id, &code, later).await.unwrap();
+    assert_eq!(v.status, "verified");
 }
 
 /// Two `lethe serve` instances on one PostgreSQL store, each with its own pool and worker:
@@ -1785,4 +1978,201 @@ async fn an_auditor_reads_the_register_and_the_retention_plan() {
         "{views}"
     );
     assert!(views["restricted_rows"].as_u64().unwrap() > 0, "{views}");
+}
+
+/// The person reads the mail on another device: the link's page confirms with one button,
+/// without the token; the API takes the secret too. A fetch of the link alone (a mail
+/// scanner) confirms nothing.
+#[tokio::test]
+async fn the_link_in_the_mail_confirms_by_itself() {
+    let s = start().await;
+    let http = reqwest::Client::new();
+    let (status, created) = post(
+        &format!("{}/v1/requests", s.base),
+        json!({ "type": "access", "identity": { "email": unique_email() } }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    s.code(&id).await;
+    let (_, secret) = s
+        .mails_with(&id)
+        .iter()
+        .find_map(|m| code_and_link(m))
+        .unwrap();
+    assert!(secret.len() * 4 >= 128, "{secret}");
+    let page = http
+        .get(format!(
+            "{}/portal/requests/{id}/confirm?secret={secret}",
+            s.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Confirm my request"));
+    assert_eq!(
+        s.status_of(&id, created["token"].as_str().unwrap()).await,
+        "identity_pending"
+    );
+    let wrong = http
+        .post(format!("{}/portal/requests/{id}/confirm", s.base))
+        .form(&[("secret", "0".repeat(secret.len()))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let ok = http
+        .post(format!("{}/portal/requests/{id}/confirm", s.base))
+        .form(&[("secret", secret.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.text().await.unwrap().contains("is confirmed"));
+    assert_eq!(
+        s.status_of(&id, created["token"].as_str().unwrap()).await,
+        "verified"
+    );
+    // Over the API, the secret of another request's link opens nothing.
+    let (_, other) = post(
+        &format!("{}/v1/requests", s.base),
+        json!({ "type": "erasure", "identity": { "email": unique_email() } }).to_string(),
+    )
+    .await;
+    let other_id = other["id"].as_str().unwrap();
+    s.code(other_id).await;
+    let (status, e) = post(
+        &format!("{}/v1/requests/{other_id}/verify", s.base),
+        json!({ "secret": secret }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 401, "{e}");
+    let (_, other_secret) = s
+        .mails_with(other_id)
+        .iter()
+        .find_map(|m| code_and_link(m))
+        .unwrap();
+    let (status, v) = post(
+        &format!("{}/v1/requests/{other_id}/verify", s.base),
+        json!({ "secret": other_secret }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "verified");
+}
+
+/// A stranger asks first for someone else's address: the person's own request still gets
+/// its own token and code, and the answers (API and portal) are the same whether or not
+/// anything was open for the address, so they tell nobody what exists.
+#[tokio::test]
+async fn a_stranger_cannot_block_a_person_nor_learn_what_is_open() {
+    let s = start().await;
+    let victim = unique_email();
+    let submit = |email: String| {
+        let url = format!("{}/v1/requests", s.base);
+        async move {
+            post(
+                &url,
+                json!({ "type": "access", "identity": { "email": email } }).to_string(),
+            )
+            .await
+        }
+    };
+    let shape = |(status, v): &(u16, Value)| {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        (*status, keys, v["status"].clone())
+    };
+    let fresh = submit(unique_email()).await;
+    let strangers = submit(victim.clone()).await;
+    let persons = submit(victim.to_uppercase()).await;
+    assert_eq!(shape(&fresh), shape(&strangers));
+    assert_eq!(shape(&fresh), shape(&persons));
+    assert_eq!(persons.0, 201, "{}", persons.1);
+    let id = persons.1["id"].as_str().unwrap().to_owned();
+    assert_ne!(id, strangers.1["id"].as_str().unwrap());
+    // The person's own code, in a mail of its own, confirms the person's request.
+    let code = s.code(&id).await;
+    let (status, v) = post(
+        &format!("{}/v1/requests/{id}/verify", s.base),
+        json!({ "code": code }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        s.status_of(&id, persons.1["token"].as_str().unwrap()).await,
+        "verified"
+    );
+    // With a verified request open, the answer is still the same.
+    let after = submit(victim.clone()).await;
+    assert_eq!(shape(&fresh), shape(&after));
+
+    // The portal: the page after submitting reads the same, token and id aside, and a
+    // refresh (the form sent again) lands on a working page of its own.
+    let http = reqwest::Client::new();
+    let portal = |email: String| {
+        let http = http.clone();
+        let url = format!("{}/portal/requests", s.base);
+        async move {
+            let r = http
+                .post(url)
+                .form(&[("type", "erasure"), ("email", email.as_str())])
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let html = r.text().await.unwrap();
+            let id = between(&html, "/portal/requests/", '?').to_owned();
+            let token = between(&html, "?token=", '"').to_owned();
+            let same = html.replace(&id, "ID").replace(&token, "TOKEN");
+            (status, same, id, token)
+        }
+    };
+    let fresh = portal(unique_email()).await;
+    let strangers = portal(victim.clone()).await;
+    let persons = portal(victim.clone()).await;
+    let refreshed = portal(victim.clone()).await;
+    assert_eq!(fresh.0, 201);
+    for other in [&strangers, &persons, &refreshed] {
+        assert_eq!((fresh.0, &fresh.1), (other.0, &other.1));
+    }
+    for page in [&persons, &refreshed] {
+        assert_eq!(s.status_of(&page.2, &page.3).await, "identity_pending");
+        s.code(&page.2).await;
+    }
+}
+
+/// An address the intake's e-mail rule accepts but the mail transport cannot write to is
+/// refused at intake (422 on the API, the form again on the portal): it never reaches the
+/// outbox.
+#[tokio::test]
+async fn an_address_the_mail_transport_refuses_is_refused_at_intake() {
+    let s = start().await;
+    let (status, e) = post(
+        &format!("{}/v1/requests", s.base),
+        json!({ "type": "access", "identity": { "email": "poison,1@example.com" } }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 422, "{e}");
+    assert_eq!(e["error"]["code"], "invalid_identity");
+    let r = reqwest::Client::new()
+        .post(format!("{}/portal/requests", s.base))
+        .form(&[("type", "erasure"), ("email", "poison,1@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("role=\"alert\""), "{html}");
+    assert!(
+        html.contains("We cannot send e-mail to this address"),
+        "{html}"
+    );
+    assert_eq!(s.requests().await, 0);
+    let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_outbox")
+        .fetch_one(s.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(unsent, 0);
 }

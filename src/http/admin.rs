@@ -34,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/requests/{id}/approve", post(approve))
         .route("/requests/{id}/complete", post(complete))
         .route("/requests/{id}/lift", post(lift))
+        .route("/mail/dead", get(dead_mail))
 }
 
 /// The caller's token id, if its role may do what `need` asks.
@@ -270,6 +271,20 @@ async fn one_request(
 ) -> Result<Json<crate::requests::Full>, ApiError> {
     admin(&state, &headers, Role::Auditor).await?;
     Ok(Json(service(&state)?.full(&id).await?))
+}
+
+/// Messages the mail transport refused for good, newest first, with their recipients,
+/// for the DPO or an auditor to act on.
+async fn dead_mail(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<crate::notify::DeadLetter>>, ApiError> {
+    admin(&state, &headers, Role::Auditor).await?;
+    Ok(Json(
+        crate::notify::dead_letters(&state.store)
+            .await
+            .map_err(anyhow::Error::from)?,
+    ))
 }
 
 /// Approves a request that waits for the DPO; it is then executed.

@@ -193,7 +193,7 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
     })))
 }
 
-/// Prometheus text: requests by type and status, unsent mail, audit entries.
+/// Prometheus text: requests by type and status, unsent and dead mail, audit entries.
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     use sqlx::Row;
     let pool = state.store.pool();
@@ -221,8 +221,12 @@ async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Api
             .map_err(anyhow::Error::from)
     };
     out.push_str(&format!(
-        "# HELP lethe_mail_unsent Messages in the outbox not yet delivered.\n# TYPE lethe_mail_unsent gauge\nlethe_mail_unsent {}\n",
-        scalar("SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL").await?
+        "# HELP lethe_mail_unsent Messages in the outbox not yet delivered (dead letters aside).\n# TYPE lethe_mail_unsent gauge\nlethe_mail_unsent {}\n",
+        scalar("SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL AND dead_at IS NULL").await?
+    ));
+    out.push_str(&format!(
+        "# HELP lethe_mail_dead Messages the mail transport refused for good (GET /v1/admin/mail/dead).\n# TYPE lethe_mail_dead gauge\nlethe_mail_dead {}\n",
+        scalar("SELECT COUNT(*) FROM mail_outbox WHERE dead_at IS NOT NULL").await?
     ));
     out.push_str(&format!(
         "# HELP lethe_webhooks_undelivered Webhooks (erasure notices, OpenDSR callbacks) not yet acknowledged.\n# TYPE lethe_webhooks_undelivered gauge\nlethe_webhooks_undelivered {}\n",

@@ -41,8 +41,12 @@ fn submit_body() -> Value {
 }
 
 fn code_body() -> Value {
-    json!({ "type": "object", "required": ["code"], "additionalProperties": false,
-        "properties": { "code": { "type": "string", "pattern": "^[0-9]{6}$" } } })
+    json!({ "type": "object", "additionalProperties": false,
+        "oneOf": [{ "required": ["code"] }, { "required": ["secret"] }],
+        "properties": {
+            "code": { "type": "string", "pattern": "^[0-9]{6}$" },
+            "secret": { "type": "string", "description": "the secret of the link in the e-mail" }
+        } })
 }
 
 fn extend_body() -> Value {
@@ -198,6 +202,28 @@ pub fn routes() -> Vec<Route> {
             "portal",
         ),
         r(
+            "get",
+            "/portal/requests/{id}/confirm",
+            "Portal: the link from the e-mail (`?secret=`): a page with a confirm button",
+            Public,
+            None,
+            &[(200, "HTML")],
+            "portal",
+        ),
+        r(
+            "post",
+            "/portal/requests/{id}/confirm",
+            "Portal: confirm with the link's secret (form)",
+            Public,
+            Some(form_body),
+            &[
+                (200, "HTML: confirmed"),
+                (401, "HTML: the link does not confirm a request"),
+                (410, "HTML: the link expired"),
+            ],
+            "portal",
+        ),
+        r(
             "post",
             "/portal/requests/{id}/cancel",
             "Portal: withdraw the request (form)",
@@ -216,8 +242,10 @@ pub fn routes() -> Vec<Route> {
             Public,
             Some(submit_body),
             &[
-                (201, "{id, status, due_at, token}"),
-                (200, "an open request of this type exists"),
+                (
+                    201,
+                    "{id, status, due_at, token}: always a new request, whatever is open for the address",
+                ),
                 (400, "malformed JSON"),
                 (413, "body over 64 KiB"),
                 (422, "invalid field"),
@@ -228,15 +256,19 @@ pub fn routes() -> Vec<Route> {
         r(
             "post",
             "/v1/requests/{id}/verify",
-            "Confirm the request with the e-mailed code (Art. 12(6))",
+            "Confirm the request with the e-mailed code or the link's secret (Art. 12(6))",
             Public,
             Some(code_body),
             &[
                 (200, "the request"),
+                (401, "the secret does not confirm this request"),
                 (409, "not waiting for a code"),
-                (410, "code expired"),
+                (410, "code or link expired"),
                 (422, "wrong code"),
-                (429, "too many wrong codes"),
+                (
+                    429,
+                    "too many wrong codes for the request, or for the person today: use the link",
+                ),
             ],
             "requests",
         ),
@@ -283,6 +315,15 @@ pub fn routes() -> Vec<Route> {
             Admin(false),
             None,
             &[(200, "requests"), (401, "no or bad token")],
+            "admin",
+        ),
+        r(
+            "get",
+            "/v1/admin/mail/dead",
+            "Mail the transport refused for good (dead letters), newest first, with recipient, kind, attempts and last error",
+            Admin(false),
+            None,
+            &[(200, "dead letters"), (401, "no or bad token")],
             "admin",
         ),
         r(

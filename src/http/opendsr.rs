@@ -262,8 +262,11 @@ async fn create(
                 "subject_identities must hold an identity of type email in format raw",
             )
         })?;
-    let identity =
-        Identity::parse(&format!("email={}", identity.identity_value)).map_err(|_| {
+    // The mail transport must be able to write to the person: checked with its parser.
+    let identity = Identity::parse(&format!("email={}", identity.identity_value))
+        .ok()
+        .filter(|i| crate::notify::recipient(i.value()).is_some())
+        .ok_or_else(|| {
             SpecError::bad(
                 "InvalidIdentity",
                 "the email identity is not an e-mail address",

@@ -26,6 +26,10 @@ pub fn routes() -> Router<AppState> {
             "/portal/requests/{id}/verify",
             get(verify_page).post(verify),
         )
+        .route(
+            "/portal/requests/{id}/confirm",
+            get(confirm_page).post(confirm),
+        )
         .route("/portal/requests/{id}/cancel", post(cancel))
         .route("/portal/requests/{id}/code", post(resend))
 }
@@ -47,6 +51,10 @@ fn templates() -> &'static Environment<'static> {
             (
                 "verify.html",
                 include_str!("../../templates/portal/verify.html"),
+            ),
+            (
+                "confirm.html",
+                include_str!("../../templates/portal/confirm.html"),
             ),
             (
                 "status.html",
@@ -272,20 +280,20 @@ async fn submit(
         .submit(kind, &identity, details, chrono::Utc::now())
         .await
     {
-        Ok(s) => match s.token {
-            Some(token) => code_page(&state, StatusCode::CREATED, &s.id, &token, &s.due_at, None),
-            // An open request of this type exists: its link went to its maker only.
-            None => message(
-                &state,
-                StatusCode::OK,
-                "You already have this request open",
-                &format!(
-                    "A {} request for this address is open (we answer by {}). Use the link from when you made it.",
-                    kind.key(),
-                    &s.due_at[..10]
-                ),
-            ),
-        },
+        Ok(s) => code_page(
+            &state,
+            StatusCode::CREATED,
+            &s.id,
+            &s.token,
+            &s.due_at,
+            None,
+        ),
+        Err(RequestError::Undeliverable) => form_page(
+            &state,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &f,
+            Some("We cannot send e-mail to this address. Enter a valid e-mail address."),
+        ),
         Err(e) => failure(&state, e),
     }
 }
@@ -339,7 +347,8 @@ async fn verify(
         Err(
             e @ (RequestError::WrongCode { .. }
             | RequestError::Expired
-            | RequestError::TooManyAttempts),
+            | RequestError::TooManyAttempts
+            | RequestError::UseTheLink),
         ) => code_page(
             &state,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -347,6 +356,62 @@ async fn verify(
             &f.token,
             &view.due_at,
             Some(e.to_string()),
+        ),
+        Err(e) => failure(&state, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct SecretForm {
+    #[serde(default)]
+    secret: String,
+}
+
+/// The link from the e-mail: a page with one button, so that a mail scanner fetching the
+/// link confirms nothing.
+async fn confirm_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<SecretForm>,
+) -> Response {
+    page(
+        StatusCode::OK,
+        "confirm.html",
+        context! { controller => state.settings.controller, id, secret => q.secret },
+    )
+}
+
+async fn confirm(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: Result<Form<SecretForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return unreadable(&state);
+    };
+    let Ok(svc) = service(&state) else {
+        return unavailable(&state);
+    };
+    match svc.verify_link(&id, &f.secret, chrono::Utc::now()).await {
+        Ok(v) => page(
+            StatusCode::OK,
+            "confirm.html",
+            context! {
+                controller => state.settings.controller, id, confirmed => true,
+                due => v.due_at.get(..10).unwrap_or(&v.due_at),
+            },
+        ),
+        Err(RequestError::Unauthorized | RequestError::NotPending) => message(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            "We could not do that",
+            "This link does not confirm a request: it was replaced by a newer e-mail, or the request was already confirmed or withdrawn.",
+        ),
+        Err(RequestError::Expired) => message(
+            &state,
+            StatusCode::GONE,
+            "We could not do that",
+            "This link has expired. Ask for a new code on the page where you made the request, or make the request again.",
         ),
         Err(e) => failure(&state, e),
     }

@@ -84,6 +84,11 @@ impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
         match e {
             RequestError::NotFound => ApiError::NotFound,
+            RequestError::Undeliverable => ApiError::client(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_identity",
+                "identity.email is not a valid e-mail address",
+            ),
             RequestError::Unauthorized => ApiError::client(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -102,6 +107,9 @@ impl From<RequestError> for ApiError {
                 "too_many_attempts",
                 e.to_string(),
             ),
+            RequestError::UseTheLink => {
+                ApiError::client(StatusCode::TOO_MANY_REQUESTS, "use_the_link", e.to_string())
+            }
             RequestError::NotPending => {
                 ApiError::client(StatusCode::CONFLICT, "not_pending", e.to_string())
             }
@@ -179,13 +187,9 @@ async fn submit(
     let s = svc
         .submit(kind, &identity, body.details.as_deref(), chrono::Utc::now())
         .await?;
-    let status = if s.existing {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    // The same answer whatever was open for the address: it tells nobody what exists.
     Ok((
-        status,
+        StatusCode::CREATED,
         Json(serde_json::to_value(&s).map_err(anyhow::Error::from)?),
     ))
 }
@@ -193,7 +197,12 @@ async fn submit(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VerifyBody {
-    code: String,
+    /// The six-digit code from the e-mail, or
+    #[serde(default)]
+    code: Option<String>,
+    /// the secret of the link in the e-mail.
+    #[serde(default)]
+    secret: Option<String>,
 }
 
 async fn verify(
@@ -203,7 +212,16 @@ async fn verify(
 ) -> Result<Json<crate::requests::View>, ApiError> {
     let body: VerifyBody = parse(body)?;
     let svc = service(&state)?;
-    Ok(Json(svc.verify(&id, &body.code, chrono::Utc::now()).await?))
+    let now = chrono::Utc::now();
+    match (body.code, body.secret) {
+        (Some(code), None) => Ok(Json(svc.verify(&id, &code, now).await?)),
+        (None, Some(secret)) => Ok(Json(svc.verify_link(&id, &secret, now).await?)),
+        _ => Err(ApiError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "give either code or secret",
+        )),
+    }
 }
 
 #[derive(Deserialize)]

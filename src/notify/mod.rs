@@ -26,6 +26,44 @@ pub enum MailError {
     Store(#[from] sqlx::Error),
 }
 
+/// Why a message did not go out. Only the kind of failure is kept, never the content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Failure {
+    /// Refused for good: the recipient cannot be parsed, the message cannot be built, the
+    /// server answered 5xx.
+    Refused(String),
+    /// This message failed (a 4xx answer); others may go through.
+    Deferred(String),
+    /// The transport is unreachable: the next messages would fail alike.
+    Unreachable(String),
+}
+
+impl Failure {
+    fn why(&self) -> &str {
+        match self {
+            Self::Refused(w) | Self::Deferred(w) | Self::Unreachable(w) => w,
+        }
+    }
+}
+
+impl From<lettre::transport::smtp::Error> for Failure {
+    fn from(e: lettre::transport::smtp::Error) -> Self {
+        if e.is_permanent() {
+            Self::Refused(e.to_string())
+        } else if e.is_transient() {
+            Self::Deferred(e.to_string())
+        } else {
+            Self::Unreachable(e.to_string())
+        }
+    }
+}
+
+/// The address as the mail transport reads a recipient, or None if it cannot send to
+/// it. Intake checks addresses with this, so that whatever it accepts can be sent.
+pub fn recipient(address: &str) -> Option<lettre::Address> {
+    address.parse().ok()
+}
+
 /// A message to send.
 #[derive(Debug, Clone)]
 pub struct Mail {
@@ -118,11 +156,10 @@ impl Mailer {
         }
     }
 
-    async fn send(&self, id: i64, mail: &Mail) -> Result<(), String> {
-        let to: Mailbox = mail
-            .to
-            .parse()
-            .map_err(|_| "the recipient is not an e-mail address".to_owned())?;
+    async fn send(&self, id: i64, mail: &Mail) -> Result<(), Failure> {
+        let to = recipient(&mail.to)
+            .map(|a| Mailbox::new(None, a))
+            .ok_or_else(|| Failure::Refused("the recipient is not an e-mail address".into()))?;
         let domain = self.from.email.domain().to_owned();
         let message = Message::builder()
             .from(self.from.clone())
@@ -133,17 +170,28 @@ impl Mailer {
                 mail.text.clone(),
                 mail.html.clone(),
             ))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::Refused(e.to_string()))?;
         match &self.transport {
-            Transport::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| e.to_string()),
+            Transport::Smtp(t) => t.send(message).await.map(|_| ()).map_err(Failure::from),
             Transport::Dir(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                let unreachable = |e: std::io::Error| Failure::Unreachable(e.to_string());
+                std::fs::create_dir_all(dir).map_err(unreachable)?;
                 // Named by the outbox id: writing it again after a crash replaces the same file.
                 std::fs::write(dir.join(format!("{id:08}.eml")), message.formatted())
-                    .map_err(|e| e.to_string())
+                    .map_err(unreachable)
             }
         }
     }
+}
+
+/// Refusals after which a message is retired as a dead letter.
+pub const MAX_REFUSALS: i64 = 3;
+
+/// How long a message waits after its `attempts`-th failure: 1, 2, 4 ... minutes, at most
+/// an hour, so a failing message never holds the ones behind it.
+fn backoff(attempts: i64) -> chrono::Duration {
+    chrono::Duration::minutes(1i64 << attempts.clamp(1, 7).saturating_sub(1))
+        .min(chrono::Duration::hours(1))
 }
 
 /// How long a sender's claim on a message holds before another sender may take it.
@@ -187,42 +235,85 @@ pub async fn deliver_claimed(
     id: i64,
     mail: &Mail,
 ) -> Result<bool, MailError> {
+    deliver_one(store, mailer, id, mail, Utc::now())
+        .await
+        .map(|f| f.is_none())
+}
+
+/// Sends one claimed message; the failure, if any, is recorded on it: a message that
+/// failed by itself waits [`backoff`] before the next try, and a refused one is retired
+/// after [`MAX_REFUSALS`] tries.
+async fn deliver_one(
+    store: &Store,
+    mailer: &Mailer,
+    id: i64,
+    mail: &Mail,
+    now: chrono::DateTime<Utc>,
+) -> Result<Option<Failure>, MailError> {
     match mailer.send(id, mail).await {
         Ok(()) => {
             sqlx::query(
                 "UPDATE mail_outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2 AND sent_at IS NULL",
             )
-            .bind(timestamp(Utc::now()))
+            .bind(timestamp(now))
             .bind(id)
             .execute(store.pool())
             .await?;
             tracing::info!(outbox_id = id, kind = %mail.kind, via = %mailer.describe(), "mail sent");
-            Ok(true)
+            Ok(None)
         }
-        Err(e) => {
-            tracing::warn!(outbox_id = id, kind = %mail.kind, "mail not sent yet; retried later");
-            sqlx::query(
-                "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $1, claimed_at = NULL WHERE id = $2",
+        Err(failure) => {
+            let row = sqlx::query(
+                "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $1, claimed_at = NULL WHERE id = $2 RETURNING attempts",
             )
-            .bind(e)
+            .bind(failure.why())
             .bind(id)
-            .execute(store.pool())
+            .fetch_one(store.pool())
             .await?;
-            Ok(false)
+            let attempts: i64 = row.try_get(0)?;
+            if matches!(failure, Failure::Unreachable(_)) {
+                // Not this message's fault: it goes first when the transport is back.
+                tracing::warn!(outbox_id = id, kind = %mail.kind, "mail transport unreachable; retried later");
+            } else if matches!(failure, Failure::Refused(_)) && attempts >= MAX_REFUSALS {
+                sqlx::query("UPDATE mail_outbox SET dead_at = $1 WHERE id = $2")
+                    .bind(timestamp(now))
+                    .bind(id)
+                    .execute(store.pool())
+                    .await?;
+                tracing::error!(outbox_id = id, kind = %mail.kind, attempts, "mail refused for good; kept as a dead letter for the DPO");
+            } else {
+                sqlx::query("UPDATE mail_outbox SET retry_at = $1 WHERE id = $2")
+                    .bind(timestamp(now + backoff(attempts)))
+                    .bind(id)
+                    .execute(store.pool())
+                    .await?;
+                tracing::warn!(outbox_id = id, kind = %mail.kind, attempts, "mail not sent yet; retried later");
+            }
+            Ok(Some(failure))
         }
     }
 }
 
-/// Sends every unsent message, oldest first; returns how many went out. Messages are
-/// claimed a batch at a time in one statement, so concurrent senders (handlers, the
-/// worker, other instances) share the work and never send one twice. A failure is
-/// recorded on the message (without its content) and retried on the next call.
+/// Sends every unsent message that is due, oldest first; returns how many went out.
+/// Messages are claimed a batch at a time in one statement, so concurrent senders
+/// (handlers, the worker, other instances) share the work and never send one twice. A
+/// failed message is recorded (without its content) and waits while the later ones go
+/// out; only an unreachable transport ends the call early.
 pub async fn deliver_pending(store: &Store, mailer: &Mailer) -> Result<usize, MailError> {
+    deliver_pending_at(store, mailer, Utc::now()).await
+}
+
+/// [`deliver_pending`] as of `now`.
+pub async fn deliver_pending_at(
+    store: &Store,
+    mailer: &Mailer,
+    now: chrono::DateTime<Utc>,
+) -> Result<usize, MailError> {
     let mut sent = 0;
     loop {
         // A claim left by a crashed sender lapses after five minutes.
-        let now = Utc::now();
-        let free = "sent_at IS NULL AND (claimed_at IS NULL OR claimed_at < $2)";
+        let free = "sent_at IS NULL AND dead_at IS NULL AND (retry_at IS NULL OR retry_at <= $1) \
+                    AND (claimed_at IS NULL OR claimed_at < $2)";
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE mail_outbox SET claimed_at = $1 WHERE id IN (SELECT id FROM mail_outbox WHERE {free} ORDER BY id LIMIT {CLAIM_BATCH}) AND {free} \
              RETURNING id, kind, recipient, subject, body_text, body_html"
@@ -234,7 +325,7 @@ pub async fn deliver_pending(store: &Store, mailer: &Mailer) -> Result<usize, Ma
         if rows.is_empty() {
             return Ok(sent);
         }
-        let mut failed = false;
+        let mut unreachable = false;
         for r in rows {
             let id: i64 = r.try_get(0)?;
             let mail = Mail {
@@ -244,17 +335,54 @@ pub async fn deliver_pending(store: &Store, mailer: &Mailer) -> Result<usize, Ma
                 text: r.try_get(4)?,
                 html: r.try_get(5)?,
             };
-            if deliver_claimed(store, mailer, id, &mail).await? {
-                sent += 1;
-            } else {
-                failed = true;
+            match deliver_one(store, mailer, id, &mail, now).await? {
+                None => sent += 1,
+                Some(Failure::Unreachable(_)) => unreachable = true,
+                Some(_) => {}
             }
         }
         // The server is unreachable: leave the rest for the next call.
-        if failed {
+        if unreachable {
             return Ok(sent);
         }
     }
+}
+
+/// A message retired after the transport refused it for good, as the DPO lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub kind: String,
+    pub recipient: String,
+    pub subject: String,
+    pub created_at: String,
+    pub dead_at: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// The dead letters, newest first.
+pub async fn dead_letters(store: &Store) -> Result<Vec<DeadLetter>, MailError> {
+    let rows = sqlx::query(
+        "SELECT id, kind, recipient, subject, created_at, dead_at, attempts, last_error FROM mail_outbox WHERE dead_at IS NOT NULL ORDER BY dead_at DESC, id DESC",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DeadLetter {
+                id: r.try_get(0)?,
+                kind: r.try_get(1)?,
+                recipient: r.try_get(2)?,
+                subject: r.try_get(3)?,
+                created_at: r.try_get(4)?,
+                dead_at: r.try_get(5)?,
+                attempts: r.try_get(6)?,
+                last_error: r.try_get(7)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(MailError::from)
 }
 
 /// Escapes text for the HTML part.

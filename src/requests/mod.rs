@@ -1,5 +1,5 @@
-//! The request lifecycle (Art. 12): intake, identity verification by an e-mailed code,
-//! and deadlines (here); execution by the worker (`execute`); what the DPO does
+//! The request lifecycle (Art. 12): intake and deadlines (here); identity verification
+//! by an e-mailed link or code (`verify`); execution by the worker (`execute`); what the DPO does
 //! (`admin`); requests from controller systems over OpenDSR (`opendsr`); retention of
 //! lethe's own records (`purge`). Each state change, its audit entry and its e-mail are
 //! written in one transaction, so a crash neither loses nor duplicates a message.
@@ -17,6 +17,23 @@ use crate::store::{Store, timestamp};
 pub const CODE_TTL_MINUTES: i64 = 15;
 /// Wrong codes allowed before a new code is needed.
 pub const MAX_ATTEMPTS: i64 = 5;
+/// Codes checked per person, all their requests together, in [`CODE_CHECK_WINDOW_HOURS`];
+/// after that, until the window ends, only the link in the e-mail verifies.
+///
+/// The arithmetic: one check of a six-digit code succeeds with probability 10⁻⁶. However
+/// many client addresses and requests an attacker uses, a person's codes are checked at
+/// most 5 times a day, 5 × 366 = 1,830 times a year, so the chance of confirming a request
+/// in someone else's name by code is at most 1,830 × 10⁻⁶ ≈ 1.8 × 10⁻³ a year. Below one
+/// in a million a year is out of reach of any six-digit code (it would need fewer than one
+/// check a year); ten digits under this cap would give 1.8 × 10⁻⁷. The link's 192-bit
+/// secret is out of reach of guessing at any rate.
+pub const MAX_CODE_CHECKS: i64 = 5;
+/// The window [`MAX_CODE_CHECKS`] counts over.
+pub const CODE_CHECK_WINDOW_HOURS: i64 = 24;
+/// How long the link in a verification e-mail confirms the request.
+pub const LINK_TTL_HOURS: i64 = 72;
+/// Random bytes in the link's secret (192 bits).
+const LINK_SECRET_BYTES: usize = 24;
 /// Codes sent for one request, the first included.
 pub const MAX_CODES: i64 = 5;
 /// The shortest wait between two codes for one request.
@@ -71,6 +88,8 @@ pub fn due_date(received: DateTime<Utc>) -> DateTime<Utc> {
 pub enum RequestError {
     #[error("no such request")]
     NotFound,
+    #[error("the e-mail address cannot receive mail")]
+    Undeliverable,
     #[error("the token does not open this request")]
     Unauthorized,
     #[error("the code is wrong; {remaining} attempt(s) left")]
@@ -79,6 +98,8 @@ pub enum RequestError {
     Expired,
     #[error("too many wrong codes; ask for a new one")]
     TooManyAttempts,
+    #[error("too many codes were tried for this person today; confirm with the link in the e-mail")]
+    UseTheLink,
     #[error("the request is not waiting for a code")]
     NotPending,
     #[error("no more codes can be sent for this request; make a new request")]
@@ -105,11 +126,8 @@ pub struct Submitted {
     pub id: String,
     pub status: String,
     pub due_at: String,
-    /// Only for a new request: the secret that opens it. Not returned for an existing one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    /// True when an open request of this type for this person already existed.
-    pub existing: bool,
+    /// The secret that opens the request.
+    pub token: String,
 }
 
 /// A request as its subject may see it.
@@ -237,31 +255,11 @@ pub struct Service<'a> {
 }
 
 impl Service<'_> {
-    fn code_hash(&self, id: &str, code: &str) -> String {
-        self.audit
-            .mask_hash(&format!("verification-code:{id}:{code}"))
-    }
-
-    fn code_mail(&self, to: &str, id: &str, code: &str, due: &str) -> Mail {
-        let text = format!(
-            "We received your request ({id}) at {c}.\n\nYour verification code is {code}. It is valid for {CODE_TTL_MINUTES} minutes.\n\nWe answer by {due} at the latest (Art. 12(3) GDPR).\nIf you did not make this request, ignore this message.\n",
-            c = self.settings.controller
-        );
-        let html = format!(
-            "<p>We received your request (<code>{id}</code>) at {c}.</p><p>Your verification code is <strong>{code}</strong>. It is valid for {CODE_TTL_MINUTES} minutes.</p><p>We answer by {due} at the latest (Art. 12(3) GDPR). If you did not make this request, ignore this message.</p>",
-            c = notify::html_escape(&self.settings.controller)
-        );
-        Mail {
-            kind: "verification_code".into(),
-            to: to.to_owned(),
-            subject: format!("Your verification code for request {id}"),
-            text,
-            html,
-        }
-    }
-
-    /// Records a request and e-mails its verification code. A second open request of the
-    /// same type for the same person returns the first.
+    /// Records a request and e-mails its verification link and code. Every submission is
+    /// a new request with its own token and e-mail, whatever is open for the address: an
+    /// unverified request made by someone else never stands in the person's way, and the
+    /// answer never tells whether anything exists for an address. A duplicate of an open
+    /// request, once verified, runs beside it.
     pub async fn submit(
         &self,
         kind: Kind,
@@ -269,34 +267,21 @@ impl Service<'_> {
         details: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Submitted, RequestError> {
+        // Checked with the transport's own parser: an address accepted here can be sent to.
+        if identity.kind() == "email" && notify::recipient(identity.value()).is_none() {
+            return Err(RequestError::Undeliverable);
+        }
         let lookup = self.audit.mask_hash(&format!(
             "request-identity:{}={}",
             identity.kind(),
             identity.value()
         ));
-        let open = sqlx::query(
-            "SELECT id, status, due_at FROM dsr_requests WHERE identity_lookup = $1 AND kind = $2 \
-             AND status NOT IN ('completed', 'partially_completed', 'rejected', 'failed', 'cancelled')",
-        )
-        .bind(&lookup)
-        .bind(kind.key())
-        .fetch_optional(self.store.pool())
-        .await?;
-        if let Some(r) = open {
-            return Ok(Submitted {
-                id: r.try_get(0)?,
-                status: r.try_get(1)?,
-                due_at: r.try_get(2)?,
-                token: None,
-                existing: true,
-            });
-        }
         let id = format!(
             "r_{}",
             crate::crypto::random_hex(12).map_err(AuditError::from)?
         );
         let token = crate::crypto::random_hex(32).map_err(AuditError::from)?;
-        let code = new_code()?;
+        let secrets = self.new_secrets(&id)?;
         let due = timestamp(due_date(now));
         let mut tx = self.store.begin().await?;
         let subject = self.audit.subject_in(&mut tx, identity).await?;
@@ -307,8 +292,8 @@ impl Service<'_> {
             .payload(serde_json::json!({ "identity": format!("{}={}", identity.kind(), identity.value()), "details": details }));
         self.audit.append_in(&mut tx, &[entry]).await?;
         sqlx::query(
-            "INSERT INTO dsr_requests (id, kind, status, identity_kind, identity_value, identity_lookup, details, token_hash, code_hash, code_expires_at, codes_sent, received_at, due_at, updated_at) \
-             VALUES ($1, $2, 'identity_pending', $3, $4, $5, $6, $7, $8, $9, 1, $10, $11, $10)",
+            "INSERT INTO dsr_requests (id, kind, status, identity_kind, identity_value, identity_lookup, details, token_hash, code_hash, code_expires_at, link_hash, link_expires_at, codes_sent, received_at, due_at, updated_at) \
+             VALUES ($1, $2, 'identity_pending', $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $12)",
         )
         .bind(&id)
         .bind(kind.key())
@@ -317,13 +302,15 @@ impl Service<'_> {
         .bind(&lookup)
         .bind(details)
         .bind(sha256_hex(&token))
-        .bind(self.code_hash(&id, &code))
+        .bind(&secrets.code_hash)
         .bind(timestamp(now + chrono::Duration::minutes(CODE_TTL_MINUTES)))
+        .bind(&secrets.link_hash)
+        .bind(timestamp(now + chrono::Duration::hours(LINK_TTL_HOURS)))
         .bind(timestamp(now))
         .bind(&due)
         .execute(&mut *tx)
         .await?;
-        let mail = self.code_mail(identity.value(), &id, &code, &due[..10]);
+        let mail = self.code_mail(identity.value(), &id, &secrets, &due[..10]);
         let mail_id = notify::enqueue_claimed_in(&mut tx, &mail).await?;
         tx.commit().await?;
         // Delivery failures are retried by the next delivery; the request stands.
@@ -334,146 +321,8 @@ impl Service<'_> {
             id,
             status: "identity_pending".into(),
             due_at: due,
-            token: Some(token),
-            existing: false,
+            token,
         })
-    }
-
-    /// Checks a verification code (Art. 12(6)). A verified request goes to the execution
-    /// queue, to the DPO for approval (types in [`Settings::approval`]), or, for
-    /// rectification, restriction and objection, to the DPO as a task; a restriction
-    /// takes effect at once.
-    pub async fn verify(
-        &self,
-        id: &str,
-        code: &str,
-        now: DateTime<Utc>,
-    ) -> Result<View, RequestError> {
-        let r = sqlx::query("SELECT status, code_hash, code_expires_at, code_attempts, kind, identity_kind, identity_value, due_at FROM dsr_requests WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.store.pool())
-            .await?
-            .ok_or(RequestError::NotFound)?;
-        let status: String = r.try_get(0)?;
-        if status != "identity_pending" {
-            return Err(RequestError::NotPending);
-        }
-        let (hash, expires, attempts): (Option<String>, Option<String>, i64) =
-            (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
-        if attempts >= MAX_ATTEMPTS {
-            return Err(RequestError::TooManyAttempts);
-        }
-        if expires
-            .as_deref()
-            .is_none_or(|e| e < timestamp(now).as_str())
-        {
-            return Err(RequestError::Expired);
-        }
-        let given = self.code_hash(id, code.trim());
-        if !hash.as_deref().is_some_and(|h| same(h, &given)) {
-            sqlx::query("UPDATE dsr_requests SET code_attempts = code_attempts + 1, updated_at = $1 WHERE id = $2")
-                .bind(timestamp(now))
-                .bind(id)
-                .execute(self.store.pool())
-                .await?;
-            let remaining = MAX_ATTEMPTS - attempts - 1;
-            return Err(if remaining <= 0 {
-                RequestError::TooManyAttempts
-            } else {
-                RequestError::WrongCode { remaining }
-            });
-        }
-        let kind = Kind::parse(&r.try_get::<String, _>(4)?).unwrap_or(Kind::Rectification);
-        let (ikind, ivalue, due): (String, String, String) =
-            (r.try_get(5)?, r.try_get(6)?, r.try_get(7)?);
-        let mut tx = self.store.begin().await?;
-        let next = self
-            .accept_in(
-                &mut tx,
-                id,
-                kind,
-                &ikind,
-                &ivalue,
-                &due,
-                Actor::Subject,
-                now,
-            )
-            .await?;
-        sqlx::query("UPDATE dsr_requests SET status = $1, code_hash = NULL, code_expires_at = NULL, updated_at = $2 WHERE id = $3")
-            .bind(next)
-            .bind(timestamp(now))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        self.deliver().await;
-        self.view(id).await
-    }
-
-    /// Sends a new code (the old one stops working) to the holder of the request's
-    /// token: at most [`MAX_CODES`] per request, one a minute.
-    pub async fn resend_code(
-        &self,
-        id: &str,
-        token: &str,
-        now: DateTime<Utc>,
-    ) -> Result<View, RequestError> {
-        self.status(id, token).await?;
-        let r = sqlx::query("SELECT status, codes_sent, code_expires_at, identity_value, due_at FROM dsr_requests WHERE id = $1")
-            .bind(id)
-            .fetch_one(self.store.pool())
-            .await?;
-        let (status, sent, expires, email, due): (String, i64, Option<String>, String, String) = (
-            r.try_get(0)?,
-            r.try_get(1)?,
-            r.try_get(2)?,
-            r.try_get(3)?,
-            r.try_get(4)?,
-        );
-        if status != "identity_pending" {
-            return Err(RequestError::NotPending);
-        }
-        if sent >= MAX_CODES {
-            return Err(RequestError::NoMoreCodes);
-        }
-        // The last code was sent CODE_TTL_MINUTES before it expires.
-        if let Some(last) = expires
-            .as_deref()
-            .and_then(crate::policy::parse_timestamp)
-            .map(|e| e - chrono::Duration::minutes(CODE_TTL_MINUTES))
-        {
-            let wait = RESEND_SECONDS - (now - last).num_seconds();
-            if wait > 0 {
-                return Err(RequestError::ResendTooSoon(wait));
-            }
-        }
-        let code = new_code()?;
-        let mut tx = self.store.begin().await?;
-        let changed = sqlx::query("UPDATE dsr_requests SET code_hash = $1, code_expires_at = $2, code_attempts = 0, codes_sent = codes_sent + 1, updated_at = $3 WHERE id = $4 AND codes_sent = $5")
-            .bind(self.code_hash(id, &code))
-            .bind(timestamp(now + chrono::Duration::minutes(CODE_TTL_MINUTES)))
-            .bind(timestamp(now))
-            .bind(id)
-            .bind(sent)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if changed != 1 {
-            // Another resend won the race.
-            return Err(RequestError::ResendTooSoon(RESEND_SECONDS));
-        }
-        self.audit
-            .append_in(
-                &mut tx,
-                &[NewEntry::new(Actor::Subject, "request.code_sent")
-                    .request(id)
-                    .summary(serde_json::json!({ "codes_sent": sent + 1 }))],
-            )
-            .await?;
-        notify::enqueue_in(&mut tx, &self.code_mail(&email, id, &code, &due[..10])).await?;
-        tx.commit().await?;
-        self.deliver().await;
-        self.view(id).await
     }
 
     /// What follows a verified identity: records it, places a restriction, tells the
@@ -627,6 +476,7 @@ mod admin;
 mod execute;
 mod opendsr;
 mod purge;
+mod verify;
 
 pub use admin::{AdminView, Full};
 pub use execute::{Download, MAX_EXECUTIONS, PACKAGE_DAYS, erasure_notices};

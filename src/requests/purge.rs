@@ -7,6 +7,8 @@ use super::*;
 pub struct Purged {
     pub packages: u64,
     pub expired_codes: u64,
+    /// Per-person counts of code checks whose window has ended.
+    pub code_check_windows: u64,
     pub requests: u64,
     pub abandoned_requests: u64,
     pub mails: u64,
@@ -17,7 +19,7 @@ pub struct Purged {
 pub const TRANSIENT_DAYS: i64 = 30;
 
 /// Retention of lethe's own data: packages past their download period, verification
-/// codes past expiry, finished requests `keep_requests` after they ended (3 years by
+/// codes past expiry, per-person counts of code checks past their window, finished requests `keep_requests` after they ended (3 years by
 /// default: what a DPO needs to show how requests were answered), requests never
 /// confirmed and sent messages after [`TRANSIENT_DAYS`], delivered webhooks likewise.
 /// Restrictions still in force keep their request. One audit entry with the counts.
@@ -46,6 +48,11 @@ pub async fn purge(
         expired_codes: run(
             "UPDATE dsr_requests SET code_hash = NULL WHERE code_hash IS NOT NULL AND code_expires_at < $1",
             &now_s,
+        )
+        .await?,
+        code_check_windows: run(
+            "DELETE FROM code_checks WHERE window_start <= $1",
+            &timestamp(now - chrono::Duration::hours(super::CODE_CHECK_WINDOW_HOURS)),
         )
         .await?,
         ..Purged::default()
