@@ -464,6 +464,20 @@ async fn lethes_own_data_is_kept_only_as_long_as_needed() {
         .await
         .unwrap();
 
+    // Code checks counted for two people: one window ended, one still running.
+    for (key, start) in [
+        ("old", at(2026, 11, 25)),
+        ("running", at(2026, 11, 26) + chrono::Duration::hours(12)),
+    ] {
+        sqlx::query(
+            "INSERT INTO code_checks (identity_key, window_start, checks) VALUES ($1, $2, 5)",
+        )
+        .bind(key)
+        .bind(lethe::store::timestamp(start))
+        .execute(ctx.store.pool())
+        .await
+        .unwrap();
+    }
     let (specs, _) =
         lethe::policy::jobs::load_jobs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs"));
     let purge = specs
@@ -477,6 +491,12 @@ async fn lethes_own_data_is_kept_only_as_long_as_needed() {
     assert_eq!(p["requests"], 1, "{p}");
     assert_eq!(p["abandoned_requests"], 1, "{p}");
     assert_eq!(p["mails"], 1, "{p}");
+    assert_eq!(p["code_check_windows"], 1, "{p}");
+    let running: Vec<String> = sqlx::query_scalar("SELECT identity_key FROM code_checks")
+        .fetch_all(ctx.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(running, ["running"]);
     let mut left: Vec<String> = sqlx::query_scalar("SELECT id FROM dsr_requests")
         .fetch_all(ctx.store.pool())
         .await
