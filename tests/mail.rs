@@ -472,6 +472,20 @@ async fn lethes_own_data_is_kept_only_as_long_as_needed() {
         .await
         .unwrap();
 
+    // Code checks counted for two people: one window ended, one still running.
+    for (key, start) in [
+        ("old", at(2026, 11, 25)),
+        ("running", at(2026, 11, 26) + chrono::Duration::hours(12)),
+    ] {
+        sqlx::query(
+            "INSERT INTO code_checks (identity_key, window_start, checks) VALUES ($1, $2, 5)",
+        )
+        .bind(key)
+        .bind(lethe::store::timestamp(start))
+        .execute(ctx.store.pool())
+        .await
+        .unwrap();
+    }
     let (specs, _) =
         lethe::policy::jobs::load_jobs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs"));
     let purge = specs
@@ -485,6 +499,12 @@ async fn lethes_own_data_is_kept_only_as_long_as_needed() {
     assert_eq!(p["requests"], 1, "{p}");
     assert_eq!(p["abandoned_requests"], 1, "{p}");
     assert_eq!(p["mails"], 1, "{p}");
+    assert_eq!(p["code_check_windows"], 1, "{p}");
+    let running: Vec<String> = sqlx::query_scalar("SELECT identity_key FROM code_checks")
+        .fetch_all(ctx.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(running, ["running"]);
     let mut left: Vec<String> = sqlx::query_scalar("SELECT id FROM dsr_requests")
         .fetch_all(ctx.store.pool())
         .await
@@ -619,4 +639,121 @@ async fn refused_messages_never_hold_the_queue_and_end_as_dead_letters() {
     assert_eq!(listed.as_array().unwrap().len(), poison);
     assert_eq!(listed[0]["kind"], "test");
     let _ = stop.send(());
+}
+
+/// A mail server on 127.0.0.1 that refuses (550) recipients containing "refused", defers
+/// (451) those containing "later", and accepts the rest; returns its URL and the accepted
+/// messages.
+async fn picky_smtp() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = conn.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 picky ready\r\n").await.unwrap();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let upper = line.to_ascii_uppercase();
+                    let answer = if upper.starts_with("RCPT") && line.contains("refused") {
+                        "550 no such mailbox"
+                    } else if upper.starts_with("RCPT") && line.contains("later") {
+                        "451 try again later"
+                    } else if upper.starts_with("DATA") {
+                        write.write_all(b"354 go on\r\n").await.unwrap();
+                        let mut message = String::new();
+                        while let Ok(Some(l)) = lines.next_line().await {
+                            if l == "." {
+                                break;
+                            }
+                            message.push_str(&l);
+                            message.push('\n');
+                        }
+                        kept.lock().unwrap().push(message);
+                        "250 queued"
+                    } else if upper.starts_with("QUIT") {
+                        let _ = write.write_all(b"221 bye\r\n").await;
+                        return;
+                    } else {
+                        "250 ok"
+                    };
+                    if write
+                        .write_all(format!("{answer}\r\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("smtp://127.0.0.1:{port}?tls=none"), accepted)
+}
+
+/// Over SMTP: a 5xx for a recipient is final, so those messages are retired after a few
+/// tries; a 4xx waits and is tried again; neither holds the messages behind them.
+#[tokio::test]
+async fn smtp_refusals_are_retired_and_deferrals_wait_without_holding_the_queue() {
+    use lethe::notify::{Mail, deliver_pending_at, enqueue_in};
+    let tmp = tempfile::tempdir().unwrap();
+    let (smtp, accepted) = picky_smtp().await;
+    let config = Config {
+        smtp_url: Some(SecretString::from(smtp)),
+        ..Config::default()
+    };
+    let ctx = context(
+        tmp.path(),
+        Mailer::from_config(&config, Some("privacy@example.com"), tmp.path().join("x")).unwrap(),
+    )
+    .await;
+    let mail = |to: String, subject: &str| Mail {
+        kind: "test".into(),
+        to,
+        subject: subject.into(),
+        text: subject.into(),
+        html: format!("<p>{subject}</p>"),
+    };
+    let mut tx = ctx.store.pool().begin().await.unwrap();
+    for m in (0..25)
+        .map(|n| mail(format!("refused-{n}@example.com"), "refused"))
+        .chain([
+            mail("later@example.com".into(), "deferred"),
+            mail("processor@example.net".into(), "Art. 19 notice"),
+        ])
+    {
+        enqueue_in(&mut tx, &m).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let (store, mailer) = (&ctx.store, &ctx.mailer);
+    let now = Utc::now();
+    assert_eq!(deliver_pending_at(store, mailer, now).await.unwrap(), 1);
+    assert_eq!(accepted.lock().unwrap().len(), 1);
+    assert!(accepted.lock().unwrap()[0].contains("Art. 19 notice"));
+    for later in [10, 60, 180] {
+        let t = now + chrono::Duration::minutes(later);
+        assert_eq!(deliver_pending_at(store, mailer, t).await.unwrap(), 0);
+    }
+    let dead = lethe::notify::dead_letters(store).await.unwrap();
+    assert_eq!(dead.len(), 25);
+    assert!(dead.iter().all(|d| d.recipient.starts_with("refused-")));
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("550")
+    );
+    // The deferred one is still waiting for its next try, not retired.
+    let waiting: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT recipient, attempts FROM mail_outbox WHERE sent_at IS NULL AND dead_at IS NULL",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(waiting, [("later@example.com".to_owned(), 4)]);
 }

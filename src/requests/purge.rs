@@ -19,7 +19,7 @@ pub struct Purged {
 pub const TRANSIENT_DAYS: i64 = 30;
 
 /// Retention of lethe's own data: packages past their download period, verification
-/// codes past expiry, per-person counts of code checks past their window, finished requests `keep_requests` after they ended (3 years by
+/// codes and links past expiry, per-person counts of code checks past their window, finished requests `keep_requests` after they ended (3 years by
 /// default: what a DPO needs to show how requests were answered), requests never
 /// confirmed and sent messages after [`TRANSIENT_DAYS`], delivered webhooks likewise.
 /// Restrictions still in force keep their request. One audit entry with the counts.
@@ -57,6 +57,11 @@ pub async fn purge(
         .await?,
         ..Purged::default()
     };
+    p.expired_codes += run(
+        "UPDATE dsr_requests SET link_hash = NULL WHERE link_hash IS NOT NULL AND link_expires_at < $1",
+        &now_s,
+    )
+    .await?;
     for (cond, at) in [(finished, &old), (abandoned, &transient)] {
         for child in [
             "DELETE FROM request_packages WHERE request_id IN (SELECT id FROM dsr_requests WHERE {c})",
