@@ -9,11 +9,10 @@ use std::io::Read;
 use std::path::Path;
 
 use chrono::{TimeZone, Utc};
-use lethe::audit::{Actor, AuditLog, Identity, KeySource};
+use lethe::audit::{Actor, AuditLog, Identity};
 use lethe::dsr::{self, AccessKind, Context};
 use lethe::policy::Policy;
 use lethe::sources::db::Sources;
-use lethe::store::Store;
 
 use common::appdb::{AppDb, Backend};
 
@@ -68,18 +67,7 @@ fn load(dir: &Path) -> Policy {
 }
 
 async fn audit(db: &AppDb) -> AuditLog {
-    let url = secrecy::SecretString::from(format!(
-        "sqlite://{}?mode=rwc",
-        db.dir.path().join("lethe.db").display()
-    ));
-    let keys = KeySource {
-        master: None,
-        signing: None,
-        dir: db.dir.path().join(".lethe"),
-    };
-    AuditLog::open(Store::open(&url).await.unwrap(), &keys)
-        .await
-        .unwrap()
+    common::audit_log(db.dir.path()).await
 }
 
 fn alice() -> Vec<Identity> {

@@ -87,18 +87,7 @@ fn policy(db: &AppDb, edit: impl Fn(String) -> String) -> Policy {
 }
 
 async fn audit(db: &AppDb) -> AuditLog {
-    let url = SecretString::from(format!(
-        "sqlite://{}?mode=rwc",
-        db.dir.path().join("lethe.db").display()
-    ));
-    let keys = KeySource {
-        master: None,
-        signing: None,
-        dir: db.dir.path().join(".lethe"),
-    };
-    AuditLog::open(Store::open(&url).await.unwrap(), &keys)
-        .await
-        .unwrap()
+    common::audit_log(db.dir.path()).await
 }
 
 fn options(batch: u32) -> RunOptions {

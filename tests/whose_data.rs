@@ -8,12 +8,11 @@ use std::collections::BTreeMap;
 
 use chrono::{TimeZone, Utc};
 use common::appdb::{AppDb, Backend};
-use lethe::audit::{Actor, AuditLog, Identity, KeySource};
+use lethe::audit::{Actor, AuditLog, Identity};
 use lethe::dsr::{self, Context};
 use lethe::policy::Policy;
 use lethe::sources::db::Sources;
 use lethe::sources::sql::Dialect;
-use lethe::store::Store;
 
 macro_rules! all_backends {
     ($name:ident) => {
@@ -124,18 +123,7 @@ fn policy(db: &AppDb) -> Policy {
 }
 
 async fn audit(db: &AppDb) -> AuditLog {
-    let url = secrecy::SecretString::from(format!(
-        "sqlite://{}?mode=rwc",
-        db.dir.path().join("lethe.db").display()
-    ));
-    let keys = KeySource {
-        master: None,
-        signing: None,
-        dir: db.dir.path().join(".lethe"),
-    };
-    AuditLog::open(Store::open(&url).await.unwrap(), &keys)
-        .await
-        .unwrap()
+    common::audit_log(db.dir.path()).await
 }
 
 fn email(e: &str) -> Vec<Identity> {

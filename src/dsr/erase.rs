@@ -7,10 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::plan::{SystemPlan, Via};
+use crate::audit::Identity;
 use crate::policy::{
-    Collection, ErasureMode, EventBinding, LegalBasis, Masking, Policy, System, parse_timestamp,
+    Collection, Direction, ErasureMode, EventBinding, LegalBasis, Masking, Policy, System,
+    parse_timestamp,
 };
 use crate::sources::db::{Action, CollectionActions, Found, MaskValue, Row, RowAction};
+use crate::sources::matching;
 use crate::sources::schema::Schema;
 
 /// What was (or, in a dry run, would be) kept of one field, and why.
@@ -62,54 +66,6 @@ pub trait Masker {
     /// An unlinkable value for one cell, stable for that cell (`seed` names it), so that
     /// running the same erasure again writes the same value and changes nothing.
     fn random(&self, seed: &str) -> String;
-}
-
-/// Children before parents: a collection comes after every collection referencing it.
-pub fn child_first(system: &System) -> Vec<String> {
-    let names: Vec<String> = system
-        .collections
-        .iter()
-        .map(|c| c.name.to_string())
-        .collect();
-    let referrers = |name: &str| -> BTreeSet<String> {
-        system
-            .collections
-            .iter()
-            .filter(|c| {
-                c.name.as_str() != name
-                    && c.fields.iter().any(|f| {
-                        f.references
-                            .as_ref()
-                            .is_some_and(|r| r.collection.as_str() == name)
-                    })
-            })
-            .map(|c| c.name.to_string())
-            .collect()
-    };
-    let mut order: Vec<String> = Vec::new();
-    let mut left = names.clone();
-    while !left.is_empty() {
-        let ready: Vec<String> = left
-            .iter()
-            .filter(|n| {
-                referrers(n)
-                    .iter()
-                    .all(|r| order.contains(r) || !left.contains(r))
-            })
-            .cloned()
-            .collect();
-        // A cycle: take the rest in declaration order.
-        let next = if ready.is_empty() {
-            left.clone()
-        } else {
-            ready
-        };
-        for n in next {
-            left.retain(|x| *x != n);
-            order.push(n);
-        }
-    }
-    order
 }
 
 /// The time of `event` for `row` of collection `c`, as the policy binds it.
@@ -289,6 +245,145 @@ pub fn is_key(system: &System, c: &Collection, f: &crate::policy::Field) -> bool
         })
 }
 
+/// Whether `stored` is one of the request's identities of `kind`, by the rule the
+/// lookup used.
+fn is_requested(identities: &[Identity], kind: &str, stored: &str) -> bool {
+    identities
+        .iter()
+        .filter(|i| i.kind() == kind)
+        .any(|i| match kind {
+            "email" => matching::matches_folded(stored, &matching::fold(i.value())),
+            _ => i.variants().iter().any(|v| matching::same_key(stored, v)),
+        })
+}
+
+/// Adds to `shared` the rows found for the person that are someone else's as well, so
+/// that their erasure leaves them be. A row is someone else's when it holds another
+/// person's identity of a kind the request names; when it was reached along a `from`
+/// edge but refers to a row that is not the person's (that row's owner reaches it too);
+/// when a row outside the person's refers to it along an edge followed `to` (`reached`:
+/// that row's owner reaches it too); and when it is reached along any followed edge from
+/// a row that is someone else's.
+pub fn also_others(
+    plan: &SystemPlan,
+    found: &BTreeMap<String, Found>,
+    keys: &BTreeMap<String, Vec<String>>,
+    identities: &[Identity],
+    reached: &Shared,
+    shared: &mut Shared,
+) {
+    let value = |row: &Row, field: &str| row.get(field).cloned().flatten();
+    // The key values of the person's rows, by (collection, field).
+    let mut theirs: BTreeMap<(&str, &str), BTreeSet<String>> = BTreeMap::new();
+    for step in &plan.steps {
+        for v in &step.via {
+            if let Via::Reference {
+                from_collection,
+                from_field,
+                direction: Direction::From,
+                ..
+            } = v
+            {
+                theirs
+                    .entry((from_collection.as_str(), from_field.as_str()))
+                    .or_insert_with(|| {
+                        found
+                            .get(from_collection)
+                            .into_iter()
+                            .flat_map(|f| &f.rows)
+                            .filter_map(|r| key_of(r, from_field))
+                            .collect()
+                    });
+            }
+        }
+    }
+    let mut others: BTreeSet<(&str, usize)> = BTreeSet::new();
+    for step in &plan.steps {
+        let Some(f) = found.get(&step.collection) else {
+            continue;
+        };
+        for (i, row) in f.rows.iter().enumerate() {
+            let by_edge = step.via.iter().any(|v| match v {
+                Via::Identity { field, kind } => {
+                    value(row, field).is_some_and(|s| !is_requested(identities, kind, &s))
+                }
+                Via::Reference {
+                    field,
+                    from_collection,
+                    from_field,
+                    direction: Direction::From,
+                    ..
+                } => key_of(row, field).is_some_and(|k| {
+                    !theirs
+                        .get(&(from_collection.as_str(), from_field.as_str()))
+                        .is_some_and(|t| t.contains(&k))
+                }),
+                Via::Reference { .. } => false,
+            });
+            let referred = reached.iter().any(|((c, col), vals)| {
+                *c == step.collection && value(row, col).is_some_and(|v| vals.contains(&v))
+            });
+            if by_edge || referred {
+                others.insert((step.collection.as_str(), i));
+            }
+        }
+    }
+    // Whatever is reached from someone else's row is theirs too.
+    loop {
+        let mut more = Vec::new();
+        for step in &plan.steps {
+            let Some(f) = found.get(&step.collection) else {
+                continue;
+            };
+            for v in &step.via {
+                let Via::Reference {
+                    field,
+                    from_collection,
+                    from_field,
+                    ..
+                } = v
+                else {
+                    continue;
+                };
+                let Some(p) = found.get(from_collection) else {
+                    continue;
+                };
+                let vals: BTreeSet<String> = others
+                    .iter()
+                    .filter(|(c, _)| *c == from_collection.as_str())
+                    .filter_map(|(_, i)| key_of(&p.rows[*i], from_field))
+                    .collect();
+                if vals.is_empty() {
+                    continue;
+                }
+                for (i, row) in f.rows.iter().enumerate() {
+                    let at = (step.collection.as_str(), i);
+                    if !others.contains(&at)
+                        && key_of(row, field).is_some_and(|k| vals.contains(&k))
+                    {
+                        more.push(at);
+                    }
+                }
+            }
+        }
+        if more.is_empty() {
+            break;
+        }
+        others.extend(more);
+    }
+    for (c, i) in others {
+        let row = &found[c].rows[i];
+        for k in keys.get(c).into_iter().flatten() {
+            if let Some(v) = value(row, k) {
+                shared
+                    .entry((c.to_owned(), k.clone()))
+                    .or_default()
+                    .insert(v);
+            }
+        }
+    }
+}
+
 /// A row other people's rows still reference is kept for the DPO to review.
 fn shared_row() -> Exemption {
     Exemption {
@@ -296,6 +391,131 @@ fn shared_row() -> Exemption {
         because: "shared record".to_owned(),
         reason: "also relates to other people: their records still refer to it, so it is kept for our data protection officer to review".to_owned(),
         until: None,
+    }
+}
+
+/// What one found row becomes, before the rows that must stay are settled.
+struct Decided<'a> {
+    /// Index of the collection in the system's declaration.
+    collection: usize,
+    row: &'a Row,
+    key: Vec<(String, String)>,
+    masks: Vec<(String, MaskValue)>,
+    /// Deleted unless a row that stays still refers to it.
+    delete: bool,
+    /// Its personal fields may be overwritten (it is the person's alone and has a key).
+    maskable: bool,
+}
+
+/// A key value as compared across columns: `7` and `7.0` are one key.
+fn key_form(v: &str) -> String {
+    let t = v.trim();
+    if let Ok(n) = t.parse::<i128>() {
+        return n.to_string();
+    }
+    match t.parse::<f64>() {
+        Ok(f) if f.fract() == 0.0 && f.abs() < 1e30 => format!("{}", f as i128),
+        _ => v.to_owned(),
+    }
+}
+
+/// The rows a row refers to: `(collection, field, key)` per reference it holds.
+fn refers_to<'r>(
+    c: &'r Collection,
+    row: &'r Row,
+) -> impl Iterator<Item = (&'r str, &'r str, String)> + 'r {
+    c.fields.iter().filter_map(move |f| {
+        let r = f.references.as_ref()?;
+        let v = row.get(f.name.as_str())?.as_deref()?;
+        Some((r.collection.as_str(), r.field.as_str(), key_form(v)))
+    })
+}
+
+/// The value of `field` in `row`, as a key.
+fn key_of(row: &Row, field: &str) -> Option<String> {
+    row.get(field)?.as_deref().map(key_form)
+}
+
+/// Settles which rows go: a row that a staying row refers to stays (its personal fields
+/// masked), and rows that refer to each other in a cycle stay too (no order of deletes
+/// would keep every reference resolving). Returns the deletes in waves: each wave's rows
+/// are referred to by no row left after it.
+fn settle(system: &System, decided: &mut [Decided<'_>]) -> Vec<Vec<usize>> {
+    loop {
+        // Every key a staying row refers to.
+        let mut pinned: BTreeSet<(&str, &str, String)> = BTreeSet::new();
+        for d in decided.iter().filter(|d| !d.delete) {
+            pinned.extend(refers_to(&system.collections[d.collection], d.row));
+        }
+        let mut changed = false;
+        for d in decided.iter_mut().filter(|d| d.delete) {
+            let c = &system.collections[d.collection];
+            let is_pinned = c.fields.iter().any(|f| {
+                key_of(d.row, f.name.as_str())
+                    .is_some_and(|v| pinned.contains(&(c.name.as_str(), f.name.as_str(), v)))
+            });
+            if is_pinned {
+                d.delete = false;
+                changed = true;
+            }
+        }
+        if changed {
+            continue;
+        }
+        // Deletes in waves, children first (Kahn's order over the rows themselves).
+        let going: Vec<usize> = (0..decided.len()).filter(|&i| decided[i].delete).collect();
+        let mut by_key: BTreeMap<(&str, &str, String), Vec<usize>> = BTreeMap::new();
+        for &i in &going {
+            let c = &system.collections[decided[i].collection];
+            for f in &c.fields {
+                if let Some(v) = key_of(decided[i].row, f.name.as_str()) {
+                    by_key
+                        .entry((c.name.as_str(), f.name.as_str(), v))
+                        .or_default()
+                        .push(i);
+                }
+            }
+        }
+        // parents[i]: the going rows row i refers to. A row referring to itself is a
+        // cycle of its own: MariaDB refuses to delete it.
+        let mut parents: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+        let mut children: BTreeMap<usize, usize> = going.iter().map(|&i| (i, 0)).collect();
+        for &i in &going {
+            let c = &system.collections[decided[i].collection];
+            for target in refers_to(c, decided[i].row) {
+                for &p in by_key.get(&target).into_iter().flatten() {
+                    if parents.entry(i).or_default().insert(p) {
+                        *children.entry(p).or_default() += 1;
+                    }
+                }
+            }
+        }
+        let mut waves = Vec::new();
+        let mut ready: Vec<usize> = going.iter().copied().filter(|i| children[i] == 0).collect();
+        let mut done = 0;
+        while !ready.is_empty() {
+            let mut next = Vec::new();
+            for &i in &ready {
+                for &p in parents.get(&i).into_iter().flatten() {
+                    let n = children.get_mut(&p).expect("a going row");
+                    *n -= 1;
+                    if *n == 0 {
+                        next.push(p);
+                    }
+                }
+            }
+            done += ready.len();
+            waves.push(std::mem::replace(&mut ready, next));
+        }
+        if done == going.len() {
+            return waves;
+        }
+        // A cycle: its rows stay, and whatever they refer to with them.
+        for (&i, &n) in &children {
+            if n > 0 {
+                decided[i].delete = false;
+            }
+        }
     }
 }
 
@@ -313,14 +533,10 @@ pub fn decide(
     restriction: Option<&str>,
     shared: &Shared,
 ) -> (Vec<CollectionActions>, SystemReport) {
-    // Parent key values that kept child rows still point at: those parents must stay.
-    let mut pinned: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    let mut actions = Vec::new();
-    let mut reports = Vec::new();
-    for name in child_first(system) {
-        let Some(c) = system.collections.iter().find(|c| c.name.as_str() == name) else {
-            continue;
-        };
+    let mut decided: Vec<Decided> = Vec::new();
+    let mut reports: Vec<CollectionReport> = Vec::new();
+    for (ci, c) in system.collections.iter().enumerate() {
+        let name = c.name.to_string();
         let Some(rows) = found.get(&name) else {
             continue;
         };
@@ -331,22 +547,29 @@ pub fn decide(
             ..Default::default()
         };
         let mut kept: BTreeMap<(String, String, String), Kept> = BTreeMap::new();
-        let mut row_actions = Vec::new();
         // Personal data outside the keys: a collection without any is read, never changed.
         let personal: Vec<&crate::policy::Field> = c
             .fields
             .iter()
             .filter(|f| !f.categories.is_empty() && !is_key(system, c, f))
             .collect();
-        if personal.is_empty() {
-            actions.push(CollectionActions {
-                collection: name.clone(),
-                rows: Vec::new(),
-            });
-            reports.push(report);
-            continue;
-        }
         for row in &rows.rows {
+            let key_values: Vec<(String, String)> = key
+                .iter()
+                .filter_map(|k| Some((k.clone(), row.get(k).cloned().flatten()?)))
+                .collect();
+            let whole_key = !key.is_empty() && key_values.len() == key.len();
+            if personal.is_empty() {
+                decided.push(Decided {
+                    collection: ci,
+                    row,
+                    key: key_values,
+                    masks: Vec::new(),
+                    delete: false,
+                    maskable: false,
+                });
+                continue;
+            }
             let mut masks = Vec::new();
             let mut any_kept = false;
             let is_shared = shared.iter().any(|((coll, col), vals)| {
@@ -404,67 +627,78 @@ pub fn decide(
                     }
                 }
             }
-            let pinned_here = pinned.iter().any(|((coll, col), vals)| {
-                *coll == name
-                    && row
-                        .get(col)
-                        .cloned()
-                        .flatten()
-                        .is_some_and(|v| vals.contains(&v))
+            decided.push(Decided {
+                collection: ci,
+                row,
+                key: key_values,
+                masks,
+                delete: c.erasure() == ErasureMode::DeleteRow
+                    && !any_kept
+                    && !is_shared
+                    && whole_key,
+                maskable: !is_shared && whole_key,
             });
-            let delete = c.erasure() == ErasureMode::DeleteRow
-                && !any_kept
-                && !pinned_here
-                && !is_shared
-                && !key.is_empty();
-            let key_values: Vec<(String, String)> = key
-                .iter()
-                .filter_map(|k| Some((k.clone(), row.get(k).cloned().flatten()?)))
-                .collect();
-            if delete {
-                report.rows_deleted += 1;
-                row_actions.push(RowAction {
-                    key: key_values,
-                    action: Action::Delete,
-                });
-                continue;
-            }
-            // The row stays: the parents it references must stay too.
-            for f in &c.fields {
-                if let (Some(r), Some(v)) =
-                    (&f.references, row.get(f.name.as_str()).cloned().flatten())
-                {
-                    pinned
-                        .entry((r.collection.to_string(), r.field.to_string()))
-                        .or_default()
-                        .insert(v);
-                }
-            }
-            if !masks.is_empty() && !is_shared && key_values.len() == key.len() && !key.is_empty() {
-                report.rows_masked += 1;
-                for (field, _) in &masks {
-                    *report.fields_masked.entry(field.clone()).or_default() += 1;
-                }
-                row_actions.push(RowAction {
-                    key: key_values,
-                    action: Action::Mask(masks),
-                });
-            }
         }
         report.kept = kept.into_values().collect();
-        actions.push(CollectionActions {
-            collection: name.clone(),
-            rows: row_actions,
-        });
         reports.push(report);
     }
-    // Report in the plan's natural order (declaration order).
-    reports.sort_by_key(|r| {
-        system
-            .collections
+
+    let waves = settle(system, &mut decided);
+    let report_of = |reports: &mut Vec<CollectionReport>, ci: usize| -> usize {
+        let name = system.collections[ci].name.as_str();
+        reports
             .iter()
-            .position(|c| c.name.as_str() == r.collection)
-    });
+            .position(|r| r.collection == name)
+            .expect("a report per collection with rows")
+    };
+    // Masks first (they touch no key), then the deletes wave by wave.
+    let mut actions: Vec<CollectionActions> = Vec::new();
+    let push = |actions: &mut Vec<CollectionActions>, ci: usize, ra: RowAction| {
+        let name = system.collections[ci].name.as_str();
+        match actions.last_mut() {
+            Some(last) if last.collection == name => last.rows.push(ra),
+            _ => actions.push(CollectionActions {
+                collection: name.to_owned(),
+                rows: vec![ra],
+            }),
+        }
+    };
+    let mut masked: Vec<usize> = (0..decided.len())
+        .filter(|&i| !decided[i].delete && decided[i].maskable && !decided[i].masks.is_empty())
+        .collect();
+    masked.sort_by_key(|&i| decided[i].collection);
+    for i in masked {
+        let d = &decided[i];
+        let r = report_of(&mut reports, d.collection);
+        reports[r].rows_masked += 1;
+        for (field, _) in &d.masks {
+            *reports[r].fields_masked.entry(field.clone()).or_default() += 1;
+        }
+        push(
+            &mut actions,
+            d.collection,
+            RowAction {
+                key: d.key.clone(),
+                action: Action::Mask(d.masks.clone()),
+            },
+        );
+    }
+    for mut wave in waves {
+        wave.sort_by_key(|&i| decided[i].collection);
+        for i in wave {
+            let d = &decided[i];
+            let r = report_of(&mut reports, d.collection);
+            reports[r].rows_deleted += 1;
+            push(
+                &mut actions,
+                d.collection,
+                RowAction {
+                    key: d.key.clone(),
+                    action: Action::Delete,
+                },
+            );
+        }
+    }
     (
         actions,
         SystemReport {

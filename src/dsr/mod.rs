@@ -16,7 +16,7 @@ pub use erase::{CollectionReport, Kept, SystemReport};
 pub use plan::{Plan, Via};
 
 use crate::audit::{Actor, AuditError, AuditLog, Identity, NewEntry};
-use crate::policy::Policy;
+use crate::policy::{Direction, Policy};
 use crate::sources::SourceError;
 use crate::sources::db::{Found, Lookup, SourceDb, Sources};
 
@@ -112,6 +112,34 @@ pub async fn row_keys(
     Ok(out)
 }
 
+/// The primary key of every row found for these people, by `(system, collection)`, in
+/// the key's column order (one value per column of a composite key).
+pub async fn found_keys(
+    policy: &Policy,
+    sources: &Sources,
+    identities: &[Identity],
+) -> Result<BTreeMap<(String, String), Vec<Vec<Option<String>>>>, DsrError> {
+    let (_, searched) = search_in(policy, sources, false, identities).await?;
+    let mut out = BTreeMap::new();
+    for s in searched {
+        for (collection, key) in &s.keys {
+            let Some(f) = s.found.get(collection) else {
+                continue;
+            };
+            let mut rows: Vec<Vec<Option<String>>> = f
+                .rows
+                .iter()
+                .map(|r| key.iter().map(|k| r.get(k).cloned().flatten()).collect())
+                .collect();
+            rows.sort();
+            if !rows.is_empty() {
+                out.insert((s.db.system.clone(), collection.clone()), rows);
+            }
+        }
+    }
+    Ok(out)
+}
+
 async fn search_in(
     policy: &Policy,
     sources: &Sources,
@@ -152,13 +180,9 @@ async fn search_in(
         // gained rows after it was read (a later collection leading back to it, a cycle),
         // until nothing grows: every path is followed.
         let mut dirty: Vec<bool> = vec![true; sp.steps.len()];
-        let mut rounds = 0;
+        // Each read either finds more rows than before or clears a mark, so this ends.
         while let Some(i) = dirty.iter().position(|d| *d) {
             dirty[i] = false;
-            rounds += 1;
-            if rounds > sp.steps.len() * (sp.steps.len() + 2) {
-                break;
-            }
             let step = &sp.steps[i];
             let key = db.primary_key(system, &step.collection);
             let lookups: Vec<Lookup> = step
@@ -209,7 +233,7 @@ async fn search_in(
                 .await?;
             let grew = found
                 .get(&step.collection)
-                .is_none_or(|f| f.rows.len() != rows.rows.len());
+                .is_none_or(|f| rows.rows.len() > f.rows.len());
             keys.insert(step.collection.clone(), key);
             found.insert(step.collection.clone(), rows);
             if grew {
@@ -217,8 +241,8 @@ async fn search_in(
                     let depends = other.via.iter().any(|v| {
                         matches!(v, Via::Reference { from_collection, .. } if *from_collection == step.collection)
                     });
-                    // Later steps read the new rows in their turn anyway.
-                    if depends && j <= i {
+                    // Read again, whether its turn came already or not.
+                    if depends {
                         dirty[j] = true;
                     }
                 }
@@ -318,7 +342,7 @@ pub async fn erase(
     dry_run: bool,
     now: DateTime<Utc>,
 ) -> Result<ErasureReport, DsrError> {
-    let (_, searched) = search(ctx, identities).await?;
+    let (plan, searched) = search(ctx, identities).await?;
     // The person's audit subject, if earlier requests created one; it is shredded at the
     // end. Without one, the entries carry counts only and no identity at all.
     let subject = if dry_run {
@@ -342,7 +366,10 @@ pub async fn erase(
                 .into());
             }
         }
-        let shared = shared_keys(system, &s).await?;
+        let (mut shared, reached) = shared_keys(system, &s).await?;
+        if let Some(sp) = plan.systems.iter().find(|p| p.system == s.db.system) {
+            erase::also_others(sp, &s.found, &s.keys, identities, &reached, &mut shared);
+        }
         let (actions, report) = erase::decide(
             ctx.policy,
             system,
@@ -387,12 +414,14 @@ pub async fn erase(
 
 /// The key values of the person's rows that rows outside the person's own still
 /// reference, through every reference the policy declares (followed or not): those rows
-/// also relate to other people.
+/// also relate to other people. Second, those referenced along a reference followed `to`:
+/// the referencing row's owner reaches them as well.
 async fn shared_keys(
     system: &crate::policy::System,
     s: &Searched,
-) -> Result<erase::Shared, DsrError> {
+) -> Result<(erase::Shared, erase::Shared), DsrError> {
     let mut shared = erase::Shared::new();
+    let mut reached = erase::Shared::new();
     for c in &system.collections {
         for f in &c.fields {
             let Some(r) = &f.references else {
@@ -447,15 +476,16 @@ async fn shared_keys(
                 if (key.is_empty() || !own.contains(&id))
                     && let Some(v) = row.get(f.name.as_str()).cloned().flatten()
                 {
-                    shared
-                        .entry((parent.to_owned(), parent_field.to_owned()))
-                        .or_default()
-                        .insert(v);
+                    let entry = (parent.to_owned(), parent_field.to_owned());
+                    if matches!(f.follows(), Direction::To | Direction::Both) {
+                        reached.entry(entry.clone()).or_default().insert(v.clone());
+                    }
+                    shared.entry(entry).or_default().insert(v);
                 }
             }
         }
     }
-    Ok(shared)
+    Ok((shared, reached))
 }
 
 /// The identities of a request, for a payload sealed under the subject's key.

@@ -30,6 +30,22 @@ pub fn sqlite_store() -> (SecretString, tempfile::TempDir) {
     (SecretString::from(url), dir)
 }
 
+/// An audit log in `dir`: a SQLite store `lethe.db` and keys under `.lethe`.
+pub async fn audit_log(dir: &std::path::Path) -> lethe::audit::AuditLog {
+    let url = SecretString::from(format!(
+        "sqlite://{}?mode=rwc",
+        dir.join("lethe.db").display()
+    ));
+    let keys = lethe::audit::KeySource {
+        master: None,
+        signing: None,
+        dir: dir.join(".lethe"),
+    };
+    lethe::audit::AuditLog::open(lethe::store::Store::open(&url).await.unwrap(), &keys)
+        .await
+        .unwrap()
+}
+
 /// Says that a test was skipped. Written to stderr directly, past the test harness's
 /// output capture, so the note shows even when the test passes.
 pub fn skipped(test: &str, what: &str, var: &str) {
