@@ -202,7 +202,11 @@ fn mask_value(
         Some(Masking::RandomString) => MaskValue::Text(fit(masker.random(seed))),
         Some(Masking::Fixed(s)) => MaskValue::Text(fit(s.clone())),
         // No strategy (or delete_row on a kept row): NULL where allowed, else a neutral value.
+        // On a UNIQUE column a value of its own per row that reveals nothing.
         Some(Masking::DeleteRow) | None => match column {
+            Some(c) if !c.nullable && c.unique && c.is_text() => {
+                MaskValue::Text(fit(masker.random(seed)))
+            }
             Some(c) if !c.nullable && c.is_numeric() => MaskValue::Text("0".into()),
             Some(c) if !c.nullable && c.is_text() => MaskValue::Text(fit("[erased]".into())),
             Some(c) if !c.nullable => MaskValue::Text("1970-01-01 00:00:00".into()),
@@ -230,20 +234,6 @@ fn same_value(a: &str, b: &str) -> bool {
 /// Key values that rows outside the person's own still reference, by `(collection,
 /// column)`: such rows also relate to other people and are neither deleted nor masked.
 pub type Shared = BTreeMap<(String, String), BTreeSet<String>>;
-
-/// Whether a field is a key: a primary key, a reference, or the target of one. Keys are
-/// never masked: other rows find theirs through them.
-pub fn is_key(system: &System, c: &Collection, f: &crate::policy::Field) -> bool {
-    f.primary_key
-        || f.references.is_some()
-        || system.collections.iter().any(|o| {
-            o.fields.iter().any(|of| {
-                of.references.as_ref().is_some_and(|r| {
-                    r.collection.as_str() == c.name.as_str() && r.field.as_str() == f.name.as_str()
-                })
-            })
-        })
-}
 
 /// Whether `stored` is one of the request's identities of `kind`, by the rule the
 /// lookup used.
@@ -551,7 +541,7 @@ pub fn decide(
         let personal: Vec<&crate::policy::Field> = c
             .fields
             .iter()
-            .filter(|f| !f.categories.is_empty() && !is_key(system, c, f))
+            .filter(|f| !f.categories.is_empty() && !system.is_key(c, f))
             .collect();
         for row in &rows.rows {
             let key_values: Vec<(String, String)> = key

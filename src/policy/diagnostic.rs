@@ -55,6 +55,22 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// Where `span` is, given the files by the source numbers their spans carry.
+pub fn locate(files: &[PathBuf], span: &Span) -> Location {
+    match span.start() {
+        Some(m) => Location {
+            file: files.get(m.source()).cloned().unwrap_or_default(),
+            line: m.line(),
+            column: m.column(),
+        },
+        None => Location {
+            file: files.first().cloned().unwrap_or_default(),
+            line: 1,
+            column: 1,
+        },
+    }
+}
+
 /// Maps marker source numbers back to file paths and collects diagnostics.
 #[derive(Debug, Default)]
 pub struct Diagnostics {
@@ -74,18 +90,7 @@ impl Diagnostics {
     }
 
     pub fn location(&self, span: &Span) -> Location {
-        match span.start() {
-            Some(m) => Location {
-                file: self.files.get(m.source()).cloned().unwrap_or_default(),
-                line: m.line(),
-                column: m.column(),
-            },
-            None => Location {
-                file: self.files.first().cloned().unwrap_or_default(),
-                line: 1,
-                column: 1,
-            },
-        }
+        locate(&self.files, span)
     }
 
     pub fn file_location(&self, source: usize) -> Location {

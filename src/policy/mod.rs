@@ -128,6 +128,9 @@ impl Policy {
         policy.hash = load::hash_files(dir, &texts);
         policy.files = files;
         validate::validate(&mut policy, &raw.broken_ids, &mut diags);
+        for system in &mut policy.systems {
+            system.sources = diags.files().to_vec();
+        }
         Ok(Checked {
             policy,
             diagnostics: diags.into_sorted(),

@@ -220,6 +220,32 @@ pub struct System {
     pub fides_dataset: Option<Spanned<String>>,
     #[serde(default)]
     pub collections: Vec<Collection>,
+    /// The files read, by the source number spans carry (set by the loader), so that
+    /// checks made later against the database can say where the policy said something.
+    #[serde(skip)]
+    pub sources: Vec<std::path::PathBuf>,
+}
+
+impl System {
+    /// Where a span of this system's declaration is: `file:line:column`.
+    pub fn location(&self, span: &marked_yaml::Span) -> crate::policy::Location {
+        crate::policy::diagnostic::locate(&self.sources, span)
+    }
+
+    /// Whether a field is a key: a primary key, a reference, or the target of one. Keys
+    /// are never masked: other rows find theirs through them.
+    pub fn is_key(&self, c: &Collection, f: &Field) -> bool {
+        f.primary_key
+            || f.references.is_some()
+            || self.collections.iter().any(|o| {
+                o.fields.iter().any(|of| {
+                    of.references.as_ref().is_some_and(|r| {
+                        r.collection.as_str() == c.name.as_str()
+                            && r.field.as_str() == f.name.as_str()
+                    })
+                })
+            })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -629,6 +629,14 @@ fn check_collection(
             check_field_ref(s, r, &format!("{fkey}.references"), d);
             check_direction(s, c, f, r, &fkey, d);
         }
+        if f.masking.is_some() && s.is_key(c, f) {
+            d.warning(
+                f.name.span(),
+                format!("{fkey}.masking"),
+                "the field is a key (a primary key, a reference or referenced): keys are never masked, other rows find theirs through them, so this masking is never applied",
+            )
+            .hint("remove `masking` from the key");
+        }
         if f.categories.is_empty() {
             continue;
         }

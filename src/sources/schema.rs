@@ -6,7 +6,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::SourceError;
 use super::sql::Dialect;
-use crate::policy::{Collection, EventBinding, Masking, System};
+use crate::policy::{Collection, EventBinding, Field, Masking, System};
 
 #[derive(Debug, Clone)]
 pub struct ColumnInfo {
@@ -17,6 +17,9 @@ pub struct ColumnInfo {
     pub primary_key: bool,
     /// The column compares text case-blind by its collation (MySQL/MariaDB `*_ci`).
     pub case_blind: bool,
+    /// The column is part of a unique index or constraint: two rows cannot be given the
+    /// same mask.
+    pub unique: bool,
 }
 
 impl ColumnInfo {
@@ -87,7 +90,10 @@ async fn table_columns(
 ) -> Result<Vec<ColumnInfo>, sqlx::Error> {
     let sql = match d {
         Dialect::Sqlite => {
-            "SELECT name, type, CAST(\"notnull\" AS INTEGER), CAST(NULL AS INTEGER), CAST(pk AS INTEGER), 0 FROM pragma_table_info(?1) ORDER BY cid"
+            "SELECT p.name, p.type, CAST(p.\"notnull\" AS INTEGER), CAST(NULL AS INTEGER), CAST(p.pk AS INTEGER), 0, \
+                    CAST(EXISTS (SELECT 1 FROM pragma_index_list(?1) il JOIN pragma_index_info(il.name) ii \
+                                 WHERE il.\"unique\" = 1 AND ii.name = p.name) AS INTEGER) \
+             FROM pragma_table_info(?1) p ORDER BY p.cid"
         }
         Dialect::Postgres => {
             "SELECT c.column_name::text, \
@@ -100,7 +106,13 @@ async fn table_columns(
                           ON tc.constraint_name = k.constraint_name AND tc.table_schema = k.table_schema AND tc.table_name = k.table_name \
                         WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_schema = c.table_schema \
                           AND tc.table_name = c.table_name AND k.column_name = c.column_name) THEN 1 ELSE 0 END AS BIGINT), \
-                    CAST(0 AS BIGINT) \
+                    CAST(0 AS BIGINT), \
+                    CAST(CASE WHEN EXISTS ( \
+                        SELECT 1 FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid \
+                        JOIN pg_namespace n ON n.oid = t.relnamespace \
+                        JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY(i.indkey) \
+                        WHERE i.indisunique AND n.nspname = c.table_schema AND t.relname = c.table_name \
+                          AND a.attname = c.column_name) THEN 1 ELSE 0 END AS BIGINT) \
              FROM information_schema.columns c \
              WHERE c.table_schema = current_schema() AND c.table_name = $1 ORDER BY c.ordinal_position"
         }
@@ -109,8 +121,11 @@ async fn table_columns(
                     CAST(CASE WHEN is_nullable = 'NO' THEN 1 ELSE 0 END AS SIGNED), \
                     CAST(character_maximum_length AS SIGNED), \
                     CAST(CASE WHEN column_key = 'PRI' THEN 1 ELSE 0 END AS SIGNED), \
-                    CAST(CASE WHEN collation_name LIKE '%\\_ci' THEN 1 ELSE 0 END AS SIGNED) \
-             FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position"
+                    CAST(CASE WHEN collation_name LIKE '%\\_ci' THEN 1 ELSE 0 END AS SIGNED), \
+                    CAST(CASE WHEN EXISTS (SELECT 1 FROM information_schema.statistics s \
+                        WHERE s.table_schema = c.table_schema AND s.table_name = c.table_name \
+                          AND s.column_name = c.column_name AND s.non_unique = 0) THEN 1 ELSE 0 END AS SIGNED) \
+             FROM information_schema.columns c WHERE c.table_schema = DATABASE() AND c.table_name = ? ORDER BY c.ordinal_position"
         }
     };
     let rows = sqlx::query(sql).bind(table).fetch_all(&mut *conn).await?;
@@ -126,6 +141,7 @@ async fn table_columns(
                 max_len: r.try_get(3)?,
                 primary_key: pk > 0,
                 case_blind: r.try_get::<i64, _>(5)? != 0,
+                unique: r.try_get::<i64, _>(6)? != 0,
             })
         })
         .collect()
@@ -153,7 +169,7 @@ pub async fn check(
     }
     for c in &system.collections {
         if schema.tables.contains_key(c.name.as_str()) {
-            check_collection(&schema, d, c, &mut problems);
+            check_collection(&schema, d, system, c, &mut problems);
         }
     }
     if problems.is_empty() {
@@ -166,7 +182,45 @@ pub async fn check(
     }
 }
 
-fn check_collection(schema: &Schema, d: Dialect, c: &Collection, problems: &mut Vec<String>) {
+/// Why the column cannot hold what erasing the field would write into it, if it cannot.
+/// Checked before anything is read or written, so that no erasure fails halfway on a
+/// constraint.
+fn mask_misfit(system: &System, c: &Collection, f: &Field, col: &ColumnInfo) -> Option<String> {
+    // Keys are never masked (`lethe check` warns on a masking written on one).
+    if system.is_key(c, f) || f.categories.is_empty() {
+        return None;
+    }
+    match &f.masking {
+        Some(Masking::NullRewrite) if !col.nullable => Some(
+            "is NOT NULL, so `masking: null_rewrite` cannot erase it; use `hash` or `random_string` (or `fixed` where it is not UNIQUE)".to_owned(),
+        ),
+        Some(Masking::Hash | Masking::RandomString) if !col.is_text() => Some(format!(
+            "has type {}, but hash and random_string masking write text; use `null_rewrite` or `fixed`",
+            col.sql_type
+        )),
+        Some(Masking::Fixed(_)) if col.unique => Some(
+            "is UNIQUE: one fixed value for every erased row would collide; use `random_string` or `hash` (or `null_rewrite` if it may be NULL)".to_owned(),
+        ),
+        Some(Masking::Fixed(v)) if col.is_numeric() && v.trim().parse::<f64>().is_err() => Some(format!(
+            "has type {}, but `fixed: {v:?}` is not a number; write a number",
+            col.sql_type
+        )),
+        // The default mask: NULL, else a neutral value, else (UNIQUE) a random text per row.
+        Some(Masking::DeleteRow) | None if !col.nullable && col.unique && !col.is_text() => Some(format!(
+            "is NOT NULL and UNIQUE of type {}: no value erases it in every row without colliding; give it a `masking` that fits (`fixed` cannot), allow NULL, or let the row be deleted",
+            col.sql_type
+        )),
+        _ => None,
+    }
+}
+
+fn check_collection(
+    schema: &Schema,
+    d: Dialect,
+    system: &System,
+    c: &Collection,
+    problems: &mut Vec<String>,
+) {
     let table = c.name.as_str();
     let missing = |col: &str, what: &str, problems: &mut Vec<String>| {
         if schema.column(table, col).is_none() {
@@ -190,16 +244,12 @@ fn check_collection(schema: &Schema, d: Dialect, c: &Collection, problems: &mut 
         let Some(col) = schema.column(table, f.name.as_str()) else {
             continue;
         };
-        match &f.masking {
-            Some(Masking::NullRewrite) if !col.nullable => problems.push(format!(
-                "`{table}.{}` is NOT NULL, so `masking: null_rewrite` cannot erase it; use `fixed`, `hash` or `random_string`",
+        if let Some(problem) = mask_misfit(system, c, f, col) {
+            problems.push(format!(
+                "{}: `{table}.{}` {problem}",
+                system.location(f.name.span()),
                 col.name
-            )),
-            Some(Masking::Hash | Masking::RandomString) if !col.is_text() => problems.push(format!(
-                "`{table}.{}` has type {}, but hash and random_string masking write text",
-                col.name, col.sql_type
-            )),
-            _ => {}
+            ));
         }
     }
     for (event, binding) in &c.events {

@@ -97,6 +97,11 @@ impl AppDb {
             .collect()
     }
 
+    /// An audit log in this database's directory.
+    pub async fn audit(&self) -> lethe::audit::AuditLog {
+        super::audit_log(self.dir.path()).await
+    }
+
     pub async fn count(&self, table: &str, cond: &str) -> usize {
         self.rows(table, &["id"], cond).await.len()
     }
