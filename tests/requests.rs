@@ -176,11 +176,8 @@ impl Server {
                 if !text.contains(id) {
                     continue;
                 }
-                if let Some(i) = text.find("verification code is ") {
-                    let digits: String = text[i + 21..].chars().take(6).collect();
-                    if digits.len() == 6 && digits.chars().all(|c| c.is_ascii_digit()) {
-                        return digits;
-                    }
+                if let Some(code) = shown_code(&text) {
+                    return code;
                 }
             }
             assert!(
@@ -318,11 +315,18 @@ fn unqp(raw: &str) -> String {
         .replace("=3D", "=")
 }
 
+/// The code of a verification e-mail as the person reads it: two groups of five digits.
+fn shown_code(mail: &str) -> Option<String> {
+    let i = mail.find("verification code is ")? + 21;
+    let code: String = mail[i..].chars().take(11).collect();
+    let digits = code.chars().filter(char::is_ascii_digit).count();
+    (digits == 10 && code.as_bytes().get(5) == Some(&b' ')).then_some(code)
+}
+
 /// The code and the link's secret of a verification e-mail.
 fn code_and_link(mail: &str) -> Option<(String, String)> {
     let text = unqp(mail);
-    let i = text.find("verification code is ")? + 21;
-    let code: String = text[i..].chars().take(6).collect();
+    let code = shown_code(&text)?;
     let j = text.find("/confirm?secret=")? + 16;
     let secret: String = text[j..]
         .chars()
@@ -1764,10 +1768,10 @@ async fn guesses_are_capped(url: &SecretString) {
         .unwrap();
     let id = created.id.clone();
     let (code, _) = b.code_and_link(&id);
-    let right: u32 = code.parse().unwrap();
+    let right: u64 = code.replace(' ', "").parse().unwrap();
     let mut guesses = Vec::new();
     for n in 1..=50 {
-        let wrong = format!("{:06}", (right + n) % 1_000_000);
+        let wrong = format!("{:010}", (right + n) % 10_000_000_000);
         let (store, audit, mailer, id) = (
             b.store.clone(),
             b.audit.clone(),

@@ -44,7 +44,7 @@ fn code_body() -> Value {
     json!({ "type": "object", "additionalProperties": false,
         "oneOf": [{ "required": ["code"] }, { "required": ["secret"] }],
         "properties": {
-            "code": { "type": "string", "pattern": "^[0-9]{6}$" },
+            "code": { "type": "string", "pattern": "^[0-9 -]{10,16}$" },
             "secret": { "type": "string", "description": "the secret of the link in the e-mail" }
         } })
 }

@@ -197,7 +197,7 @@ async fn submit(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VerifyBody {
-    /// The six-digit code from the e-mail, or
+    /// The ten-digit code from the e-mail (spaces and dashes ignored), or
     #[serde(default)]
     code: Option<String>,
     /// the secret of the link in the e-mail.

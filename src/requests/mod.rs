@@ -17,16 +17,18 @@ use crate::store::{Store, timestamp};
 pub const CODE_TTL_MINUTES: i64 = 15;
 /// Wrong codes allowed before a new code is needed.
 pub const MAX_ATTEMPTS: i64 = 5;
+/// Digits in a verification code, shown to the person as two groups of five.
+pub const CODE_DIGITS: u32 = 10;
 /// Codes checked per person, all their requests together, in [`CODE_CHECK_WINDOW_HOURS`];
 /// after that, until the window ends, only the link in the e-mail verifies.
 ///
-/// The arithmetic: one check of a six-digit code succeeds with probability 10⁻⁶. However
-/// many client addresses and requests an attacker uses, a person's codes are checked at
-/// most 5 times a day, 5 × 366 = 1,830 times a year, so the chance of confirming a request
-/// in someone else's name by code is at most 1,830 × 10⁻⁶ ≈ 1.8 × 10⁻³ a year. Below one
-/// in a million a year is out of reach of any six-digit code (it would need fewer than one
-/// check a year); ten digits under this cap would give 1.8 × 10⁻⁷. The link's 192-bit
-/// secret is out of reach of guessing at any rate.
+/// The arithmetic ([`guessing_chance_per_year`]): one check of a ten-digit code succeeds
+/// with probability 10⁻¹⁰. However many client addresses and requests an attacker uses, a
+/// person's codes are checked at most 5 times a day, 5 × 366 = 1,830 times a year, so the
+/// chance of confirming a request in someone else's name by code is at most
+/// 1,830 × 10⁻¹⁰ ≈ 1.8 × 10⁻⁷ a year, below one in a million. (A six-digit code under the
+/// same cap would give 1.8 × 10⁻³.) The link's 192-bit secret is out of reach of guessing
+/// at any rate.
 pub const MAX_CODE_CHECKS: i64 = 5;
 /// The window [`MAX_CODE_CHECKS`] counts over.
 pub const CODE_CHECK_WINDOW_HOURS: i64 = 24;
@@ -187,11 +189,45 @@ fn same(a: &str, b: &str) -> bool {
     crate::crypto::constant_time_eq(a.as_bytes(), b.as_bytes())
 }
 
-/// A six-digit code from the system random generator.
+/// The highest chance, in a year, that an online attacker confirms one person's request
+/// by guessing codes, from any number of client addresses: the checks the person's daily
+/// cap lets through in a leap year, each with one chance in 10^[`CODE_DIGITS`].
+pub fn guessing_chance_per_year() -> f64 {
+    let checks_a_year = MAX_CODE_CHECKS * 366 * 24 / CODE_CHECK_WINDOW_HOURS;
+    checks_a_year as f64 / 10f64.powi(CODE_DIGITS as i32)
+}
+
+/// A code of [`CODE_DIGITS`] digits from the system random generator, every code equally
+/// likely (draws above the last whole multiple of the code space are drawn again).
 fn new_code() -> Result<String, RequestError> {
-    let mut b = [0u8; 4];
-    crate::crypto::fill_random(&mut b).map_err(AuditError::from)?;
-    Ok(format!("{:06}", u32::from_be_bytes(b) % 1_000_000))
+    let space = 10u64.pow(CODE_DIGITS);
+    let fair = u64::MAX - u64::MAX % space;
+    loop {
+        let mut b = [0u8; 8];
+        crate::crypto::fill_random(&mut b).map_err(AuditError::from)?;
+        let n = u64::from_be_bytes(b);
+        if n < fair {
+            return Ok(format!(
+                "{:0width$}",
+                n % space,
+                width = CODE_DIGITS as usize
+            ));
+        }
+    }
+}
+
+/// A code as the person reads it: two groups of five digits.
+fn shown_code(code: &str) -> String {
+    let (a, b) = code.split_at(code.len() / 2);
+    format!("{a} {b}")
+}
+
+/// A code as the person typed it, as it is compared: spaces and dashes left out.
+fn typed_code(input: &str) -> String {
+    input
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .collect()
 }
 
 /// How the service treats requests, from the configuration and the policy.
@@ -498,6 +534,18 @@ mod tests {
         assert_eq!(due_date(at(2026, 5, 31)), at(2026, 6, 30));
     }
 
+    /// The README's arithmetic, from the constants the service uses: a shorter code, a
+    /// higher cap or a shorter window fails here.
+    #[test]
+    fn a_code_is_guessed_with_less_than_one_chance_in_a_million_a_year() {
+        assert_eq!(CODE_DIGITS, 10);
+        assert_eq!(MAX_CODE_CHECKS, 5);
+        assert_eq!(CODE_CHECK_WINDOW_HOURS, 24);
+        let p = guessing_chance_per_year();
+        assert!((p - 1.83e-7).abs() < 1e-9, "{p}");
+        assert!(p < 1e-6);
+    }
+
     #[test]
     fn deadlines_run_on_the_utc_calendar() {
         use chrono::FixedOffset;
@@ -519,11 +567,24 @@ mod tests {
     }
 
     #[test]
-    fn codes_are_six_digits_and_compared_in_full() {
-        for _ in 0..100 {
+    fn codes_are_ten_digits_and_compared_in_full() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
             let c = new_code().unwrap();
-            assert_eq!(c.len(), 6);
+            assert_eq!(c.len(), 10);
             assert!(c.chars().all(|ch| ch.is_ascii_digit()));
+            seen.extend(c.chars());
+        }
+        // The alphabet is all ten digits.
+        assert_eq!(seen.len(), 10);
+        assert_eq!(shown_code("0123456789"), "01234 56789");
+        for typed in [
+            "0123456789",
+            "01234 56789",
+            " 01234-56789\n",
+            "012 345 6789",
+        ] {
+            assert_eq!(typed_code(typed), "0123456789");
         }
         assert!(same("abcd", "abcd"));
         assert!(!same("abcd", "abce"));

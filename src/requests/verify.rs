@@ -1,5 +1,5 @@
 //! Identity verification (Art. 12(6)): the e-mail carries a link whose secret confirms the
-//! request by itself, and a six-digit code for people who read their mail on another
+//! request by itself, and a ten-digit code for people who read their mail on another
 //! device. Every code check is counted before the code is compared, in single statements
 //! that take one attempt or none, so concurrent guesses cannot outrun the limits.
 
@@ -41,7 +41,7 @@ impl Service<'_> {
         let link = self
             .settings
             .link(&format!("/portal/requests/{id}/confirm?secret={}", s.link));
-        let code = &s.code;
+        let code = shown_code(&s.code);
         // Short lines: the code stays readable in the raw message.
         let text = format!(
             "We received your request ({id}) at {c}.\n\nTo confirm it, open this link (valid for {LINK_TTL_HOURS} hours):\n{link}\n\nOr enter the code where you made the request.\nYour verification code is {code} (valid for {CODE_TTL_MINUTES} minutes).\n\nWe answer by {due} at the latest (Art. 12(3) GDPR).\nIf you did not make this request, ignore this message.\n",
@@ -71,7 +71,7 @@ impl Service<'_> {
         now: DateTime<Utc>,
     ) -> Result<View, RequestError> {
         let check = self.take_check(id, now).await?;
-        let given = self.code_hash(id, code.trim());
+        let given = self.code_hash(id, &typed_code(code));
         if !check.code_hash.as_deref().is_some_and(|h| same(h, &given)) {
             return Err(if check.remaining <= 0 {
                 RequestError::TooManyAttempts
