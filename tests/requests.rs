@@ -1724,20 +1724,24 @@ async fn a_new_code_replaces_the_old_one_within_limits() {
         svc.verify_link(&id, &new_link, t1).await.unwrap().status,
         "verified"
     );
-    // Codes per request are limited.
+    // Codes per request are limited, whatever the address's daily mails allow: a day apart.
+    let day = chrono::Duration::hours(lethe::requests::CODE_CHECK_WINDOW_HOURS);
+    let mut t = t0 + day;
     let other = svc
-        .submit(lethe::requests::Kind::Erasure, &identity, None, t0)
+        .submit(lethe::requests::Kind::Erasure, &identity, None, t)
         .await
         .unwrap();
     let otoken = other.token;
-    let mut t = t0;
     for _ in 1..lethe::requests::MAX_CODES {
-        t += chrono::Duration::seconds(61);
+        t += day;
         svc.resend_code(&other.id, &otoken, t).await.unwrap();
     }
+    assert_eq!(
+        s.mails_with(&other.id).len() as i64,
+        lethe::requests::MAX_CODES
+    );
     assert!(matches!(
-        svc.resend_code(&other.id, &otoken, t + chrono::Duration::seconds(61))
-            .await,
+        svc.resend_code(&other.id, &otoken, t + day).await,
         Err(lethe::requests::RequestError::NoMoreCodes)
     ));
 }
@@ -1802,8 +1806,9 @@ async fn guesses_are_capped(url: &SecretString) {
         b.scalar("SELECT code_attempts FROM dsr_requests").await,
         MAX_ATTEMPTS
     );
+    // The person's counters: code checks at the cap, one verification mail.
     assert_eq!(
-        b.scalar("SELECT checks FROM code_checks").await,
+        b.scalar("SELECT MAX(checks) FROM code_checks").await,
         MAX_CODE_CHECKS
     );
     assert!(matches!(
@@ -1850,6 +1855,87 @@ async fn guesses_are_capped(url: &SecretString) {
     let (code, _) = b.code_and_link(&third.id);
     let v = b.service().verify(&third.id, &code, later).await.unwrap();
     assert_eq!(v.status, "verified");
+}
+
+/// Ten submissions at once for one address: each is answered alike, but only the
+/// address's daily verification mails are queued; new codes count too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_gets_a_few_verification_mails_a_day_however_many_submissions() {
+    let (url, _dir) = common::sqlite_store();
+    mails_are_capped(&url).await;
+    if let Some(url) = common::postgres_store("verification_mails_are_capped").await {
+        mails_are_capped(&url).await;
+    }
+}
+
+async fn mails_are_capped(url: &SecretString) {
+    use lethe::requests::{Kind, Service, VERIFICATION_MAILS_PER_DAY};
+    let b = Bare::open(url).await;
+    let email = unique_email();
+    let identity = lethe::audit::Identity::parse(&format!("email={email}")).unwrap();
+    let now = chrono::Utc::now();
+    let mut submissions = Vec::new();
+    for _ in 0..10 {
+        let (store, audit, mailer, identity) = (
+            b.store.clone(),
+            b.audit.clone(),
+            b.mailer.clone(),
+            identity.clone(),
+        );
+        submissions.push(tokio::spawn(async move {
+            let svc = Service {
+                store: &store,
+                audit: &audit,
+                mailer: &mailer,
+                settings: Default::default(),
+            };
+            svc.submit(Kind::Access, &identity, None, now).await
+        }));
+    }
+    let mut answers = Vec::new();
+    for s in submissions {
+        answers.push(s.await.unwrap().unwrap());
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.status == "identity_pending" && a.token.len() == 64)
+    );
+    let mails = async || -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1")
+            .bind(&email)
+            .fetch_one(b.store.pool())
+            .await
+            .unwrap()
+    };
+    assert_eq!(mails().await, VERIFICATION_MAILS_PER_DAY);
+    assert_eq!(b.scalar("SELECT COUNT(*) FROM dsr_requests").await, 10);
+    // A new code is a mail too: answered alike, nothing sent.
+    let later = now + chrono::Duration::minutes(2);
+    let first = &answers[0];
+    let v = b
+        .service()
+        .resend_code(&first.id, &first.token, later)
+        .await
+        .unwrap();
+    assert_eq!(v.status, "identity_pending");
+    assert_eq!(mails().await, VERIFICATION_MAILS_PER_DAY);
+    // Another address is not held back, and a day later this one is mailed again.
+    let other = lethe::audit::Identity::parse(&format!("email={}", unique_email())).unwrap();
+    b.service()
+        .submit(Kind::Access, &other, None, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.scalar("SELECT COUNT(*) FROM mail_outbox").await,
+        VERIFICATION_MAILS_PER_DAY + 1
+    );
+    let tomorrow = now + chrono::Duration::hours(lethe::requests::CODE_CHECK_WINDOW_HOURS);
+    b.service()
+        .submit(Kind::Access, &identity, None, tomorrow)
+        .await
+        .unwrap();
+    assert_eq!(mails().await, VERIFICATION_MAILS_PER_DAY + 1);
 }
 
 /// Two `lethe serve` instances on one PostgreSQL store, each with its own pool and worker:
@@ -2133,6 +2219,8 @@ async fn a_stranger_cannot_block_a_person_nor_learn_what_is_open() {
             (status, same, id, token)
         }
     };
+    // Another address: the first one had its verification mails for the day.
+    let victim = unique_email();
     let fresh = portal(unique_email()).await;
     let strangers = portal(victim.clone()).await;
     let persons = portal(victim.clone()).await;

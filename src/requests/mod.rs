@@ -32,6 +32,11 @@ pub const CODE_DIGITS: u32 = 10;
 pub const MAX_CODE_CHECKS: i64 = 5;
 /// The window [`MAX_CODE_CHECKS`] counts over.
 pub const CODE_CHECK_WINDOW_HOURS: i64 = 24;
+/// Verification e-mails sent to one address (all its requests, new codes included) in
+/// [`CODE_CHECK_WINDOW_HOURS`], unless configured otherwise
+/// ([`Settings::verification_mails`]): beyond them a submission is answered alike but
+/// mails nothing, so nobody can flood an address through the form.
+pub const VERIFICATION_MAILS_PER_DAY: i64 = 3;
 /// How long the link in a verification e-mail confirms the request.
 pub const LINK_TTL_HOURS: i64 = 72;
 /// Random bytes in the link's secret (192 bits).
@@ -231,7 +236,7 @@ fn typed_code(input: &str) -> String {
 }
 
 /// How the service treats requests, from the configuration and the policy.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// The controller's name, as the subject reads it.
     pub controller: String,
@@ -246,6 +251,22 @@ pub struct Settings {
     pub authority: Option<String>,
     /// Days an access package can be downloaded.
     pub package_days: i64,
+    /// Verification e-mails one address receives in a day, all its requests together.
+    pub verification_mails: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            controller: String::new(),
+            approval: Vec::new(),
+            public_url: None,
+            dpo_email: None,
+            authority: None,
+            package_days: PACKAGE_DAYS,
+            verification_mails: VERIFICATION_MAILS_PER_DAY,
+        }
+    }
 }
 
 impl Settings {
@@ -261,7 +282,6 @@ impl Settings {
             authority: c
                 .and_then(|c| c.supervisory_authority.as_ref())
                 .map(|a| a.name.clone()),
-            package_days: PACKAGE_DAYS,
             ..Self::default()
         }
     }
@@ -320,11 +340,16 @@ impl Service<'_> {
         let secrets = self.new_secrets(&id)?;
         let due = timestamp(due_date(now));
         let mut tx = self.store.begin().await?;
+        // Over the address's daily mails the request is made all the same, and answered
+        // alike, but nothing is sent: the person uses the link of an earlier e-mail.
+        let mailed = self
+            .take_verification_mail(&mut tx, (identity.kind(), identity.value()), now)
+            .await?;
         let subject = self.audit.subject_in(&mut tx, identity).await?;
         let entry = NewEntry::new(Actor::Subject, "request.submitted")
             .request(&id)
             .subject(&subject)
-            .summary(serde_json::json!({ "type": kind.key(), "due_at": due }))
+            .summary(serde_json::json!({ "type": kind.key(), "due_at": due, "mailed": mailed }))
             .payload(serde_json::json!({ "identity": format!("{}={}", identity.kind(), identity.value()), "details": details }));
         self.audit.append_in(&mut tx, &[entry]).await?;
         sqlx::query(
@@ -346,12 +371,17 @@ impl Service<'_> {
         .bind(&due)
         .execute(&mut *tx)
         .await?;
-        let mail = self.code_mail(identity.value(), &id, &secrets, &due[..10]);
-        let mail_id = notify::enqueue_claimed_in(&mut tx, &mail).await?;
-        tx.commit().await?;
-        // Delivery failures are retried by the next delivery; the request stands.
-        if let Err(e) = notify::deliver_claimed(self.store, self.mailer, mail_id, &mail).await {
-            tracing::warn!(error = %e, "mail delivery deferred");
+        if !mailed {
+            tx.commit().await?;
+            tracing::info!(request = %id, "verification mail withheld: the address had its mails for the day");
+        } else {
+            let mail = self.code_mail(identity.value(), &id, &secrets, &due[..10]);
+            let mail_id = notify::enqueue_claimed_in(&mut tx, &mail).await?;
+            tx.commit().await?;
+            // Delivery failures are retried by the next delivery; the request stands.
+            if let Err(e) = notify::deliver_claimed(self.store, self.mailer, mail_id, &mail).await {
+                tracing::warn!(error = %e, "mail delivery deferred");
+            }
         }
         Ok(Submitted {
             id,
