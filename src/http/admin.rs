@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/requests/{id}/complete", post(complete))
         .route("/requests/{id}/lift", post(lift))
         .route("/mail/dead", get(dead_mail))
+        .route("/mail/dead/{id}/requeue", post(requeue_dead))
 }
 
 /// The caller's token id, if its role may do what `need` asks.
@@ -285,6 +286,74 @@ async fn dead_mail(
             .await
             .map_err(anyhow::Error::from)?,
     ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RequeueBody {
+    /// The corrected address, when the old one was at fault.
+    #[serde(default)]
+    recipient: Option<String>,
+}
+
+/// Puts a dead letter back in the queue once the DPO fixed the transport or the address
+/// (body `{"recipient": "..."}`, optional); audited, sent by the next delivery round.
+async fn requeue_dead(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = admin(&state, &headers, Role::Dpo).await?;
+    let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
+    let body: RequeueBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RequeueBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|_| {
+            ApiError::client(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                "send nothing, or {\"recipient\": \"...\"}",
+            )
+        })?
+    };
+    let recipient = body.recipient.as_deref().map(str::trim);
+    if recipient.is_some_and(|r| crate::notify::recipient(r).is_none()) {
+        return Err(ApiError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_recipient",
+            "recipient is not an address the mail transport can send to",
+        ));
+    }
+    let audit = audit_log(&state)?;
+    let mut tx = state.store.begin().await.map_err(anyhow::Error::from)?;
+    if !crate::notify::requeue_dead_in(&mut tx, id, recipient)
+        .await
+        .map_err(anyhow::Error::from)?
+    {
+        return Err(ApiError::NotFound);
+    }
+    audit
+        .append_in(
+            &mut tx,
+            &[
+                crate::audit::NewEntry::new(Actor::Admin(who), "mail.requeued").summary(
+                    serde_json::json!({ "outbox_id": id, "new_recipient": recipient.is_some() }),
+                ),
+            ],
+        )
+        .await
+        .map_err(anyhow::Error::from)?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    if let Some(mailer) = state.mailer.clone() {
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::notify::deliver_pending(&store, &mailer).await {
+                tracing::warn!(error = %e, "mail delivery deferred");
+            }
+        });
+    }
+    Ok(Json(serde_json::json!({ "id": id, "status": "queued" })))
 }
 
 /// Approves a request that waits for the DPO; it is then executed.

@@ -28,6 +28,13 @@ pub struct Route {
 
 const ERR: &[(u16, &str)] = &[(400, "malformed body"), (422, "invalid field")];
 
+fn requeue_body() -> Value {
+    json!({
+        "type": "object", "additionalProperties": false,
+        "properties": { "recipient": { "type": "string", "format": "email" } }
+    })
+}
+
 fn submit_body() -> Value {
     json!({
         "type": "object", "required": ["type", "identity"], "additionalProperties": false,
@@ -324,6 +331,20 @@ pub fn routes() -> Vec<Route> {
             Admin(false),
             None,
             &[(200, "dead letters"), (401, "no or bad token")],
+            "admin",
+        ),
+        r(
+            "post",
+            "/v1/admin/mail/dead/{id}/requeue",
+            "Put a dead letter back in the queue once the transport or the address is fixed; `{\"recipient\"}` (optional) replaces the address",
+            Admin(true),
+            Some(requeue_body),
+            &[
+                (200, "queued"),
+                (401, "no or bad token"),
+                (403, "not a DPO token"),
+                (404, "not a dead letter"),
+            ],
             "admin",
         ),
         r(
