@@ -610,7 +610,15 @@ async fn refused_messages_never_hold_the_queue_and_end_as_dead_letters() {
     tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    let metrics = reqwest::get(format!("{base}/metrics"))
+    let (_, token) = store
+        .create_admin_token(lethe::store::Role::Auditor)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(&token)
+        .send()
         .await
         .unwrap()
         .text()
@@ -621,13 +629,8 @@ async fn refused_messages_never_hold_the_queue_and_end_as_dead_letters() {
         "{metrics}"
     );
     assert!(metrics.contains("lethe_mail_unsent 0\n"), "{metrics}");
-    let http = reqwest::Client::new();
     let url = format!("{base}/v1/admin/mail/dead");
     assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
-    let (_, token) = store
-        .create_admin_token(lethe::store::Role::Auditor)
-        .await
-        .unwrap();
     let listed: serde_json::Value = http
         .get(&url)
         .bearer_auth(&token)

@@ -429,12 +429,24 @@ async fn submit_verify_and_read_the_status() {
     assert_ne!(again["id"], id.as_str());
     assert!(again["token"].is_string());
     assert!(again.get("existing").is_none());
-    let metrics = reqwest::get(format!("{}/metrics", s.base))
-        .await
-        .unwrap()
-        .text()
+    // The metrics need an auditor's token.
+    let metrics = format!("{}/metrics", s.base);
+    let r = reqwest::get(&metrics).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let (_, auditor) = s
+        .store
+        .create_admin_token(lethe::store::Role::Auditor)
         .await
         .unwrap();
+    let http = reqwest::Client::new();
+    let metrics = http
+        .get(&metrics)
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let metrics = metrics.text().await.unwrap();
     assert!(
         metrics.contains("lethe_requests{type=\"access\",status=\"identity_pending\"} 2"),
         "{metrics}"

@@ -193,9 +193,14 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
     })))
 }
 
-/// Prometheus text: requests by type and status, unsent and dead mail, audit entries.
-async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// Prometheus text: requests by type and status, unsent and dead mail, audit entries. The
+/// counts tell how the service is used: only an admin token (an auditor's) reads them.
+async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     use sqlx::Row;
+    admin::admin(&state, &headers, crate::store::Role::Auditor).await?;
     let pool = state.store.pool();
     let mut out = String::from(
         "# HELP lethe_requests Data-subject requests by type and status.\n# TYPE lethe_requests gauge\n",

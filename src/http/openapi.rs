@@ -130,10 +130,10 @@ pub fn routes() -> Vec<Route> {
         r(
             "get",
             "/metrics",
-            "Prometheus text: requests by type and status, unsent mail and webhooks, audit entries",
-            Public,
+            "Prometheus text: requests by type and status, unsent mail and webhooks, audit entries (auditor or DPO token)",
+            Admin(false),
             None,
-            &[(200, "metrics")],
+            &[(200, "metrics"), (401, "no or bad token")],
             "ops",
         ),
         r(
