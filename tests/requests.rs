@@ -167,6 +167,18 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// A client posting forms as a browser does from the portal's own pages (with their
+    /// `Origin`), not following redirects.
+    fn browser(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::ORIGIN, self.base.parse().unwrap());
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
     /// The verification code of request `id`, from the mail that was sent.
     async fn code(&self, id: &str) -> String {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -1431,10 +1443,7 @@ fn between<'a>(html: &'a str, start: &str, end: char) -> &'a str {
 #[tokio::test]
 async fn the_portal_works_without_javascript() {
     let s = start().await;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = s.browser();
     let home = http.get(format!("{}/", s.base)).send().await.unwrap();
     assert_eq!(home.status(), 200);
     assert!(
@@ -1570,6 +1579,63 @@ async fn the_portal_works_without_javascript() {
         .unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(s.status_of(&id2, &token2).await, "cancelled");
+}
+
+/// A form on another site cannot post into a person's portal session: every portal POST
+/// must come from the portal's own origin (Origin, else Referer), or gets 403 and a page
+/// saying why, changing nothing.
+#[tokio::test]
+async fn portal_forms_are_accepted_only_from_the_portals_own_pages() {
+    let s = start().await;
+    let home = reqwest::get(format!("{}/", s.base)).await.unwrap();
+    assert_eq!(home.headers()["referrer-policy"], "same-origin");
+    let form = [("type", "access"), ("email", "person7@example.org")];
+    let submit = format!("{}/portal/requests", s.base);
+    let plain = reqwest::Client::new();
+    let forbidden = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), 403);
+        let page = r.text().await.unwrap();
+        assert!(page.contains("not sent from this site"), "{page}");
+    };
+    let hostile = plain
+        .post(&submit)
+        .header("origin", "https://evil.example.net")
+        .form(&form);
+    forbidden(hostile.send().await.unwrap()).await;
+    // An origin only looking like ours, another port, nothing at all, or an opaque one.
+    let port = s.base.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    for origin in [
+        format!("{}.evil.example.net", s.base),
+        format!("http://127.0.0.1:{}", port + 1),
+        "null".to_owned(),
+    ] {
+        let r = plain.post(&submit).header("origin", origin).form(&form);
+        forbidden(r.send().await.unwrap()).await;
+    }
+    forbidden(plain.post(&submit).form(&form).send().await.unwrap()).await;
+    let r = plain
+        .post(&submit)
+        .header("referer", "https://evil.example.net/form.html")
+        .form(&form);
+    forbidden(r.send().await.unwrap()).await;
+    assert_eq!(s.requests().await, 0);
+    // Every portal form is guarded, not just the first.
+    for path in ["r_x/verify", "r_x/confirm", "r_x/cancel", "r_x/code"] {
+        let r = plain
+            .post(format!("{submit}/{path}"))
+            .header("origin", "https://evil.example.net")
+            .form(&[("token", "t"), ("code", "1"), ("secret", "s")]);
+        forbidden(r.send().await.unwrap()).await;
+    }
+    // From the portal's own page: the Origin, or a Referer on this site.
+    let r = s.browser().post(&submit).form(&form).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let r = plain
+        .post(&submit)
+        .header("referer", format!("{}/", s.base))
+        .form(&form);
+    assert_eq!(r.send().await.unwrap().status(), 201);
+    assert_eq!(s.requests().await, 2);
 }
 
 #[tokio::test]
@@ -2088,7 +2154,7 @@ async fn an_auditor_reads_the_register_and_the_retention_plan() {
 #[tokio::test]
 async fn the_link_in_the_mail_confirms_by_itself() {
     let s = start().await;
-    let http = reqwest::Client::new();
+    let http = s.browser();
     let (status, created) = post(
         &format!("{}/v1/requests", s.base),
         json!({ "type": "access", "identity": { "email": unique_email() } }).to_string(),
@@ -2212,7 +2278,7 @@ async fn a_stranger_cannot_block_a_person_nor_learn_what_is_open() {
 
     // The portal: the page after submitting reads the same, token and id aside, and a
     // refresh (the form sent again) lands on a working page of its own.
-    let http = reqwest::Client::new();
+    let http = s.browser();
     let portal = |email: String| {
         let http = http.clone();
         let url = format!("{}/portal/requests", s.base);
@@ -2260,7 +2326,8 @@ async fn an_address_the_mail_transport_refuses_is_refused_at_intake() {
     .await;
     assert_eq!(status, 422, "{e}");
     assert_eq!(e["error"]["code"], "invalid_identity");
-    let r = reqwest::Client::new()
+    let r = s
+        .browser()
         .post(format!("{}/portal/requests", s.base))
         .form(&[("type", "erasure"), ("email", "poison,1@example.com")])
         .send()

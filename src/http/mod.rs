@@ -6,6 +6,7 @@ mod error;
 mod limit;
 pub mod openapi;
 mod opendsr;
+mod origin;
 mod portal;
 mod requests;
 
@@ -126,8 +127,12 @@ impl Application {
 
 pub fn router(state: AppState) -> Router {
     // What anyone may call is limited per client IP.
+    let portal = portal::routes().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        origin::check,
+    ));
     let public = requests::routes()
-        .merge(portal::routes())
+        .merge(portal)
         .merge(opendsr::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -170,7 +175,10 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(SetResponseHeaderLayer::overriding(
             header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            // Not `no-referrer`: under it browsers send `Origin: null` with form posts, and
+            // the portal checks that its forms come from its own pages. No URL (with its
+            // token) leaves for another site either way.
+            HeaderValue::from_static("same-origin"),
         ))
         .layer(TraceLayer::new_for_http())
 }
