@@ -185,6 +185,12 @@ impl Config {
         })
     }
 
+    /// The reverse proxies whose `X-Forwarded-For` names the client.
+    pub fn trusted_proxies(&self) -> anyhow::Result<crate::http::TrustedProxies> {
+        crate::http::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("configuration error: trusted_proxies: {e}"))
+    }
+
     /// The store URL with any password replaced, for logs and messages.
     pub fn database_display(&self) -> String {
         redact_url(self.database.expose_secret())
@@ -311,5 +317,18 @@ mod tests {
             let e = bad.request_settings(&policy).unwrap_err().to_string();
             assert!(e.starts_with("configuration error"), "{e}");
         }
+        let proxies = |list: &str| {
+            Config {
+                trusted_proxies: list.into(),
+                ..Config::default()
+            }
+            .trusted_proxies()
+        };
+        assert!(proxies("10.0.0.0/8, ::1").is_ok());
+        let e = proxies("10.0.0.0/8, proxy").unwrap_err().to_string();
+        assert!(
+            e.contains("trusted_proxies") && e.contains("`proxy`"),
+            "{e}"
+        );
     }
 }

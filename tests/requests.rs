@@ -40,6 +40,8 @@ struct Options {
     rate_limit: u32,
     /// A webhook added to the hosting processor's erasure notice (beside its e-mail).
     webhook: Option<String>,
+    /// Proxies whose `X-Forwarded-For` is believed (`trusted_proxies`).
+    trusted_proxies: &'static str,
 }
 
 async fn start() -> Server {
@@ -105,7 +107,8 @@ async fn start_with(options: Options) -> Server {
         .with_audit(audit.clone(), keys.clone())
         .with_mailer(mailer.clone())
         .with_settings(settings.clone())
-        .with_rate_limit(options.rate_limit);
+        .with_rate_limit(options.rate_limit)
+        .with_trusted_proxies(lethe::http::TrustedProxies::parse(options.trusted_proxies).unwrap());
     let base = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until(async {
@@ -1681,6 +1684,48 @@ async fn public_routes_are_limited_per_address() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
+}
+
+/// Behind a trusted proxy each client is limited by the address the proxy forwards; a
+/// client talking directly cannot escape its limit by making up `X-Forwarded-For`; IPv6
+/// clients in one /64 share a limit.
+#[tokio::test]
+async fn the_limit_follows_the_client_behind_a_trusted_proxy_only() {
+    let status = async |base: &str, forwarded: &str| {
+        let r = reqwest::Client::new()
+            .get(format!("{base}/v1/requests/r_x?token=y"))
+            .header("x-forwarded-for", forwarded)
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    };
+    // Direct: every made-up hop is the same client, 127.0.0.1.
+    let direct = start_with(Options {
+        rate_limit: 2,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(status(&direct.base, "203.0.113.1").await, 401);
+    assert_eq!(status(&direct.base, "203.0.113.2").await, 401);
+    assert_eq!(status(&direct.base, "203.0.113.3").await, 429);
+    // Behind lethe's trusted proxy (the tests' 127.0.0.1).
+    let proxied = start_with(Options {
+        rate_limit: 2,
+        trusted_proxies: "127.0.0.0/8",
+        ..Options::default()
+    })
+    .await;
+    let b = &proxied.base;
+    for _ in 0..2 {
+        assert_eq!(status(b, "6.6.6.6, 203.0.113.1").await, 401);
+    }
+    assert_eq!(status(b, "7.7.7.7, 203.0.113.1").await, 429);
+    assert_eq!(status(b, "203.0.113.2").await, 401);
+    assert_eq!(status(b, "2001:db8:1:2::1").await, 401);
+    assert_eq!(status(b, "2001:db8:1:2:ffff::2").await, 401);
+    assert_eq!(status(b, "2001:db8:1:2:abcd::3").await, 429);
+    assert_eq!(status(b, "2001:db8:1:3::1").await, 401);
 }
 
 #[tokio::test]

@@ -24,6 +24,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+pub use limit::TrustedProxies;
 
 use crate::audit::{AuditLog, KeySource};
 use crate::notice;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub settings: Arc<crate::requests::Settings>,
     /// The per-IP limit on the public routes.
     pub limiter: Arc<limit::RateLimiter>,
+    /// The proxies whose `X-Forwarded-For` names the client.
+    pub proxies: Arc<TrustedProxies>,
 }
 
 pub struct Application {
@@ -67,6 +70,7 @@ impl Application {
             mailer: None,
             settings,
             limiter: Arc::new(limit::RateLimiter::new(0)),
+            proxies: Arc::new(TrustedProxies::default()),
         };
         let listener = TcpListener::bind(bind)
             .await
@@ -102,6 +106,12 @@ impl Application {
     /// Limits each client IP to `per_minute` requests on the public routes (0: no limit).
     pub fn with_rate_limit(mut self, per_minute: u32) -> Self {
         self.state.limiter = Arc::new(limit::RateLimiter::new(per_minute));
+        self
+    }
+
+    /// Reads the client address from `X-Forwarded-For` when the peer is one of `proxies`.
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.state.proxies = Arc::new(proxies);
         self
     }
 
