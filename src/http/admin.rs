@@ -3,12 +3,14 @@
 
 use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::requests::service;
+use super::requests::{parse, service};
 use super::{ApiError, AppState};
 use crate::audit::{Actor, AuditLog, Checkpoint};
 use crate::store::Role;
@@ -203,9 +205,10 @@ async fn extend(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Json(body): Json<ExtendBody>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<crate::requests::AdminView>, ApiError> {
     let who = admin(&state, &headers, Role::Dpo).await?;
+    let body: ExtendBody = parse(body)?;
     if !(1..=2).contains(&body.months) || body.reason.trim().is_empty() {
         return Err(ApiError::client(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -236,9 +239,10 @@ async fn reject(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Json(body): Json<RejectBody>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let who = admin(&state, &headers, Role::Dpo).await?;
+    let body: RejectBody = parse(body)?;
     if body.reason.trim().is_empty() {
         return Err(ApiError::client(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -302,20 +306,13 @@ async fn requeue_dead(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let who = admin(&state, &headers, Role::Dpo).await?;
     let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
-    let body: RequeueBody = if body.iter().all(u8::is_ascii_whitespace) {
-        RequeueBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|_| {
-            ApiError::client(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
-                "send nothing, or {\"recipient\": \"...\"}",
-            )
-        })?
+    let body: RequeueBody = match body {
+        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => RequeueBody::default(),
+        other => parse(other)?,
     };
     let recipient = body.recipient.as_deref().map(str::trim);
     if recipient.is_some_and(|r| crate::notify::recipient(r).is_none()) {
@@ -376,16 +373,8 @@ struct NoteBody {
     note: String,
 }
 
-fn note(
-    body: Result<Json<NoteBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<String, ApiError> {
-    let Json(b) = body.map_err(|_| {
-        ApiError::client(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            "send {\"note\": \"...\"}",
-        )
-    })?;
+fn note(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
+    let b: NoteBody = parse(body)?;
     let n = b.note.trim();
     if n.is_empty() || n.chars().count() > 4000 {
         return Err(ApiError::client(
@@ -402,7 +391,7 @@ async fn complete(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Result<Json<NoteBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<crate::requests::Full>, ApiError> {
     let who = admin(&state, &headers, Role::Dpo).await?;
     let note = note(body)?;
@@ -417,7 +406,7 @@ async fn lift(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Result<Json<NoteBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<crate::requests::Full>, ApiError> {
     let who = admin(&state, &headers, Role::Dpo).await?;
     let note = note(body)?;

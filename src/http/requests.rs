@@ -42,7 +42,7 @@ pub(super) fn service(state: &AppState) -> Result<Service<'_>, ApiError> {
 }
 
 /// The body as JSON of type `T`, or the right client error.
-fn parse<T: serde::de::DeserializeOwned>(
+pub(super) fn parse<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let body = body.map_err(|e| {
