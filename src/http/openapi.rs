@@ -27,6 +27,11 @@ pub struct Route {
 }
 
 const ERR: &[(u16, &str)] = &[(400, "malformed body"), (422, "invalid field")];
+/// Every portal form POST: refused unless it comes from the portal's own origin.
+const CROSS_SITE: &[(u16, &str)] = &[(
+    403,
+    "HTML: the form was not sent from the portal's own page (Origin, else Referer)",
+)];
 
 fn requeue_body() -> Value {
     json!({
@@ -534,6 +539,11 @@ pub fn document() -> Value {
             .responses
             .iter()
             .chain(if r.body.is_some() { ERR } else { &[] })
+            .chain(if r.method == "post" && r.path.starts_with("/portal/") {
+                CROSS_SITE
+            } else {
+                &[]
+            })
         {
             responses
                 .entry(code.to_string())
