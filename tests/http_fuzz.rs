@@ -9,12 +9,9 @@ mod common;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
-use lethe::audit::{AuditLog, KeySource};
-use lethe::config::Config;
 use lethe::http::Application;
-use lethe::notify::Mailer;
 use lethe::policy::Policy;
-use lethe::store::{Role, Store};
+use lethe::store::Role;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -33,25 +30,14 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let tmp = tempfile::tempdir().unwrap();
     let (url, dir) = common::sqlite_store();
     let (base, id, token, dpo) = rt.block_on(async {
-        let store = Store::open(&url).await.unwrap();
-        let keys = KeySource {
-            master: None,
-            signing: None,
-            dir: tmp.path().join(".lethe"),
-        };
-        let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
+        let (store, audit, keys) = common::store_and_audit(&url, tmp.path()).await;
         let policy = Arc::new(
             Policy::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
                 .unwrap()
                 .into_valid()
                 .unwrap(),
         );
-        let mailer = Mailer::from_config(
-            &Config::default(),
-            Some("privacy@example.com"),
-            tmp.path().join("outbox"),
-        )
-        .unwrap();
+        let mailer = common::file_mailer(&tmp.path().join("outbox"));
         let settings = lethe::requests::Settings::from_policy(&policy);
         let app = Application::build("127.0.0.1:0", store.clone(), policy)
             .await

@@ -51,13 +51,7 @@ async fn start() -> Server {
 async fn start_with(options: Options) -> Server {
     let tmp = tempfile::tempdir().unwrap();
     let (url, dir) = common::sqlite_store();
-    let store = Store::open(&url).await.unwrap();
-    let keys = KeySource {
-        master: None,
-        signing: None,
-        dir: tmp.path().join(".lethe"),
-    };
-    let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
+    let (store, audit, keys) = common::store_and_audit(&url, tmp.path()).await;
     let policy = Arc::new(demo(tmp.path(), options.webhook.as_deref()).await);
     let settings = lethe::requests::Settings {
         approval: options.approval.clone(),
@@ -89,15 +83,7 @@ async fn start_with(options: Options) -> Server {
                 "LETHE_TEST_SMTP",
             );
             let outbox = tmp.path().join("outbox");
-            (
-                Mailer::from_config(
-                    &Config::default(),
-                    Some("privacy@example.com"),
-                    outbox.clone(),
-                )
-                .unwrap(),
-                outbox,
-            )
+            (common::file_mailer(&outbox), outbox)
         }
     };
     let mailer = Arc::new(mailer);
@@ -362,24 +348,12 @@ struct Bare {
 impl Bare {
     async fn open(url: &SecretString) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(url).await.unwrap();
-        let keys = KeySource {
-            master: None,
-            signing: None,
-            dir: tmp.path().join(".lethe"),
-        };
-        let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
+        let (store, audit, _) = common::store_and_audit(url, tmp.path()).await;
         let outbox = tmp.path().join("outbox");
-        let mailer = Mailer::from_config(
-            &Config::default(),
-            Some("privacy@example.com"),
-            outbox.clone(),
-        )
-        .unwrap();
         Self {
             store,
             audit,
-            mailer: Arc::new(mailer),
+            mailer: Arc::new(common::file_mailer(&outbox)),
             outbox,
             _tmp: tmp,
         }
