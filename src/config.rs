@@ -27,6 +27,8 @@ const ENV_KEYS: &[&str] = &[
     "public_url",
     "rate_limit",
     "package_days",
+    "verification_mails",
+    "trusted_proxies",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
@@ -69,6 +71,12 @@ pub struct Config {
     pub rate_limit: u32,
     /// Days an access package can be downloaded (1 to 90).
     pub package_days: i64,
+    /// Verification e-mails one address receives in 24 hours, all its requests together
+    /// (1 to 20); further submissions are answered alike but mail nothing.
+    pub verification_mails: i64,
+    /// Reverse proxies (IP addresses or CIDRs, comma-separated) whose `X-Forwarded-For`
+    /// names the client; none by default.
+    pub trusted_proxies: String,
 }
 
 impl Default for Config {
@@ -90,6 +98,8 @@ impl Default for Config {
             public_url: None,
             rate_limit: 60,
             package_days: crate::requests::PACKAGE_DAYS,
+            verification_mails: crate::requests::VERIFICATION_MAILS_PER_DAY,
+            trusted_proxies: String::new(),
         }
     }
 }
@@ -163,12 +173,22 @@ impl Config {
         if !(1..=90).contains(&self.package_days) {
             anyhow::bail!("configuration error: package_days must be 1 to 90");
         }
+        if !(1..=20).contains(&self.verification_mails) {
+            anyhow::bail!("configuration error: verification_mails must be 1 to 20");
+        }
         Ok(crate::requests::Settings {
             approval,
             public_url: self.public_url.clone(),
             package_days: self.package_days,
+            verification_mails: self.verification_mails,
             ..crate::requests::Settings::from_policy(policy)
         })
+    }
+
+    /// The reverse proxies whose `X-Forwarded-For` names the client.
+    pub fn trusted_proxies(&self) -> anyhow::Result<crate::http::TrustedProxies> {
+        crate::http::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("configuration error: trusted_proxies: {e}"))
     }
 
     /// The store URL with any password replaced, for logs and messages.
@@ -271,6 +291,7 @@ mod tests {
             "https://privacy.example.com/v1/requests/r_1"
         );
         assert_eq!(ok.package_days, 7);
+        assert_eq!(ok.verification_mails, 3);
         for bad in [
             Config {
                 approval: "erasure,deletion".into(),
@@ -288,9 +309,26 @@ mod tests {
                 package_days: 0,
                 ..Config::default()
             },
+            Config {
+                verification_mails: 0,
+                ..Config::default()
+            },
         ] {
             let e = bad.request_settings(&policy).unwrap_err().to_string();
             assert!(e.starts_with("configuration error"), "{e}");
         }
+        let proxies = |list: &str| {
+            Config {
+                trusted_proxies: list.into(),
+                ..Config::default()
+            }
+            .trusted_proxies()
+        };
+        assert!(proxies("10.0.0.0/8, ::1").is_ok());
+        let e = proxies("10.0.0.0/8, proxy").unwrap_err().to_string();
+        assert!(
+            e.contains("trusted_proxies") && e.contains("`proxy`"),
+            "{e}"
+        );
     }
 }

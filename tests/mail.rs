@@ -499,12 +499,16 @@ async fn lethes_own_data_is_kept_only_as_long_as_needed() {
     assert_eq!(p["requests"], 1, "{p}");
     assert_eq!(p["abandoned_requests"], 1, "{p}");
     assert_eq!(p["mails"], 1, "{p}");
-    assert_eq!(p["code_check_windows"], 1, "{p}");
-    let running: Vec<String> = sqlx::query_scalar("SELECT identity_key FROM code_checks")
-        .fetch_all(ctx.store.pool())
-        .await
-        .unwrap();
-    assert_eq!(running, ["running"]);
+    // The ended window, and the verification-mail counts of the four submissions whose
+    // day is over; the pending one's still runs.
+    assert_eq!(p["code_check_windows"], 1 + 4, "{p}");
+    let running: Vec<String> =
+        sqlx::query_scalar("SELECT identity_key FROM code_checks ORDER BY window_start")
+            .fetch_all(ctx.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(running.len(), 2, "{running:?}");
+    assert_eq!(running[0], "running");
     let mut left: Vec<String> = sqlx::query_scalar("SELECT id FROM dsr_requests")
         .fetch_all(ctx.store.pool())
         .await
@@ -603,13 +607,22 @@ async fn refused_messages_never_hold_the_queue_and_end_as_dead_letters() {
     // The DPO sees them: a count in /metrics, the list in the admin API.
     let app = lethe::http::Application::build("127.0.0.1:0", store.clone(), ctx.policy.clone())
         .await
-        .unwrap();
+        .unwrap()
+        .with_audit(ctx.audit.clone(), ctx.keys.clone());
     let base = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    let metrics = reqwest::get(format!("{base}/metrics"))
+    let (_, token) = store
+        .create_admin_token(lethe::store::Role::Auditor)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(&token)
+        .send()
         .await
         .unwrap()
         .text()
@@ -620,13 +633,8 @@ async fn refused_messages_never_hold_the_queue_and_end_as_dead_letters() {
         "{metrics}"
     );
     assert!(metrics.contains("lethe_mail_unsent 0\n"), "{metrics}");
-    let http = reqwest::Client::new();
     let url = format!("{base}/v1/admin/mail/dead");
     assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
-    let (_, token) = store
-        .create_admin_token(lethe::store::Role::Auditor)
-        .await
-        .unwrap();
     let listed: serde_json::Value = http
         .get(&url)
         .bearer_auth(&token)
@@ -638,6 +646,41 @@ async fn refused_messages_never_hold_the_queue_and_end_as_dead_letters() {
         .unwrap();
     assert_eq!(listed.as_array().unwrap().len(), poison);
     assert_eq!(listed[0]["kind"], "test");
+
+    // The DPO fixed an address: that letter goes back in the queue, to the new address,
+    // and is sent by the next round; the others stay dead.
+    let first = listed[0]["id"].as_i64().unwrap();
+    let requeue = format!("{base}/v1/admin/mail/dead/{first}/requeue");
+    let fixed = serde_json::json!({ "recipient": "fixed@example.com" });
+    let r = http.post(&requeue).bearer_auth(&token).json(&fixed).send();
+    assert_eq!(r.await.unwrap().status(), 403);
+    let (_, dpo) = store
+        .create_admin_token(lethe::store::Role::Dpo)
+        .await
+        .unwrap();
+    let bad = serde_json::json!({ "recipient": "poison,again@example.com" });
+    let r = http.post(&requeue).bearer_auth(&dpo).json(&bad).send();
+    assert_eq!(r.await.unwrap().status(), 422);
+    let sent_ones = format!("{base}/v1/admin/mail/dead/999999/requeue");
+    let r = http.post(&sent_ones).bearer_auth(&dpo).send();
+    assert_eq!(r.await.unwrap().status(), 404);
+    let r = http.post(&requeue).bearer_auth(&dpo).json(&fixed).send();
+    assert_eq!(r.await.unwrap().status(), 200);
+    // Once only: it is no longer a dead letter.
+    let r = http.post(&requeue).bearer_auth(&dpo).json(&fixed).send();
+    assert_eq!(r.await.unwrap().status(), 404);
+    assert_eq!(
+        lethe::notify::dead_letters(store).await.unwrap().len(),
+        poison - 1
+    );
+    assert_eq!(deliver_pending_at(store, mailer, t).await.unwrap(), 1);
+    assert!(files(&outbox).iter().any(|f| {
+        std::fs::read_to_string(f)
+            .unwrap()
+            .contains("To: fixed@example.com")
+    }));
+    let entries = ctx.audit.entries(&Default::default()).await.unwrap();
+    assert!(entries.iter().any(|e| e.header.action == "mail.requeued"));
     let _ = stop.send(());
 }
 

@@ -123,6 +123,7 @@ pub fn write_out(path: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let proxies = config.trusted_proxies()?;
     let checked = Policy::load(&config.policies)?;
     for d in &checked.diagnostics {
         match d.severity {
@@ -178,7 +179,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .with_audit(audit, config.key_source())
         .with_mailer(mailer)
         .with_settings(settings)
-        .with_rate_limit(config.rate_limit);
+        .with_rate_limit(config.rate_limit)
+        .with_trusted_proxies(proxies);
     tracing::info!(
         address = %app.local_addr()?,
         store = %config.database_display(),

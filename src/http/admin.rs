@@ -3,12 +3,14 @@
 
 use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::requests::service;
+use super::requests::{parse, service};
 use super::{ApiError, AppState};
 use crate::audit::{Actor, AuditLog, Checkpoint};
 use crate::store::Role;
@@ -35,6 +37,7 @@ pub fn routes() -> Router<AppState> {
         .route("/requests/{id}/complete", post(complete))
         .route("/requests/{id}/lift", post(lift))
         .route("/mail/dead", get(dead_mail))
+        .route("/mail/dead/{id}/requeue", post(requeue_dead))
 }
 
 /// The caller's token id, if its role may do what `need` asks.
@@ -202,9 +205,10 @@ async fn extend(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Json(body): Json<ExtendBody>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<crate::requests::AdminView>, ApiError> {
     let who = admin(&state, &headers, Role::Dpo).await?;
+    let body: ExtendBody = parse(body)?;
     if !(1..=2).contains(&body.months) || body.reason.trim().is_empty() {
         return Err(ApiError::client(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -235,9 +239,10 @@ async fn reject(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Json(body): Json<RejectBody>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let who = admin(&state, &headers, Role::Dpo).await?;
+    let body: RejectBody = parse(body)?;
     if body.reason.trim().is_empty() {
         return Err(ApiError::client(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -287,6 +292,67 @@ async fn dead_mail(
     ))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RequeueBody {
+    /// The corrected address, when the old one was at fault.
+    #[serde(default)]
+    recipient: Option<String>,
+}
+
+/// Puts a dead letter back in the queue once the DPO fixed the transport or the address
+/// (body `{"recipient": "..."}`, optional); audited, sent by the next delivery round.
+async fn requeue_dead(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = admin(&state, &headers, Role::Dpo).await?;
+    let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
+    let body: RequeueBody = match body {
+        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => RequeueBody::default(),
+        other => parse(other)?,
+    };
+    let recipient = body.recipient.as_deref().map(str::trim);
+    if recipient.is_some_and(|r| crate::notify::recipient(r).is_none()) {
+        return Err(ApiError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_recipient",
+            "recipient is not an address the mail transport can send to",
+        ));
+    }
+    let audit = audit_log(&state)?;
+    let mut tx = state.store.begin().await.map_err(anyhow::Error::from)?;
+    if !crate::notify::requeue_dead_in(&mut tx, id, recipient)
+        .await
+        .map_err(anyhow::Error::from)?
+    {
+        return Err(ApiError::NotFound);
+    }
+    audit
+        .append_in(
+            &mut tx,
+            &[
+                crate::audit::NewEntry::new(Actor::Admin(who), "mail.requeued").summary(
+                    serde_json::json!({ "outbox_id": id, "new_recipient": recipient.is_some() }),
+                ),
+            ],
+        )
+        .await
+        .map_err(anyhow::Error::from)?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    if let Some(mailer) = state.mailer.clone() {
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::notify::deliver_pending(&store, &mailer).await {
+                tracing::warn!(error = %e, "mail delivery deferred");
+            }
+        });
+    }
+    Ok(Json(serde_json::json!({ "id": id, "status": "queued" })))
+}
+
 /// Approves a request that waits for the DPO; it is then executed.
 async fn approve(
     State(state): State<AppState>,
@@ -307,16 +373,8 @@ struct NoteBody {
     note: String,
 }
 
-fn note(
-    body: Result<Json<NoteBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<String, ApiError> {
-    let Json(b) = body.map_err(|_| {
-        ApiError::client(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            "send {\"note\": \"...\"}",
-        )
-    })?;
+fn note(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
+    let b: NoteBody = parse(body)?;
     let n = b.note.trim();
     if n.is_empty() || n.chars().count() > 4000 {
         return Err(ApiError::client(
@@ -333,7 +391,7 @@ async fn complete(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Result<Json<NoteBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<crate::requests::Full>, ApiError> {
     let who = admin(&state, &headers, Role::Dpo).await?;
     let note = note(body)?;
@@ -348,7 +406,7 @@ async fn lift(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Result<Json<NoteBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<crate::requests::Full>, ApiError> {
     let who = admin(&state, &headers, Role::Dpo).await?;
     let note = note(body)?;

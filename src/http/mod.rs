@@ -6,6 +6,7 @@ mod error;
 mod limit;
 pub mod openapi;
 mod opendsr;
+mod origin;
 mod portal;
 mod requests;
 
@@ -23,6 +24,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+pub use limit::TrustedProxies;
 
 use crate::audit::{AuditLog, KeySource};
 use crate::notice;
@@ -45,6 +47,8 @@ pub struct AppState {
     pub settings: Arc<crate::requests::Settings>,
     /// The per-IP limit on the public routes.
     pub limiter: Arc<limit::RateLimiter>,
+    /// The proxies whose `X-Forwarded-For` names the client.
+    pub proxies: Arc<TrustedProxies>,
 }
 
 pub struct Application {
@@ -66,6 +70,7 @@ impl Application {
             mailer: None,
             settings,
             limiter: Arc::new(limit::RateLimiter::new(0)),
+            proxies: Arc::new(TrustedProxies::default()),
         };
         let listener = TcpListener::bind(bind)
             .await
@@ -104,6 +109,12 @@ impl Application {
         self
     }
 
+    /// Reads the client address from `X-Forwarded-For` when the peer is one of `proxies`.
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.state.proxies = Arc::new(proxies);
+        self
+    }
+
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
@@ -126,8 +137,12 @@ impl Application {
 
 pub fn router(state: AppState) -> Router {
     // What anyone may call is limited per client IP.
+    let portal = portal::routes().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        origin::check,
+    ));
     let public = requests::routes()
-        .merge(portal::routes())
+        .merge(portal)
         .merge(opendsr::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -170,7 +185,10 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(SetResponseHeaderLayer::overriding(
             header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            // Not `no-referrer`: under it browsers send `Origin: null` with form posts, and
+            // the portal checks that its forms come from its own pages. No URL (with its
+            // token) leaves for another site either way.
+            HeaderValue::from_static("same-origin"),
         ))
         .layer(TraceLayer::new_for_http())
 }
@@ -193,9 +211,14 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
     })))
 }
 
-/// Prometheus text: requests by type and status, unsent and dead mail, audit entries.
-async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// Prometheus text: requests by type and status, unsent and dead mail, audit entries. The
+/// counts tell how the service is used: only an admin token (an auditor's) reads them.
+async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     use sqlx::Row;
+    admin::admin(&state, &headers, crate::store::Role::Auditor).await?;
     let pool = state.store.pool();
     let mut out = String::from(
         "# HELP lethe_requests Data-subject requests by type and status.\n# TYPE lethe_requests gauge\n",

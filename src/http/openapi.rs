@@ -27,6 +27,18 @@ pub struct Route {
 }
 
 const ERR: &[(u16, &str)] = &[(400, "malformed body"), (422, "invalid field")];
+/// Every portal form POST: refused unless it comes from the portal's own origin.
+const CROSS_SITE: &[(u16, &str)] = &[(
+    403,
+    "HTML: the form was not sent from the portal's own page (Origin, else Referer)",
+)];
+
+fn requeue_body() -> Value {
+    json!({
+        "type": "object", "additionalProperties": false,
+        "properties": { "recipient": { "type": "string", "format": "email" } }
+    })
+}
 
 fn submit_body() -> Value {
     json!({
@@ -44,7 +56,7 @@ fn code_body() -> Value {
     json!({ "type": "object", "additionalProperties": false,
         "oneOf": [{ "required": ["code"] }, { "required": ["secret"] }],
         "properties": {
-            "code": { "type": "string", "pattern": "^[0-9]{6}$" },
+            "code": { "type": "string", "pattern": "^[0-9 -]{10,16}$" },
             "secret": { "type": "string", "description": "the secret of the link in the e-mail" }
         } })
 }
@@ -123,10 +135,10 @@ pub fn routes() -> Vec<Route> {
         r(
             "get",
             "/metrics",
-            "Prometheus text: requests by type and status, unsent mail and webhooks, audit entries",
-            Public,
+            "Prometheus text: requests by type and status, unsent mail and webhooks, audit entries (auditor or DPO token)",
+            Admin(false),
             None,
-            &[(200, "metrics")],
+            &[(200, "metrics"), (401, "no or bad token")],
             "ops",
         ),
         r(
@@ -327,6 +339,20 @@ pub fn routes() -> Vec<Route> {
             "admin",
         ),
         r(
+            "post",
+            "/v1/admin/mail/dead/{id}/requeue",
+            "Put a dead letter back in the queue once the transport or the address is fixed; `{\"recipient\"}` (optional) replaces the address",
+            Admin(true),
+            Some(requeue_body),
+            &[
+                (200, "queued"),
+                (401, "no or bad token"),
+                (403, "not a DPO token"),
+                (404, "not a dead letter"),
+            ],
+            "admin",
+        ),
+        r(
             "get",
             "/v1/admin/requests/{id}",
             "One request, with the person's details",
@@ -513,6 +539,11 @@ pub fn document() -> Value {
             .responses
             .iter()
             .chain(if r.body.is_some() { ERR } else { &[] })
+            .chain(if r.method == "post" && r.path.starts_with("/portal/") {
+                CROSS_SITE
+            } else {
+                &[]
+            })
         {
             responses
                 .entry(code.to_string())

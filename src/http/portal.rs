@@ -129,7 +129,7 @@ fn unreadable(state: &AppState) -> Response {
     )
 }
 
-fn message(state: &AppState, status: StatusCode, heading: &str, text: &str) -> Response {
+pub(super) fn message(state: &AppState, status: StatusCode, heading: &str, text: &str) -> Response {
     page(
         status,
         "message.html",

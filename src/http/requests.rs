@@ -42,7 +42,7 @@ pub(super) fn service(state: &AppState) -> Result<Service<'_>, ApiError> {
 }
 
 /// The body as JSON of type `T`, or the right client error.
-fn parse<T: serde::de::DeserializeOwned>(
+pub(super) fn parse<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let body = body.map_err(|e| {
@@ -197,7 +197,7 @@ async fn submit(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VerifyBody {
-    /// The six-digit code from the e-mail, or
+    /// The ten-digit code from the e-mail (spaces and dashes ignored), or
     #[serde(default)]
     code: Option<String>,
     /// the secret of the link in the e-mail.

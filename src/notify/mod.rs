@@ -385,6 +385,27 @@ pub async fn dead_letters(store: &Store) -> Result<Vec<DeadLetter>, MailError> {
         .map_err(MailError::from)
 }
 
+/// Puts dead letter `id` back in the queue once the DPO has fixed what refused it (the
+/// transport, or the address: `recipient`, checked like an intake address): it is tried as
+/// a new message would be, with its refusals forgotten. In the caller's transaction;
+/// false when `id` is not a dead letter.
+pub async fn requeue_dead_in(
+    conn: &mut AnyConnection,
+    id: i64,
+    recipient: Option<&str>,
+) -> Result<bool, MailError> {
+    let changed = sqlx::query(
+        "UPDATE mail_outbox SET dead_at = NULL, retry_at = NULL, claimed_at = NULL, attempts = 0, last_error = NULL, \
+         recipient = COALESCE($1, recipient) WHERE id = $2 AND dead_at IS NOT NULL AND sent_at IS NULL",
+    )
+    .bind(recipient)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
+}
+
 /// Escapes text for the HTML part.
 pub fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")

@@ -17,19 +17,26 @@ use crate::store::{Store, timestamp};
 pub const CODE_TTL_MINUTES: i64 = 15;
 /// Wrong codes allowed before a new code is needed.
 pub const MAX_ATTEMPTS: i64 = 5;
+/// Digits in a verification code, shown to the person as two groups of five.
+pub const CODE_DIGITS: u32 = 10;
 /// Codes checked per person, all their requests together, in [`CODE_CHECK_WINDOW_HOURS`];
 /// after that, until the window ends, only the link in the e-mail verifies.
 ///
-/// The arithmetic: one check of a six-digit code succeeds with probability 10⁻⁶. However
-/// many client addresses and requests an attacker uses, a person's codes are checked at
-/// most 5 times a day, 5 × 366 = 1,830 times a year, so the chance of confirming a request
-/// in someone else's name by code is at most 1,830 × 10⁻⁶ ≈ 1.8 × 10⁻³ a year. Below one
-/// in a million a year is out of reach of any six-digit code (it would need fewer than one
-/// check a year); ten digits under this cap would give 1.8 × 10⁻⁷. The link's 192-bit
-/// secret is out of reach of guessing at any rate.
+/// The arithmetic ([`guessing_chance_per_year`]): one check of a ten-digit code succeeds
+/// with probability 10⁻¹⁰. However many client addresses and requests an attacker uses, a
+/// person's codes are checked at most 5 times a day, 5 × 366 = 1,830 times a year, so the
+/// chance of confirming a request in someone else's name by code is at most
+/// 1,830 × 10⁻¹⁰ ≈ 1.8 × 10⁻⁷ a year, below one in a million. (A six-digit code under the
+/// same cap would give 1.8 × 10⁻³.) The link's 192-bit secret is out of reach of guessing
+/// at any rate.
 pub const MAX_CODE_CHECKS: i64 = 5;
 /// The window [`MAX_CODE_CHECKS`] counts over.
 pub const CODE_CHECK_WINDOW_HOURS: i64 = 24;
+/// Verification e-mails sent to one address (all its requests, new codes included) in
+/// [`CODE_CHECK_WINDOW_HOURS`], unless configured otherwise
+/// ([`Settings::verification_mails`]): beyond them a submission is answered alike but
+/// mails nothing, so nobody can flood an address through the form.
+pub const VERIFICATION_MAILS_PER_DAY: i64 = 3;
 /// How long the link in a verification e-mail confirms the request.
 pub const LINK_TTL_HOURS: i64 = 72;
 /// Random bytes in the link's secret (192 bits).
@@ -187,15 +194,49 @@ fn same(a: &str, b: &str) -> bool {
     crate::crypto::constant_time_eq(a.as_bytes(), b.as_bytes())
 }
 
-/// A six-digit code from the system random generator.
+/// The highest chance, in a year, that an online attacker confirms one person's request
+/// by guessing codes, from any number of client addresses: the checks the person's daily
+/// cap lets through in a leap year, each with one chance in 10^[`CODE_DIGITS`].
+pub fn guessing_chance_per_year() -> f64 {
+    let checks_a_year = MAX_CODE_CHECKS * 366 * 24 / CODE_CHECK_WINDOW_HOURS;
+    checks_a_year as f64 / 10f64.powi(CODE_DIGITS as i32)
+}
+
+/// A code of [`CODE_DIGITS`] digits from the system random generator, every code equally
+/// likely (draws above the last whole multiple of the code space are drawn again).
 fn new_code() -> Result<String, RequestError> {
-    let mut b = [0u8; 4];
-    crate::crypto::fill_random(&mut b).map_err(AuditError::from)?;
-    Ok(format!("{:06}", u32::from_be_bytes(b) % 1_000_000))
+    let space = 10u64.pow(CODE_DIGITS);
+    let fair = u64::MAX - u64::MAX % space;
+    loop {
+        let mut b = [0u8; 8];
+        crate::crypto::fill_random(&mut b).map_err(AuditError::from)?;
+        let n = u64::from_be_bytes(b);
+        if n < fair {
+            return Ok(format!(
+                "{:0width$}",
+                n % space,
+                width = CODE_DIGITS as usize
+            ));
+        }
+    }
+}
+
+/// A code as the person reads it: two groups of five digits.
+fn shown_code(code: &str) -> String {
+    let (a, b) = code.split_at(code.len() / 2);
+    format!("{a} {b}")
+}
+
+/// A code as the person typed it, as it is compared: spaces and dashes left out.
+fn typed_code(input: &str) -> String {
+    input
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .collect()
 }
 
 /// How the service treats requests, from the configuration and the policy.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// The controller's name, as the subject reads it.
     pub controller: String,
@@ -210,6 +251,22 @@ pub struct Settings {
     pub authority: Option<String>,
     /// Days an access package can be downloaded.
     pub package_days: i64,
+    /// Verification e-mails one address receives in a day, all its requests together.
+    pub verification_mails: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            controller: String::new(),
+            approval: Vec::new(),
+            public_url: None,
+            dpo_email: None,
+            authority: None,
+            package_days: PACKAGE_DAYS,
+            verification_mails: VERIFICATION_MAILS_PER_DAY,
+        }
+    }
 }
 
 impl Settings {
@@ -225,7 +282,6 @@ impl Settings {
             authority: c
                 .and_then(|c| c.supervisory_authority.as_ref())
                 .map(|a| a.name.clone()),
-            package_days: PACKAGE_DAYS,
             ..Self::default()
         }
     }
@@ -284,11 +340,16 @@ impl Service<'_> {
         let secrets = self.new_secrets(&id)?;
         let due = timestamp(due_date(now));
         let mut tx = self.store.begin().await?;
+        // Over the address's daily mails the request is made all the same, and answered
+        // alike, but nothing is sent: the person uses the link of an earlier e-mail.
+        let mailed = self
+            .take_verification_mail(&mut tx, (identity.kind(), identity.value()), now)
+            .await?;
         let subject = self.audit.subject_in(&mut tx, identity).await?;
         let entry = NewEntry::new(Actor::Subject, "request.submitted")
             .request(&id)
             .subject(&subject)
-            .summary(serde_json::json!({ "type": kind.key(), "due_at": due }))
+            .summary(serde_json::json!({ "type": kind.key(), "due_at": due, "mailed": mailed }))
             .payload(serde_json::json!({ "identity": format!("{}={}", identity.kind(), identity.value()), "details": details }));
         self.audit.append_in(&mut tx, &[entry]).await?;
         sqlx::query(
@@ -310,12 +371,17 @@ impl Service<'_> {
         .bind(&due)
         .execute(&mut *tx)
         .await?;
-        let mail = self.code_mail(identity.value(), &id, &secrets, &due[..10]);
-        let mail_id = notify::enqueue_claimed_in(&mut tx, &mail).await?;
-        tx.commit().await?;
-        // Delivery failures are retried by the next delivery; the request stands.
-        if let Err(e) = notify::deliver_claimed(self.store, self.mailer, mail_id, &mail).await {
-            tracing::warn!(error = %e, "mail delivery deferred");
+        if !mailed {
+            tx.commit().await?;
+            tracing::info!(request = %id, "verification mail withheld: the address had its mails for the day");
+        } else {
+            let mail = self.code_mail(identity.value(), &id, &secrets, &due[..10]);
+            let mail_id = notify::enqueue_claimed_in(&mut tx, &mail).await?;
+            tx.commit().await?;
+            // Delivery failures are retried by the next delivery; the request stands.
+            if let Err(e) = notify::deliver_claimed(self.store, self.mailer, mail_id, &mail).await {
+                tracing::warn!(error = %e, "mail delivery deferred");
+            }
         }
         Ok(Submitted {
             id,
@@ -498,6 +564,18 @@ mod tests {
         assert_eq!(due_date(at(2026, 5, 31)), at(2026, 6, 30));
     }
 
+    /// The README's arithmetic, from the constants the service uses: a shorter code, a
+    /// higher cap or a shorter window fails here.
+    #[test]
+    fn a_code_is_guessed_with_less_than_one_chance_in_a_million_a_year() {
+        assert_eq!(CODE_DIGITS, 10);
+        assert_eq!(MAX_CODE_CHECKS, 5);
+        assert_eq!(CODE_CHECK_WINDOW_HOURS, 24);
+        let p = guessing_chance_per_year();
+        assert!((p - 1.83e-7).abs() < 1e-9, "{p}");
+        assert!(p < 1e-6);
+    }
+
     #[test]
     fn deadlines_run_on_the_utc_calendar() {
         use chrono::FixedOffset;
@@ -519,11 +597,24 @@ mod tests {
     }
 
     #[test]
-    fn codes_are_six_digits_and_compared_in_full() {
-        for _ in 0..100 {
+    fn codes_are_ten_digits_and_compared_in_full() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
             let c = new_code().unwrap();
-            assert_eq!(c.len(), 6);
+            assert_eq!(c.len(), 10);
             assert!(c.chars().all(|ch| ch.is_ascii_digit()));
+            seen.extend(c.chars());
+        }
+        // The alphabet is all ten digits.
+        assert_eq!(seen.len(), 10);
+        assert_eq!(shown_code("0123456789"), "01234 56789");
+        for typed in [
+            "0123456789",
+            "01234 56789",
+            " 01234-56789\n",
+            "012 345 6789",
+        ] {
+            assert_eq!(typed_code(typed), "0123456789");
         }
         assert!(same("abcd", "abcd"));
         assert!(!same("abcd", "abce"));

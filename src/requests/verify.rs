@@ -1,5 +1,5 @@
 //! Identity verification (Art. 12(6)): the e-mail carries a link whose secret confirms the
-//! request by itself, and a six-digit code for people who read their mail on another
+//! request by itself, and a ten-digit code for people who read their mail on another
 //! device. Every code check is counted before the code is compared, in single statements
 //! that take one attempt or none, so concurrent guesses cannot outrun the limits.
 
@@ -25,6 +25,23 @@ impl Service<'_> {
         self.audit.mask_hash(&format!("code-checks:{kind}={value}"))
     }
 
+    /// Takes one of the verification e-mails an identity (kind, folded value) may receive today
+    /// ([`Settings::verification_mails`]), in the caller's transaction; false when none is
+    /// left. Counted under a keyed hash of the folded identity, like code checks.
+    pub(super) async fn take_verification_mail(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        (kind, value): (&str, &str),
+        now: DateTime<Utc>,
+    ) -> Result<bool, RequestError> {
+        let key = self
+            .audit
+            .mask_hash(&format!("verification-mails:{kind}={value}"));
+        Ok(take_daily(tx, &key, self.settings.verification_mails, now)
+            .await?
+            .is_some())
+    }
+
     /// A fresh code and link secret, and the columns that store them (hashes only).
     pub(super) fn new_secrets(&self, id: &str) -> Result<Secrets, RequestError> {
         let code = new_code()?;
@@ -41,7 +58,7 @@ impl Service<'_> {
         let link = self
             .settings
             .link(&format!("/portal/requests/{id}/confirm?secret={}", s.link));
-        let code = &s.code;
+        let code = shown_code(&s.code);
         // Short lines: the code stays readable in the raw message.
         let text = format!(
             "We received your request ({id}) at {c}.\n\nTo confirm it, open this link (valid for {LINK_TTL_HOURS} hours):\n{link}\n\nOr enter the code where you made the request.\nYour verification code is {code} (valid for {CODE_TTL_MINUTES} minutes).\n\nWe answer by {due} at the latest (Art. 12(3) GDPR).\nIf you did not make this request, ignore this message.\n",
@@ -71,7 +88,7 @@ impl Service<'_> {
         now: DateTime<Utc>,
     ) -> Result<View, RequestError> {
         let check = self.take_check(id, now).await?;
-        let given = self.code_hash(id, code.trim());
+        let given = self.code_hash(id, &typed_code(code));
         if !check.code_hash.as_deref().is_some_and(|h| same(h, &given)) {
             return Err(if check.remaining <= 0 {
                 RequestError::TooManyAttempts
@@ -138,27 +155,7 @@ impl Service<'_> {
         let (code_hash, attempts, ikind, ivalue): (Option<String>, i64, String, String) =
             (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
         let key = self.checks_key(&ikind, &ivalue);
-        let window_opened_before =
-            timestamp(now - chrono::Duration::hours(CODE_CHECK_WINDOW_HOURS));
-        sqlx::query("INSERT INTO code_checks (identity_key, window_start, checks) VALUES ($1, $2, 0) ON CONFLICT (identity_key) DO NOTHING")
-            .bind(&key)
-            .bind(&now_s)
-            .execute(&mut *tx)
-            .await?;
-        // A window older than CODE_CHECK_WINDOW_HOURS starts again with this check.
-        let checks: Option<i64> = sqlx::query_scalar(
-            "UPDATE code_checks SET \
-               checks = CASE WHEN window_start <= $2 THEN 1 ELSE checks + 1 END, \
-               window_start = CASE WHEN window_start <= $2 THEN $3 ELSE window_start END \
-             WHERE identity_key = $1 AND (window_start <= $2 OR checks < $4) RETURNING checks",
-        )
-        .bind(&key)
-        .bind(&window_opened_before)
-        .bind(&now_s)
-        .bind(MAX_CODE_CHECKS)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(checks) = checks else {
+        let Some(checks) = take_daily(&mut tx, &key, MAX_CODE_CHECKS, now).await? else {
             // The request's attempt is given back with the rollback.
             drop(tx);
             return Err(RequestError::UseTheLink);
@@ -292,6 +289,16 @@ impl Service<'_> {
             // Another resend won the race.
             return Err(RequestError::ResendTooSoon(RESEND_SECONDS));
         }
+        if !self
+            .take_verification_mail(&mut tx, ("email", &email), now)
+            .await?
+        {
+            // The address had its mails for the day: answered alike, nothing changes, and
+            // the code and link already sent stay valid.
+            drop(tx);
+            tracing::info!(request = %id, "new code withheld: the address had its mails for the day");
+            return self.view(id).await;
+        }
         self.audit
             .append_in(
                 &mut tx,
@@ -305,6 +312,39 @@ impl Service<'_> {
         self.deliver().await;
         self.view(id).await
     }
+}
+
+/// Takes one from the daily budget of `limit` counted under `key` (a keyed hash of a
+/// person's folded identity, namespaced by what is counted), in the caller's transaction;
+/// the count so far, or None when the budget is spent. A window older than
+/// [`CODE_CHECK_WINDOW_HOURS`] starts again with this one. The row is created, then moved
+/// by one conditional statement: of any number of concurrent takers, at most `limit` get
+/// through. The purge forgets windows that are over.
+async fn take_daily(
+    tx: &mut sqlx::AnyConnection,
+    key: &str,
+    limit: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, sqlx::Error> {
+    let now_s = timestamp(now);
+    let window_opened_before = timestamp(now - chrono::Duration::hours(CODE_CHECK_WINDOW_HOURS));
+    sqlx::query("INSERT INTO code_checks (identity_key, window_start, checks) VALUES ($1, $2, 0) ON CONFLICT (identity_key) DO NOTHING")
+        .bind(key)
+        .bind(&now_s)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query_scalar(
+        "UPDATE code_checks SET \
+           checks = CASE WHEN window_start <= $2 THEN 1 ELSE checks + 1 END, \
+           window_start = CASE WHEN window_start <= $2 THEN $3 ELSE window_start END \
+         WHERE identity_key = $1 AND (window_start <= $2 OR checks < $4) RETURNING checks",
+    )
+    .bind(key)
+    .bind(&window_opened_before)
+    .bind(&now_s)
+    .bind(limit)
+    .fetch_optional(&mut *tx)
+    .await
 }
 
 /// A new request's secrets: in clear for its e-mail, hashed for the store.

@@ -12,6 +12,9 @@ use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use crate::config::redact_url;
 
+mod tokens;
+pub use tokens::{AdminToken, Role, TokenLifetime};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -291,78 +294,6 @@ impl Store {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
-    }
-}
-
-/// What an admin token may do: an auditor reads, a DPO also acts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Auditor,
-    Dpo,
-}
-
-impl Role {
-    pub fn key(self) -> &'static str {
-        match self {
-            Self::Auditor => "auditor",
-            Self::Dpo => "dpo",
-        }
-    }
-}
-
-fn token_hash(secret: &str) -> String {
-    hex::encode(crate::crypto::sha256(&[
-        b"lethe-admin-token:",
-        secret.as_bytes(),
-    ]))
-}
-
-impl Store {
-    /// Creates an admin token; returns `(id, token)`. The token is shown once.
-    pub async fn create_admin_token(&self, role: Role) -> Result<(String, String), StoreError> {
-        let id = crate::crypto::random_hex(6)
-            .map_err(|e| StoreError::Query(sqlx::Error::Protocol(e.to_string())))?;
-        let secret = crate::crypto::random_hex(24)
-            .map_err(|e| StoreError::Query(sqlx::Error::Protocol(e.to_string())))?;
-        let token = format!("lt_{id}_{secret}");
-        sqlx::query(
-            "INSERT INTO admin_tokens (id, role, token_hash, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&id)
-        .bind(role.key())
-        .bind(token_hash(&token))
-        .bind(timestamp(Utc::now()))
-        .execute(&self.pool)
-        .await?;
-        Ok((id, token))
-    }
-
-    /// The token's id and role, if it is valid. Compared by hash in constant time.
-    pub async fn admin_token(&self, token: &str) -> Result<Option<(String, Role)>, StoreError> {
-        let Some(id) = token.strip_prefix("lt_").and_then(|t| t.split('_').next()) else {
-            return Ok(None);
-        };
-        let row = sqlx::query(
-            "SELECT role, token_hash FROM admin_tokens WHERE id = $1 AND revoked_at IS NULL",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let (role, hash): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-        let given = token_hash(token);
-        let equal = crate::crypto::constant_time_eq(hash.as_bytes(), given.as_bytes());
-        Ok(equal.then(|| {
-            (
-                id.to_owned(),
-                if role == "dpo" {
-                    Role::Dpo
-                } else {
-                    Role::Auditor
-                },
-            )
-        }))
     }
 }
 

@@ -6,6 +6,11 @@ pub mod appdb;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use std::path::Path;
+
+use lethe::audit::{AuditLog, KeySource};
+use lethe::notify::Mailer;
+use lethe::store::Store;
 use secrecy::SecretString;
 use sqlx::{Connection, Executor};
 
@@ -30,20 +35,35 @@ pub fn sqlite_store() -> (SecretString, tempfile::TempDir) {
     (SecretString::from(url), dir)
 }
 
-/// An audit log in `dir`: a SQLite store `lethe.db` and keys under `.lethe`.
-pub async fn audit_log(dir: &std::path::Path) -> lethe::audit::AuditLog {
-    let url = SecretString::from(format!(
-        "sqlite://{}?mode=rwc",
-        dir.join("lethe.db").display()
-    ));
-    let keys = lethe::audit::KeySource {
+/// The store at `url`, migrated, and its audit log with generated keys kept in `dir`.
+pub async fn store_and_audit(url: &SecretString, dir: &Path) -> (Store, AuditLog, KeySource) {
+    let store = Store::open(url).await.unwrap();
+    let keys = KeySource {
         master: None,
         signing: None,
         dir: dir.join(".lethe"),
     };
-    lethe::audit::AuditLog::open(lethe::store::Store::open(&url).await.unwrap(), &keys)
-        .await
-        .unwrap()
+    let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
+    (store, audit, keys)
+}
+
+/// An audit log in `dir`: a SQLite store `lethe.db` and keys under `.lethe`.
+pub async fn audit_log(dir: &Path) -> AuditLog {
+    let url = SecretString::from(format!(
+        "sqlite://{}?mode=rwc",
+        dir.join("lethe.db").display()
+    ));
+    store_and_audit(&url, dir).await.1
+}
+
+/// A mailer writing each message as an `.eml` file into `outbox`.
+pub fn file_mailer(outbox: &Path) -> Mailer {
+    Mailer::from_config(
+        &lethe::config::Config::default(),
+        Some("privacy@example.com"),
+        outbox.to_path_buf(),
+    )
+    .unwrap()
 }
 
 /// Says that a test was skipped. Written to stderr directly, past the test harness's
