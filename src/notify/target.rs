@@ -263,21 +263,9 @@ pub fn policy_findings(
         let Err(e) = rules.check_url(url) else {
             continue;
         };
-        let location = match p.id.span().start() {
-            Some(m) => Location {
-                file: policy.files.get(m.source()).cloned().unwrap_or_default(),
-                line: m.line(),
-                column: m.column(),
-            },
-            None => Location {
-                file: policy.files.first().cloned().unwrap_or_default(),
-                line: 1,
-                column: 1,
-            },
-        };
         out.push(Diagnostic {
             severity: Severity::Error,
-            location,
+            location: Location::of(&policy.files, p.id.span()),
             key: format!("processors[{}].erasure_notice.webhook", p.id.as_str()),
             message: format!("lethe will not call this webhook: {e}"),
             hint: Some(
