@@ -451,3 +451,30 @@ async fn each_processor_signs_with_its_own_secret_that_no_mask_equals() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_webhook_claimed_by_a_sender_that_died_is_sent_once_later() {
+    for (url, _guard) in stores("webhooks_crash").await {
+        let e = env(&url, local(5, 4, 72)).await;
+        let hook = receiver(200, None).await;
+        let now = chrono::Utc::now();
+        let u = format!("{}/hook", hook.url);
+        enqueue(&e.store, "aws", &u, now).await;
+        // A sender claimed it and died before recording anything.
+        sqlx::query("UPDATE webhook_outbox SET claimed_at = $1")
+            .bind(lethe::store::timestamp(now))
+            .execute(e.store.pool())
+            .await
+            .unwrap();
+        let at = |secs: i64| now + chrono::Duration::seconds(secs);
+        let round = |now| webhook::deliver_due_at(&e.store, &e.delivery, now);
+        // While its claim holds nobody else sends it; after it lapses, one sender does.
+        assert_eq!(round(at(30)).await.unwrap(), Default::default());
+        assert_eq!(hook.count(), 0);
+        let (a, b) = tokio::join!(round(at(120)), round(at(120)));
+        assert_eq!(a.unwrap().delivered + b.unwrap().delivered, 1);
+        assert_eq!(round(at(3600)).await.unwrap(), Default::default());
+        assert_eq!(hook.count(), 1);
+        assert!(status_of(&e.store, &u).await.1.is_some());
+    }
+}
