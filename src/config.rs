@@ -77,6 +77,40 @@ pub struct Config {
     /// Reverse proxies (IP addresses or CIDRs, comma-separated) whose `X-Forwarded-For`
     /// names the client; none by default.
     pub trusted_proxies: String,
+    /// How webhooks and OpenDSR callbacks are delivered (`[webhooks]`).
+    pub webhooks: WebhookConfig,
+}
+
+/// The `[webhooks]` section: where webhooks may go and how hard lethe tries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Hosts (names or IP addresses) that may be called over plain `http`.
+    pub allow_http_hosts: Vec<String>,
+    /// Addresses or networks (`10.8.0.0/16`) that may be called although they are
+    /// loopback, private, link-local and the like.
+    pub allow_addresses: Vec<String>,
+    /// Seconds to wait for a connection.
+    pub connect_timeout_seconds: u64,
+    /// Seconds one attempt may take in all.
+    pub timeout_seconds: u64,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// Hours after which a webhook still not acknowledged is given up as failed.
+    pub give_up_hours: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            allow_http_hosts: Vec::new(),
+            allow_addresses: Vec::new(),
+            connect_timeout_seconds: 5,
+            timeout_seconds: 10,
+            concurrency: 4,
+            give_up_hours: 72,
+        }
+    }
 }
 
 impl Default for Config {
@@ -100,6 +134,7 @@ impl Default for Config {
             package_days: crate::requests::PACKAGE_DAYS,
             verification_mails: crate::requests::VERIFICATION_MAILS_PER_DAY,
             trusted_proxies: String::new(),
+            webhooks: WebhookConfig::default(),
         }
     }
 }

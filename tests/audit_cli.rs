@@ -163,3 +163,47 @@ async fn a_wrong_master_key_is_a_clear_error() {
     assert_eq!(code, 2);
     assert!(err.contains("kind=value"), "{err}");
 }
+
+#[test]
+fn each_processor_has_a_webhook_secret_of_its_own_that_rotates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let policies = policies.to_str().unwrap();
+    let secret = |processor: &str, rotate: bool| {
+        let mut args = vec![
+            "admin",
+            "webhook-secret",
+            "--processor",
+            processor,
+            "--policies",
+            policies,
+        ];
+        if rotate {
+            args.push("--rotate");
+        }
+        lethe(tmp.path(), &args)
+    };
+    let (code, aws, err) = secret("aws", false);
+    assert_eq!(code, 0, "{err}");
+    let aws = aws.trim().to_owned();
+    assert!(aws.len() == 64 && aws.chars().all(|c| c.is_ascii_hexdigit()));
+    assert!(err.contains("v1"), "{err}");
+    assert_eq!(secret("aws", false).1.trim(), aws);
+    let payments = secret("payments", false).1.trim().to_owned();
+    assert_eq!(payments.len(), 64);
+    assert_ne!(payments, aws);
+    let (code, rotated, err) = secret("aws", true);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("v2"), "{err}");
+    let rotated = rotated.trim().to_owned();
+    assert_ne!(rotated, aws);
+    assert_eq!(secret("aws", false).1.trim(), rotated, "not kept");
+    assert_eq!(secret("payments", false).1.trim(), payments);
+    let (code, out, err) = secret("nobody", false);
+    assert_eq!(code, 2);
+    assert!(out.is_empty());
+    assert!(err.contains("no processor `nobody`"), "{err}");
+    // The old form, without a processor, is a usage error.
+    let (code, _, _) = lethe(tmp.path(), &["admin", "webhook-secret"]);
+    assert_eq!(code, 2);
+}

@@ -180,3 +180,72 @@ fn a_missing_policy_directory_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the policy directory"));
 }
+
+/// The demo policies with the hosting processor's erasure notice going to `webhook`.
+fn with_webhook(dir: &Path, webhook: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let dst = dir.join("policies");
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap().replace(
+            "erasure_notice: { email: aws-privacy@example.net }",
+            &format!("erasure_notice: {{ webhook: \"{webhook}\" }}"),
+        );
+        std::fs::write(dst.join(p.file_name().unwrap()), text).unwrap();
+    }
+    dst
+}
+
+#[test]
+fn a_webhook_lethe_would_not_call_is_an_error_unless_the_configuration_allows_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("lethe.toml");
+    std::fs::write(&config, "").unwrap();
+    let check = |policies: &Path| {
+        lethe(&[
+            "check",
+            "--policies",
+            policies.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+    };
+    for (url, why) in [
+        ("http://hooks.example.com/erasure", "only https"),
+        ("https://10.0.0.5/erasure", "a private address"),
+        (
+            "https://169.254.169.254/erasure",
+            "a cloud metadata address",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = with_webhook(dir.path(), url);
+        let out = check(&policies);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{url}: {text}");
+        assert!(
+            text.contains("processors[aws].erasure_notice.webhook") && text.contains(why),
+            "{url}: {text}"
+        );
+    }
+    // Allowed by name and network in the configuration: no finding.
+    std::fs::write(
+        &config,
+        "[webhooks]\nallow_http_hosts = [\"10.0.0.5\"]\nallow_addresses = [\"10.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    let policies = with_webhook(tmp.path(), "http://10.0.0.5/erasure");
+    let out = check(&policies);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A configuration naming something that is no address is refused.
+    std::fs::write(&config, "[webhooks]\nallow_addresses = [\"ten\"]\n").unwrap();
+    let out = check(&policies);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("webhooks.allow_addresses"));
+}

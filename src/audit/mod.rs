@@ -93,6 +93,28 @@ struct KeyRing {
     subjects: Mutex<HashMap<String, Arc<SealingKey>>>,
 }
 
+/// A processor's webhook signing secret and its version (1, then one more per rotation).
+pub struct WebhookSecret {
+    pub key: SecretKey,
+    pub version: i64,
+}
+
+impl WebhookSecret {
+    /// The secret as the receiver configures it: 64 hex digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.key.expose())
+    }
+
+    pub fn hmac(&self) -> ring::hmac::Key {
+        self.key.hmac()
+    }
+}
+
+/// The `audit_keys.kind` of a processor's webhook secrets.
+fn webhook_kind(processor: &str) -> String {
+    format!("webhook:{processor}")
+}
+
 /// The audit log over a store. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
@@ -461,14 +483,75 @@ impl AuditLog {
         hex::encode(crypto::hmac_sha256(&self.keys.masking, value.as_bytes()))
     }
 
-    /// The secret erasure-notice webhooks are signed with (HMAC-SHA-256), derived from
-    /// the server's masking key; `lethe admin webhook-secret` shows it to receivers.
-    pub fn webhook_secret(&self) -> [u8; 32] {
-        crypto::hmac_sha256(&self.keys.masking, b"lethe webhook signing v1")
+    /// The secret erasure-notice webhooks to `processor` are signed with (HMAC-SHA-256):
+    /// a random key of that processor's own, created on first use and kept wrapped under
+    /// the master key beside the log's keys; `lethe admin webhook-secret` shows it to the
+    /// receiver. Independent of the masking key and of every other processor's.
+    pub async fn webhook_secret(&self, processor: &str) -> Result<WebhookSecret, AuditError> {
+        for _ in 0..2 {
+            if let Some(s) = self.current_webhook_secret(processor).await? {
+                return Ok(s);
+            }
+            self.insert_webhook_secret(processor, 1).await?;
+        }
+        Err(AuditError::UnknownSubject(webhook_kind(processor)))
     }
 
-    pub fn webhook_key(&self) -> ring::hmac::Key {
-        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.webhook_secret())
+    /// Replaces the secret of `processor` with a new random one, which signs from now on;
+    /// the previous one no longer does.
+    pub async fn rotate_webhook_secret(
+        &self,
+        processor: &str,
+    ) -> Result<WebhookSecret, AuditError> {
+        let version = self
+            .current_webhook_secret(processor)
+            .await?
+            .map_or(1, |s| s.version + 1);
+        self.insert_webhook_secret(processor, version).await?;
+        let entry = NewEntry::new(Actor::Cli, "webhook_secret.rotated")
+            .summary(serde_json::json!({ "processor": processor, "version": version }));
+        let mut tx = self.store.begin().await?;
+        self.append_in(&mut tx, &[entry]).await?;
+        tx.commit().await?;
+        self.webhook_secret(processor).await
+    }
+
+    async fn current_webhook_secret(
+        &self,
+        processor: &str,
+    ) -> Result<Option<WebhookSecret>, AuditError> {
+        let row = sqlx::query(
+            "SELECT key_id, wrapped, version FROM audit_keys WHERE kind = $1 AND wrapped IS NOT NULL ORDER BY version DESC LIMIT 1",
+        )
+        .bind(webhook_kind(processor))
+        .fetch_optional(self.store.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let key_id: String = row.try_get(0)?;
+        let wrapped: Vec<u8> = row.try_get(1)?;
+        Ok(Some(WebhookSecret {
+            key: self.keys.master.unwrap(&wrapped, &key_id)?,
+            version: row.try_get(2)?,
+        }))
+    }
+
+    async fn insert_webhook_secret(&self, processor: &str, version: i64) -> Result<(), AuditError> {
+        let kind = webhook_kind(processor);
+        let key_id = format!("{kind}:v{version}");
+        let key = SecretKey::generate()?;
+        sqlx::query(
+            "INSERT INTO audit_keys (key_id, kind, version, wrapped, master_key_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key_id) DO NOTHING",
+        )
+        .bind(&key_id)
+        .bind(&kind)
+        .bind(version)
+        .bind(self.keys.master.wrap(&key, &key_id)?)
+        .bind(self.keys.master.id())
+        .bind(timestamp(Utc::now()))
+        .execute(self.store.pool())
+        .await?;
+        Ok(())
     }
 
     /// Seals a stored package; `label` (the request id) is bound to it.

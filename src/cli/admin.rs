@@ -1,4 +1,5 @@
-//! `lethe admin token create|list|revoke`, `lethe admin webhook-secret`.
+//! `lethe admin token create|list|revoke`, `lethe admin webhook-secret --processor ID
+//! [--rotate]`.
 
 use std::process::ExitCode;
 
@@ -15,9 +16,17 @@ pub enum AdminAction {
         #[command(subcommand)]
         action: TokenAction,
     },
-    /// Print the secret that signs erasure-notice webhooks (X-Lethe-Signature), for the
-    /// processors that receive them
-    WebhookSecret,
+    /// Print the secret that signs the erasure-notice webhooks (X-Lethe-Signature) sent to
+    /// one processor, for its receiver; each processor has its own
+    WebhookSecret {
+        /// The processor's id in the policy
+        #[arg(long, value_name = "ID")]
+        processor: String,
+        /// Replace the secret with a new one and print that: webhooks are signed with the
+        /// new secret from now on, and the old one no longer verifies
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,12 +55,27 @@ pub async fn run(action: AdminAction, config: &Config) -> anyhow::Result<ExitCod
     let store = Store::open(&config.database).await?;
     let code = match action {
         AdminAction::Token { action } => token(&store, action).await?,
-        AdminAction::WebhookSecret => {
+        AdminAction::WebhookSecret { processor, rotate } => {
+            let policy = super::commands::load_valid(&config.policies)?;
+            if !policy.processors.iter().any(|p| p.id.as_str() == processor) {
+                let known: Vec<&str> = policy.processors.iter().map(|p| p.id.as_str()).collect();
+                store.close().await;
+                anyhow::bail!(
+                    "no processor `{processor}` in the policy (known: {})",
+                    known.join(", ")
+                );
+            }
             let audit = crate::audit::AuditLog::open(store.clone(), &config.key_source()).await?;
+            let secret = if rotate {
+                audit.rotate_webhook_secret(&processor).await?
+            } else {
+                audit.webhook_secret(&processor).await?
+            };
             eprintln!(
-                "receivers check X-Lethe-Signature = sha256=HEX(HMAC-SHA-256(secret, X-Lethe-Timestamp + \".\" + body)):"
+                "secret v{} of processor {processor}; its receiver checks X-Lethe-Signature = sha256=HEX(HMAC-SHA-256(secret, X-Lethe-Timestamp + \".\" + body)):",
+                secret.version
             );
-            println!("{}", hex::encode(audit.webhook_secret()));
+            println!("{}", secret.to_hex());
             ExitCode::SUCCESS
         }
     };

@@ -59,6 +59,10 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
 
 fn check(config: &Config, format: CheckFormat) -> anyhow::Result<ExitCode> {
     let mut checked = Policy::load(&config.policies)?;
+    // Webhook URLs are checked against the configuration's rules.
+    let rules = crate::notify::target::Rules::from_config(&config.webhooks)?;
+    let findings = crate::notify::target::policy_findings(&checked.policy, &rules);
+    checked.diagnostics.extend(findings);
     // Job files are checked with the policy: a bad schedule is a finding too.
     let (jobs, job_diags) = crate::policy::jobs::load_jobs(&config.jobs);
     checked.diagnostics.extend(job_diags);
@@ -124,7 +128,10 @@ pub fn write_out(path: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let proxies = config.trusted_proxies()?;
-    let checked = Policy::load(&config.policies)?;
+    let mut checked = Policy::load(&config.policies)?;
+    let rules = crate::notify::target::Rules::from_config(&config.webhooks)?;
+    let findings = crate::notify::target::policy_findings(&checked.policy, &rules);
+    checked.diagnostics.extend(findings);
     for d in &checked.diagnostics {
         match d.severity {
             Severity::Error => tracing::error!(target: "lethe::policy", "{d}"),
@@ -158,29 +165,18 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let mut scheduler = crate::jobs::schedule(job_ctx, specs).await?;
     tracing::info!(jobs = job_count, "scheduled the jobs");
     let settings = config.request_settings(&policy)?;
-    let signers = crate::notify::webhook::Signers {
-        hmac: audit.webhook_key(),
-        ed25519: Some(crate::audit::keys::load_or_create_signer(
-            &config.key_source(),
-        )?),
-        domain: crate::notify::webhook::domain(settings.public_url.as_deref(), &config.bind),
-    };
-    let worker = spawn_request_worker(
-        store.clone(),
-        audit.clone(),
-        mailer.clone(),
-        policy.clone(),
-        sources.clone(),
-        settings.clone(),
-        signers,
-    );
     let app = Application::build(&config.bind, store.clone(), policy.clone())
         .await?
         .with_audit(audit, config.key_source())
         .with_mailer(mailer)
         .with_settings(settings)
         .with_rate_limit(config.rate_limit)
-        .with_trusted_proxies(proxies);
+        .with_trusted_proxies(proxies)
+        .with_webhooks(
+            &config.webhooks,
+            Arc::new(crate::notify::target::SystemLookup),
+        )?
+        .with_request_worker(sources.clone());
     tracing::info!(
         address = %app.local_addr()?,
         store = %config.database_display(),
@@ -189,7 +185,6 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     );
     app.run_until(shutdown_signal()).await?;
     let _ = scheduler.shutdown().await;
-    worker.abort();
     sources.close().await;
     store.close().await;
     tracing::info!("stopped");
@@ -213,53 +208,6 @@ pub fn mailer(config: &Config, policy: &Policy) -> anyhow::Result<crate::notify:
         );
     }
     Ok(m)
-}
-
-/// Executes verified requests in the background, and delivers queued mail and webhooks.
-fn spawn_request_worker(
-    store: Store,
-    audit: AuditLog,
-    mailer: Arc<crate::notify::Mailer>,
-    policy: Arc<Policy>,
-    sources: Arc<crate::sources::db::Sources>,
-    settings: crate::requests::Settings,
-    signers: crate::notify::webhook::Signers,
-) -> tokio::task::JoinHandle<()> {
-    let holder = format!("serve:{}", std::process::id());
-    tokio::spawn(async move {
-        let svc = crate::requests::Service {
-            store: &store,
-            audit: &audit,
-            mailer: &mailer,
-            settings,
-        };
-        let client = reqwest::Client::new();
-        loop {
-            loop {
-                match svc
-                    .execute_next(&policy, &sources, &holder, chrono::Utc::now())
-                    .await
-                {
-                    Ok(Some(id)) => tracing::info!(request = %id, "request executed"),
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::error!(error = %e, "request worker");
-                        break;
-                    }
-                }
-            }
-            if let Err(e) = crate::notify::deliver_pending(&store, &mailer).await {
-                tracing::warn!(error = %e, "mail delivery deferred");
-            }
-            if let Err(e) =
-                crate::notify::webhook::deliver_due(&store, &client, &signers, chrono::Utc::now())
-                    .await
-            {
-                tracing::warn!(error = %e, "webhook delivery deferred");
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        }
-    })
 }
 
 /// Records the policy set in force, with its audit entry, in one transaction.

@@ -96,7 +96,7 @@ pub enum Command {
         #[command(subcommand)]
         action: vendors::VendorsAction,
     },
-    /// Admin API tokens and the webhook signing secret
+    /// Admin API tokens and each processor's webhook signing secret
     Admin {
         #[command(subcommand)]
         action: admin::AdminAction,

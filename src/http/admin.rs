@@ -38,6 +38,8 @@ pub fn routes() -> Router<AppState> {
         .route("/requests/{id}/lift", post(lift))
         .route("/mail/dead", get(dead_mail))
         .route("/mail/dead/{id}/requeue", post(requeue_dead))
+        .route("/webhooks/failed", get(failed_webhooks))
+        .route("/webhooks/{id}/requeue", post(requeue_webhook))
 }
 
 /// The caller's token id, if its role may do what `need` asks.
@@ -351,6 +353,56 @@ async fn requeue_dead(
         });
     }
     Ok(Json(serde_json::json!({ "id": id, "status": "queued" })))
+}
+
+/// Webhooks given up as failed, newest first, for the DPO or an auditor to act on.
+async fn failed_webhooks(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<crate::notify::webhook::Failed>>, ApiError> {
+    admin(&state, &headers, Role::Auditor).await?;
+    Ok(Json(
+        crate::notify::webhook::failed(&state.store)
+            .await
+            .map_err(anyhow::Error::from)?,
+    ))
+}
+
+/// Puts a failed webhook back in the queue, due now, with a new time window.
+async fn requeue_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let who = admin(&state, &headers, Role::Dpo).await?;
+    let not_found = || {
+        ApiError::client(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no failed webhook with this id",
+        )
+    };
+    let id: i64 = id.parse().map_err(|_| not_found())?;
+    let db = |e: sqlx::Error| ApiError::from(anyhow::Error::from(e));
+    let mut tx = state.store.begin().await.map_err(db)?;
+    if !crate::notify::webhook::requeue_in(&mut tx, id, chrono::Utc::now())
+        .await
+        .map_err(db)?
+    {
+        return Err(not_found());
+    }
+    audit_log(&state)?
+        .append_in(
+            &mut tx,
+            &[
+                crate::audit::NewEntry::new(Actor::Admin(who), "webhook.requeued")
+                    .summary(serde_json::json!({ "webhook_id": id })),
+            ],
+        )
+        .await
+        .map_err(anyhow::Error::from)?;
+    tx.commit().await.map_err(db)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Approves a request that waits for the DPO; it is then executed.

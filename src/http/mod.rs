@@ -9,6 +9,7 @@ mod opendsr;
 mod origin;
 mod portal;
 mod requests;
+mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub use limit::TrustedProxies;
 use crate::audit::{AuditLog, KeySource};
 use crate::notice;
 use crate::notify::Mailer;
+use crate::notify::webhook::Delivery;
 use crate::policy::Policy;
 use crate::store::Store;
 
@@ -49,11 +51,18 @@ pub struct AppState {
     pub limiter: Arc<limit::RateLimiter>,
     /// The proxies whose `X-Forwarded-For` names the client.
     pub proxies: Arc<TrustedProxies>,
+    /// Where webhooks may go: OpenDSR callback URLs are checked against it at intake.
+    pub webhook_rules: Arc<crate::notify::target::Rules>,
 }
 
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Webhook delivery, run by a task of its own while serving (unless `manual`).
+    webhooks: Option<Arc<Delivery>>,
+    manual_webhooks: bool,
+    /// The request worker's sources, when this server executes requests itself.
+    worker: Option<Arc<crate::sources::db::Sources>>,
 }
 
 impl Application {
@@ -71,11 +80,65 @@ impl Application {
             settings,
             limiter: Arc::new(limit::RateLimiter::new(0)),
             proxies: Arc::new(TrustedProxies::default()),
+            webhook_rules: Arc::default(),
         };
         let listener = TcpListener::bind(bind)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            webhooks: None,
+            manual_webhooks: false,
+            worker: None,
+        })
+    }
+
+    /// Delivers webhooks as `config` (`[webhooks]`) says, by a task of its own while
+    /// serving, resolving names with `lookup` (`SystemLookup`; a stub in tests). Needs the
+    /// audit log: call after [`Self::with_audit`] and [`Self::with_settings`].
+    pub fn with_webhooks(
+        mut self,
+        config: &crate::config::WebhookConfig,
+        lookup: Arc<dyn crate::notify::target::Lookup>,
+    ) -> anyhow::Result<Self> {
+        let audit = self
+            .state
+            .audit
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("webhook delivery needs the audit log"))?;
+        let bind = self.local_addr()?.ip().to_string();
+        let signers = crate::notify::webhook::Signers {
+            audit,
+            ed25519: self.state.signer.clone(),
+            domain: crate::notify::webhook::domain(
+                self.state.settings.public_url.as_deref(),
+                &format!("{bind}:0"),
+            ),
+        };
+        let delivery = Arc::new(Delivery::with_lookup(config, signers, lookup)?);
+        self.state.webhook_rules = Arc::new(delivery.rules().clone());
+        self.webhooks = Some(delivery);
+        Ok(self)
+    }
+
+    /// Leaves webhook delivery to the caller ([`Self::webhooks`]), for tests that move
+    /// the clock.
+    pub fn manual_webhooks(mut self) -> Self {
+        self.manual_webhooks = true;
+        self
+    }
+
+    /// The webhook delivery, if configured.
+    pub fn webhooks(&self) -> Option<Arc<Delivery>> {
+        self.webhooks.clone()
+    }
+
+    /// Executes verified requests in the background while serving, reading the company's
+    /// databases through `sources`. Needs the audit log and the mailer.
+    pub fn with_request_worker(mut self, sources: Arc<crate::sources::db::Sources>) -> Self {
+        self.worker = Some(sources);
+        self
     }
 
     /// Serves the request API, e-mailing through `mailer` (needs the audit log too).
@@ -128,10 +191,24 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let mut background = Vec::new();
+        if let Some(d) = self.webhooks.filter(|_| !self.manual_webhooks) {
+            background.push(crate::notify::webhook::spawn(self.state.store.clone(), d));
+        }
+        if let Some(sources) = self.worker {
+            match worker::spawn(&self.state, sources) {
+                Some(h) => background.push(h),
+                None => tracing::error!("the request worker needs the audit log and the mailer"),
+            }
+        }
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app)
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        for h in background {
+            h.abort();
+        }
+        served
     }
 }
 
@@ -252,8 +329,12 @@ async fn metrics(
         scalar("SELECT COUNT(*) FROM mail_outbox WHERE dead_at IS NOT NULL").await?
     ));
     out.push_str(&format!(
-        "# HELP lethe_webhooks_undelivered Webhooks (erasure notices, OpenDSR callbacks) not yet acknowledged.\n# TYPE lethe_webhooks_undelivered gauge\nlethe_webhooks_undelivered {}\n",
-        scalar("SELECT COUNT(*) FROM webhook_outbox WHERE delivered_at IS NULL").await?
+        "# HELP lethe_webhooks_undelivered Webhooks (erasure notices, OpenDSR callbacks) not yet acknowledged and still tried.\n# TYPE lethe_webhooks_undelivered gauge\nlethe_webhooks_undelivered {}\n",
+        scalar("SELECT COUNT(*) FROM webhook_outbox WHERE delivered_at IS NULL AND failed_at IS NULL").await?
+    ));
+    out.push_str(&format!(
+        "# HELP lethe_webhooks_failed Webhooks given up as failed (GET /v1/admin/webhooks/failed).\n# TYPE lethe_webhooks_failed gauge\nlethe_webhooks_failed {}\n",
+        scalar("SELECT COUNT(*) FROM webhook_outbox WHERE failed_at IS NOT NULL AND delivered_at IS NULL").await?
     ));
     out.push_str(&format!(
         "# HELP lethe_restrictions Restrictions of processing in force (Art. 18).\n# TYPE lethe_restrictions gauge\nlethe_restrictions {}\n",

@@ -354,6 +354,28 @@ pub fn routes() -> Vec<Route> {
         ),
         r(
             "get",
+            "/v1/admin/webhooks/failed",
+            "Webhooks given up as failed after `give_up_hours`, newest first, with target, URL without its query, attempts and last status",
+            Admin(false),
+            None,
+            &[(200, "failed webhooks"), (401, "no or bad token")],
+            "admin",
+        ),
+        r(
+            "post",
+            "/v1/admin/webhooks/{id}/requeue",
+            "Put a failed webhook back in the queue, due now, with a new time window",
+            Admin(true),
+            None,
+            &[
+                (204, "re-queued"),
+                (403, "not a DPO token"),
+                (404, "no failed webhook with this id"),
+            ],
+            "admin",
+        ),
+        r(
+            "get",
             "/v1/admin/requests/{id}",
             "One request, with the person's details",
             Admin(false),

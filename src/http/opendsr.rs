@@ -49,7 +49,10 @@ impl SpecError {
 
 impl IntoResponse for SpecError {
     fn into_response(self) -> Response {
-        let domain = if self.status == StatusCode::BAD_REQUEST {
+        let domain = if matches!(
+            self.status,
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY
+        ) {
             "Validation"
         } else {
             "Request"
@@ -284,15 +287,14 @@ async fn create(
             format!("at most {MAX_CALLBACKS} status_callback_urls"),
         ));
     }
-    if req
-        .status_callback_urls
-        .iter()
-        .any(|u| url::Url::parse(u).map_or(true, |u| !matches!(u.scheme(), "http" | "https")))
-    {
-        return Err(SpecError::bad(
-            "InvalidField",
-            "status_callback_urls must be http(s) URLs",
-        ));
+    for (i, u) in req.status_callback_urls.iter().enumerate() {
+        if let Err(e) = state.webhook_rules.check_url(u) {
+            return Err(SpecError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                reason: "InvalidCallbackUrl",
+                message: format!("status_callback_urls[{i}]: {e}"),
+            });
+        }
     }
     let svc = service(&state)?;
     let now = chrono::Utc::now();

@@ -4,6 +4,7 @@
 //! marked sent only after delivery, so a crash loses none; the Message-ID is derived from
 //! the outbox id, so a resend after a crash is recognisable as the same message.
 
+pub mod target;
 pub mod webhook;
 
 use std::path::PathBuf;

@@ -21,6 +21,24 @@ pub struct Location {
     pub column: usize,
 }
 
+impl Location {
+    /// Where `span` starts, in one of `files` (the loaded files, in load order).
+    pub fn of(files: &[PathBuf], span: &Span) -> Self {
+        match span.start() {
+            Some(m) => Self {
+                file: files.get(m.source()).cloned().unwrap_or_default(),
+                line: m.line(),
+                column: m.column(),
+            },
+            None => Self {
+                file: files.first().cloned().unwrap_or_default(),
+                line: 1,
+                column: 1,
+            },
+        }
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
@@ -55,22 +73,6 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// Where `span` is, given the files by the source numbers their spans carry.
-pub fn locate(files: &[PathBuf], span: &Span) -> Location {
-    match span.start() {
-        Some(m) => Location {
-            file: files.get(m.source()).cloned().unwrap_or_default(),
-            line: m.line(),
-            column: m.column(),
-        },
-        None => Location {
-            file: files.first().cloned().unwrap_or_default(),
-            line: 1,
-            column: 1,
-        },
-    }
-}
-
 /// Maps marker source numbers back to file paths and collects diagnostics.
 #[derive(Debug, Default)]
 pub struct Diagnostics {
@@ -90,7 +92,7 @@ impl Diagnostics {
     }
 
     pub fn location(&self, span: &Span) -> Location {
-        locate(&self.files, span)
+        Location::of(&self.files, span)
     }
 
     pub fn file_location(&self, source: usize) -> Location {

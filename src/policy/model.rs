@@ -229,7 +229,7 @@ pub struct System {
 impl System {
     /// Where a span of this system's declaration is: `file:line:column`.
     pub fn location(&self, span: &marked_yaml::Span) -> crate::policy::Location {
-        crate::policy::diagnostic::locate(&self.sources, span)
+        crate::policy::Location::of(&self.sources, span)
     }
 
     /// Whether a field is a key: a primary key, a reference, or the target of one. Keys

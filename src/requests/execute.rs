@@ -307,7 +307,7 @@ impl Service<'_> {
             notify::webhook::enqueue_in(
                 &mut *tx,
                 &notify::webhook::Webhook {
-                    kind: "erasure_notice".into(),
+                    kind: notify::webhook::Kind::ErasureNotice,
                     request_id: Some(id.to_owned()),
                     target: p.id.to_string(),
                     url: url.clone(),

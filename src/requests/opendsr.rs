@@ -54,7 +54,7 @@ impl Service<'_> {
             notify::webhook::enqueue_in(
                 &mut *tx,
                 &notify::webhook::Webhook {
-                    kind: "opendsr_callback".into(),
+                    kind: notify::webhook::Kind::OpendsrCallback,
                     request_id: Some(id.to_owned()),
                     target: "controller".into(),
                     url,

@@ -1,0 +1,47 @@
+//! The request worker of `lethe serve`: executes verified requests in the background and
+//! sends the mail they queue. Webhooks have a task of their own
+//! ([`crate::notify::webhook::spawn`]): no receiver ever holds up a request.
+
+use std::sync::Arc;
+
+use super::AppState;
+
+/// Starts the worker, or None without the audit log or the mailer.
+pub(super) fn spawn(
+    state: &AppState,
+    sources: Arc<crate::sources::db::Sources>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let store = state.store.clone();
+    let audit = state.audit.clone()?;
+    let mailer = state.mailer.clone()?;
+    let policy = state.policy.clone();
+    let settings = (*state.settings).clone();
+    let holder = format!("serve:{}", std::process::id());
+    Some(tokio::spawn(async move {
+        let svc = crate::requests::Service {
+            store: &store,
+            audit: &audit,
+            mailer: &mailer,
+            settings,
+        };
+        loop {
+            loop {
+                match svc
+                    .execute_next(&policy, &sources, &holder, chrono::Utc::now())
+                    .await
+                {
+                    Ok(Some(id)) => tracing::info!(request = %id, "request executed"),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "request worker");
+                        break;
+                    }
+                }
+            }
+            if let Err(e) = crate::notify::deliver_pending(&store, &mailer).await {
+                tracing::warn!(error = %e, "mail delivery deferred");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    }))
+}

@@ -1,0 +1,480 @@
+//! Webhook delivery against real receivers on 127.0.0.1 (allowed explicitly, as a test
+//! configuration must), on SQLite and on PostgreSQL when LETHE_TEST_POSTGRES_URL is set:
+//! slow receivers, redirects, giving up, re-queueing, and each processor's own secret.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use lethe::audit::{AuditLog, KeySource};
+use lethe::config::WebhookConfig;
+use lethe::notify::target::SystemLookup;
+use lethe::notify::webhook::{self, Delivery, Kind, Signing, Webhook};
+use lethe::policy::Policy;
+use lethe::store::Store;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+/// The test configuration: plain http and the loopback address allowed, named here.
+fn local(timeout: u64, concurrency: usize, give_up_hours: u64) -> WebhookConfig {
+    WebhookConfig {
+        allow_http_hosts: vec!["127.0.0.1".into()],
+        allow_addresses: vec!["127.0.0.1".into()],
+        connect_timeout_seconds: timeout,
+        timeout_seconds: timeout,
+        concurrency,
+        give_up_hours,
+    }
+}
+
+struct Env {
+    base: String,
+    store: Store,
+    audit: AuditLog,
+    delivery: Arc<Delivery>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// The real server over the store at `url`, delivering webhooks only when told.
+async fn env(url: &SecretString, config: WebhookConfig) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(url).await.unwrap();
+    let keys = KeySource {
+        master: None,
+        signing: None,
+        dir: dir.path().join(".lethe"),
+    };
+    let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
+    let policy = Arc::new(
+        Policy::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+            .unwrap()
+            .into_valid()
+            .unwrap(),
+    );
+    let app = lethe::http::Application::build("127.0.0.1:0", store.clone(), policy)
+        .await
+        .unwrap()
+        .with_audit(audit.clone(), keys)
+        .with_webhooks(&config, Arc::new(SystemLookup))
+        .unwrap()
+        .manual_webhooks();
+    let delivery = app.webhooks().unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    Env {
+        base,
+        store,
+        audit,
+        delivery,
+        stop: Some(stop),
+        dir,
+    }
+}
+
+/// Each store the tests run on: SQLite always, PostgreSQL when configured.
+async fn stores(test: &str) -> Vec<(SecretString, Option<tempfile::TempDir>)> {
+    let (sqlite, dir) = common::sqlite_store();
+    let mut out = vec![(sqlite, Some(dir))];
+    if let Some(pg) = common::postgres_store(test).await {
+        out.push((pg, None));
+    }
+    out
+}
+
+/// What a receiver got: each POST's headers, body and arrival time.
+type Got = Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>, Instant)>>>;
+
+struct Receiver {
+    url: String,
+    got: Got,
+    /// The status it answers; 0: sleeps 30 s first, then 200.
+    status: Arc<AtomicU16>,
+}
+
+/// A receiver on 127.0.0.1 answering `status` (a 3xx points at `location`).
+async fn receiver(status: u16, location: Option<String>) -> Receiver {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    let got: Got = Arc::default();
+    let status = Arc::new(AtomicU16::new(status));
+    let (seen, answer) = (got.clone(), status.clone());
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: axum::body::Bytes| {
+        let (seen, answer, location) = (seen.clone(), answer.clone(), location.clone());
+        async move {
+            seen.lock()
+                .unwrap()
+                .push((headers, body.to_vec(), Instant::now()));
+            let code = answer.load(Ordering::SeqCst);
+            if code == 0 {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                return StatusCode::OK.into_response();
+            }
+            let code = StatusCode::from_u16(code).unwrap();
+            match &location {
+                Some(l) => (code, [(header::LOCATION, l.clone())]).into_response(),
+                None => code.into_response(),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Receiver { url, got, status }
+}
+
+impl Receiver {
+    fn count(&self) -> usize {
+        self.got.lock().unwrap().len()
+    }
+}
+
+async fn enqueue(store: &Store, target: &str, url: &str, now: chrono::DateTime<chrono::Utc>) {
+    let mut tx = store.begin().await.unwrap();
+    webhook::enqueue_in(
+        &mut tx,
+        &Webhook {
+            kind: Kind::ErasureNotice,
+            request_id: Some("r_test".into()),
+            target: target.into(),
+            url: url.into(),
+            body: json!({ "type": "erasure_notice", "processor": target }),
+            signing: Signing::Hmac,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn status_of(store: &Store, url: &str) -> (Option<String>, Option<String>, Option<String>) {
+    use sqlx::Row;
+    let r = sqlx::query(
+        "SELECT last_status, delivered_at, failed_at FROM webhook_outbox WHERE url = $1",
+    )
+    .bind(url)
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    (
+        r.try_get(0).unwrap(),
+        r.try_get(1).unwrap(),
+        r.try_get(2).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_slow_receiver_holds_one_slot_while_the_others_are_delivered() {
+    for (url, _guard) in stores("webhooks_slow").await {
+        let e = env(&url, local(1, 2, 72)).await;
+        let slow = receiver(0, None).await;
+        let fast = receiver(200, None).await;
+        let now = chrono::Utc::now();
+        let slow_url = format!("{}/slow", slow.url);
+        enqueue(&e.store, "aws", &slow_url, now).await;
+        for i in 0..3 {
+            enqueue(&e.store, "stripe", &format!("{}/fast/{i}", fast.url), now).await;
+        }
+        let started = Instant::now();
+        let round = webhook::deliver_due(&e.store, &e.delivery).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!((round.delivered, round.retried), (3, 1), "{round:?}");
+        // The attempt to the slow receiver ended at the 1 s timeout, not after its 30 s,
+        // and the others arrived while it was waiting.
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert_eq!(slow.count(), 1);
+        let got = fast.got.lock().unwrap().clone();
+        assert_eq!(got.len(), 3);
+        assert!(
+            got.iter()
+                .all(|(_, _, at)| at.duration_since(started) < Duration::from_millis(900)),
+            "the fast receivers waited for the slow one"
+        );
+        let (last, delivered, failed) = status_of(&e.store, &slow_url).await;
+        assert_eq!(last.as_deref(), Some("timeout"));
+        assert_eq!((delivered, failed), (None, None), "a timeout is retried");
+    }
+}
+
+#[tokio::test]
+async fn redirects_are_never_followed() {
+    for (url, _guard) in stores("webhooks_redirect").await {
+        let e = env(&url, local(5, 4, 72)).await;
+        let elsewhere = receiver(200, None).await;
+        let mut hooks = Vec::new();
+        for code in [302, 307, 308] {
+            let r = receiver(code, Some(format!("{}/stolen", elsewhere.url))).await;
+            let u = format!("{}/hook", r.url);
+            enqueue(&e.store, "aws", &u, chrono::Utc::now()).await;
+            hooks.push((code, r, u));
+        }
+        let round = webhook::deliver_due(&e.store, &e.delivery).await.unwrap();
+        assert_eq!((round.delivered, round.retried), (0, 3), "{round:?}");
+        assert_eq!(elsewhere.count(), 0, "a redirect was followed");
+        for (code, r, u) in hooks {
+            assert_eq!(r.count(), 1);
+            let (last, delivered, _) = status_of(&e.store, &u).await;
+            assert!(
+                last.as_deref()
+                    .is_some_and(|s| s.starts_with(&code.to_string())),
+                "{last:?}"
+            );
+            assert_eq!(delivered, None);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_url_fails_at_once_without_a_connection() {
+    for (url, _guard) in stores("webhooks_refused").await {
+        // Loopback reachable over http, but not the metadata address nor plain http
+        // to other hosts.
+        let e = env(&url, local(5, 4, 72)).await;
+        let now = chrono::Utc::now();
+        for u in [
+            "https://169.254.169.254/latest/meta-data",
+            "http://hooks.example.com/x",
+            "https://[::ffff:10.0.0.1]/x",
+        ] {
+            enqueue(&e.store, "aws", u, now).await;
+        }
+        let round = webhook::deliver_due(&e.store, &e.delivery).await.unwrap();
+        assert_eq!(round.failed, 3, "{round:?}");
+        let (last, _, failed) =
+            status_of(&e.store, "https://169.254.169.254/latest/meta-data").await;
+        assert!(last.unwrap().contains("cloud metadata"));
+        assert!(failed.is_some());
+        let (last, _, _) = status_of(&e.store, "http://hooks.example.com/x").await;
+        assert!(last.unwrap().contains("only https"));
+    }
+}
+
+#[tokio::test]
+async fn retries_end_failed_the_dpo_sees_it_and_requeues_it() {
+    for (url, _guard) in stores("webhooks_give_up").await {
+        let e = env(&url, local(5, 4, 1)).await;
+        let hook = receiver(500, None).await;
+        let t0 = chrono::Utc::now();
+        // The query may hold a token of the receiver's: it is never listed.
+        let target = format!("{}/hook?token=s3cret", hook.url);
+        enqueue(&e.store, "aws", &target, t0).await;
+        let at = |secs: i64| t0 + chrono::Duration::seconds(secs);
+        let round = |now| webhook::deliver_due_at(&e.store, &e.delivery, now);
+        assert_eq!(round(at(0)).await.unwrap().retried, 1);
+        assert_eq!(
+            round(at(10)).await.unwrap(),
+            Default::default(),
+            "too early"
+        );
+        assert_eq!(round(at(31)).await.unwrap().retried, 1);
+        assert_eq!(round(at(3500)).await.unwrap().retried, 1);
+        // The last try falls on the deadline; then it is given up.
+        assert_eq!(round(at(3599)).await.unwrap(), Default::default());
+        assert_eq!(round(at(3600)).await.unwrap().failed, 1);
+        assert_eq!(round(at(7 * 3600)).await.unwrap(), Default::default());
+        assert_eq!(hook.count(), 4);
+        // Every attempt carried the same idempotency key.
+        let keys: Vec<String> = hook
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(h, _, _)| h["idempotency-key"].to_str().unwrap().to_owned())
+            .collect();
+        assert!(keys.iter().all(|k| k == &keys[0] && k.starts_with("wh_")));
+
+        let http = reqwest::Client::new();
+        let metrics = |http: reqwest::Client| {
+            let url = format!("{}/metrics", e.base);
+            async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+        };
+        let m = metrics(http.clone()).await;
+        assert!(m.contains("lethe_webhooks_failed 1\n"), "{m}");
+        assert!(m.contains("lethe_webhooks_undelivered 0\n"), "{m}");
+        let list_url = format!("{}/v1/admin/webhooks/failed", e.base);
+        assert_eq!(http.get(&list_url).send().await.unwrap().status(), 401);
+        let auditor = e
+            .store
+            .create_admin_token(lethe::store::Role::Auditor)
+            .await
+            .unwrap()
+            .1;
+        let dpo = e
+            .store
+            .create_admin_token(lethe::store::Role::Dpo)
+            .await
+            .unwrap()
+            .1;
+        let listed: Value = http
+            .get(&list_url)
+            .bearer_auth(&auditor)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let failed = listed.as_array().unwrap();
+        assert_eq!(failed.len(), 1, "{listed}");
+        assert_eq!(failed[0]["kind"], "erasure_notice");
+        assert_eq!(failed[0]["target"], "aws");
+        assert_eq!(failed[0]["attempts"], 4);
+        assert_eq!(failed[0]["last_status"], "500");
+        assert_eq!(failed[0]["url"], format!("{}/hook", hook.url));
+        assert!(!listed.to_string().contains("s3cret"));
+        let id = failed[0]["id"].as_i64().unwrap();
+
+        // Re-queueing needs a DPO token and a failed webhook.
+        let requeue = |id: String, token: String| {
+            let url = format!("{}/v1/admin/webhooks/{id}/requeue", e.base);
+            let http = http.clone();
+            async move {
+                http.post(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        };
+        assert_eq!(requeue(id.to_string(), auditor.clone()).await, 403);
+        assert_eq!(requeue("999999".into(), dpo.clone()).await, 404);
+        assert_eq!(requeue("x".into(), dpo.clone()).await, 404);
+        hook.status.store(200, Ordering::SeqCst);
+        assert_eq!(requeue(id.to_string(), dpo.clone()).await, 204);
+        assert_eq!(requeue(id.to_string(), dpo.clone()).await, 404, "twice");
+        let m = metrics(http.clone()).await;
+        assert!(m.contains("lethe_webhooks_failed 0\n"), "{m}");
+        assert!(m.contains("lethe_webhooks_undelivered 1\n"), "{m}");
+        assert_eq!(
+            webhook::deliver_due(&e.store, &e.delivery)
+                .await
+                .unwrap()
+                .delivered,
+            1
+        );
+        assert_eq!(hook.count(), 5);
+        let actions: Vec<String> = e
+            .audit
+            .entries(&Default::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|x| x.header.action)
+            .collect();
+        assert!(actions.contains(&"webhook.requeued".to_owned()));
+    }
+}
+
+#[tokio::test]
+async fn each_processor_signs_with_its_own_secret_that_no_mask_equals() {
+    for (url, _guard) in stores("webhooks_secrets").await {
+        let e = env(&url, local(5, 4, 72)).await;
+        let aws = e.audit.webhook_secret("aws").await.unwrap();
+        let stripe = e.audit.webhook_secret("stripe").await.unwrap();
+        assert_ne!(aws.to_hex(), stripe.to_hex());
+        assert_eq!(aws.version, 1);
+        // Asked again: the same secret.
+        assert_eq!(
+            e.audit.webhook_secret("aws").await.unwrap().to_hex(),
+            aws.to_hex()
+        );
+        // No string masks to a secret: not the old derivation label, not the key names.
+        for s in [
+            "lethe webhook signing v1",
+            "aws",
+            "stripe",
+            "webhook:aws",
+            "webhook:aws:v1",
+            "",
+        ] {
+            let mask = e.audit.mask_hash(s);
+            assert_ne!(mask, aws.to_hex(), "{s}");
+            assert_ne!(mask, stripe.to_hex(), "{s}");
+        }
+
+        // Rotation: a new secret signs from now on, and it is kept.
+        let hook = receiver(200, None).await;
+        let u = format!("{}/hook", hook.url);
+        enqueue(&e.store, "aws", &u, chrono::Utc::now()).await;
+        webhook::deliver_due(&e.store, &e.delivery).await.unwrap();
+        let rotated = e.audit.rotate_webhook_secret("aws").await.unwrap();
+        assert_eq!(rotated.version, 2);
+        assert_ne!(rotated.to_hex(), aws.to_hex());
+        enqueue(&e.store, "aws", &u, chrono::Utc::now()).await;
+        webhook::deliver_due(&e.store, &e.delivery).await.unwrap();
+        let got = hook.got.lock().unwrap().clone();
+        assert_eq!(got.len(), 2);
+        let verifies = |i: usize, secret: &str| {
+            let (h, body, _) = &got[i];
+            webhook::verify_hmac(
+                secret,
+                h["x-lethe-timestamp"].to_str().unwrap(),
+                body,
+                h["x-lethe-signature"].to_str().unwrap(),
+            )
+        };
+        assert!(verifies(0, &aws.to_hex()) && !verifies(0, &rotated.to_hex()));
+        assert!(verifies(1, &rotated.to_hex()) && !verifies(1, &aws.to_hex()));
+        assert_ne!(got[0].0["x-lethe-signature"], got[1].0["x-lethe-signature"]);
+        let reopened = AuditLog::open(
+            e.store.clone(),
+            &KeySource {
+                master: None,
+                signing: None,
+                dir: e.dir.path().join(".lethe"),
+            },
+        )
+        .await
+        .unwrap();
+        let again = reopened.webhook_secret("aws").await.unwrap();
+        assert_eq!((again.version, again.to_hex()), (2, rotated.to_hex()));
+        assert_eq!(
+            reopened.webhook_secret("stripe").await.unwrap().to_hex(),
+            stripe.to_hex(),
+            "rotating one processor's secret changed another's"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_claimed_by_a_sender_that_died_is_sent_once_later() {
+    for (url, _guard) in stores("webhooks_crash").await {
+        let e = env(&url, local(5, 4, 72)).await;
+        let hook = receiver(200, None).await;
+        let now = chrono::Utc::now();
+        let u = format!("{}/hook", hook.url);
+        enqueue(&e.store, "aws", &u, now).await;
+        // A sender claimed it and died before recording anything.
+        sqlx::query("UPDATE webhook_outbox SET claimed_at = $1")
+            .bind(lethe::store::timestamp(now))
+            .execute(e.store.pool())
+            .await
+            .unwrap();
+        let at = |secs: i64| now + chrono::Duration::seconds(secs);
+        let round = |now| webhook::deliver_due_at(&e.store, &e.delivery, now);
+        // While its claim holds nobody else sends it; after it lapses, one sender does.
+        assert_eq!(round(at(30)).await.unwrap(), Default::default());
+        assert_eq!(hook.count(), 0);
+        let (a, b) = tokio::join!(round(at(120)), round(at(120)));
+        assert_eq!(a.unwrap().delivered + b.unwrap().delivered, 1);
+        assert_eq!(round(at(3600)).await.unwrap(), Default::default());
+        assert_eq!(hook.count(), 1);
+        assert!(status_of(&e.store, &u).await.1.is_some());
+    }
+}
