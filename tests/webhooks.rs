@@ -299,21 +299,25 @@ async fn retries_end_failed_the_dpo_sees_it_and_requeues_it() {
         assert!(keys.iter().all(|k| k == &keys[0] && k.starts_with("wh_")));
 
         let http = reqwest::Client::new();
-        let metrics = |http: reqwest::Client| {
-            let url = format!("{}/metrics", e.base);
-            async move { http.get(url).send().await.unwrap().text().await.unwrap() }
-        };
-        let m = metrics(http.clone()).await;
-        assert!(m.contains("lethe_webhooks_failed 1\n"), "{m}");
-        assert!(m.contains("lethe_webhooks_undelivered 0\n"), "{m}");
-        let list_url = format!("{}/v1/admin/webhooks/failed", e.base);
-        assert_eq!(http.get(&list_url).send().await.unwrap().status(), 401);
         let auditor = e
             .store
             .create_admin_token(lethe::store::Role::Auditor)
             .await
             .unwrap()
             .1;
+        let metrics = |http: reqwest::Client| {
+            let url = format!("{}/metrics", e.base);
+            let token = auditor.clone();
+            async move {
+                let r = http.get(url).bearer_auth(token).send().await.unwrap();
+                r.text().await.unwrap()
+            }
+        };
+        let m = metrics(http.clone()).await;
+        assert!(m.contains("lethe_webhooks_failed 1\n"), "{m}");
+        assert!(m.contains("lethe_webhooks_undelivered 0\n"), "{m}");
+        let list_url = format!("{}/v1/admin/webhooks/failed", e.base);
+        assert_eq!(http.get(&list_url).send().await.unwrap().status(), 401);
         let dpo = e
             .store
             .create_admin_token(lethe::store::Role::Dpo)

@@ -68,6 +68,17 @@ pub trait Masker {
     fn random(&self, seed: &str) -> String;
 }
 
+/// Whether and when the event a retention runs from happened for one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Happened {
+    At(DateTime<Utc>),
+    /// Not yet (a NULL column: the account is still open), or not known here.
+    NotYet,
+    /// The event is the latest of the row's records (`max(orders.created_at)`) and it has
+    /// none: the purpose holds no record for this row.
+    NoRecord,
+}
+
 /// The time of `event` for `row` of collection `c`, as the policy binds it.
 fn event_time(
     system: &System,
@@ -75,11 +86,15 @@ fn event_time(
     event: &str,
     row: &Row,
     found: &BTreeMap<String, Found>,
-) -> Option<DateTime<Utc>> {
+) -> Happened {
     let text = |r: &Row, col: &str| r.get(col).cloned().flatten();
-    match &**c.events.get(event)? {
-        EventBinding::Column(col) => parse_timestamp(&text(row, col.as_str())?),
-        EventBinding::Referenced(r) => {
+    let at = |t: Option<DateTime<Utc>>| t.map_or(Happened::NotYet, Happened::At);
+    let Some(binding) = c.events.get(event) else {
+        return Happened::NotYet;
+    };
+    match &**binding {
+        EventBinding::Column(col) => at(text(row, col.as_str()).and_then(|v| parse_timestamp(&v))),
+        EventBinding::Referenced(r) => at((|| {
             let (fk, target) = c.reference_to(r.collection.as_str())?;
             let value = text(row, fk.name.as_str())?;
             let parent = found
@@ -88,18 +103,30 @@ fn event_time(
                 .iter()
                 .find(|p| text(p, target.field.as_str()).as_deref() == Some(value.as_str()))?;
             parse_timestamp(&text(parent, r.field.as_str())?)
-        }
+        })()),
         EventBinding::LatestOf(r) => {
-            let child = system.collections.iter().find(|x| x.name == r.collection)?;
-            let (fk, target) = child.reference_to(c.name.as_str())?;
-            let key = text(row, target.field.as_str())?;
-            found
-                .get(r.collection.as_str())?
+            let Some((fk, key, children)) = (|| {
+                let child = system.collections.iter().find(|x| x.name == r.collection)?;
+                let (fk, target) = child.reference_to(c.name.as_str())?;
+                let key = text(row, target.field.as_str())?;
+                // Not searched (unreachable from the person): not known here.
+                let children = found.get(r.collection.as_str())?;
+                Some((fk, key, children))
+            })() else {
+                return Happened::NotYet;
+            };
+            let mine: Vec<&Row> = children
                 .rows
                 .iter()
                 .filter(|ch| text(ch, fk.name.as_str()).as_deref() == Some(key.as_str()))
+                .collect();
+            if mine.is_empty() {
+                return Happened::NoRecord;
+            }
+            at(mine
+                .iter()
                 .filter_map(|ch| parse_timestamp(&text(ch, r.field.as_str())?))
-                .max()
+                .max())
         }
     }
 }
@@ -145,8 +172,13 @@ fn exemption(
         if r.basis != Some(LegalBasis::LegalObligation) {
             continue;
         }
-        let until = event_time(system, c, &r.from, row, found).and_then(|t| r.keep_for.after(t));
-        // A retention whose event has not happened (NULL) has not started: keep.
+        let until = match event_time(system, c, &r.from, row, found) {
+            // The latest of no records: the obligation covers nothing of this row.
+            Happened::NoRecord => continue,
+            // A retention whose event has not happened (NULL) has not started: keep.
+            Happened::NotYet => None,
+            Happened::At(t) => r.keep_for.after(t),
+        };
         if until.is_none_or(|u| u > now) {
             consider(Exemption {
                 article: "Art. 17(3)(b)",
