@@ -104,7 +104,14 @@ impl AuditLog {
     /// Loads the master key and the log's own keys, creating them on first use. A master
     /// key that does not match the store's is refused before anything is written.
     pub async fn open(store: Store, source: &KeySource) -> Result<Self, AuditError> {
-        let master = keys::MasterKey::load_or_create(source)?;
+        // The store names the master key its keys are wrapped under: a missing or wrong
+        // key is found here, before anything is written (store or key file).
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT master_key_id FROM audit_keys WHERE key_id = $1")
+                .bind(SYSTEM_KEY)
+                .fetch_optional(store.pool())
+                .await?;
+        let master = keys::MasterKey::load_or_create_for(source, stored.as_deref())?;
         let master = finish_interrupted_rotation(&store, master).await?;
         let system = ensure_key(&store, &master, SYSTEM_KEY).await?;
         let mac = ensure_key(&store, &master, MAC_KEY).await?;
