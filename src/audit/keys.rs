@@ -3,7 +3,6 @@
 //! `.lethe/master.key`. It wraps the random data keys kept in the store: one per data
 //! subject, plus the system key, the MAC key and the index key.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -183,17 +182,7 @@ pub fn write_key_file(path: &Path, text: &str) -> Result<(), KeyError> {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
     let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(&tmp).map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.write_all(b"\n").map_err(err)?;
-    f.sync_all().map_err(err)?;
+    crate::store::files::write_private(&tmp, format!("{text}\n").as_bytes()).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)?;
     Ok(())
 }

@@ -177,8 +177,11 @@ impl Mailer {
                 let unreachable = |e: std::io::Error| Failure::Unreachable(e.to_string());
                 std::fs::create_dir_all(dir).map_err(unreachable)?;
                 // Named by the outbox id: writing it again after a crash replaces the same file.
-                std::fs::write(dir.join(format!("{id:08}.eml")), message.formatted())
-                    .map_err(unreachable)
+                crate::store::files::write_private(
+                    &dir.join(format!("{id:08}.eml")),
+                    &message.formatted(),
+                )
+                .map_err(unreachable)
             }
         }
     }

@@ -12,6 +12,8 @@ use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use crate::config::redact_url;
 
+pub mod files;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -28,6 +30,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("store query failed: {0}")]
     Query(#[from] sqlx::Error),
+    #[error("making the store's files private at {url}: {source}")]
+    Files { url: String, source: std::io::Error },
 }
 
 /// A handle on the store; cheap to clone.
@@ -66,6 +70,13 @@ impl Store {
         } else {
             return Err(StoreError::Unsupported(shown));
         };
+        if backend == Backend::Sqlite {
+            // Created 0600 before SQLite creates it with the umask's mode.
+            files::prepare_sqlite(raw).map_err(|source| StoreError::Files {
+                url: shown.clone(),
+                source,
+            })?;
+        }
         let options = AnyConnectOptions::from_str(raw).map_err(|source| StoreError::Connect {
             url: shown.clone(),
             source,
