@@ -927,7 +927,8 @@ async fn an_erasure_notifies_each_processor_by_its_channel_until_acknowledged() 
         "{view}"
     );
     let page = reqwest::Client::new()
-        .get(format!("{}/portal/requests/{id}?token={token}", s.base))
+        .get(format!("{}/portal/requests/{id}", s.base))
+        .header("cookie", format!("lethe_request={token}"))
         .send()
         .await
         .unwrap()
@@ -1402,7 +1403,18 @@ async fn opendsr_requests_follow_the_specification() {
     assert!(st["results_count"].as_u64().unwrap() > 0, "{st}");
 }
 
-/// The value of `name="..." value="..."` or of a `?token=` link in a page.
+/// The request id and token a portal answer gives the browser, in its cookie (checked to
+/// be HttpOnly, SameSite=Strict and bound to the request's pages).
+fn portal_cookie(r: &reqwest::Response) -> (String, String) {
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("; HttpOnly"), "{cookie}");
+    assert!(cookie.contains("; SameSite=Strict"), "{cookie}");
+    let token = between(cookie, "lethe_request=", ';').to_owned();
+    let id = between(cookie, "Path=/portal/requests/", ';').to_owned();
+    (id, token)
+}
+
+/// The text between `start` and `end` in a page.
 fn between<'a>(html: &'a str, start: &str, end: char) -> &'a str {
     let i = html
         .find(start)
@@ -1467,38 +1479,46 @@ async fn the_portal_works_without_javascript() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    let (id, token) = portal_cookie(&r);
+    let cookie = format!("lethe_request={token}");
     let html = r.text().await.unwrap();
-    let id = between(&html, "/portal/requests/", '?').to_owned();
-    let token = between(&html, "?token=", '"').to_owned();
+    assert!(html.contains(&format!("/portal/requests/{id}\"")), "{html}");
+    assert!(!html.contains(&token), "the token is in the page: {html}");
     let verify = format!("{}/portal/requests/{id}/verify", s.base);
     let r = http
         .post(&verify)
-        .form(&[("token", token.as_str()), ("code", "000000x")])
+        .header("cookie", &cookie)
+        .form(&[("code", "000000x")])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 422);
     assert!(r.text().await.unwrap().contains("attempt(s) left"));
-    // A wrong token is turned away before any code is tried.
-    let r = http
-        .post(&verify)
-        .form(&[("token", "0000"), ("code", "123456")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    // A browser without the request's token is turned away before any code is tried.
+    for other in ["lethe_request=0000", "other=1"] {
+        let r = http
+            .post(&verify)
+            .header("cookie", other)
+            .form(&[("code", "123456")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
     let code = s.code(&id).await;
     let r = http
         .post(&verify)
-        .form(&[("token", token.as_str()), ("code", code.as_str())])
+        .header("cookie", &cookie)
+        .form(&[("code", code.as_str())])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
-    assert_eq!(location, format!("/portal/requests/{id}?token={token}"));
+    assert_eq!(location, format!("/portal/requests/{id}"));
     let r = http
         .get(format!("{}{location}", s.base))
+        .header("cookie", &cookie)
         .send()
         .await
         .unwrap();
@@ -1512,6 +1532,7 @@ async fn the_portal_works_without_javascript() {
     assert_eq!(s.execute().await.as_deref(), Some(id.as_str()));
     let page = http
         .get(format!("{}{location}", s.base))
+        .header("cookie", &cookie)
         .send()
         .await
         .unwrap()
@@ -1519,22 +1540,50 @@ async fn the_portal_works_without_javascript() {
         .await
         .unwrap();
     assert!(page.contains(">completed<"), "{page}");
-    let link = between(&page, "<a href=\"/v1/requests/", '"').to_owned();
+    assert!(!page.contains("token"), "{page}");
+    let link = between(&page, "<a href=\"/portal/requests/", '"').to_owned();
+    assert_eq!(link, format!("{id}/package"));
     let zip = http
-        .get(format!("{}/v1/requests/{link}", s.base))
+        .get(format!("{}/portal/requests/{link}", s.base))
+        .header("cookie", &cookie)
         .send()
         .await
         .unwrap();
     assert_eq!(zip.status(), 200);
     assert_eq!(zip.headers()["content-type"], "application/zip");
+    let r = http
+        .get(format!("{}/portal/requests/{link}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the package without the token");
     // Another token opens nothing.
     let r = http
-        .get(format!("{}/portal/requests/{id}?token=0000", s.base))
+        .get(format!("{}/portal/requests/{id}", s.base))
+        .header("cookie", "lethe_request=0000")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.text().await.unwrap().contains("does not open a request"));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("does not hold this request")
+    );
+    // A link of an earlier version, with the token in the address: the token moves to
+    // the cookie and the browser to the address without it.
+    let r = http
+        .get(format!("{}/portal/requests/{id}?token={token}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        format!("/portal/requests/{id}").as_str()
+    );
+    assert_eq!(portal_cookie(&r), (id.clone(), token.clone()));
 
     // A second request is withdrawn from its page.
     let r = http
@@ -1543,12 +1592,10 @@ async fn the_portal_works_without_javascript() {
         .send()
         .await
         .unwrap();
-    let html = r.text().await.unwrap();
-    let id2 = between(&html, "/portal/requests/", '?').to_owned();
-    let token2 = between(&html, "?token=", '"').to_owned();
+    let (id2, token2) = portal_cookie(&r);
     let r = http
         .post(format!("{}/portal/requests/{id2}/cancel", s.base))
-        .form(&[("token", token2.as_str())])
+        .header("cookie", format!("lethe_request={token2}"))
         .send()
         .await
         .unwrap();
@@ -2122,10 +2169,9 @@ async fn a_stranger_cannot_block_a_person_nor_learn_what_is_open() {
                 .await
                 .unwrap();
             let status = r.status().as_u16();
+            let (id, token) = portal_cookie(&r);
             let html = r.text().await.unwrap();
-            let id = between(&html, "/portal/requests/", '?').to_owned();
-            let token = between(&html, "?token=", '"').to_owned();
-            let same = html.replace(&id, "ID").replace(&token, "TOKEN");
+            let same = html.replace(&id, "ID");
             (status, same, id, token)
         }
     };
