@@ -312,7 +312,7 @@ async fn rotation_rewraps_keys_and_wrong_keys_change_nothing(f: Fixture) {
 
     let new = MasterKey::generate().unwrap();
     let new_hex = new.to_hex();
-    assert_eq!(log.rotate_master(&new).await.unwrap(), 6); // system, mac, index, masking, packages, carol
+    assert_eq!(log.rotate_master(&new).await.unwrap(), 7); // system, mac, index, masking, packages, outbox, carol
 
     // The old key is now the wrong one: a clear error, nothing written.
     let store = Store::open(&f.url).await.unwrap();

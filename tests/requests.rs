@@ -98,7 +98,7 @@ async fn start_with(options: Options) -> Server {
             )
         }
     };
-    let mailer = Arc::new(mailer);
+    let mailer = Arc::new(mailer.with_outbox_key(audit.outbox_key()));
     let app = Application::build("127.0.0.1:0", store.clone(), policy.clone())
         .await
         .unwrap()
@@ -356,7 +356,8 @@ impl Bare {
             Some("privacy@example.com"),
             outbox.clone(),
         )
-        .unwrap();
+        .unwrap()
+        .with_outbox_key(audit.outbox_key());
         Self {
             store,
             audit,
@@ -383,6 +384,15 @@ impl Bare {
             .filter(|t| t.contains(id))
             .find_map(|t| code_and_link(&t))
             .unwrap_or_else(|| panic!("no verification mail for {id}"))
+    }
+
+    /// Subject keys, and subjects in the audit log's index.
+    async fn subjects(&self) -> (i64, i64) {
+        (
+            self.scalar("SELECT count(*) FROM audit_keys WHERE kind = 'subject'")
+                .await,
+            self.scalar("SELECT count(*) FROM audit_subjects").await,
+        )
     }
 
     async fn scalar(&self, sql: &'static str) -> i64 {
@@ -1079,7 +1089,7 @@ async fn a_restriction_holds_the_person_until_the_dpo_lifts_it() {
             .any(|m| m.contains("restriction lifted") || m.contains("is lifted")),
         "the person was not told before the lifting"
     );
-    assert!(s.store.restrictions().await.unwrap().is_empty());
+    assert!(lethe::dsr::restrictions(&s.audit).await.unwrap().is_empty());
     // Lifting twice finds nothing to lift.
     assert_eq!(
         lift(dpo.clone(), json!({ "note": "again" }))
@@ -1921,6 +1931,7 @@ async fn two_instances_on_one_postgres_execute_each_request_once() {
         let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
         instances.push((store, audit));
     }
+    let mailer = mailer.with_outbox_key(instances[0].1.outbox_key());
     let settings = lethe::requests::Settings::from_policy(&policy);
     let svc = |i: usize| lethe::requests::Service {
         store: &instances[i].0,
@@ -2221,4 +2232,215 @@ async fn an_address_the_mail_transport_refuses_is_refused_at_intake() {
         .await
         .unwrap();
     assert_eq!(unsent, 0);
+}
+
+/// Every value of every column of every table of the store, as text, a row a line:
+/// SQLite's `quote()` (blobs as `X'..'` hex), PostgreSQL's row text (bytea as `\x..`
+/// hex), line breaks as `\n`.
+async fn dump_store(store: &Store) -> String {
+    let sqlite = store.backend() == lethe::store::Backend::Sqlite;
+    let strings = async |sql: String| -> Vec<String> {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+    };
+    let tables = strings(if sqlite {
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'".into()
+    } else {
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'".into()
+    })
+    .await;
+    let mut out = String::new();
+    for t in tables {
+        let row = if sqlite {
+            strings(format!("SELECT name FROM pragma_table_info('{t}')"))
+                .await
+                .iter()
+                .map(|c| format!("replace(quote(\"{c}\"), char(10), '\\n')"))
+                .collect::<Vec<_>>()
+                .join(" || '|' || ")
+        } else {
+            "replace(CAST(x AS TEXT), chr(10), '\\n')".to_owned()
+        };
+        for r in strings(format!("SELECT {row} FROM \"{t}\" AS x")).await {
+            out.push_str(&format!("{t}: {r}\n"));
+        }
+    }
+    out
+}
+
+/// Where `needle` shows in a dump: as text, lowercased, or as the hex of its bytes.
+fn shows(dump: &str, needle: &str) -> Vec<String> {
+    let forms = [
+        needle.to_owned(),
+        needle.to_lowercase(),
+        hex_of(needle),
+        hex_of(&needle.to_lowercase()),
+    ];
+    dump.lines()
+        .filter(|l| {
+            let lower = l.to_lowercase();
+            forms.iter().any(|f| lower.contains(&f.to_lowercase()))
+        })
+        .map(|l| l.chars().take(160).collect())
+        .collect()
+}
+
+fn hex_of(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// After a person's erasure has run and their key is shredded, nothing in lethe's store
+/// reads as their address or their details: not the requests, not the restrictions, not
+/// the outbox, not the audit log; and while a verification e-mail waits in the outbox,
+/// neither its code nor its link's secret is there in clear.
+#[tokio::test]
+async fn after_an_erasure_nothing_in_the_store_reads_as_the_person() {
+    let (url, _dir) = common::sqlite_store();
+    erased_person_leaves_no_trace(&url).await;
+    if let Some(url) = common::postgres_store("erased_person_leaves_no_trace").await {
+        erased_person_leaves_no_trace(&url).await;
+    }
+}
+
+async fn erased_person_leaves_no_trace(url: &SecretString) {
+    use lethe::requests::{Kind, Service};
+    let b = Bare::open(url).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = demo(tmp.path(), None).await;
+    let settings = lethe::requests::Settings::from_policy(&policy);
+    // A transport that is down: the code e-mail waits in the outbox.
+    let down = Mailer::from_config(
+        &Config {
+            smtp_url: Some(SecretString::from("smtp://127.0.0.1:9?tls=none".to_owned())),
+            ..Config::default()
+        },
+        Some("privacy@example.com"),
+        tmp.path().join("unused"),
+    )
+    .unwrap()
+    .with_outbox_key(b.audit.outbox_key());
+    let queueing = Service {
+        store: &b.store,
+        audit: &b.audit,
+        mailer: &down,
+        settings: settings.clone(),
+    };
+    let svc = Service {
+        store: &b.store,
+        audit: &b.audit,
+        mailer: &b.mailer,
+        settings: settings.clone(),
+    };
+    let address = format!(
+        "Erase.Me.{}@Example.org",
+        lethe::crypto::random_hex(4).unwrap()
+    );
+    let details = format!("please write to {address} only");
+    let identity = lethe::audit::Identity::parse(&format!("email={address}")).unwrap();
+    let now = chrono::Utc::now();
+    let created = queueing
+        .submit(Kind::Erasure, &identity, Some(&details), now)
+        .await
+        .unwrap();
+    // Unverified: no audit subject and no subject key yet.
+    assert_eq!(
+        b.subjects().await,
+        (0, 0),
+        "an unverified request made a subject"
+    );
+    let queued = dump_store(&b.store).await;
+    // Now the mail goes out, and its code and link become known.
+    lethe::notify::deliver_pending(&b.store, &b.mailer)
+        .await
+        .unwrap();
+    let (code, link) = b.code_and_link(&created.id);
+    // The code as the message shows it (six digits alone could match a random blob).
+    for secret in [format!("is {code}"), format!(">{code}<"), link.clone()] {
+        let hits: Vec<String> = queued
+            .lines()
+            .filter(|l| l.starts_with("mail_outbox:") && l.contains(secret.as_str()))
+            .map(str::to_owned)
+            .collect();
+        assert!(hits.is_empty(), "{secret} in the outbox: {hits:?}");
+    }
+    assert!(
+        shows(&queued, &address).is_empty(),
+        "{:?}",
+        shows(&queued, &address)
+    );
+    // Verified: now the person is an audit subject, and the request is sealed under
+    // their key.
+    svc.verify_link(&created.id, &link, now).await.unwrap();
+    assert_eq!(b.subjects().await, (1, 1));
+    assert_eq!(
+        svc.full(&created.id).await.unwrap().identity,
+        format!("email={}", address.to_lowercase())
+    );
+    // Readable to the service, yet not in clear anywhere in the store.
+    let verified = dump_store(&b.store).await;
+    for needle in [address.as_str(), details.as_str()] {
+        let hits = shows(&verified, needle);
+        assert!(hits.is_empty(), "{needle} in clear: {hits:?}");
+    }
+    let sources = lethe::sources::db::Sources::default();
+    let ran = svc
+        .execute_next(&policy, &sources, "test", now)
+        .await
+        .unwrap();
+    assert_eq!(ran.as_deref(), Some(created.id.as_str()));
+    sources.close().await;
+    lethe::notify::deliver_pending(&b.store, &b.mailer)
+        .await
+        .unwrap();
+    let full = svc.full(&created.id).await.unwrap();
+    assert_eq!(full.status, "completed");
+    assert_eq!(full.identity, "(erased)");
+    assert_eq!(full.details, None);
+    let after = dump_store(&b.store).await;
+    for needle in [address.as_str(), details.as_str(), "Erase.Me"] {
+        let hits = shows(&after, needle);
+        assert!(hits.is_empty(), "{needle} still in the store: {hits:?}");
+    }
+}
+
+/// A request nobody confirms leaves no subject key, and the purge takes its own key
+/// with it.
+#[tokio::test]
+async fn an_unverified_request_leaves_no_key_behind() {
+    let (url, _dir) = common::sqlite_store();
+    let b = Bare::open(&url).await;
+    let identity = lethe::audit::Identity::parse(&format!("email={}", unique_email())).unwrap();
+    let now = chrono::Utc::now();
+    b.service()
+        .submit(lethe::requests::Kind::Access, &identity, Some("hello"), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.subjects().await,
+        (0, 0),
+        "an unverified request made a subject"
+    );
+    assert_eq!(
+        b.scalar("SELECT count(*) FROM dsr_requests WHERE own_key IS NOT NULL AND identity_value = '' AND details IS NULL")
+            .await,
+        1
+    );
+    assert!(
+        b.audit.find_subject(&identity).await.unwrap().is_none(),
+        "an unverified request made the person a subject"
+    );
+    let later = now + chrono::Duration::days(lethe::requests::TRANSIENT_DAYS + 1);
+    let purged = lethe::requests::purge(
+        &b.store,
+        &b.audit,
+        lethe::policy::RetentionPeriod::new(3, 0, 0),
+        later,
+    )
+    .await
+    .unwrap();
+    assert_eq!(purged.abandoned_requests, 1);
+    assert_eq!(b.scalar("SELECT count(*) FROM dsr_requests").await, 0);
+    assert_eq!(b.subjects().await, (0, 0));
 }

@@ -106,7 +106,7 @@ pub async fn run(action: DsrAction, config: &Config) -> anyhow::Result<ExitCode>
             out,
         } => {
             let ids = identities(&target)?;
-            let restriction = store.restriction_for(&ids).await?;
+            let restriction = dsr::restriction_for(&audit, &ids).await?;
             if let Some(r) = &restriction {
                 eprintln!(
                     "this person restricted processing (request {r}): everything is kept until the restriction is lifted"

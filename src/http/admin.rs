@@ -280,8 +280,12 @@ async fn dead_mail(
     headers: HeaderMap,
 ) -> Result<Json<Vec<crate::notify::DeadLetter>>, ApiError> {
     admin(&state, &headers, Role::Auditor).await?;
+    let mailer = state
+        .mailer
+        .as_ref()
+        .ok_or(ApiError::Unavailable("no mailer"))?;
     Ok(Json(
-        crate::notify::dead_letters(&state.store)
+        crate::notify::dead_letters(&state.store, mailer)
             .await
             .map_err(anyhow::Error::from)?,
     ))
@@ -376,8 +380,11 @@ async fn retention_plan(
     admin(&state, &headers, Role::Auditor).await?;
     let sources = crate::sources::db::Sources::default();
     let planned = async {
-        let restricted =
-            crate::retention::restricted_in(&state.policy, &sources, &state.store).await?;
+        let audit = state
+            .audit
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the audit log is not open"))?;
+        let restricted = crate::retention::restricted_in(&state.policy, &sources, audit).await?;
         let due = crate::retention::plan(&state.policy, &sources, chrono::Utc::now(), &restricted)
             .await?;
         Ok::<_, anyhow::Error>(due)
