@@ -249,17 +249,55 @@ fn secret_files() -> anyhow::Result<Serialized<serde_json::Map<String, serde_jso
     Ok(Serialized::defaults(map))
 }
 
-/// Replaces the password of a URL with `***`; leaves anything unparsable as a fixed text.
+/// A URL fit to print: the password of its user part and the value of every query
+/// parameter that carries a secret (`password`, `sslpassword`, `pass`, `pwd`, `secret`,
+/// `token`, `key`... in any case, percent-encoded or not) replaced by `***`. Anything
+/// that does not parse as a URL prints as a fixed text, never as itself.
 pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        Err(_) => "<unparsable URL>".to_owned(),
+    let Ok(mut u) = url::Url::parse(raw) else {
+        return "<unparsable URL>".to_owned();
+    };
+    if u.password().is_some() {
+        // Only a URL that cannot have a password fails here, and it has none.
+        let _ = u.set_password(Some("***"));
     }
+    let Some(query) = u.query() else {
+        return u.to_string();
+    };
+    let secret = |name: &str| {
+        let n = name.to_ascii_lowercase();
+        [
+            "pass",
+            "pwd",
+            "secret",
+            "token",
+            "key",
+            "credential",
+            "auth",
+        ]
+        .iter()
+        .any(|w| n.contains(w))
+    };
+    if !url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| secret(&k)) {
+        return u.to_string();
+    }
+    // Rewritten pair by pair, so that names and the other values print as given.
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let (name, _) = pair.split_once('=').unwrap_or((pair, ""));
+            let decoded: String = url::form_urlencoded::parse(name.as_bytes())
+                .map(|(k, _)| k.into_owned())
+                .collect();
+            if secret(&decoded) {
+                format!("{name}=***")
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect();
+    u.set_query(Some(&redacted.join("&")));
+    u.to_string()
 }
 
 #[cfg(test)]
@@ -268,14 +306,69 @@ mod tests {
 
     #[test]
     fn passwords_never_print() {
-        let shown = redact_url("postgres://lethe:s3cret@db.internal:5432/lethe");
-        assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("lethe:***@db.internal"), "{shown}");
-        assert_eq!(
-            redact_url("sqlite://lethe.db?mode=rwc"),
-            "sqlite://lethe.db?mode=rwc"
-        );
-        assert!(!redact_url("not a url s3cret").contains("s3cret"));
+        let cases = [
+            // (URL, what must not print, what it prints as)
+            (
+                "postgres://lethe:s3cret@db.internal:5432/lethe",
+                "s3cret",
+                "postgres://lethe:***@db.internal:5432/lethe",
+            ),
+            (
+                "postgres://db.internal/lethe?user=lethe&password=s3cret",
+                "s3cret",
+                "postgres://db.internal/lethe?user=lethe&password=***",
+            ),
+            (
+                "postgres://lethe:s3cret@db/lethe?sslmode=verify-full&sslpassword=k3y&application_name=lethe",
+                "k3y",
+                "postgres://lethe:***@db/lethe?sslmode=verify-full&sslpassword=***&application_name=lethe",
+            ),
+            (
+                "postgresql://lethe:p%40ss%2Fw0rd@db/lethe",
+                "p%40ss",
+                "postgresql://lethe:***@db/lethe",
+            ),
+            (
+                "postgres://db/lethe?pass%77ord=s3cret",
+                "s3cret",
+                "postgres://db/lethe?pass%77ord=***",
+            ),
+            (
+                "mysql://root:hunter2@127.0.0.1:3306/app?PASSWORD=hunter2",
+                "hunter2",
+                "mysql://root:***@127.0.0.1:3306/app?PASSWORD=***",
+            ),
+            (
+                "smtp://mailer:s3cret@smtp.example.com:587?tls=starttls",
+                "s3cret",
+                "smtp://mailer:***@smtp.example.com:587?tls=starttls",
+            ),
+            (
+                "postgres://:s3cret@db/lethe",
+                "s3cret",
+                "postgres://:***@db/lethe",
+            ),
+            (
+                "postgres://db/lethe?sslmode=require&auth_token=abc123",
+                "abc123",
+                "postgres://db/lethe?sslmode=require&auth_token=***",
+            ),
+        ];
+        for (raw, secret, shown) in cases {
+            let got = redact_url(raw);
+            assert!(!got.contains(secret), "{raw} printed as {got}");
+            assert_eq!(got, shown, "{raw}");
+        }
+        // Nothing secret: printed as given.
+        for raw in [
+            "sqlite://lethe.db?mode=rwc",
+            "postgres://lethe@db.internal:5432/lethe?sslmode=require",
+            "sqlite:///var/lib/lethe/lethe.db",
+        ] {
+            assert_eq!(redact_url(raw), raw);
+        }
+        assert_eq!(redact_url("not a url s3cret"), "<unparsable URL>");
+        assert_eq!(redact_url("postgres://u:s3cret@[::1"), "<unparsable URL>");
     }
 
     #[test]

@@ -312,7 +312,7 @@ async fn rotation_rewraps_keys_and_wrong_keys_change_nothing(f: Fixture) {
 
     let new = MasterKey::generate().unwrap();
     let new_hex = new.to_hex();
-    assert_eq!(log.rotate_master(&new).await.unwrap(), 6); // system, mac, index, masking, packages, carol
+    assert_eq!(log.rotate_master(&new).await.unwrap(), 7); // system, mac, index, masking, packages, outbox, carol
 
     // The old key is now the wrong one: a clear error, nothing written.
     let store = Store::open(&f.url).await.unwrap();
@@ -411,3 +411,87 @@ async fn consistency_proofs_track_an_old_checkpoint(f: Fixture) {
     assert!(!r.consistent);
 }
 both_backends!(consistency, consistency_proofs_track_an_old_checkpoint);
+
+/// The bytes of the SQLite store's files and of the key directory, for comparison.
+fn snapshot(dir: &std::path::Path, keydir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for d in [dir, keydir] {
+        let Ok(entries) = std::fs::read_dir(d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A wrong or missing master key is found before anything is written: the store and the
+/// key directory stay byte for byte as they were, and the error names the fix.
+#[tokio::test]
+async fn a_wrong_or_lost_master_key_is_refused_before_anything_is_written() {
+    let (url, dir) = common::sqlite_store();
+    let keydir = tempfile::tempdir().unwrap();
+    let keys = KeySource {
+        master: None,
+        signing: None,
+        dir: keydir.path().join(".lethe"),
+    };
+    let key_file = keydir.path().join(".lethe/master.key");
+    {
+        let store = Store::open(&url).await.unwrap();
+        let log = AuditLog::open(store.clone(), &keys).await.unwrap();
+        log.append(entry(1)).await.unwrap();
+        store.close().await;
+    }
+    // The right key opens it.
+    {
+        let store = Store::open(&url).await.unwrap();
+        AuditLog::open(store.clone(), &keys).await.unwrap();
+        store.close().await;
+    }
+    let right = std::fs::read_to_string(&key_file).unwrap();
+    let before = snapshot(dir.path(), &keydir.path().join(".lethe"));
+
+    // Another key in the key file.
+    std::fs::write(&key_file, MasterKey::generate().unwrap().to_hex()).unwrap();
+    let swapped = snapshot(dir.path(), &keydir.path().join(".lethe"));
+    let store = Store::open(&url).await.unwrap();
+    let err = AuditLog::open(store.clone(), &keys).await.err().unwrap();
+    store.close().await;
+    assert!(err.to_string().contains("wrong master key"), "{err}");
+    assert_eq!(snapshot(dir.path(), &keydir.path().join(".lethe")), swapped);
+
+    // Another key configured.
+    std::fs::write(&key_file, &right).unwrap();
+    let other = KeySource {
+        master: Some(SecretString::from(MasterKey::generate().unwrap().to_hex())),
+        ..keys.clone()
+    };
+    let store = Store::open(&url).await.unwrap();
+    assert!(AuditLog::open(store.clone(), &other).await.is_err());
+    store.close().await;
+    assert_eq!(snapshot(dir.path(), &keydir.path().join(".lethe")), before);
+
+    // The key file lost: refused, and no new key file written in its place.
+    std::fs::remove_file(&key_file).unwrap();
+    let lost = snapshot(dir.path(), &keydir.path().join(".lethe"));
+    let store = Store::open(&url).await.unwrap();
+    let err = AuditLog::open(store.clone(), &keys).await.err().unwrap();
+    store.close().await;
+    let text = err.to_string();
+    assert!(text.contains("LETHE_MASTER_KEY_FILE"), "{text}");
+    assert!(text.contains("No new key was written"), "{text}");
+    assert!(!key_file.exists(), "a new master key was written");
+    assert_eq!(snapshot(dir.path(), &keydir.path().join(".lethe")), lost);
+
+    // Put back, it opens again, with everything readable.
+    std::fs::write(&key_file, &right).unwrap();
+    let store = Store::open(&url).await.unwrap();
+    let log = AuditLog::open(store, &keys).await.unwrap();
+    assert!(log.verify().await.unwrap().ok());
+}

@@ -118,7 +118,7 @@ async fn verify_checkpoint_consistency_show_export_and_rotate() {
     // Rotation keeps everything readable and verifiable.
     let (code, _, err) = lethe(dir, &["keys", "rotate"]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("rotated 5 key(s)"), "{err}"); // system, mac, index, masking, packages: dana was shredded
+    assert!(err.contains("rotated 6 key(s)"), "{err}"); // system, mac, index, masking, packages, outbox: dana was shredded
     assert!(!dir.join(".lethe/master.key.next").exists());
     let (code, out, _) = lethe(dir, &["audit", "verify"]);
     assert_eq!(code, 0, "{out}");

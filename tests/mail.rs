@@ -34,6 +34,7 @@ async fn context(dir: &Path, mailer: Mailer) -> JobContext {
         dir: dir.join(".lethe"),
     };
     let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
+    let mailer = Arc::new(mailer.with_outbox_key(audit.outbox_key()));
     JobContext {
         policy,
         store,
@@ -42,7 +43,7 @@ async fn context(dir: &Path, mailer: Mailer) -> JobContext {
         keys,
         holder: "test".into(),
         progress: None,
-        mailer: Arc::new(mailer),
+        mailer,
     }
 }
 
@@ -347,7 +348,8 @@ async fn a_message_committed_before_a_crash_is_sent_once_after_the_restart() {
         Some("privacy@example.com"),
         outbox.clone(),
     )
-    .unwrap();
+    .unwrap()
+    .with_outbox_key(ctx.audit.outbox_key());
     let (a, b) = tokio::join!(
         lethe::notify::deliver_pending(&ctx.store, &up),
         lethe::notify::deliver_pending(&ctx.store, &up)
@@ -369,6 +371,7 @@ async fn a_message_committed_before_a_crash_is_sent_once_after_the_restart() {
     let mut tx = ctx.store.pool().begin().await.unwrap();
     lethe::notify::enqueue_in(
         &mut tx,
+        &up,
         &lethe::notify::Mail {
             kind: "test".into(),
             to: "dpo@example.com".into(),
@@ -467,7 +470,8 @@ async fn lethes_own_data_is_kept_only_as_long_as_needed() {
     .execute(ctx.store.pool())
     .await
     .unwrap();
-    sqlx::query("UPDATE mail_outbox SET sent_at = '2026-09-01T00:00:00.000000Z' WHERE recipient = 'old@example.org'")
+    // The first message, to old@example.org (its recipient is sealed, then dropped).
+    sqlx::query("UPDATE mail_outbox SET sent_at = '2026-09-01T00:00:00.000000Z' WHERE id = (SELECT MIN(id) FROM mail_outbox)")
         .execute(ctx.store.pool())
         .await
         .unwrap();
@@ -557,7 +561,7 @@ async fn refused_messages_never_hold_the_queue_and_end_as_dead_letters() {
     let queue = async |mails: Vec<Mail>| {
         let mut tx = ctx.store.pool().begin().await.unwrap();
         for m in &mails {
-            enqueue_in(&mut tx, m).await.unwrap();
+            enqueue_in(&mut tx, &ctx.mailer, m).await.unwrap();
         }
         tx.commit().await.unwrap();
     };
@@ -588,7 +592,7 @@ async fn refused_messages_never_hold_the_queue_and_end_as_dead_letters() {
         let t = now + chrono::Duration::minutes(later);
         assert_eq!(deliver_pending_at(store, mailer, t).await.unwrap(), 0);
     }
-    let dead = lethe::notify::dead_letters(store).await.unwrap();
+    let dead = lethe::notify::dead_letters(store, mailer).await.unwrap();
     assert_eq!(dead.len(), poison);
     assert!(
         dead.iter()
@@ -605,10 +609,12 @@ async fn refused_messages_never_hold_the_queue_and_end_as_dead_letters() {
     assert_eq!(attempts, lethe::notify::MAX_REFUSALS);
 
     // The DPO sees them: a count in /metrics, the list in the admin API.
+    // The recipients are sealed in the store: the server opens them with its mailer.
     let app = lethe::http::Application::build("127.0.0.1:0", store.clone(), ctx.policy.clone())
         .await
         .unwrap()
-        .with_audit(ctx.audit.clone(), ctx.keys.clone());
+        .with_audit(ctx.audit.clone(), ctx.keys.clone())
+        .with_mailer(ctx.mailer.clone());
     let base = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until(async {
@@ -646,6 +652,12 @@ async fn refused_messages_never_hold_the_queue_and_end_as_dead_letters() {
         .unwrap();
     assert_eq!(listed.as_array().unwrap().len(), poison);
     assert_eq!(listed[0]["kind"], "test");
+    assert!(
+        listed[0]["recipient"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("poison,")),
+        "{listed}"
+    );
 
     // The DPO fixed an address: that letter goes back in the queue, to the new address,
     // and is sent by the next round; the others stay dead.
@@ -670,7 +682,10 @@ async fn refused_messages_never_hold_the_queue_and_end_as_dead_letters() {
     let r = http.post(&requeue).bearer_auth(&dpo).json(&fixed).send();
     assert_eq!(r.await.unwrap().status(), 404);
     assert_eq!(
-        lethe::notify::dead_letters(store).await.unwrap().len(),
+        lethe::notify::dead_letters(store, mailer)
+            .await
+            .unwrap()
+            .len(),
         poison - 1
     );
     assert_eq!(deliver_pending_at(store, mailer, t).await.unwrap(), 1);
@@ -702,10 +717,12 @@ async fn picky_smtp() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
                 write.write_all(b"220 picky ready\r\n").await.unwrap();
                 while let Ok(Some(line)) = lines.next_line().await {
                     let upper = line.to_ascii_uppercase();
+                    // Like real servers, the refusals quote the address.
+                    let to = line.split_once(':').map_or("", |(_, a)| a).to_owned();
                     let answer = if upper.starts_with("RCPT") && line.contains("refused") {
-                        "550 no such mailbox"
+                        format!("550 {to} no such mailbox")
                     } else if upper.starts_with("RCPT") && line.contains("later") {
-                        "451 try again later"
+                        format!("451 {to} try again later")
                     } else if upper.starts_with("DATA") {
                         write.write_all(b"354 go on\r\n").await.unwrap();
                         let mut message = String::new();
@@ -717,12 +734,12 @@ async fn picky_smtp() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
                             message.push('\n');
                         }
                         kept.lock().unwrap().push(message);
-                        "250 queued"
+                        "250 queued".to_owned()
                     } else if upper.starts_with("QUIT") {
                         let _ = write.write_all(b"221 bye\r\n").await;
                         return;
                     } else {
-                        "250 ok"
+                        "250 ok".to_owned()
                     };
                     if write
                         .write_all(format!("{answer}\r\n").as_bytes())
@@ -769,7 +786,7 @@ async fn smtp_refusals_are_retired_and_deferrals_wait_without_holding_the_queue(
             mail("processor@example.net".into(), "Art. 19 notice"),
         ])
     {
-        enqueue_in(&mut tx, &m).await.unwrap();
+        enqueue_in(&mut tx, &ctx.mailer, &m).await.unwrap();
     }
     tx.commit().await.unwrap();
     let (store, mailer) = (&ctx.store, &ctx.mailer);
@@ -781,7 +798,7 @@ async fn smtp_refusals_are_retired_and_deferrals_wait_without_holding_the_queue(
         let t = now + chrono::Duration::minutes(later);
         assert_eq!(deliver_pending_at(store, mailer, t).await.unwrap(), 0);
     }
-    let dead = lethe::notify::dead_letters(store).await.unwrap();
+    let dead = lethe::notify::dead_letters(store, mailer).await.unwrap();
     assert_eq!(dead.len(), 25);
     assert!(dead.iter().all(|d| d.recipient.starts_with("refused-")));
     assert!(
@@ -792,11 +809,20 @@ async fn smtp_refusals_are_retired_and_deferrals_wait_without_holding_the_queue(
             .contains("550")
     );
     // The deferred one is still waiting for its next try, not retired.
-    let waiting: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT recipient, attempts FROM mail_outbox WHERE sent_at IS NULL AND dead_at IS NULL",
+    let waiting: Vec<i64> = sqlx::query_scalar(
+        "SELECT attempts FROM mail_outbox WHERE sent_at IS NULL AND dead_at IS NULL",
     )
     .fetch_all(store.pool())
     .await
     .unwrap();
-    assert_eq!(waiting, [("later@example.com".to_owned(), 4)]);
+    assert_eq!(waiting, [4]);
+    // Its address is in no error the server gave, as stored.
+    let errors: Vec<Option<String>> = sqlx::query_scalar("SELECT last_error FROM mail_outbox")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert!(
+        errors.iter().flatten().all(|e| !e.contains("@example.com")),
+        "{errors:?}"
+    );
 }

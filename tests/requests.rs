@@ -99,7 +99,7 @@ async fn start_with(options: Options) -> Server {
             (common::file_mailer(&outbox), outbox)
         }
     };
-    let mailer = Arc::new(mailer);
+    let mailer = Arc::new(mailer.with_outbox_key(audit.outbox_key()));
     let app = Application::build("127.0.0.1:0", store.clone(), policy.clone())
         .await
         .unwrap()
@@ -370,10 +370,11 @@ impl Bare {
         let tmp = tempfile::tempdir().unwrap();
         let (store, audit, _) = common::store_and_audit(url, tmp.path()).await;
         let outbox = tmp.path().join("outbox");
+        let mailer = Arc::new(common::file_mailer(&outbox).with_outbox_key(audit.outbox_key()));
         Self {
             store,
             audit,
-            mailer: Arc::new(common::file_mailer(&outbox)),
+            mailer,
             outbox,
             _tmp: tmp,
         }
@@ -396,6 +397,15 @@ impl Bare {
             .filter(|t| t.contains(id))
             .find_map(|t| code_and_link(&t))
             .unwrap_or_else(|| panic!("no verification mail for {id}"))
+    }
+
+    /// Subject keys, and subjects in the audit log's index.
+    async fn subjects(&self) -> (i64, i64) {
+        (
+            self.scalar("SELECT count(*) FROM audit_keys WHERE kind = 'subject'")
+                .await,
+            self.scalar("SELECT count(*) FROM audit_subjects").await,
+        )
     }
 
     async fn scalar(&self, sql: &'static str) -> i64 {
@@ -1024,7 +1034,8 @@ async fn an_erasure_notifies_each_processor_by_its_channel_until_acknowledged() 
         "{view}"
     );
     let page = reqwest::Client::new()
-        .get(format!("{}/portal/requests/{id}?token={token}", s.base))
+        .get(format!("{}/portal/requests/{id}", s.base))
+        .header("cookie", format!("lethe_request={token}"))
         .send()
         .await
         .unwrap()
@@ -1175,7 +1186,7 @@ async fn a_restriction_holds_the_person_until_the_dpo_lifts_it() {
             .any(|m| m.contains("restriction lifted") || m.contains("is lifted")),
         "the person was not told before the lifting"
     );
-    assert!(s.store.restrictions().await.unwrap().is_empty());
+    assert!(lethe::dsr::restrictions(&s.audit).await.unwrap().is_empty());
     // Lifting twice finds nothing to lift.
     assert_eq!(
         lift(dpo.clone(), json!({ "note": "again" }))
@@ -1514,7 +1525,18 @@ async fn opendsr_requests_follow_the_specification() {
     assert!(st["results_count"].as_u64().unwrap() > 0, "{st}");
 }
 
-/// The value of `name="..." value="..."` or of a `?token=` link in a page.
+/// The request id and token a portal answer gives the browser, in its cookie (checked to
+/// be HttpOnly, SameSite=Strict and bound to the request's pages).
+fn portal_cookie(r: &reqwest::Response) -> (String, String) {
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("; HttpOnly"), "{cookie}");
+    assert!(cookie.contains("; SameSite=Strict"), "{cookie}");
+    let token = between(cookie, "lethe_request=", ';').to_owned();
+    let id = between(cookie, "Path=/portal/requests/", ';').to_owned();
+    (id, token)
+}
+
+/// The text between `start` and `end` in a page.
 fn between<'a>(html: &'a str, start: &str, end: char) -> &'a str {
     let i = html
         .find(start)
@@ -1576,38 +1598,46 @@ async fn the_portal_works_without_javascript() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    let (id, token) = portal_cookie(&r);
+    let cookie = format!("lethe_request={token}");
     let html = r.text().await.unwrap();
-    let id = between(&html, "/portal/requests/", '?').to_owned();
-    let token = between(&html, "?token=", '"').to_owned();
+    assert!(html.contains(&format!("/portal/requests/{id}\"")), "{html}");
+    assert!(!html.contains(&token), "the token is in the page: {html}");
     let verify = format!("{}/portal/requests/{id}/verify", s.base);
     let r = http
         .post(&verify)
-        .form(&[("token", token.as_str()), ("code", "000000x")])
+        .header("cookie", &cookie)
+        .form(&[("code", "000000x")])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 422);
     assert!(r.text().await.unwrap().contains("attempt(s) left"));
-    // A wrong token is turned away before any code is tried.
-    let r = http
-        .post(&verify)
-        .form(&[("token", "0000"), ("code", "123456")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    // A browser without the request's token is turned away before any code is tried.
+    for other in ["lethe_request=0000", "other=1"] {
+        let r = http
+            .post(&verify)
+            .header("cookie", other)
+            .form(&[("code", "123456")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
     let code = s.code(&id).await;
     let r = http
         .post(&verify)
-        .form(&[("token", token.as_str()), ("code", code.as_str())])
+        .header("cookie", &cookie)
+        .form(&[("code", code.as_str())])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
-    assert_eq!(location, format!("/portal/requests/{id}?token={token}"));
+    assert_eq!(location, format!("/portal/requests/{id}"));
     let r = http
         .get(format!("{}{location}", s.base))
+        .header("cookie", &cookie)
         .send()
         .await
         .unwrap();
@@ -1621,6 +1651,7 @@ async fn the_portal_works_without_javascript() {
     assert_eq!(s.execute().await.as_deref(), Some(id.as_str()));
     let page = http
         .get(format!("{}{location}", s.base))
+        .header("cookie", &cookie)
         .send()
         .await
         .unwrap()
@@ -1628,22 +1659,50 @@ async fn the_portal_works_without_javascript() {
         .await
         .unwrap();
     assert!(page.contains(">completed<"), "{page}");
-    let link = between(&page, "<a href=\"/v1/requests/", '"').to_owned();
+    assert!(!page.contains("token"), "{page}");
+    let link = between(&page, "<a href=\"/portal/requests/", '"').to_owned();
+    assert_eq!(link, format!("{id}/package"));
     let zip = http
-        .get(format!("{}/v1/requests/{link}", s.base))
+        .get(format!("{}/portal/requests/{link}", s.base))
+        .header("cookie", &cookie)
         .send()
         .await
         .unwrap();
     assert_eq!(zip.status(), 200);
     assert_eq!(zip.headers()["content-type"], "application/zip");
+    let r = http
+        .get(format!("{}/portal/requests/{link}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the package without the token");
     // Another token opens nothing.
     let r = http
-        .get(format!("{}/portal/requests/{id}?token=0000", s.base))
+        .get(format!("{}/portal/requests/{id}", s.base))
+        .header("cookie", "lethe_request=0000")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.text().await.unwrap().contains("does not open a request"));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("does not hold this request")
+    );
+    // A link of an earlier version, with the token in the address: the token moves to
+    // the cookie and the browser to the address without it.
+    let r = http
+        .get(format!("{}/portal/requests/{id}?token={token}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        format!("/portal/requests/{id}").as_str()
+    );
+    assert_eq!(portal_cookie(&r), (id.clone(), token.clone()));
 
     // A second request is withdrawn from its page.
     let r = http
@@ -1652,12 +1711,10 @@ async fn the_portal_works_without_javascript() {
         .send()
         .await
         .unwrap();
-    let html = r.text().await.unwrap();
-    let id2 = between(&html, "/portal/requests/", '?').to_owned();
-    let token2 = between(&html, "?token=", '"').to_owned();
+    let (id2, token2) = portal_cookie(&r);
     let r = http
         .post(format!("{}/portal/requests/{id2}/cancel", s.base))
-        .form(&[("token", token2.as_str())])
+        .header("cookie", format!("lethe_request={token2}"))
         .send()
         .await
         .unwrap();
@@ -2168,6 +2225,7 @@ async fn two_instances_on_one_postgres_execute_each_request_once() {
         let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
         instances.push((store, audit));
     }
+    let mailer = mailer.with_outbox_key(instances[0].1.outbox_key());
     let settings = lethe::requests::Settings::from_policy(&policy);
     let svc = |i: usize| lethe::requests::Service {
         store: &instances[i].0,
@@ -2416,10 +2474,9 @@ async fn a_stranger_cannot_block_a_person_nor_learn_what_is_open() {
                 .await
                 .unwrap();
             let status = r.status().as_u16();
+            let (id, token) = portal_cookie(&r);
             let html = r.text().await.unwrap();
-            let id = between(&html, "/portal/requests/", '?').to_owned();
-            let token = between(&html, "?token=", '"').to_owned();
-            let same = html.replace(&id, "ID").replace(&token, "TOKEN");
+            let same = html.replace(&id, "ID");
             (status, same, id, token)
         }
     };
@@ -2472,4 +2529,215 @@ async fn an_address_the_mail_transport_refuses_is_refused_at_intake() {
         .await
         .unwrap();
     assert_eq!(unsent, 0);
+}
+
+/// Every value of every column of every table of the store, as text, a row a line:
+/// SQLite's `quote()` (blobs as `X'..'` hex), PostgreSQL's row text (bytea as `\x..`
+/// hex), line breaks as `\n`.
+async fn dump_store(store: &Store) -> String {
+    let sqlite = store.backend() == lethe::store::Backend::Sqlite;
+    let strings = async |sql: String| -> Vec<String> {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+    };
+    let tables = strings(if sqlite {
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'".into()
+    } else {
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'".into()
+    })
+    .await;
+    let mut out = String::new();
+    for t in tables {
+        let row = if sqlite {
+            strings(format!("SELECT name FROM pragma_table_info('{t}')"))
+                .await
+                .iter()
+                .map(|c| format!("replace(quote(\"{c}\"), char(10), '\\n')"))
+                .collect::<Vec<_>>()
+                .join(" || '|' || ")
+        } else {
+            "replace(CAST(x AS TEXT), chr(10), '\\n')".to_owned()
+        };
+        for r in strings(format!("SELECT {row} FROM \"{t}\" AS x")).await {
+            out.push_str(&format!("{t}: {r}\n"));
+        }
+    }
+    out
+}
+
+/// Where `needle` shows in a dump: as text, lowercased, or as the hex of its bytes.
+fn shows(dump: &str, needle: &str) -> Vec<String> {
+    let forms = [
+        needle.to_owned(),
+        needle.to_lowercase(),
+        hex_of(needle),
+        hex_of(&needle.to_lowercase()),
+    ];
+    dump.lines()
+        .filter(|l| {
+            let lower = l.to_lowercase();
+            forms.iter().any(|f| lower.contains(&f.to_lowercase()))
+        })
+        .map(|l| l.chars().take(160).collect())
+        .collect()
+}
+
+fn hex_of(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// After a person's erasure has run and their key is shredded, nothing in lethe's store
+/// reads as their address or their details: not the requests, not the restrictions, not
+/// the outbox, not the audit log; and while a verification e-mail waits in the outbox,
+/// neither its code nor its link's secret is there in clear.
+#[tokio::test]
+async fn after_an_erasure_nothing_in_the_store_reads_as_the_person() {
+    let (url, _dir) = common::sqlite_store();
+    erased_person_leaves_no_trace(&url).await;
+    if let Some(url) = common::postgres_store("erased_person_leaves_no_trace").await {
+        erased_person_leaves_no_trace(&url).await;
+    }
+}
+
+async fn erased_person_leaves_no_trace(url: &SecretString) {
+    use lethe::requests::{Kind, Service};
+    let b = Bare::open(url).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = demo(tmp.path(), None).await;
+    let settings = lethe::requests::Settings::from_policy(&policy);
+    // A transport that is down: the code e-mail waits in the outbox.
+    let down = Mailer::from_config(
+        &Config {
+            smtp_url: Some(SecretString::from("smtp://127.0.0.1:9?tls=none".to_owned())),
+            ..Config::default()
+        },
+        Some("privacy@example.com"),
+        tmp.path().join("unused"),
+    )
+    .unwrap()
+    .with_outbox_key(b.audit.outbox_key());
+    let queueing = Service {
+        store: &b.store,
+        audit: &b.audit,
+        mailer: &down,
+        settings: settings.clone(),
+    };
+    let svc = Service {
+        store: &b.store,
+        audit: &b.audit,
+        mailer: &b.mailer,
+        settings: settings.clone(),
+    };
+    let address = format!(
+        "Erase.Me.{}@Example.org",
+        lethe::crypto::random_hex(4).unwrap()
+    );
+    let details = format!("please write to {address} only");
+    let identity = lethe::audit::Identity::parse(&format!("email={address}")).unwrap();
+    let now = chrono::Utc::now();
+    let created = queueing
+        .submit(Kind::Erasure, &identity, Some(&details), now)
+        .await
+        .unwrap();
+    // Unverified: no audit subject and no subject key yet.
+    assert_eq!(
+        b.subjects().await,
+        (0, 0),
+        "an unverified request made a subject"
+    );
+    let queued = dump_store(&b.store).await;
+    // Now the mail goes out, and its code and link become known.
+    lethe::notify::deliver_pending(&b.store, &b.mailer)
+        .await
+        .unwrap();
+    let (code, link) = b.code_and_link(&created.id);
+    // The code as the message shows it (six digits alone could match a random blob).
+    for secret in [format!("is {code}"), format!(">{code}<"), link.clone()] {
+        let hits: Vec<String> = queued
+            .lines()
+            .filter(|l| l.starts_with("mail_outbox:") && l.contains(secret.as_str()))
+            .map(str::to_owned)
+            .collect();
+        assert!(hits.is_empty(), "{secret} in the outbox: {hits:?}");
+    }
+    assert!(
+        shows(&queued, &address).is_empty(),
+        "{:?}",
+        shows(&queued, &address)
+    );
+    // Verified: now the person is an audit subject, and the request is sealed under
+    // their key.
+    svc.verify_link(&created.id, &link, now).await.unwrap();
+    assert_eq!(b.subjects().await, (1, 1));
+    assert_eq!(
+        svc.full(&created.id).await.unwrap().identity,
+        format!("email={}", address.to_lowercase())
+    );
+    // Readable to the service, yet not in clear anywhere in the store.
+    let verified = dump_store(&b.store).await;
+    for needle in [address.as_str(), details.as_str()] {
+        let hits = shows(&verified, needle);
+        assert!(hits.is_empty(), "{needle} in clear: {hits:?}");
+    }
+    let sources = lethe::sources::db::Sources::default();
+    let ran = svc
+        .execute_next(&policy, &sources, "test", now)
+        .await
+        .unwrap();
+    assert_eq!(ran.as_deref(), Some(created.id.as_str()));
+    sources.close().await;
+    lethe::notify::deliver_pending(&b.store, &b.mailer)
+        .await
+        .unwrap();
+    let full = svc.full(&created.id).await.unwrap();
+    assert_eq!(full.status, "completed");
+    assert_eq!(full.identity, "(erased)");
+    assert_eq!(full.details, None);
+    let after = dump_store(&b.store).await;
+    for needle in [address.as_str(), details.as_str(), "Erase.Me"] {
+        let hits = shows(&after, needle);
+        assert!(hits.is_empty(), "{needle} still in the store: {hits:?}");
+    }
+}
+
+/// A request nobody confirms leaves no subject key, and the purge takes its own key
+/// with it.
+#[tokio::test]
+async fn an_unverified_request_leaves_no_key_behind() {
+    let (url, _dir) = common::sqlite_store();
+    let b = Bare::open(&url).await;
+    let identity = lethe::audit::Identity::parse(&format!("email={}", unique_email())).unwrap();
+    let now = chrono::Utc::now();
+    b.service()
+        .submit(lethe::requests::Kind::Access, &identity, Some("hello"), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.subjects().await,
+        (0, 0),
+        "an unverified request made a subject"
+    );
+    assert_eq!(
+        b.scalar("SELECT count(*) FROM dsr_requests WHERE own_key IS NOT NULL AND identity_value = '' AND details IS NULL")
+            .await,
+        1
+    );
+    assert!(
+        b.audit.find_subject(&identity).await.unwrap().is_none(),
+        "an unverified request made the person a subject"
+    );
+    let later = now + chrono::Duration::days(lethe::requests::TRANSIENT_DAYS + 1);
+    let purged = lethe::requests::purge(
+        &b.store,
+        &b.audit,
+        lethe::policy::RetentionPeriod::new(3, 0, 0),
+        later,
+    )
+    .await
+    .unwrap();
+    assert_eq!(purged.abandoned_requests, 1);
+    assert_eq!(b.scalar("SELECT count(*) FROM dsr_requests").await, 0);
+    assert_eq!(b.subjects().await, (0, 0));
 }

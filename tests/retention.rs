@@ -962,6 +962,7 @@ async fn two_schedulers_run_a_tick_once(store_url: SecretString, db: AppDb) {
     for i in 0..2 {
         let store = Store::open(&store_url).await.unwrap();
         let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
+        let outbox_key = audit.outbox_key();
         contexts.push(JobContext {
             policy: policy.clone(),
             store,
@@ -976,7 +977,8 @@ async fn two_schedulers_run_a_tick_once(store_url: SecretString, db: AppDb) {
                     None,
                     db.dir.path().join("outbox"),
                 )
-                .unwrap(),
+                .unwrap()
+                .with_outbox_key(outbox_key),
             ),
         });
     }

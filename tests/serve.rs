@@ -111,10 +111,8 @@ async fn serves_health_readiness_and_the_notice_on_postgres() {
     health_ready_privacy(url, "postgres").await;
 }
 
-/// The binary, as an operator runs it on a fresh checkout: it creates its store and the
-/// demo application database, serves, and stops cleanly on SIGTERM.
-#[test]
-fn the_binary_serves_on_a_fresh_directory_and_stops_on_sigterm() {
+/// A fresh directory holding the demo policies, as a checkout has them.
+fn checkout() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies).unwrap();
@@ -122,6 +120,14 @@ fn the_binary_serves_on_a_fresh_directory_and_stops_on_sigterm() {
         let p = e.unwrap().path();
         std::fs::copy(&p, policies.join(p.file_name().unwrap())).unwrap();
     }
+    dir
+}
+
+/// The binary, as an operator runs it on a fresh checkout: it creates its store and the
+/// demo application database, serves, and stops cleanly on SIGTERM.
+#[test]
+fn the_binary_serves_on_a_fresh_directory_and_stops_on_sigterm() {
+    let dir = checkout();
     let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
         .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
         .current_dir(dir.path())
@@ -307,5 +313,154 @@ mod reqwest {
         tokio::runtime::Runtime::new()
             .unwrap()
             .block_on(async { ::reqwest::get(url).await.unwrap().text().await.unwrap() })
+    }
+}
+
+/// The binary under a umask that would let anyone read what it creates: the store, its
+/// WAL files, the key files and the `.eml` outbox are its owner's alone. With the log at
+/// debug, no request token, link secret or address reaches the log, whether the token
+/// came in a header or, from an old client, in the query.
+#[cfg(unix)]
+#[test]
+fn the_binary_keeps_its_files_private_and_secrets_out_of_its_log() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = checkout();
+    /// Stops the server however the test ends.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "umask 000 && exec \"$0\" serve --bind 127.0.0.1:0 --log-format json",
+            env!("CARGO_BIN_EXE_lethe"),
+        ])
+        .current_dir(dir.path())
+        .env_remove("APP_DATABASE_URL")
+        .env_remove("LETHE_DATABASE")
+        .env_remove("LETHE_SMTP_URL")
+        .env("LETHE_RATE_LIMIT", "0")
+        .env("RUST_LOG", "debug")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut child = Running(child);
+    let mut log = Vec::new();
+    let mut address = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        log.push(line);
+        if v["fields"]["message"] == "lethe is serving" {
+            address = v["fields"]["address"].as_str().map(str::to_owned);
+            break;
+        }
+    }
+    let address = address.expect("the server announced its address");
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let email = "Private.Person@example.org";
+    let (id, token, portal) = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let http = ::reqwest::Client::new();
+        let created: serde_json::Value = http
+            .post(format!("http://{address}/v1/requests"))
+            .json(&serde_json::json!({ "type": "access", "identity": { "email": email } }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["id"].as_str().unwrap().to_owned();
+        let token = created["token"].as_str().unwrap().to_owned();
+        // A client of an earlier version, with the token in the query: still served.
+        let r = http
+            .get(format!("http://{address}/v1/requests/{id}?token={token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = http
+            .get(format!("http://{address}/v1/requests/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // The e-mail's link, with a (wrong) secret of its own.
+        let secret = "5ec12e75ec12e75ec12e75ec12e75ec12e75ec12e75ec12e";
+        let r = http
+            .get(format!(
+                "http://{address}/portal/requests/{id}/confirm?secret={secret}"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // The portal: the token rides in a cookie, never in an address.
+        let r = ::reqwest::Client::builder()
+            .redirect(::reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(format!("http://{address}/portal/requests"))
+            .form(&[("type", "access"), ("email", email), ("details", "")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(cookie.contains("HttpOnly"), "{cookie}");
+        assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+        let html = r.text().await.unwrap();
+        assert!(!html.contains("token="), "{html}");
+        let portal_token = cookie
+            .split(';')
+            .next()
+            .and_then(|c| c.split_once('='))
+            .map(|(_, v)| v.to_owned())
+            .unwrap();
+        (id, token, vec![secret.to_owned(), portal_token])
+    });
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // While it serves, with the WAL files open.
+    let mut private = vec![
+        dir.path().join("lethe.db"),
+        dir.path().join("lethe.db-wal"),
+        dir.path().join("lethe.db-shm"),
+        dir.path().join(".lethe/master.key"),
+        dir.path().join(".lethe/signing.key"),
+    ];
+    let mails: Vec<_> = std::fs::read_dir(dir.path().join("outbox"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    private.extend(mails);
+    let wider: Vec<String> = private
+        .iter()
+        .filter(|p| mode(p) != 0o600)
+        .map(|p| format!("{} is {:o}", p.display(), mode(p)))
+        .collect();
+    assert!(wider.is_empty(), "{wider:?}");
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.0.wait().unwrap().success());
+    log.extend(rest.join().unwrap());
+    let log = log.join("\n");
+    assert!(
+        log.contains(&format!("/v1/requests/{id}")),
+        "the log names the paths"
+    );
+    for secret in [token.as_str(), email, &email.to_lowercase()]
+        .into_iter()
+        .chain(portal.iter().map(String::as_str))
+    {
+        assert!(!log.contains(secret), "{secret} in the log");
     }
 }

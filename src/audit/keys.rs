@@ -3,7 +3,6 @@
 //! `.lethe/master.key`. It wraps the random data keys kept in the store: one per data
 //! subject, plus the system key, the MAC key and the index key.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -19,6 +18,10 @@ pub enum KeyError {
         "wrong master key: the store's keys are wrapped under master key {expected}, but the configured key is {actual}; nothing was written"
     )]
     WrongMaster { expected: String, actual: String },
+    #[error(
+        "no master key: the store's keys are wrapped under master key {expected}, but {path} does not exist and LETHE_MASTER_KEY / LETHE_MASTER_KEY_FILE are not set; restore that key file from its backup or point LETHE_MASTER_KEY_FILE at it. No new key was written"
+    )]
+    MissingMaster { expected: String, path: PathBuf },
     #[error("the signing key is not an Ed25519 PKCS#8 key")]
     SigningFormat,
     #[error("key file {path}: {source}")]
@@ -71,15 +74,39 @@ impl MasterKey {
 
     /// The configured key, else `dir/master.key`, else a new one written there (0600).
     pub fn load_or_create(source: &KeySource) -> Result<Self, KeyError> {
+        Self::load_or_create_for(source, None)
+    }
+
+    /// [`MasterKey::load_or_create`] for a store whose keys are wrapped under master key
+    /// `stored` (None for a new store): a missing key file is then an error, and no new
+    /// key is written; a key that is not `stored` is refused.
+    pub fn load_or_create_for(source: &KeySource, stored: Option<&str>) -> Result<Self, KeyError> {
+        let check = |key: Self| match stored {
+            Some(expected) if expected != key.id() => Err(KeyError::WrongMaster {
+                expected: expected.to_owned(),
+                actual: key.id(),
+            }),
+            _ => Ok(key),
+        };
         if let Some(s) = &source.master {
-            return Self::parse(s.expose_secret());
+            return check(Self::parse(s.expose_secret())?);
         }
         let path = source.dir.join("master.key");
         if path.exists() {
             let text = read_key_file(&path)?;
             let mut key = Self::parse(&text)?;
             key.file = Some(path);
-            return Ok(key);
+            // A rotation cut short leaves the new key beside the file: checked later.
+            if path_next(&source.dir).exists() {
+                return Ok(key);
+            }
+            return check(key);
+        }
+        if let Some(expected) = stored {
+            return Err(KeyError::MissingMaster {
+                expected: expected.to_owned(),
+                path,
+            });
         }
         let mut key = Self::generate()?;
         write_key_file(&path, &key.to_hex())?;
@@ -133,6 +160,11 @@ pub fn load_or_create_signer(source: &KeySource) -> Result<Signer, KeyError> {
     Signer::from_pkcs8(&pkcs8).map_err(|_| KeyError::SigningFormat)
 }
 
+/// Where a rotation leaves the new master key until it is committed.
+fn path_next(dir: &Path) -> PathBuf {
+    dir.join("master.key.next")
+}
+
 fn read_key_file(path: &Path) -> Result<String, KeyError> {
     std::fs::read_to_string(path).map_err(|source| KeyError::File {
         path: path.to_path_buf(),
@@ -150,17 +182,7 @@ pub fn write_key_file(path: &Path, text: &str) -> Result<(), KeyError> {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
     let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(&tmp).map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.write_all(b"\n").map_err(err)?;
-    f.sync_all().map_err(err)?;
+    crate::store::files::write_private(&tmp, format!("{text}\n").as_bytes()).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)?;
     Ok(())
 }

@@ -36,6 +36,8 @@ const INDEX_KEY: &str = "index";
 const MASKING_KEY: &str = "masking";
 /// Seals stored access packages.
 const PACKAGE_KEY: &str = "packages";
+/// Seals queued e-mails (recipient, subject and bodies) in the outbox.
+const OUTBOX_KEY: &str = "outbox";
 /// Rows per multi-row INSERT (11 parameters each, well under SQLite's limit).
 const INSERT_CHUNK: usize = 200;
 
@@ -90,6 +92,7 @@ struct KeyRing {
     index: ring::hmac::Key,
     masking: ring::hmac::Key,
     packages: SealingKey,
+    outbox: Arc<SealingKey>,
     subjects: Mutex<HashMap<String, Arc<SealingKey>>>,
 }
 
@@ -126,13 +129,21 @@ impl AuditLog {
     /// Loads the master key and the log's own keys, creating them on first use. A master
     /// key that does not match the store's is refused before anything is written.
     pub async fn open(store: Store, source: &KeySource) -> Result<Self, AuditError> {
-        let master = keys::MasterKey::load_or_create(source)?;
+        // The store names the master key its keys are wrapped under: a missing or wrong
+        // key is found here, before anything is written (store or key file).
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT master_key_id FROM audit_keys WHERE key_id = $1")
+                .bind(SYSTEM_KEY)
+                .fetch_optional(store.pool())
+                .await?;
+        let master = keys::MasterKey::load_or_create_for(source, stored.as_deref())?;
         let master = finish_interrupted_rotation(&store, master).await?;
         let system = ensure_key(&store, &master, SYSTEM_KEY).await?;
         let mac = ensure_key(&store, &master, MAC_KEY).await?;
         let index = ensure_key(&store, &master, INDEX_KEY).await?;
         let masking = ensure_key(&store, &master, MASKING_KEY).await?;
         let packages = ensure_key(&store, &master, PACKAGE_KEY).await?;
+        let outbox = ensure_key(&store, &master, OUTBOX_KEY).await?;
         Ok(Self {
             keys: Arc::new(KeyRing {
                 system: system.aead()?,
@@ -140,6 +151,7 @@ impl AuditLog {
                 index: index.hmac(),
                 masking: masking.hmac(),
                 packages: packages.aead()?,
+                outbox: Arc::new(outbox.aead()?),
                 master,
                 subjects: Mutex::new(HashMap::new()),
             }),
@@ -427,27 +439,94 @@ impl AuditLog {
         let plain = if h.key_id == SYSTEM_KEY {
             self.keys.system.open(ciphertext, &aad)?
         } else {
-            let key = match self.cached(&h.key_id) {
-                Some(k) => k,
-                None => {
-                    let row = sqlx::query("SELECT wrapped FROM audit_keys WHERE key_id = $1")
-                        .bind(&h.key_id)
-                        .fetch_optional(self.store.pool())
-                        .await?;
-                    let wrapped: Option<Vec<u8>> = match row {
-                        Some(r) => r.try_get(0)?,
-                        None => None,
-                    };
-                    let Some(wrapped) = wrapped else {
-                        return Ok(Payload::Shredded);
-                    };
-                    let key = self.keys.master.unwrap(&wrapped, &h.key_id)?;
-                    self.cache(&h.key_id, key.aead()?)
-                }
+            let Some(key) = self.reading_key(&h.key_id).await? else {
+                return Ok(Payload::Shredded);
             };
             key.open(ciphertext, &aad)?
         };
         Ok(Payload::Clear(serde_json::from_slice(&plain)?))
+    }
+
+    /// The data key `key_id` for reading, or None once it was shredded (or never existed).
+    async fn reading_key(&self, key_id: &str) -> Result<Option<Arc<SealingKey>>, AuditError> {
+        if let Some(k) = self.cached(key_id) {
+            return Ok(Some(k));
+        }
+        let row = sqlx::query("SELECT wrapped FROM audit_keys WHERE key_id = $1")
+            .bind(key_id)
+            .fetch_optional(self.store.pool())
+            .await?;
+        let wrapped: Option<Vec<u8>> = match row {
+            Some(r) => r.try_get(0)?,
+            None => None,
+        };
+        let Some(wrapped) = wrapped else {
+            return Ok(None);
+        };
+        let key = self.keys.master.unwrap(&wrapped, key_id)?;
+        Ok(Some(self.cache(key_id, key.aead()?)))
+    }
+
+    /// Seals a record about a person (what a request says of them) under the subject's
+    /// key, inside the caller's transaction, so that shredding the subject makes it
+    /// unreadable too; `label` (the record's id) is bound to it. Refused once shredded.
+    pub async fn seal_for_subject(
+        &self,
+        conn: &mut AnyConnection,
+        subject: &SubjectId,
+        label: &str,
+        plain: &[u8],
+    ) -> Result<Vec<u8>, AuditError> {
+        let key = self.subject_key(conn, subject).await?;
+        Ok(key.seal(plain, label.as_bytes())?)
+    }
+
+    /// Opens what [`AuditLog::seal_for_subject`] sealed; None once the subject was shredded.
+    pub async fn open_for_subject(
+        &self,
+        subject: &str,
+        label: &str,
+        sealed: &[u8],
+    ) -> Result<Option<Vec<u8>>, AuditError> {
+        match self.reading_key(subject).await? {
+            Some(key) => Ok(Some(key.open(sealed, label.as_bytes())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A fresh key of a record's own, for what is kept about a person before they are
+    /// known (an unverified request): `plain` sealed under it, and the key wrapped under
+    /// the master key, to be stored beside it. Deleting the wrapped key destroys the record.
+    pub fn seal_with_own_key(
+        &self,
+        label: &str,
+        plain: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), AuditError> {
+        let key = SecretKey::generate()?;
+        let wrapped = self.keys.master.wrap(&key, &own_key_id(label))?;
+        let sealed = key.aead()?.seal(plain, label.as_bytes())?;
+        Ok((sealed, wrapped))
+    }
+
+    /// Opens what [`AuditLog::seal_with_own_key`] sealed.
+    pub fn open_with_own_key(
+        &self,
+        label: &str,
+        wrapped: &[u8],
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, AuditError> {
+        let key = self.keys.master.unwrap(wrapped, &own_key_id(label))?;
+        Ok(key.aead()?.open(sealed, label.as_bytes())?)
+    }
+
+    /// The key queued e-mails are sealed under (see `notify`).
+    pub fn outbox_key(&self) -> Arc<SealingKey> {
+        self.keys.outbox.clone()
+    }
+
+    /// The keyed hash a person is looked up by (never their identity in clear).
+    pub fn identity_lookup(&self, identity: &Identity) -> Vec<u8> {
+        self.lookup(identity)
     }
 
     /// Re-wraps every live data key under `new` in one transaction. Entries are not
@@ -566,6 +645,11 @@ impl AuditLog {
     pub(crate) fn mac_key(&self) -> &ring::hmac::Key {
         &self.keys.mac
     }
+}
+
+/// The id a record's own key is wrapped under: never a data key's id.
+fn own_key_id(label: &str) -> String {
+    format!("record:{label}")
 }
 
 /// `INSERT INTO audit_entries ... VALUES (...), (...)` for `rows` rows.

@@ -191,9 +191,8 @@ pub async fn run(action: AuditAction, config: &Config) -> anyhow::Result<ExitCod
                 buf.push(b'\n');
             }
             match out {
-                Some(p) => {
-                    std::fs::write(&p, &buf).with_context(|| format!("writing {}", p.display()))?
-                }
+                Some(p) => crate::store::files::write_private(&p, &buf)
+                    .with_context(|| format!("writing {}", p.display()))?,
                 None => std::io::stdout().lock().write_all(&buf)?,
             }
             Ok(ExitCode::SUCCESS)

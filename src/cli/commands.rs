@@ -150,7 +150,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{e}");
     }
     let sources = Arc::new(crate::sources::db::Sources::default());
-    let mailer = Arc::new(mailer(&config, &policy)?);
+    let mailer = Arc::new(mailer(&config, &policy, &audit)?);
     let job_ctx = crate::jobs::JobContext {
         policy: policy.clone(),
         store: store.clone(),
@@ -191,8 +191,13 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The mailer: SMTP when `LETHE_SMTP_URL` is set, else `.eml` files in `./outbox`.
-pub fn mailer(config: &Config, policy: &Policy) -> anyhow::Result<crate::notify::Mailer> {
+/// The mailer: SMTP when `LETHE_SMTP_URL` is set, else `.eml` files in `./outbox`;
+/// queued mail sealed under the audit log's outbox key.
+pub fn mailer(
+    config: &Config,
+    policy: &Policy,
+    audit: &AuditLog,
+) -> anyhow::Result<crate::notify::Mailer> {
     let contact = policy
         .controller
         .as_ref()
@@ -201,7 +206,8 @@ pub fn mailer(config: &Config, policy: &Policy) -> anyhow::Result<crate::notify:
         config,
         contact.as_deref(),
         std::path::PathBuf::from("outbox"),
-    )?;
+    )?
+    .with_outbox_key(audit.outbox_key());
     if config.smtp_url.is_none() {
         tracing::info!(
             "no SMTP configured (LETHE_SMTP_URL): e-mails are written to ./outbox as .eml files"

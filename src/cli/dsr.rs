@@ -92,7 +92,9 @@ pub async fn run(action: DsrAction, config: &Config) -> anyhow::Result<ExitCode>
                 AccessKind::Access => package.to_zip()?,
                 AccessKind::Portability => package.data_json(),
             };
-            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+            // Personal data: readable by its owner only.
+            crate::store::files::write_private(&out, &bytes)
+                .with_context(|| format!("writing {}", out.display()))?;
             let rows: usize = package.row_counts().values().sum();
             eprintln!("{rows} record(s) written to {}", out.display());
             Ok(ExitCode::SUCCESS)
@@ -104,7 +106,7 @@ pub async fn run(action: DsrAction, config: &Config) -> anyhow::Result<ExitCode>
             out,
         } => {
             let ids = identities(&target)?;
-            let restriction = store.restriction_for(&ids).await?;
+            let restriction = dsr::restriction_for(&audit, &ids).await?;
             if let Some(r) = &restriction {
                 eprintln!(
                     "this person restricted processing (request {r}): everything is kept until the restriction is lifted"

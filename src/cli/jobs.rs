@@ -49,6 +49,7 @@ async fn context(config: &Config) -> anyhow::Result<JobContext> {
     let policy = Arc::new(super::commands::load_valid(&config.policies)?);
     let store = Store::open(&config.database).await?;
     let audit = AuditLog::open(store.clone(), &config.key_source()).await?;
+    let mailer = Arc::new(super::commands::mailer(config, &policy, &audit)?);
     Ok(JobContext {
         store,
         audit,
@@ -56,7 +57,7 @@ async fn context(config: &Config) -> anyhow::Result<JobContext> {
         keys: config.key_source(),
         holder: format!("cli:{}", std::process::id()),
         progress: None,
-        mailer: Arc::new(super::commands::mailer(config, &policy)?),
+        mailer,
         policy,
     })
 }

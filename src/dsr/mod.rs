@@ -28,6 +28,8 @@ pub enum DsrError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("collections with personal data cannot be reached from the identities given: {0}")]
     Unreachable(String),
 }
@@ -401,8 +403,10 @@ pub async fn erase(
         }
         reports.push(report);
     }
-    // The person's audit payloads go with their data; the clear counts stay.
-    if let Some(sub) = &subject {
+    // The person's audit payloads go with their data; the clear counts stay. Under a
+    // restriction in force their data stays, and so does their key: it also seals the
+    // restriction itself, and the request the person is told through when it is lifted.
+    if let Some(sub) = subject.as_ref().filter(|_| ctx.restriction.is_none()) {
         ctx.audit.shred(sub, ctx.actor.clone()).await?;
     }
     Ok(ErasureReport {
@@ -506,4 +510,56 @@ fn fault_hook(system: &str, collection: &str) {
         eprintln!("fault injected after {system}.{collection}");
         std::process::exit(86);
     }
+}
+
+/// What a restriction's sealed identity is bound to.
+pub fn restriction_label(request_id: &str) -> String {
+    format!("restriction:{request_id}")
+}
+
+/// Every restriction of processing (Art. 18) in force, oldest first, with its identity
+/// opened under the subject's key. A restriction whose person's key was shredded names
+/// nobody any more and is skipped.
+pub async fn restrictions(audit: &AuditLog) -> Result<Vec<crate::store::Restriction>, DsrError> {
+    let stored = audit.store().restrictions_stored().await?;
+    let mut out = Vec::new();
+    for r in stored {
+        let text = match (&r.sealed, &r.sealed_by) {
+            (Some(sealed), Some(subject)) => {
+                let label = restriction_label(&r.request_id);
+                let Some(plain) = audit.open_for_subject(subject, &label, sealed).await? else {
+                    continue;
+                };
+                serde_json::from_slice::<serde_json::Value>(&plain)
+                    .ok()
+                    .and_then(|v| v["identity"].as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            }
+            _ => format!("{}={}", r.identity_kind, r.identity_value),
+        };
+        // Stored from a parsed identity, so it parses again.
+        if let Ok(identity) = Identity::parse(&text) {
+            out.push(crate::store::Restriction {
+                request_id: r.request_id,
+                identity,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The restriction in force for any of these identities, by request id.
+pub async fn restriction_for(
+    audit: &AuditLog,
+    identities: &[Identity],
+) -> Result<Option<String>, DsrError> {
+    Ok(restrictions(audit)
+        .await?
+        .into_iter()
+        .find(|r| {
+            identities
+                .iter()
+                .any(|i| i.kind() == r.identity.kind() && i.value() == r.identity.value())
+        })
+        .map(|r| r.request_id))
 }

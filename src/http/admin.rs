@@ -287,8 +287,12 @@ async fn dead_mail(
     headers: HeaderMap,
 ) -> Result<Json<Vec<crate::notify::DeadLetter>>, ApiError> {
     admin(&state, &headers, Role::Auditor).await?;
+    let mailer = state
+        .mailer
+        .as_ref()
+        .ok_or(ApiError::Unavailable("no mailer"))?;
     Ok(Json(
-        crate::notify::dead_letters(&state.store)
+        crate::notify::dead_letters(&state.store, mailer)
             .await
             .map_err(anyhow::Error::from)?,
     ))
@@ -324,9 +328,13 @@ async fn requeue_dead(
             "recipient is not an address the mail transport can send to",
         ));
     }
+    let mailer = state
+        .mailer
+        .clone()
+        .ok_or(ApiError::Unavailable("no mailer"))?;
     let audit = audit_log(&state)?;
     let mut tx = state.store.begin().await.map_err(anyhow::Error::from)?;
-    if !crate::notify::requeue_dead_in(&mut tx, id, recipient)
+    if !crate::notify::requeue_dead_in(&mut tx, &mailer, id, recipient)
         .await
         .map_err(anyhow::Error::from)?
     {
@@ -344,14 +352,12 @@ async fn requeue_dead(
         .await
         .map_err(anyhow::Error::from)?;
     tx.commit().await.map_err(anyhow::Error::from)?;
-    if let Some(mailer) = state.mailer.clone() {
-        let store = state.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = crate::notify::deliver_pending(&store, &mailer).await {
-                tracing::warn!(error = %e, "mail delivery deferred");
-            }
-        });
-    }
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::notify::deliver_pending(&store, &mailer).await {
+            tracing::warn!(error = %e, "mail delivery deferred");
+        }
+    });
     Ok(Json(serde_json::json!({ "id": id, "status": "queued" })))
 }
 
@@ -486,8 +492,11 @@ async fn retention_plan(
     admin(&state, &headers, Role::Auditor).await?;
     let sources = crate::sources::db::Sources::default();
     let planned = async {
-        let restricted =
-            crate::retention::restricted_in(&state.policy, &sources, &state.store).await?;
+        let audit = state
+            .audit
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the audit log is not open"))?;
+        let restricted = crate::retention::restricted_in(&state.policy, &sources, audit).await?;
         let due = crate::retention::plan(&state.policy, &sources, chrono::Utc::now(), &restricted)
             .await?;
         Ok::<_, anyhow::Error>(due)

@@ -267,7 +267,13 @@ pub fn router(state: AppState) -> Router {
             // token) leaves for another site either way.
             HeaderValue::from_static("same-origin"),
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+/// The span of one HTTP request: method and path, never the query, which may carry a
+/// link's secret or (from clients of earlier versions) a request token.
+fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
+    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
 }
 
 /// The process is up.

@@ -6,7 +6,7 @@ use axum::Form;
 use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use minijinja::{AutoEscape, Environment, context};
@@ -32,6 +32,47 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/portal/requests/{id}/cancel", post(cancel))
         .route("/portal/requests/{id}/code", post(resend))
+        .route("/portal/requests/{id}/package", get(package))
+}
+
+/// The cookie that carries a request's token between the portal's pages: never a URL.
+const TOKEN_COOKIE: &str = "lethe_request";
+/// How long a browser keeps it (the longest browsers allow).
+const TOKEN_COOKIE_SECONDS: u32 = 400 * 24 * 3600;
+
+/// The `Set-Cookie` value that gives this browser the request's token: only sent back
+/// to this request's pages, never to scripts, never from another site's link or form.
+fn token_cookie(state: &AppState, id: &str, token: &str) -> Option<HeaderValue> {
+    let secure = state
+        .settings
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    HeaderValue::from_str(&format!(
+        "{TOKEN_COOKIE}={token}; Path=/portal/requests/{id}; Max-Age={TOKEN_COOKIE_SECONDS}; HttpOnly; SameSite=Strict{}",
+        if secure { "; Secure" } else { "" }
+    ))
+    .ok()
+}
+
+/// The request token this browser holds, from its cookie.
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == TOKEN_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// `response` with the token cookie set.
+fn with_cookie(state: &AppState, id: &str, token: &str, mut response: Response) -> Response {
+    if let Some(v) = token_cookie(state, id, token) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
 }
 
 fn templates() -> &'static Environment<'static> {
@@ -77,7 +118,7 @@ fn templates() -> &'static Environment<'static> {
 /// A rendered page; a template error is logged and answered with a plain 500.
 fn page(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
     match templates().get_template(name).and_then(|t| t.render(ctx)) {
-        // Pages carry the request's token in links: never kept by a cache.
+        // Pages about a request are never kept by a cache.
         Ok(html) => (
             status,
             [(axum::http::header::CACHE_CONTROL, "no-store")],
@@ -96,7 +137,6 @@ fn code_page(
     state: &AppState,
     status: StatusCode,
     id: &str,
-    token: &str,
     due_at: &str,
     error: Option<String>,
 ) -> Response {
@@ -105,7 +145,7 @@ fn code_page(
         "verify.html",
         context! {
             controller => state.settings.controller,
-            id, token, due => due_at.get(..10).unwrap_or(due_at),
+            id, due => due_at.get(..10).unwrap_or(due_at),
             ttl => CODE_TTL_MINUTES, error,
         },
     )
@@ -142,7 +182,7 @@ fn failure(state: &AppState, e: RequestError) -> Response {
     let (status, text) = match &e {
         RequestError::NotFound | RequestError::Unauthorized => (
             StatusCode::UNAUTHORIZED,
-            "This link does not open a request. Use the link from the page you saw when you made the request.".to_owned(),
+            "This browser does not hold this request. Open it in the browser you made it with, or confirm it with the link in the e-mail.".to_owned(),
         ),
         RequestError::Store(_) | RequestError::Audit(_) | RequestError::Mail(_) => {
             tracing::error!(error = %e, "portal");
@@ -280,13 +320,11 @@ async fn submit(
         .submit(kind, &identity, details, chrono::Utc::now())
         .await
     {
-        Ok(s) => code_page(
+        Ok(s) => with_cookie(
             &state,
-            StatusCode::CREATED,
             &s.id,
             &s.token,
-            &s.due_at,
-            None,
+            code_page(&state, StatusCode::CREATED, &s.id, &s.due_at, None),
         ),
         Err(RequestError::Undeliverable) => form_page(
             &state,
@@ -298,30 +336,57 @@ async fn submit(
     }
 }
 
+/// A token in the address (`?token=`), from links of earlier versions: taken once,
+/// moved to the cookie, and the page loaded again without it.
 #[derive(Deserialize)]
 struct TokenQuery {
-    #[serde(default)]
-    token: String,
+    token: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct VerifyForm {
     #[serde(default)]
-    token: String,
-    #[serde(default)]
     code: String,
+}
+
+/// The request service, and the token of the browser asking; else the page saying why not.
+fn holder<'s>(
+    state: &'s AppState,
+    headers: &HeaderMap,
+) -> Result<(crate::requests::Service<'s>, String), Box<Response>> {
+    let svc = service(state).map_err(|_| Box::new(unavailable(state)))?;
+    let token = cookie_token(headers)
+        .ok_or_else(|| Box::new(failure(state, RequestError::Unauthorized)))?;
+    Ok((svc, token))
+}
+
+/// A link of an earlier version with `?token=`: the token goes to the cookie and the
+/// browser to the same page without it, so it stays in no address bar or history.
+fn upgrade_link(state: &AppState, id: &str, page: &str, q: &TokenQuery) -> Option<Response> {
+    let token = q.token.as_deref()?;
+    Some(with_cookie(
+        state,
+        id,
+        token,
+        Redirect::to(&format!("/portal/requests/{id}{page}")).into_response(),
+    ))
 }
 
 async fn verify_page(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
 ) -> Response {
-    let Ok(svc) = service(&state) else {
-        return unavailable(&state);
+    if let Some(r) = upgrade_link(&state, &id, "/verify", &q) {
+        return r;
+    }
+    let (svc, token) = match holder(&state, &headers) {
+        Ok(h) => h,
+        Err(page) => return *page,
     };
-    match svc.status(&id, &q.token).await {
-        Ok(v) => code_page(&state, StatusCode::OK, &id, &q.token, &v.due_at, None),
+    match svc.status(&id, &token).await {
+        Ok(v) => code_page(&state, StatusCode::OK, &id, &v.due_at, None),
         Err(e) => failure(&state, e),
     }
 }
@@ -329,21 +394,23 @@ async fn verify_page(
 async fn verify(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     form: Result<Form<VerifyForm>, FormRejection>,
 ) -> Response {
     let Ok(Form(f)) = form else {
         return unreadable(&state);
     };
-    let Ok(svc) = service(&state) else {
-        return unavailable(&state);
+    let (svc, token) = match holder(&state, &headers) {
+        Ok(h) => h,
+        Err(page) => return *page,
     };
     // The token proves this is the maker's page before any code is tried.
-    let view = match svc.status(&id, &f.token).await {
+    let view = match svc.status(&id, &token).await {
         Ok(v) => v,
         Err(e) => return failure(&state, e),
     };
     match svc.verify(&id, &f.code, chrono::Utc::now()).await {
-        Ok(_) => Redirect::to(&format!("/portal/requests/{id}?token={}", f.token)).into_response(),
+        Ok(_) => Redirect::to(&format!("/portal/requests/{id}")).into_response(),
         Err(
             e @ (RequestError::WrongCode { .. }
             | RequestError::Expired
@@ -353,7 +420,6 @@ async fn verify(
             &state,
             StatusCode::UNPROCESSABLE_ENTITY,
             &id,
-            &f.token,
             &view.due_at,
             Some(e.to_string()),
         ),
@@ -438,11 +504,16 @@ async fn status(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
 ) -> Response {
-    let Ok(svc) = service(&state) else {
-        return unavailable(&state);
+    if let Some(r) = upgrade_link(&state, &id, "", &q) {
+        return r;
+    }
+    let (svc, token) = match holder(&state, &headers) {
+        Ok(h) => h,
+        Err(page) => return *page,
     };
-    let v = match svc.status(&id, &q.token).await {
+    let v = match svc.status(&id, &token).await {
         Ok(v) => v,
         Err(e) => return failure(&state, e),
     };
@@ -464,7 +535,6 @@ async fn status(
             download,
             package_days => state.settings.package_days,
             authority => state.settings.authority,
-            token => q.token,
             r => v,
         },
     )
@@ -473,16 +543,14 @@ async fn status(
 async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    form: Result<Form<TokenQuery>, FormRejection>,
+    headers: HeaderMap,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        return unreadable(&state);
+    let (svc, token) = match holder(&state, &headers) {
+        Ok(h) => h,
+        Err(page) => return *page,
     };
-    let Ok(svc) = service(&state) else {
-        return unavailable(&state);
-    };
-    match svc.withdraw(&id, &f.token, chrono::Utc::now()).await {
-        Ok(()) => Redirect::to(&format!("/portal/requests/{id}?token={}", f.token)).into_response(),
+    match svc.withdraw(&id, &token, chrono::Utc::now()).await {
+        Ok(()) => Redirect::to(&format!("/portal/requests/{id}")).into_response(),
         Err(e) => failure(&state, e),
     }
 }
@@ -490,22 +558,36 @@ async fn cancel(
 async fn resend(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    form: Result<Form<TokenQuery>, FormRejection>,
+    headers: HeaderMap,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        return unreadable(&state);
+    let (svc, token) = match holder(&state, &headers) {
+        Ok(h) => h,
+        Err(page) => return *page,
     };
-    let Ok(svc) = service(&state) else {
-        return unavailable(&state);
-    };
-    match svc.resend_code(&id, &f.token, chrono::Utc::now()).await {
-        Ok(v) => code_page(&state, StatusCode::OK, &id, &f.token, &v.due_at, None),
+    match svc.resend_code(&id, &token, chrono::Utc::now()).await {
+        Ok(v) => code_page(&state, StatusCode::OK, &id, &v.due_at, None),
         Err(e @ (RequestError::ResendTooSoon(_) | RequestError::NoMoreCodes)) => message(
             &state,
             StatusCode::TOO_MANY_REQUESTS,
             "No new code yet",
             &e.to_string(),
         ),
+        Err(e) => failure(&state, e),
+    }
+}
+
+/// The access package, for the browser holding the request's token.
+async fn package(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (svc, token) = match holder(&state, &headers) {
+        Ok(h) => h,
+        Err(page) => return *page,
+    };
+    match svc.package(&id, &token, chrono::Utc::now()).await {
+        Ok(d) => super::requests::download(&id, d),
         Err(e) => failure(&state, e),
     }
 }

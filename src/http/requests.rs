@@ -229,7 +229,8 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-/// The request token: `Authorization: Bearer ...` or `?token=`.
+/// The request token: `Authorization: Bearer ...`, or `?token=` for clients of earlier
+/// versions (request logs print paths only, never a query).
 fn token(headers: &HeaderMap, q: TokenQuery) -> Result<String, ApiError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -262,16 +263,21 @@ async fn package(
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse;
     let token = token(&headers, q)?;
     let svc = service(&state)?;
     let d = svc.package(&id, &token, chrono::Utc::now()).await?;
+    Ok(download(&id, d))
+}
+
+/// A package as a download.
+pub(super) fn download(id: &str, d: crate::requests::Download) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let name = if d.content_type == "application/zip" {
         format!("{id}.zip")
     } else {
         format!("{id}.json")
     };
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, d.content_type),
             (
@@ -282,7 +288,7 @@ async fn package(
         ],
         d.bytes,
     )
-        .into_response())
+        .into_response()
 }
 
 /// The subject withdraws a request that is not being executed yet.

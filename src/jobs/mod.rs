@@ -33,7 +33,7 @@ pub struct JobContext {
 impl JobContext {
     /// The rows retention must leave alone: those of people with a restriction in force.
     pub async fn restricted(&self) -> anyhow::Result<retention::Restricted> {
-        Ok(retention::restricted_in(&self.policy, &self.sources, &self.store).await?)
+        Ok(retention::restricted_in(&self.policy, &self.sources, &self.audit).await?)
     }
 }
 
@@ -197,7 +197,7 @@ async fn work(
 async fn send_to_dpo(ctx: &JobContext, mail: Option<Mail>) -> anyhow::Result<bool> {
     let Some(mail) = mail else { return Ok(false) };
     let mut tx = ctx.store.begin().await?;
-    crate::notify::enqueue_in(&mut tx, &mail).await?;
+    crate::notify::enqueue_in(&mut tx, &ctx.mailer, &mail).await?;
     tx.commit().await?;
     crate::notify::deliver_pending(&ctx.store, &ctx.mailer).await?;
     Ok(true)

@@ -3,11 +3,16 @@
 //! SMTP configured, writes each as `outbox/<id>.eml` (and the log says so). A message is
 //! marked sent only after delivery, so a crash loses none; the Message-ID is derived from
 //! the outbox id, so a resend after a crash is recognisable as the same message.
+//!
+//! A queued message rests sealed (recipient, subject and bodies, under the store's outbox
+//! key): verification codes and addresses are never in clear in the store. Once sent, its
+//! content is dropped; only its kind and times stay.
 
 pub mod target;
 pub mod webhook;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::Utc;
 use lettre::message::{Mailbox, MultiPart};
@@ -17,6 +22,7 @@ use secrecy::ExposeSecret;
 use sqlx::{AnyConnection, Row};
 
 use crate::config::{Config, redact_url};
+use crate::crypto::SealingKey;
 use crate::store::{Store, timestamp};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +31,10 @@ pub enum MailError {
     Config { url: String, why: String },
     #[error("mail store: {0}")]
     Store(#[from] sqlx::Error),
+    #[error("the mailer has no outbox key: queued mail cannot be sealed or opened")]
+    NoKey,
+    #[error("a queued message cannot be opened: {0}")]
+    Sealed(#[from] crate::crypto::CryptoError),
 }
 
 /// Why a message did not go out. Only the kind of failure is kept, never the content.
@@ -66,7 +76,7 @@ pub fn recipient(address: &str) -> Option<lettre::Address> {
 }
 
 /// A message to send.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Mail {
     /// What it is (`vendor_reviews`, `verification_code`, ...), for the record.
     pub kind: String,
@@ -84,6 +94,8 @@ enum Transport {
 pub struct Mailer {
     transport: Transport,
     from: Mailbox,
+    /// Seals queued messages in the store and opens them to send.
+    key: Option<Arc<SealingKey>>,
 }
 
 impl Mailer {
@@ -107,6 +119,7 @@ impl Mailer {
             return Ok(Self {
                 transport: Transport::Dir(outbox_dir),
                 from,
+                key: None,
             });
         };
         let raw = url.expose_secret();
@@ -146,7 +159,32 @@ impl Mailer {
         Ok(Self {
             transport: Transport::Smtp(builder.build()),
             from,
+            key: None,
         })
+    }
+
+    /// Seals queued messages under `key` (the audit log's outbox key); without one,
+    /// nothing can be queued or sent.
+    pub fn with_outbox_key(mut self, key: Arc<SealingKey>) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    fn key(&self) -> Result<&SealingKey, MailError> {
+        self.key.as_deref().ok_or(MailError::NoKey)
+    }
+
+    /// The message sealed for the outbox.
+    fn seal(&self, mail: &Mail) -> Result<Vec<u8>, MailError> {
+        let plain = serde_json::to_vec(mail).map_err(|_| MailError::NoKey)?;
+        Ok(self.key()?.seal(&plain, OUTBOX_AAD)?)
+    }
+
+    /// A queued message opened.
+    fn open(&self, sealed: &[u8]) -> Result<Mail, MailError> {
+        let plain = self.key()?.open(sealed, OUTBOX_AAD)?;
+        serde_json::from_slice(&plain)
+            .map_err(|_| MailError::Sealed(crate::crypto::CryptoError::Open))
     }
 
     /// Where mail goes, for the log (never a password).
@@ -178,8 +216,11 @@ impl Mailer {
                 let unreachable = |e: std::io::Error| Failure::Unreachable(e.to_string());
                 std::fs::create_dir_all(dir).map_err(unreachable)?;
                 // Named by the outbox id: writing it again after a crash replaces the same file.
-                std::fs::write(dir.join(format!("{id:08}.eml")), message.formatted())
-                    .map_err(unreachable)
+                crate::store::files::write_private(
+                    &dir.join(format!("{id:08}.eml")),
+                    &message.formatted(),
+                )
+                .map_err(unreachable)
             }
         }
     }
@@ -200,16 +241,21 @@ const CLAIM_MINUTES: i64 = 5;
 /// Messages one sender claims at a time.
 const CLAIM_BATCH: u32 = 20;
 
-/// Queues a message inside the caller's transaction.
-pub async fn enqueue_in(conn: &mut AnyConnection, mail: &Mail) -> Result<i64, MailError> {
+/// Bound to every sealed message.
+const OUTBOX_AAD: &[u8] = b"lethe outbox v1";
+
+/// Queues a message inside the caller's transaction, sealed with `mailer`'s outbox key.
+pub async fn enqueue_in(
+    conn: &mut AnyConnection,
+    mailer: &Mailer,
+    mail: &Mail,
+) -> Result<i64, MailError> {
+    let sealed = mailer.seal(mail)?;
     let row = sqlx::query(
-        "INSERT INTO mail_outbox (kind, recipient, subject, body_text, body_html, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        "INSERT INTO mail_outbox (kind, recipient, subject, body_text, body_html, sealed, created_at) VALUES ($1, '', '', '', '', $2, $3) RETURNING id",
     )
     .bind(&mail.kind)
-    .bind(&mail.to)
-    .bind(&mail.subject)
-    .bind(&mail.text)
-    .bind(&mail.html)
+    .bind(sealed)
     .bind(timestamp(Utc::now()))
     .fetch_one(&mut *conn)
     .await?;
@@ -219,8 +265,12 @@ pub async fn enqueue_in(conn: &mut AnyConnection, mail: &Mail) -> Result<i64, Ma
 /// Queues a message inside the caller's transaction, already claimed by the caller, who
 /// sends it right after the commit with [`deliver_claimed`] (one write fewer on the hot
 /// path). Should the caller die first, the claim lapses and any sender takes it over.
-pub async fn enqueue_claimed_in(conn: &mut AnyConnection, mail: &Mail) -> Result<i64, MailError> {
-    let id = enqueue_in(conn, mail).await?;
+pub async fn enqueue_claimed_in(
+    conn: &mut AnyConnection,
+    mailer: &Mailer,
+    mail: &Mail,
+) -> Result<i64, MailError> {
+    let id = enqueue_in(conn, mailer, mail).await?;
     sqlx::query("UPDATE mail_outbox SET claimed_at = created_at WHERE id = $1")
         .bind(id)
         .execute(&mut *conn)
@@ -253,8 +303,9 @@ async fn deliver_one(
 ) -> Result<Option<Failure>, MailError> {
     match mailer.send(id, mail).await {
         Ok(()) => {
+            // Sent: the content goes, the record of the sending stays.
             sqlx::query(
-                "UPDATE mail_outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2 AND sent_at IS NULL",
+                "UPDATE mail_outbox SET sent_at = $1, attempts = attempts + 1, sealed = NULL, recipient = '', subject = '', body_text = '', body_html = '' WHERE id = $2 AND sent_at IS NULL",
             )
             .bind(timestamp(now))
             .bind(id)
@@ -267,7 +318,7 @@ async fn deliver_one(
             let row = sqlx::query(
                 "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $1, claimed_at = NULL WHERE id = $2 RETURNING attempts",
             )
-            .bind(failure.why())
+            .bind(scrub(failure.why(), &mail.to))
             .bind(id)
             .fetch_one(store.pool())
             .await?;
@@ -317,7 +368,7 @@ pub async fn deliver_pending_at(
                     AND (claimed_at IS NULL OR claimed_at < $2)";
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE mail_outbox SET claimed_at = $1 WHERE id IN (SELECT id FROM mail_outbox WHERE {free} ORDER BY id LIMIT {CLAIM_BATCH}) AND {free} \
-             RETURNING id, kind, recipient, subject, body_text, body_html"
+             RETURNING id, kind, recipient, subject, body_text, body_html, sealed"
         )))
         .bind(timestamp(now))
         .bind(timestamp(now - chrono::Duration::minutes(CLAIM_MINUTES)))
@@ -329,12 +380,17 @@ pub async fn deliver_pending_at(
         let mut unreachable = false;
         for r in rows {
             let id: i64 = r.try_get(0)?;
-            let mail = Mail {
-                kind: r.try_get(1)?,
-                to: r.try_get(2)?,
-                subject: r.try_get(3)?,
-                text: r.try_get(4)?,
-                html: r.try_get(5)?,
+            let sealed: Option<Vec<u8>> = r.try_get(6)?;
+            let mail = match sealed {
+                Some(sealed) => mailer.open(&sealed)?,
+                // Queued in clear before messages were sealed.
+                None => Mail {
+                    kind: r.try_get(1)?,
+                    to: r.try_get(2)?,
+                    subject: r.try_get(3)?,
+                    text: r.try_get(4)?,
+                    html: r.try_get(5)?,
+                },
             };
             match deliver_one(store, mailer, id, &mail, now).await? {
                 None => sent += 1,
@@ -362,28 +418,48 @@ pub struct DeadLetter {
     pub last_error: Option<String>,
 }
 
-/// The dead letters, newest first.
-pub async fn dead_letters(store: &Store) -> Result<Vec<DeadLetter>, MailError> {
+/// The dead letters, newest first, opened with `mailer`'s outbox key.
+pub async fn dead_letters(store: &Store, mailer: &Mailer) -> Result<Vec<DeadLetter>, MailError> {
     let rows = sqlx::query(
-        "SELECT id, kind, recipient, subject, created_at, dead_at, attempts, last_error FROM mail_outbox WHERE dead_at IS NOT NULL ORDER BY dead_at DESC, id DESC",
+        "SELECT id, kind, recipient, subject, created_at, dead_at, attempts, last_error, sealed FROM mail_outbox WHERE dead_at IS NOT NULL ORDER BY dead_at DESC, id DESC",
     )
     .fetch_all(store.pool())
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(DeadLetter {
-                id: r.try_get(0)?,
-                kind: r.try_get(1)?,
-                recipient: r.try_get(2)?,
-                subject: r.try_get(3)?,
-                created_at: r.try_get(4)?,
-                dead_at: r.try_get(5)?,
-                attempts: r.try_get(6)?,
-                last_error: r.try_get(7)?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(MailError::from)
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let sealed: Option<Vec<u8>> = r.try_get(8)?;
+        let (recipient, subject) = match sealed {
+            Some(s) => {
+                let m = mailer.open(&s)?;
+                (m.to, m.subject)
+            }
+            None => (r.try_get(2)?, r.try_get(3)?),
+        };
+        out.push(DeadLetter {
+            id: r.try_get(0)?,
+            kind: r.try_get(1)?,
+            recipient,
+            subject,
+            created_at: r.try_get(4)?,
+            dead_at: r.try_get(5)?,
+            attempts: r.try_get(6)?,
+            last_error: r.try_get(7)?,
+        });
+    }
+    Ok(out)
+}
+
+/// A server's answer without the recipient's address in it (servers often quote it).
+fn scrub(why: &str, recipient: &str) -> String {
+    if recipient.is_empty() {
+        return why.to_owned();
+    }
+    let mut out = why.replace(recipient, "<recipient>");
+    let lower = recipient.to_lowercase();
+    if lower != recipient {
+        out = out.replace(&lower, "<recipient>");
+    }
+    out
 }
 
 /// Puts dead letter `id` back in the queue once the DPO has fixed what refused it (the
@@ -392,14 +468,56 @@ pub async fn dead_letters(store: &Store) -> Result<Vec<DeadLetter>, MailError> {
 /// false when `id` is not a dead letter.
 pub async fn requeue_dead_in(
     conn: &mut AnyConnection,
+    mailer: &Mailer,
     id: i64,
     recipient: Option<&str>,
 ) -> Result<bool, MailError> {
+    // A new address goes into the sealed message (never into a clear column).
+    let resealed = match recipient {
+        None => None,
+        Some(to) => {
+            let sealed: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+                "SELECT sealed FROM mail_outbox WHERE id = $1 AND dead_at IS NOT NULL AND sent_at IS NULL",
+            )
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            match sealed {
+                None => return Ok(false),
+                Some(Some(sealed)) => {
+                    let mut mail = mailer.open(&sealed)?;
+                    mail.to = to.to_owned();
+                    Some(mailer.seal(&mail)?)
+                }
+                // Queued in clear before messages were sealed: sealed from now on.
+                Some(None) => {
+                    let r = sqlx::query(
+                        "SELECT kind, subject, body_text, body_html FROM mail_outbox WHERE id = $1",
+                    )
+                    .bind(id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    Some(mailer.seal(&Mail {
+                        kind: r.try_get(0)?,
+                        to: to.to_owned(),
+                        subject: r.try_get(1)?,
+                        text: r.try_get(2)?,
+                        html: r.try_get(3)?,
+                    })?)
+                }
+            }
+        }
+    };
     let changed = sqlx::query(
         "UPDATE mail_outbox SET dead_at = NULL, retry_at = NULL, claimed_at = NULL, attempts = 0, last_error = NULL, \
-         recipient = COALESCE($1, recipient) WHERE id = $2 AND dead_at IS NOT NULL AND sent_at IS NULL",
+         sealed = COALESCE($1, sealed), \
+         recipient = CASE WHEN $1 IS NULL THEN recipient ELSE '' END, \
+         subject = CASE WHEN $1 IS NULL THEN subject ELSE '' END, \
+         body_text = CASE WHEN $1 IS NULL THEN body_text ELSE '' END, \
+         body_html = CASE WHEN $1 IS NULL THEN body_html ELSE '' END \
+         WHERE id = $2 AND dead_at IS NOT NULL AND sent_at IS NULL",
     )
-    .bind(recipient)
+    .bind(resealed)
     .bind(id)
     .execute(&mut *conn)
     .await?

@@ -57,15 +57,15 @@ impl Service<'_> {
         &self,
         id: &str,
     ) -> Result<(String, String, String, Option<String>), RequestError> {
-        let sql = format!(
-            "SELECT kind, identity_value, due_at, extended_at FROM dsr_requests WHERE id = $1 AND {OPEN}"
-        );
+        let sql =
+            format!("SELECT kind, due_at, extended_at FROM dsr_requests WHERE id = $1 AND {OPEN}");
         let r = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(self.store.pool())
             .await?
             .ok_or(RequestError::NotFound)?;
-        Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
+        let email = self.personal_of(id).await?.value().to_owned();
+        Ok((r.try_get(0)?, email, r.try_get(1)?, r.try_get(2)?))
     }
 
     /// Extends the deadline once, by one or two months, telling the subject why.
@@ -114,6 +114,7 @@ impl Service<'_> {
         );
         notify::enqueue_in(
             &mut tx,
+            self.mailer,
             &Mail {
                 kind: "extension".into(),
                 to: email,
@@ -169,6 +170,7 @@ impl Service<'_> {
         );
         notify::enqueue_in(
             &mut tx,
+            self.mailer,
             &Mail {
                 kind: "rejection".into(),
                 to: email,
@@ -197,14 +199,12 @@ impl Service<'_> {
         now: DateTime<Utc>,
     ) -> Result<(), RequestError> {
         let mut tx = self.store.begin().await?;
-        let row =
-            sqlx::query("SELECT status, identity_value, kind FROM dsr_requests WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(RequestError::NotFound)?;
-        let (status, email, kind): (String, String, String) =
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let row = sqlx::query("SELECT status, kind FROM dsr_requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(RequestError::NotFound)?;
+        let (status, kind): (String, String) = (row.try_get(0)?, row.try_get(1)?);
         if !from.contains(&status.as_str()) {
             return Err(RequestError::WrongState {
                 status,
@@ -236,8 +236,10 @@ impl Service<'_> {
             )
             .await?;
         if let Some((mkind, text, html)) = mail {
+            let email = self.personal(&mut tx, id).await?.value().to_owned();
             notify::enqueue_in(
                 &mut tx,
+                self.mailer,
                 &Mail {
                     kind: mkind.to_owned(),
                     to: email,
@@ -335,11 +337,7 @@ impl Service<'_> {
         if changed != 1 {
             return Err(RequestError::NotFound);
         }
-        let email: String =
-            sqlx::query_scalar("SELECT identity_value FROM dsr_requests WHERE id = $1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
+        let email = self.personal(&mut tx, id).await?.value().to_owned();
         self.audit
             .append_in(
                 &mut tx,
@@ -355,6 +353,7 @@ impl Service<'_> {
         );
         notify::enqueue_in(
             &mut tx,
+            self.mailer,
             &Mail {
                 kind: "restriction_lifted".into(),
                 to: email,
@@ -407,7 +406,7 @@ impl Service<'_> {
     /// Everything about a request, for the DPO: the person, the details, the outcome.
     pub async fn full(&self, id: &str) -> Result<Full, RequestError> {
         let r = sqlx::query(
-            "SELECT id, kind, status, received_at, due_at, identity_kind, identity_value, details, result, extended_at, reason, attempts, channel, external_id FROM dsr_requests WHERE id = $1",
+            "SELECT id, kind, status, received_at, due_at, result, extended_at, reason, attempts, channel, external_id FROM dsr_requests WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.store.pool())
@@ -419,25 +418,27 @@ impl Service<'_> {
         .bind(id)
         .fetch_optional(self.store.pool())
         .await?;
-        let result: Option<String> = r.try_get(8)?;
+        let result: Option<String> = r.try_get(5)?;
+        // After an erasure the person's key is gone: the request says so instead.
+        let (identity, details) = match self.personal_of(id).await {
+            Ok(p) => (p.identity, p.details),
+            Err(RequestError::Erased) => ("(erased)".to_owned(), None),
+            Err(e) => return Err(e),
+        };
         Ok(Full {
             id: r.try_get(0)?,
             kind: r.try_get(1)?,
             status: r.try_get(2)?,
             received_at: r.try_get(3)?,
             due_at: r.try_get(4)?,
-            identity: format!(
-                "{}={}",
-                r.try_get::<String, _>(5)?,
-                r.try_get::<String, _>(6)?
-            ),
-            details: r.try_get(7)?,
+            identity,
+            details,
             result: result.and_then(|s| serde_json::from_str(&s).ok()),
-            extended_at: r.try_get(9)?,
-            reason: r.try_get(10)?,
-            attempts: r.try_get(11)?,
-            channel: r.try_get(12)?,
-            external_id: r.try_get(13)?,
+            extended_at: r.try_get(6)?,
+            reason: r.try_get(7)?,
+            attempts: r.try_get(8)?,
+            channel: r.try_get(9)?,
+            external_id: r.try_get(10)?,
             restriction_in_force: restricted.is_some(),
         })
     }

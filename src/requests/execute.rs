@@ -39,7 +39,7 @@ impl Service<'_> {
         let claimed = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE dsr_requests SET status = 'in_progress', claimed_by = $1, claimed_at = $2, updated_at = $2 \
              WHERE id = (SELECT id FROM dsr_requests WHERE {ready} ORDER BY received_at LIMIT 1{skip}) AND ({ready}) \
-             RETURNING id, kind, identity_kind, identity_value, attempts"
+             RETURNING id, kind, attempts"
         )))
         .bind(holder)
         .bind(timestamp(now))
@@ -47,13 +47,8 @@ impl Service<'_> {
         .fetch_optional(self.store.pool())
         .await?;
         let Some(row) = claimed else { return Ok(None) };
-        let (id, kind, ikind, ivalue, attempts): (String, String, String, String, i64) = (
-            row.try_get(0)?,
-            row.try_get(1)?,
-            row.try_get(2)?,
-            row.try_get(3)?,
-            row.try_get(4)?,
-        );
+        let (id, kind, attempts): (String, String, i64) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         let mut tx = self.store.begin().await?;
         self.audit
             .append_in(
@@ -67,12 +62,17 @@ impl Service<'_> {
             .await?;
         self.callbacks_in(&mut tx, &id, "in_progress", now).await?;
         tx.commit().await?;
-        let identity =
-            Identity::parse(&format!("{ikind}={ivalue}")).map_err(|_| RequestError::NotFound)?;
+        let identity = match self.personal_of(&id).await.and_then(|p| p.identity()) {
+            Ok(i) => i,
+            Err(RequestError::Erased) => {
+                self.fail_erased(&id, now).await?;
+                return Ok(Some(id));
+            }
+            Err(e) => return Err(e),
+        };
         let kind = Kind::parse(&kind).unwrap_or(Kind::Rectification);
         let restriction = if kind == Kind::Erasure {
-            self.store
-                .restriction_for(std::slice::from_ref(&identity))
+            crate::dsr::restriction_for(self.audit, std::slice::from_ref(&identity))
                 .await
                 .map_err(|e| RequestError::Store(sqlx::Error::Protocol(e.to_string())))?
         } else {
@@ -197,8 +197,16 @@ impl Service<'_> {
         .bind(&id)
         .execute(&mut *tx)
         .await?;
+        if kind == Kind::Erasure && outcome.is_ok() {
+            self.forget_in(&mut tx, &identity).await?;
+        }
         if retry_at.is_none() && status != "in_progress" {
-            notify::enqueue_in(&mut tx, &self.outcome_mail(&identity, &id, kind, &status)).await?;
+            notify::enqueue_in(
+                &mut tx,
+                self.mailer,
+                &self.outcome_mail(&identity, &id, kind, &status),
+            )
+            .await?;
             self.callbacks_in(&mut tx, &id, &status, now).await?;
         }
         for p in &notices {
@@ -208,6 +216,47 @@ impl Service<'_> {
         tx.commit().await?;
         self.deliver().await;
         Ok(Some(id))
+    }
+
+    /// After the person's erasure: what still names them in lethe's own store goes too
+    /// (requests kept in clear before sealing, their count of code checks). Sealed
+    /// requests became unreadable when the erasure shredded the person's key.
+    async fn forget_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        identity: &Identity,
+    ) -> Result<(), RequestError> {
+        let lookup = personal::lookup(self.audit, identity);
+        sqlx::query("UPDATE dsr_requests SET identity_value = '', details = NULL WHERE identity_lookup = $1 AND identity_value <> ''")
+            .bind(&lookup)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM code_checks WHERE identity_key = $1")
+            .bind(self.checks_key(&lookup))
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+
+    /// A request whose person's data was erased meanwhile cannot run: it fails, once.
+    async fn fail_erased(&self, id: &str, now: DateTime<Utc>) -> Result<(), RequestError> {
+        let mut tx = self.store.begin().await?;
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(Actor::System, "request.failed")
+                    .request(id)
+                    .summary(serde_json::json!({ "error": "erased" }))],
+            )
+            .await?;
+        sqlx::query("UPDATE dsr_requests SET status = 'failed', result = $1, updated_at = $2, claimed_by = NULL WHERE id = $3")
+            .bind(serde_json::json!({ "error": "the person's data was erased by another request" }).to_string())
+            .bind(timestamp(now))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     fn outcome_mail(&self, identity: &Identity, id: &str, kind: Kind, status: &str) -> Mail {
@@ -334,6 +383,7 @@ impl Service<'_> {
             );
             notify::enqueue_in(
                 &mut *tx,
+                self.mailer,
                 &Mail {
                     kind: "erasure_notice".into(),
                     to: email.to_string(),

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::audit::{Actor, AuditError, AuditLog, Identity, NewEntry};
+use crate::audit::{Actor, AuditError, AuditLog, Identity, NewEntry, SubjectId};
 use crate::notify::{self, Mail, Mailer};
 use crate::policy::RetentionPeriod;
 use crate::store::{Store, timestamp};
@@ -119,6 +119,8 @@ pub enum RequestError {
     WrongState { status: String, action: String },
     #[error("the request is not a task for the DPO")]
     NotATask,
+    #[error("the person's data in this request was erased")]
+    Erased,
     #[error(transparent)]
     Store(#[from] sqlx::Error),
     #[error(transparent)]
@@ -327,11 +329,7 @@ impl Service<'_> {
         if identity.kind() == "email" && notify::recipient(identity.value()).is_none() {
             return Err(RequestError::Undeliverable);
         }
-        let lookup = self.audit.mask_hash(&format!(
-            "request-identity:{}={}",
-            identity.kind(),
-            identity.value()
-        ));
+        let lookup = personal::lookup(self.audit, identity);
         let id = format!(
             "r_{}",
             crate::crypto::random_hex(12).map_err(AuditError::from)?
@@ -339,29 +337,29 @@ impl Service<'_> {
         let token = crate::crypto::random_hex(32).map_err(AuditError::from)?;
         let secrets = self.new_secrets(&id)?;
         let due = timestamp(due_date(now));
+        // Nobody is verified yet: no audit subject, the identity and details sealed under
+        // a key of the request's own, and the audit entry says nothing of the person.
+        let (sealed, own_key) = self.seal_own(&id, &Personal::new(identity, details))?;
         let mut tx = self.store.begin().await?;
         // Over the address's daily mails the request is made all the same, and answered
         // alike, but nothing is sent: the person uses the link of an earlier e-mail.
         let mailed = self
             .take_verification_mail(&mut tx, (identity.kind(), identity.value()), now)
             .await?;
-        let subject = self.audit.subject_in(&mut tx, identity).await?;
         let entry = NewEntry::new(Actor::Subject, "request.submitted")
             .request(&id)
-            .subject(&subject)
-            .summary(serde_json::json!({ "type": kind.key(), "due_at": due, "mailed": mailed }))
-            .payload(serde_json::json!({ "identity": format!("{}={}", identity.kind(), identity.value()), "details": details }));
+            .summary(serde_json::json!({ "type": kind.key(), "due_at": due, "mailed": mailed }));
         self.audit.append_in(&mut tx, &[entry]).await?;
         sqlx::query(
-            "INSERT INTO dsr_requests (id, kind, status, identity_kind, identity_value, identity_lookup, details, token_hash, code_hash, code_expires_at, link_hash, link_expires_at, codes_sent, received_at, due_at, updated_at) \
-             VALUES ($1, $2, 'identity_pending', $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $12)",
+            "INSERT INTO dsr_requests (id, kind, status, identity_kind, identity_value, identity_lookup, sealed, own_key, token_hash, code_hash, code_expires_at, link_hash, link_expires_at, codes_sent, received_at, due_at, updated_at) \
+             VALUES ($1, $2, 'identity_pending', $3, '', $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $12)",
         )
         .bind(&id)
         .bind(kind.key())
         .bind(identity.kind())
-        .bind(identity.value())
         .bind(&lookup)
-        .bind(details)
+        .bind(sealed)
+        .bind(own_key)
         .bind(sha256_hex(&token))
         .bind(&secrets.code_hash)
         .bind(timestamp(now + chrono::Duration::minutes(CODE_TTL_MINUTES)))
@@ -376,7 +374,7 @@ impl Service<'_> {
             tracing::info!(request = %id, "verification mail withheld: the address had its mails for the day");
         } else {
             let mail = self.code_mail(identity.value(), &id, &secrets, &due[..10]);
-            let mail_id = notify::enqueue_claimed_in(&mut tx, &mail).await?;
+            let mail_id = notify::enqueue_claimed_in(&mut tx, self.mailer, &mail).await?;
             tx.commit().await?;
             // Delivery failures are retried by the next delivery; the request stands.
             if let Err(e) = notify::deliver_claimed(self.store, self.mailer, mail_id, &mail).await {
@@ -391,20 +389,30 @@ impl Service<'_> {
         })
     }
 
-    /// What follows a verified identity: records it, places a restriction, tells the
-    /// DPO of a task or an approval; returns the next status.
+    /// What follows a verified identity: the person becomes an audit subject, the
+    /// request's personal part is sealed under their key, a restriction is placed, the DPO
+    /// is told of a task or an approval; returns the next status. The caller moves the
+    /// request to it.
     #[allow(clippy::too_many_arguments)]
     async fn accept_in(
         &self,
         tx: &mut sqlx::AnyConnection,
         id: &str,
         kind: Kind,
-        ikind: &str,
-        ivalue: &str,
+        person: &Personal,
         due: &str,
         actor: Actor,
         now: DateTime<Utc>,
     ) -> Result<&'static str, RequestError> {
+        let identity = person.identity()?;
+        let subject = self.audit.subject_in(&mut *tx, &identity).await?;
+        let sealed = self.seal_for(&mut *tx, id, &subject, person).await?;
+        sqlx::query("UPDATE dsr_requests SET sealed = $1, sealed_by = $2, own_key = NULL, identity_value = '', details = NULL WHERE id = $3")
+            .bind(sealed)
+            .bind(subject.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         let next = if is_manual(kind) {
             "in_progress"
         } else if self.settings.approval.contains(&kind) {
@@ -417,14 +425,20 @@ impl Service<'_> {
                 &mut *tx,
                 &[NewEntry::new(actor, "request.verified")
                     .request(id)
-                    .summary(serde_json::json!({ "type": kind.key(), "next": next }))],
+                    .subject(&subject)
+                    .summary(serde_json::json!({ "type": kind.key(), "next": next }))
+                    .payload(serde_json::json!({ "identity": person.identity, "details": person.details }))],
             )
             .await?;
         if kind == Kind::Restriction {
-            sqlx::query("INSERT INTO subject_restrictions (request_id, identity_kind, identity_value, placed_at) VALUES ($1, $2, $3, $4)")
+            let sealed = self
+                .seal_for(&mut *tx, &restriction_label(id), &subject, person)
+                .await?;
+            sqlx::query("INSERT INTO subject_restrictions (request_id, identity_kind, identity_value, sealed, sealed_by, placed_at) VALUES ($1, $2, '', $3, $4, $5)")
                 .bind(id)
-                .bind(ikind)
-                .bind(ivalue)
+                .bind(identity.kind())
+                .bind(sealed)
+                .bind(subject.as_str())
                 .bind(timestamp(now))
                 .execute(&mut *tx)
                 .await?;
@@ -466,6 +480,7 @@ impl Service<'_> {
             );
             notify::enqueue_in(
                 &mut *tx,
+                self.mailer,
                 &Mail {
                     kind: format!(
                         "dpo_{}",
@@ -541,8 +556,12 @@ impl Service<'_> {
 mod admin;
 mod execute;
 mod opendsr;
+mod personal;
 mod purge;
 mod verify;
+
+use crate::dsr::restriction_label;
+use personal::Personal;
 
 pub use admin::{AdminView, Full};
 pub use execute::{Download, MAX_EXECUTIONS, PACKAGE_DAYS, erasure_notices};

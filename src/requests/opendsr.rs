@@ -96,33 +96,25 @@ impl Service<'_> {
         // The deadline runs from the person's request, not from its arrival here.
         let received = submitted.min(now);
         let due = timestamp(due_date(received));
-        let lookup = self.audit.mask_hash(&format!(
-            "request-identity:{}={}",
-            identity.kind(),
-            identity.value()
-        ));
+        let lookup = personal::lookup(self.audit, identity);
         let mut tx = self.store.begin().await?;
-        let subject = self.audit.subject_in(&mut tx, identity).await?;
         self.audit
             .append_in(
                 &mut tx,
                 &[NewEntry::new(Actor::Admin(channel.to_owned()), "request.submitted")
                     .request(&id)
-                    .subject(&subject)
-                    .summary(serde_json::json!({ "type": kind.key(), "due_at": due, "channel": "opendsr" }))
-                    .payload(serde_json::json!({ "identity": format!("{}={}", identity.kind(), identity.value()) }))],
+                    .summary(serde_json::json!({ "type": kind.key(), "due_at": due, "channel": "opendsr" }))],
             )
             .await?;
         // Only a hash of a random token: the request is read with an admin token instead.
         let token = crate::crypto::random_hex(32).map_err(AuditError::from)?;
         sqlx::query(
             "INSERT INTO dsr_requests (id, kind, status, identity_kind, identity_value, identity_lookup, token_hash, received_at, due_at, updated_at, channel, external_id, callbacks) \
-             VALUES ($1, $2, 'received', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             VALUES ($1, $2, 'received', $3, '', $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&id)
         .bind(kind.key())
         .bind(identity.kind())
-        .bind(identity.value())
         .bind(&lookup)
         .bind(sha256_hex(&token))
         .bind(timestamp(received))
@@ -133,13 +125,13 @@ impl Service<'_> {
         .bind(serde_json::to_string(callbacks).unwrap_or_else(|_| "[]".into()))
         .execute(&mut *tx)
         .await?;
+        // The controller vouches for the identity: sealed under the subject's key at once.
         let next = self
             .accept_in(
                 &mut tx,
                 &id,
                 kind,
-                identity.kind(),
-                identity.value(),
+                &Personal::new(identity, None),
                 &due,
                 Actor::Admin(channel.to_owned()),
                 now,

@@ -19,10 +19,11 @@ impl Service<'_> {
             .mask_hash(&format!("verification-code:{id}:{code}"))
     }
 
-    /// The key the person's code checks are counted under: a keyed hash of the folded
-    /// identity, the same for all their requests.
-    fn checks_key(&self, kind: &str, value: &str) -> String {
-        self.audit.mask_hash(&format!("code-checks:{kind}={value}"))
+    /// The key the person's code checks are counted under: a keyed hash of the keyed
+    /// hash their requests share, the same for all their requests.
+    pub(super) fn checks_key(&self, identity_lookup: &str) -> String {
+        self.audit
+            .mask_hash(&format!("code-checks:{identity_lookup}"))
     }
 
     /// Takes one of the verification e-mails an identity (kind, folded value) may receive today
@@ -141,7 +142,7 @@ impl Service<'_> {
         let taken = sqlx::query(
             "UPDATE dsr_requests SET code_attempts = code_attempts + 1, updated_at = $1 \
              WHERE id = $2 AND status = 'identity_pending' AND code_attempts < $3 AND code_expires_at >= $1 \
-             RETURNING code_hash, code_attempts, identity_kind, identity_value",
+             RETURNING code_hash, code_attempts, identity_lookup",
         )
         .bind(&now_s)
         .bind(id)
@@ -152,9 +153,9 @@ impl Service<'_> {
             drop(tx);
             return Err(self.why_no_check(id, &now_s).await?);
         };
-        let (code_hash, attempts, ikind, ivalue): (Option<String>, i64, String, String) =
-            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
-        let key = self.checks_key(&ikind, &ivalue);
+        let (code_hash, attempts, lookup): (Option<String>, i64, String) =
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        let key = self.checks_key(&lookup);
         let Some(checks) = take_daily(&mut tx, &key, MAX_CODE_CHECKS, now).await? else {
             // The request's attempt is given back with the rollback.
             drop(tx);
@@ -195,28 +196,17 @@ impl Service<'_> {
     /// The identity is verified: the request moves on, once, however many confirmations
     /// arrive together.
     async fn confirm(&self, id: &str, now: DateTime<Utc>) -> Result<View, RequestError> {
-        let r = sqlx::query(
-            "SELECT kind, identity_kind, identity_value, due_at FROM dsr_requests WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.store.pool())
-        .await?
-        .ok_or(RequestError::NotFound)?;
+        let r = sqlx::query("SELECT kind, due_at FROM dsr_requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.store.pool())
+            .await?
+            .ok_or(RequestError::NotFound)?;
         let kind = Kind::parse(&r.try_get::<String, _>(0)?).unwrap_or(Kind::Rectification);
-        let (ikind, ivalue, due): (String, String, String) =
-            (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+        let due: String = r.try_get(1)?;
         let mut tx = self.store.begin().await?;
+        let person = self.personal(&mut tx, id).await?;
         let next = self
-            .accept_in(
-                &mut tx,
-                id,
-                kind,
-                &ikind,
-                &ivalue,
-                &due,
-                Actor::Subject,
-                now,
-            )
+            .accept_in(&mut tx, id, kind, &person, &due, Actor::Subject, now)
             .await?;
         let changed = sqlx::query("UPDATE dsr_requests SET status = $1, code_hash = NULL, code_expires_at = NULL, link_hash = NULL, link_expires_at = NULL, updated_at = $2 WHERE id = $3 AND status = 'identity_pending'")
             .bind(next)
@@ -244,17 +234,14 @@ impl Service<'_> {
         now: DateTime<Utc>,
     ) -> Result<View, RequestError> {
         self.status(id, token).await?;
-        let r = sqlx::query("SELECT status, codes_sent, code_expires_at, identity_value, due_at FROM dsr_requests WHERE id = $1")
-            .bind(id)
-            .fetch_one(self.store.pool())
-            .await?;
-        let (status, sent, expires, email, due): (String, i64, Option<String>, String, String) = (
-            r.try_get(0)?,
-            r.try_get(1)?,
-            r.try_get(2)?,
-            r.try_get(3)?,
-            r.try_get(4)?,
-        );
+        let r = sqlx::query(
+            "SELECT status, codes_sent, code_expires_at, due_at FROM dsr_requests WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(self.store.pool())
+        .await?;
+        let (status, sent, expires, due): (String, i64, Option<String>, String) =
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
         if status != "identity_pending" {
             return Err(RequestError::NotPending);
         }
@@ -272,6 +259,7 @@ impl Service<'_> {
                 return Err(RequestError::ResendTooSoon(wait));
             }
         }
+        let email = self.personal_of(id).await?.value().to_owned();
         let secrets = self.new_secrets(id)?;
         let mut tx = self.store.begin().await?;
         let changed = sqlx::query("UPDATE dsr_requests SET code_hash = $1, code_expires_at = $2, link_hash = $3, link_expires_at = $4, code_attempts = 0, codes_sent = codes_sent + 1, updated_at = $5 WHERE id = $6 AND codes_sent = $7")
@@ -307,7 +295,12 @@ impl Service<'_> {
                     .summary(serde_json::json!({ "codes_sent": sent + 1 }))],
             )
             .await?;
-        notify::enqueue_in(&mut tx, &self.code_mail(&email, id, &secrets, &due[..10])).await?;
+        notify::enqueue_in(
+            &mut tx,
+            self.mailer,
+            &self.code_mail(&email, id, &secrets, &due[..10]),
+        )
+        .await?;
         tx.commit().await?;
         self.deliver().await;
         self.view(id).await

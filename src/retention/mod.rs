@@ -167,14 +167,13 @@ pub async fn restricted(
         })
 }
 
-/// The rows of everyone whose restriction is in force in `store`.
+/// The rows of everyone whose restriction is in force in `audit`'s store.
 pub async fn restricted_in(
     policy: &Policy,
     sources: &Sources,
-    store: &crate::store::Store,
+    audit: &crate::audit::AuditLog,
 ) -> Result<Restricted, RetentionError> {
-    let ids: Vec<_> = store
-        .restrictions()
+    let ids: Vec<_> = crate::dsr::restrictions(audit)
         .await
         .map_err(|e| RetentionError::Restrictions(e.to_string()))?
         .into_iter()

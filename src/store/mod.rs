@@ -14,6 +14,7 @@ use crate::config::redact_url;
 
 mod tokens;
 pub use tokens::{AdminToken, Role, TokenLifetime};
+pub mod files;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -31,6 +32,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("store query failed: {0}")]
     Query(#[from] sqlx::Error),
+    #[error("making the store's files private at {url}: {source}")]
+    Files { url: String, source: std::io::Error },
 }
 
 /// A handle on the store; cheap to clone.
@@ -69,6 +72,13 @@ impl Store {
         } else {
             return Err(StoreError::Unsupported(shown));
         };
+        if backend == Backend::Sqlite {
+            // Created 0600 before SQLite creates it with the umask's mode.
+            files::prepare_sqlite(raw).map_err(|source| StoreError::Files {
+                url: shown.clone(),
+                source,
+            })?;
+        }
         let options = AnyConnectOptions::from_str(raw).map_err(|source| StoreError::Connect {
             url: shown.clone(),
             source,
@@ -305,42 +315,36 @@ pub struct Restriction {
 }
 
 impl Store {
-    /// The restriction in force for any of these identities, by request id.
-    pub async fn restriction_for(
-        &self,
-        identities: &[crate::audit::Identity],
-    ) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .restrictions()
-            .await?
-            .into_iter()
-            .find(|r| {
-                identities
-                    .iter()
-                    .any(|i| i.kind() == r.identity.kind() && i.value() == r.identity.value())
-            })
-            .map(|r| r.request_id))
-    }
-
-    /// Every restriction in force, oldest first.
-    pub async fn restrictions(&self) -> Result<Vec<Restriction>, StoreError> {
+    /// Every restriction in force, oldest first, with its identity as stored: sealed under
+    /// the subject's key (`crate::dsr::restrictions` opens it), or in clear for
+    /// restrictions placed before sealing.
+    pub async fn restrictions_stored(&self) -> Result<Vec<StoredRestriction>, StoreError> {
         let rows = sqlx::query(
-            "SELECT request_id, identity_kind, identity_value FROM subject_restrictions WHERE lifted_at IS NULL ORDER BY placed_at",
+            "SELECT request_id, identity_kind, identity_value, sealed, sealed_by FROM subject_restrictions WHERE lifted_at IS NULL ORDER BY placed_at",
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (id, kind, value): (String, String, String) =
-                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-            // Stored from a parsed identity, so it parses again.
-            if let Ok(identity) = crate::audit::Identity::parse(&format!("{kind}={value}")) {
-                out.push(Restriction {
-                    request_id: id,
-                    identity,
-                });
-            }
-        }
-        Ok(out)
+        rows.iter()
+            .map(|r| {
+                Ok(StoredRestriction {
+                    request_id: r.try_get(0)?,
+                    identity_kind: r.try_get(1)?,
+                    identity_value: r.try_get(2)?,
+                    sealed: r.try_get(3)?,
+                    sealed_by: r.try_get(4)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
+}
+
+/// A restriction in force as the store holds it.
+#[derive(Debug, Clone)]
+pub struct StoredRestriction {
+    pub request_id: String,
+    pub identity_kind: String,
+    pub identity_value: String,
+    pub sealed: Option<Vec<u8>>,
+    pub sealed_by: Option<String>,
 }
