@@ -37,7 +37,8 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
                 .into_valid()
                 .unwrap(),
         );
-        let mailer = common::file_mailer(&tmp.path().join("outbox"));
+        let mailer =
+            common::file_mailer(&tmp.path().join("outbox")).with_outbox_key(audit.outbox_key());
         let settings = lethe::requests::Settings::from_policy(&policy);
         let app = Application::build("127.0.0.1:0", store.clone(), policy)
             .await

@@ -407,6 +407,7 @@ fn the_binary_keeps_its_files_private_and_secrets_out_of_its_log() {
             .build()
             .unwrap()
             .post(format!("http://{address}/portal/requests"))
+            .header("origin", format!("http://{address}"))
             .form(&[("type", "access"), ("email", email), ("details", "")])
             .send()
             .await
