@@ -495,3 +495,38 @@ async fn a_wrong_or_lost_master_key_is_refused_before_anything_is_written() {
     let log = AuditLog::open(store, &keys).await.unwrap();
     assert!(log.verify().await.unwrap().ok());
 }
+
+/// What is sealed under a subject's key reads as gone in every process once the subject
+/// is shredded in one of them, even where the key was in memory.
+#[tokio::test]
+async fn a_subject_shredded_elsewhere_opens_nothing_here() {
+    let f = fixture("a_subject_shredded_elsewhere_opens_nothing_here", false)
+        .await
+        .unwrap();
+    let (here, there) = (f.open().await, f.open().await);
+    let person = here
+        .subject_for(&Identity::parse("email=erin@example.com").unwrap())
+        .await
+        .unwrap();
+    let mut tx = here.store().begin().await.unwrap();
+    let sealed = here
+        .seal_for_subject(&mut tx, &person, "r_1", b"erin@example.com")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let open = |log: &AuditLog| {
+        let (log, sealed, person) = (log.clone(), sealed.clone(), person.clone());
+        async move {
+            log.open_for_subject(person.as_str(), "r_1", &sealed)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        open(&there).await.as_deref(),
+        Some(&b"erin@example.com"[..])
+    );
+    here.shred(&person, Actor::System).await.unwrap();
+    assert_eq!(open(&here).await, None);
+    assert_eq!(open(&there).await, None, "read under a key held in memory");
+}

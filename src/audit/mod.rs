@@ -481,13 +481,26 @@ impl AuditLog {
         Ok(key.seal(plain, label.as_bytes())?)
     }
 
-    /// Opens what [`AuditLog::seal_for_subject`] sealed; None once the subject was shredded.
+    /// Opens what [`AuditLog::seal_for_subject`] sealed; None once the subject was
+    /// shredded, by this process or another one (the store is asked each time).
     pub async fn open_for_subject(
         &self,
         subject: &str,
         label: &str,
         sealed: &[u8],
     ) -> Result<Option<Vec<u8>>, AuditError> {
+        let live: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM audit_keys WHERE key_id = $1 AND kind = 'subject' AND wrapped IS NOT NULL",
+        )
+        .bind(subject)
+        .fetch_optional(self.store.pool())
+        .await?;
+        if live.is_none() {
+            if let Ok(mut m) = self.keys.subjects.lock() {
+                m.remove(subject);
+            }
+            return Ok(None);
+        }
         match self.reading_key(subject).await? {
             Some(key) => Ok(Some(key.open(sealed, label.as_bytes())?)),
             None => Ok(None),
