@@ -675,10 +675,14 @@ pub fn decide(
     };
     // Masks first (they touch no key), then the deletes wave by wave.
     let mut actions: Vec<CollectionActions> = Vec::new();
-    let push = |actions: &mut Vec<CollectionActions>, ci: usize, ra: RowAction| {
+    // `from`: where the current wave's actions begin. Rows of two waves never share a
+    // statement: MariaDB checks a foreign key row by row, so a parent deleted in the
+    // same statement as its child may go first and be refused.
+    let push = |actions: &mut Vec<CollectionActions>, from: usize, ci: usize, ra: RowAction| {
         let name = system.collections[ci].name.as_str();
+        let len = actions.len();
         match actions.last_mut() {
-            Some(last) if last.collection == name => last.rows.push(ra),
+            Some(last) if len > from && last.collection == name => last.rows.push(ra),
             _ => actions.push(CollectionActions {
                 collection: name.to_owned(),
                 rows: vec![ra],
@@ -698,6 +702,7 @@ pub fn decide(
         }
         push(
             &mut actions,
+            0,
             d.collection,
             RowAction {
                 key: d.key.clone(),
@@ -707,12 +712,14 @@ pub fn decide(
     }
     for mut wave in waves {
         wave.sort_by_key(|&i| decided[i].collection);
+        let from = actions.len();
         for i in wave {
             let d = &decided[i];
             let r = report_of(&mut reports, d.collection);
             reports[r].rows_deleted += 1;
             push(
                 &mut actions,
+                from,
                 d.collection,
                 RowAction {
                     key: d.key.clone(),
