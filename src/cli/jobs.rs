@@ -20,6 +20,10 @@ pub enum RetentionAction {
     Plan {
         #[arg(long, value_enum, default_value = "text")]
         format: TextOrJson,
+        /// What a run would find due at the start of this day (YYYY-MM-DD, UTC) on today's
+        /// data: read-only, changes nothing
+        #[arg(long, value_name = "DATE", value_parser = parse_day)]
+        as_of: Option<chrono::NaiveDate>,
     },
     /// Delete and mask what is due, in batches
     Run {
@@ -45,6 +49,11 @@ pub enum JobsAction {
     },
 }
 
+fn parse_day(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| format!("`{s}` is not a date: write it as YYYY-MM-DD"))
+}
+
 async fn context(config: &Config) -> anyhow::Result<JobContext> {
     let policy = Arc::new(super::commands::load_valid(&config.policies)?);
     let store = Store::open(&config.database).await?;
@@ -66,14 +75,22 @@ fn print_due(due: &[retention::Due]) {
     for d in due {
         let what = if let Some(h) = &d.held_by {
             format!("held by {h}: nothing is deleted")
-        } else if d.fields.is_empty() {
-            format!("{} row(s) due", d.rows)
         } else {
-            d.fields
+            let mut parts = Vec::new();
+            if d.deletes {
+                parts.push(format!("{} row(s) due", d.rows));
+            }
+            let masked: Vec<String> = d
+                .fields
                 .iter()
+                .filter(|(_, n)| *n > 0 || !d.deletes)
                 .map(|(f, n)| format!("{f}: {n} value(s) due"))
-                .collect::<Vec<_>>()
-                .join(", ")
+                .collect();
+            if !masked.is_empty() {
+                let of = if d.deletes { " in rows that stay" } else { "" };
+                parts.push(format!("{}{of}", masked.join(", ")));
+            }
+            parts.join("; ")
         };
         let restricted = if d.restricted_rows > 0 {
             format!(
@@ -95,9 +112,14 @@ fn print_due(due: &[retention::Due]) {
 
 pub async fn retention(action: RetentionAction, config: &Config) -> anyhow::Result<ExitCode> {
     let ctx = context(config).await?;
-    let now = chrono::Utc::now();
+    let now = match &action {
+        RetentionAction::Plan {
+            as_of: Some(day), ..
+        } => day.and_time(chrono::NaiveTime::MIN).and_utc(),
+        _ => chrono::Utc::now(),
+    };
     let plan_format = match &action {
-        RetentionAction::Plan { format } => Some(*format),
+        RetentionAction::Plan { format, .. } => Some(*format),
         RetentionAction::Run { dry_run: true, .. } => Some(TextOrJson::Text),
         RetentionAction::Run { .. } => None,
     };

@@ -123,10 +123,13 @@ fn event_time(
             if mine.is_empty() {
                 return Happened::NoRecord;
             }
+            // A record whose event is NULL (or names no time) is not yet due, and keeps
+            // the row as it keeps itself.
             at(mine
                 .iter()
-                .filter_map(|ch| parse_timestamp(&text(ch, r.field.as_str())?))
-                .max())
+                .map(|ch| parse_timestamp(&text(ch, r.field.as_str())?))
+                .collect::<Option<Vec<_>>>()
+                .and_then(|times| times.into_iter().max()))
         }
     }
 }
@@ -162,7 +165,7 @@ fn exemption(
             best = Some(e);
         }
     };
-    for p in Policy::field_purposes(system, c, field) {
+    for p in policy.field_purposes(system, c, field) {
         let Some(purpose) = policy.purpose(p.as_str()) else {
             continue;
         };

@@ -87,7 +87,7 @@ pub fn plan(policy: &Policy, kinds: &[&str]) -> Plan {
         systems: policy
             .systems
             .iter()
-            .map(|s| plan_system(s, kinds))
+            .map(|s| plan_system(policy, s, kinds))
             .collect(),
     }
 }
@@ -192,7 +192,7 @@ fn edges(system: &System) -> (Vec<Edge>, Vec<Skipped>) {
     (out, skipped)
 }
 
-fn plan_system(system: &System, kinds: &[&str]) -> SystemPlan {
+fn plan_system(policy: &Policy, system: &System, kinds: &[&str]) -> SystemPlan {
     let (edges, skipped) = edges(system);
     let mut order: Vec<String> = Vec::new();
     let mut vias: BTreeMap<String, Vec<Via>> = BTreeMap::new();
@@ -255,7 +255,7 @@ fn plan_system(system: &System, kinds: &[&str]) -> SystemPlan {
                 .map(|f| {
                     (
                         f.name.to_string(),
-                        Policy::field_purposes(system, c, f)
+                        policy.field_purposes(system, c, f)
                             .iter()
                             .map(|p| p.to_string())
                             .collect(),

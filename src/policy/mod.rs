@@ -149,18 +149,36 @@ impl Policy {
         self.systems.iter().find(|s| s.id.as_str() == id)
     }
 
-    /// The purposes a field serves: its own, else its collection's, else its system's.
+    /// The purposes a field serves: its own, else those of its collection's (else its
+    /// system's) that process one of its categories. A collection's purpose is not every
+    /// field's: a bookkeeping obligation over names and amounts does not keep the e-mail
+    /// beside them. When none of the inherited purposes declares the field's categories
+    /// (which `lethe check` warns of), the field serves them all.
     pub fn field_purposes<'a>(
+        &self,
         system: &'a System,
         collection: &'a Collection,
         field: &'a Field,
-    ) -> &'a [Spanned<Id>] {
+    ) -> Vec<&'a Spanned<Id>> {
         if !field.purposes.is_empty() {
-            &field.purposes
-        } else if !collection.purposes.is_empty() {
+            return field.purposes.iter().collect();
+        }
+        let inherited = if !collection.purposes.is_empty() {
             &collection.purposes
         } else {
             &system.purposes
+        };
+        let declaring: Vec<&Spanned<Id>> = inherited
+            .iter()
+            .filter(|p| {
+                self.purpose(p.as_str())
+                    .is_some_and(|purpose| purpose.declares_any(&field.categories))
+            })
+            .collect();
+        if declaring.is_empty() {
+            inherited.iter().collect()
+        } else {
+            declaring
         }
     }
 
@@ -172,7 +190,8 @@ impl Policy {
                 s.collections.iter().any(|c| {
                     c.fields.iter().any(|f| {
                         !f.categories.is_empty()
-                            && Self::field_purposes(s, c, f)
+                            && self
+                                .field_purposes(s, c, f)
                                 .iter()
                                 .any(|p| p.as_str() == purpose)
                     })

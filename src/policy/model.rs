@@ -92,6 +92,22 @@ impl Purpose {
     pub fn source(&self) -> &str {
         self.source.as_deref().unwrap_or(Self::DEFAULT_SOURCE)
     }
+
+    /// Whether the purpose declares `category`, itself or a category above it
+    /// (`user.contact` declares `user.contact.email`).
+    pub fn declares(&self, category: &str) -> bool {
+        self.categories.iter().any(|pc| {
+            category == pc.as_str()
+                || category
+                    .strip_prefix(pc.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
+    }
+
+    /// Whether the purpose declares one of `categories`.
+    pub fn declares_any(&self, categories: &[Spanned<CategoryKey>]) -> bool {
+        categories.iter().any(|c| self.declares(c.as_str()))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -640,7 +640,7 @@ fn check_collection(
         if f.categories.is_empty() {
             continue;
         }
-        let purposes = Policy::field_purposes(s, c, f);
+        let purposes = policy.field_purposes(s, c, f);
         if purposes.is_empty() {
             d.error(
                 f.name.span(),
@@ -655,10 +655,7 @@ fn check_collection(
                 continue;
             };
             for cat in &f.categories {
-                let declared = purpose.categories.iter().any(|pc| {
-                    cat.as_str() == pc.as_str()
-                        || cat.as_str().starts_with(&format!("{}.", pc.as_str()))
-                });
+                let declared = purpose.declares(cat.as_str());
                 if !declared && policy.taxonomy.contains(cat.as_str()) {
                     d.warning(cat.span(), format!("{fkey}.categories"), format!("purpose `{}` does not declare the category `{}`, so the notice and the register omit it here", purpose.id.as_str(), **cat))
                         .hint(format!("add `{}` to the purpose's categories", **cat));

@@ -421,7 +421,7 @@ pub fn erasure_notices<'p>(
                 continue;
             };
             for f in &coll.fields {
-                for purpose in crate::policy::Policy::field_purposes(system, coll, f) {
+                for purpose in policy.field_purposes(system, coll, f) {
                     if let Some(p) = policy.purpose(purpose.as_str()) {
                         ids.extend(p.recipients.iter().map(|r| r.as_str().to_owned()));
                     }

@@ -38,7 +38,8 @@ pub struct CollectionRule {
     /// `delete_row`: rows go when every mapped field is due; `keep_row`: due fields are masked.
     pub mode: ErasureMode,
     pub fields: Vec<FieldRule>,
-    /// Collections whose rows reference this one: a row they still reference stays.
+    /// Collections whose rows reference this one (itself included): a row they still
+    /// reference stays.
     pub children: Vec<(String, String, String)>,
     /// An active hold stops everything here.
     pub held_by: Option<String>,
@@ -78,8 +79,32 @@ impl CollectionRule {
     }
 }
 
-/// The retention rules of every collection with mapped fields.
+/// The retention rules of every collection with mapped fields, in the order a run applies
+/// them: per system, a collection after every collection whose rows reference it, so that
+/// rows deleted as children release their parents in the same run (collections that
+/// reference each other in a cycle keep the policy's order).
 pub fn rules(policy: &Policy, now: DateTime<Utc>) -> Vec<CollectionRule> {
+    let mut out = unordered(policy, now);
+    let mut ordered = Vec::with_capacity(out.len());
+    while !out.is_empty() {
+        // The first rule that no remaining rule of its system references; in a cycle, the
+        // first remaining one.
+        let next = out
+            .iter()
+            .position(|r| {
+                !out.iter().any(|o| {
+                    o.system == r.system
+                        && o.collection != r.collection
+                        && r.children.iter().any(|(child, _, _)| *child == o.collection)
+                })
+            })
+            .unwrap_or(0);
+        ordered.push(out.remove(next));
+    }
+    ordered
+}
+
+fn unordered(policy: &Policy, now: DateTime<Utc>) -> Vec<CollectionRule> {
     let mut out = Vec::new();
     for s in &policy.systems {
         for c in &s.collections {
@@ -89,7 +114,7 @@ pub fn rules(policy: &Policy, now: DateTime<Utc>) -> Vec<CollectionRule> {
                 .filter(|f| !f.categories.is_empty())
                 .map(|f| FieldRule {
                     field: f.name.to_string(),
-                    conditions: Policy::field_purposes(s, c, f)
+                    conditions: policy.field_purposes(s, c, f)
                         .iter()
                         .filter_map(|p| policy.purpose(p.as_str()))
                         .filter_map(|p| {
@@ -125,7 +150,6 @@ pub fn rules(policy: &Policy, now: DateTime<Utc>) -> Vec<CollectionRule> {
 fn children(s: &System, c: &Collection) -> Vec<(String, String, String)> {
     s.collections
         .iter()
-        .filter(|x| x.name != c.name)
         .flat_map(|x| {
             x.fields.iter().filter_map(move |f| {
                 let r = f.references.as_ref()?;
@@ -202,6 +226,8 @@ pub struct Due {
     pub held_by: Option<String>,
     /// Rows left alone because their person restricted processing (Art. 18).
     pub restricted_rows: usize,
+    /// Rows are deleted here (`delete_row`).
+    pub deletes: bool,
     /// Rows to delete (`delete_row`).
     pub rows: u64,
     /// Values to mask per field (`keep_row`).
@@ -219,7 +245,8 @@ pub async fn plan(
     restricted: &Restricted,
 ) -> Result<Vec<Due>, SourceError> {
     let mut out = Vec::new();
-    for rule in rules_with(policy, now, restricted) {
+    let rules = rules_with(policy, now, restricted);
+    for (i, rule) in rules.iter().enumerate() {
         let Some(system) = policy.system(&rule.system) else {
             continue;
         };
@@ -227,7 +254,7 @@ pub async fn plan(
         let (rows, fields) = if rule.held_by.is_some() {
             (0, Vec::new())
         } else {
-            sql::count_due(&db, system, &rule, now).await?
+            sql::count_due(&db, system, rule, &rules[..i], now).await?
         };
         out.push(Due {
             system: rule.system.clone(),
@@ -235,6 +262,7 @@ pub async fn plan(
             rule: rule.describe(),
             held_by: rule.held_by.clone(),
             restricted_rows: rule.restricted_keys.len(),
+            deletes: rule.mode == ErasureMode::DeleteRow,
             rows,
             fields,
             walked_by: None,
@@ -301,6 +329,7 @@ pub async fn run(
             rule: rule.describe(),
             held_by: rule.held_by.clone(),
             restricted_rows: rule.restricted_keys.len(),
+            deletes: rule.mode == ErasureMode::DeleteRow,
             rows: 0,
             fields: Vec::new(),
             walked_by: None,

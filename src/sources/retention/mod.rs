@@ -78,15 +78,43 @@ struct Builder<'a> {
     system: &'a System,
     now: DateTime<Utc>,
     binds: Vec<String>,
+    /// The rules that a run applies before this collection's (a plan): a row that only
+    /// their going rows reference counts as free, as it will be when its turn comes.
+    /// Empty in a run itself, where those rows are already gone.
+    earlier: &'a [CollectionRule],
+    /// Subquery aliases handed out so far.
+    aliases: usize,
 }
 
 fn id(s: &str) -> Result<Identifier, SourceError> {
     Identifier::parse(s).map_err(SourceError::Identifier)
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
+    fn new(
+        db: &'a SourceDb,
+        system: &'a System,
+        now: DateTime<Utc>,
+        earlier: &'a [CollectionRule],
+    ) -> Self {
+        Self {
+            db,
+            system,
+            now,
+            binds: Vec::new(),
+            earlier,
+            aliases: 0,
+        }
+    }
+
     fn d(&self) -> Dialect {
         self.db.dialect
+    }
+
+    /// A fresh alias for a subquery's table.
+    fn alias(&mut self) -> String {
+        self.aliases += 1;
+        format!("q{}", self.aliases)
     }
 
     /// How the values of `table.col` are read as times.
@@ -144,7 +172,8 @@ impl Builder<'_> {
         }
     }
 
-    fn condition(&mut self, table: &str, c: &Condition) -> Result<String, SourceError> {
+    /// Whether condition `c` holds for the row `t` of `table`.
+    fn condition(&mut self, table: &str, t: &str, c: &Condition) -> Result<String, SourceError> {
         let Some(binding) = &c.binding else {
             return Ok("1 = 0".into());
         };
@@ -160,7 +189,7 @@ impl Builder<'_> {
             .find(|x| x.name.as_str() == table);
         Ok(match binding {
             EventBinding::Column(col) => {
-                self.due(&format!("t.{}", d.quote(col)), at, table, col.as_str())
+                self.due(&format!("{t}.{}", d.quote(col)), at, table, col.as_str())
             }
             EventBinding::Referenced(r) => {
                 // This collection's key to the parent, and the parent's event.
@@ -169,17 +198,20 @@ impl Builder<'_> {
                     return Ok("1 = 0".into());
                 };
                 let (fk, target) = (fk.name.to_string(), to.field.to_string());
-                let e = format!("p.{}", d.quote(&r.field));
+                let p = self.alias();
+                let e = format!("{p}.{}", d.quote(&r.field));
                 let due = self.due(&e, at, r.collection.as_str(), r.field.as_str());
                 format!(
-                    "EXISTS (SELECT 1 FROM {} p WHERE p.{} = t.{} AND {due})",
+                    "EXISTS (SELECT 1 FROM {} {p} WHERE {p}.{} = {t}.{} AND {due})",
                     q(r.collection.as_str())?,
                     q(&target)?,
                     q(&fk)?
                 )
             }
             EventBinding::LatestOf(r) => {
-                // The children's key to this collection, and the latest child event.
+                // Due when no referencing record is not: the latest of no records holds
+                // nothing here (the purpose has no record for this row), while a record
+                // whose event is NULL, or names no time, is not yet due and keeps it.
                 let child = self
                     .system
                     .collections
@@ -189,11 +221,11 @@ impl Builder<'_> {
                     return Ok("1 = 0".into());
                 };
                 let (fk, target) = (fk.name.to_string(), to.field.to_string());
-                let kind = self.kind(r.collection.as_str(), r.field.as_str());
-                let latest = kind.instant(&format!("c.{}", d.quote(&r.field)));
-                let cut = self.cutoff(kind, at, r.collection.as_str(), r.field.as_str());
+                let c = self.alias();
+                let e = format!("{c}.{}", d.quote(&r.field));
+                let due = self.due(&e, at, r.collection.as_str(), r.field.as_str());
                 format!(
-                    "(SELECT MAX({latest}) FROM {} c WHERE c.{} = t.{}) <= {cut}",
+                    "NOT EXISTS (SELECT 1 FROM {} {c} WHERE {c}.{} = {t}.{} AND ({due}) IS NOT TRUE)",
                     q(r.collection.as_str())?,
                     q(&fk)?,
                     q(&target)?
@@ -203,7 +235,12 @@ impl Builder<'_> {
     }
 
     /// Every condition of a field holds (a field with no rule is never due).
-    fn field_due(&mut self, rule: &CollectionRule, field: &str) -> Result<String, SourceError> {
+    fn field_due(
+        &mut self,
+        rule: &CollectionRule,
+        t: &str,
+        field: &str,
+    ) -> Result<String, SourceError> {
         let Some(f) = rule.fields.iter().find(|f| f.field == field) else {
             return Ok("1 = 0".into());
         };
@@ -213,12 +250,13 @@ impl Builder<'_> {
         let parts = f
             .conditions
             .iter()
-            .map(|c| self.condition(&rule.collection, c))
+            .map(|c| self.condition(&rule.collection, t, c))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(format!("({})", parts.join(" AND ")))
     }
 
-    fn row_due(&mut self, rule: &CollectionRule) -> Result<String, SourceError> {
+    /// The row `t` goes: every field due, no row that stays refers to it, not restricted.
+    fn row_due(&mut self, rule: &CollectionRule, t: &str) -> Result<String, SourceError> {
         let mut parts = Vec::new();
         // Every field due is every condition of every field holding; fields serving the
         // same purpose share their condition, which is tested once.
@@ -233,26 +271,50 @@ impl Builder<'_> {
                     continue;
                 }
                 seen.push(key);
-                parts.push(self.condition(&rule.collection, c)?);
+                parts.push(self.condition(&rule.collection, t, c)?);
             }
         }
-        // A row still referenced by rows that stay is kept.
+        // A row still referenced by rows that stay is kept. In a plan, rows of collections
+        // a run handles before this one stay only when they do not go themselves.
         for (child, fk, target) in &rule.children {
             let d = self.d();
             let q = move |s: &str| id(s).map(|i| d.quote(&i));
-            parts.push(format!(
-                "NOT EXISTS (SELECT 1 FROM {} k WHERE k.{} = t.{})",
-                q(child)?,
+            let k = self.alias();
+            // MySQL and MariaDB refuse a DELETE whose subquery reads the table deleted
+            // from, unless through a derived table (which they materialize).
+            let from = if d == Dialect::MySql && *child == rule.collection {
+                format!("(SELECT {} FROM {}) {k}", q(fk)?, q(child)?)
+            } else {
+                format!("{} {k}", q(child)?)
+            };
+            let head = format!(
+                "NOT EXISTS (SELECT 1 FROM {from} WHERE {k}.{} = {t}.{}",
                 q(fk)?,
                 q(target)?
-            ));
+            );
+            let earlier = self.earlier;
+            let before = earlier
+                .iter()
+                .position(|r| r.system == rule.system && r.collection == *child);
+            parts.push(match before {
+                Some(at)
+                    if earlier[at].mode == ErasureMode::DeleteRow
+                        && earlier[at].held_by.is_none() =>
+                {
+                    self.earlier = &earlier[..at];
+                    let goes = self.row_due(&earlier[at], &k);
+                    self.earlier = earlier;
+                    format!("{head} AND ({}) IS NOT TRUE)", goes?)
+                }
+                _ => format!("{head})"),
+            });
         }
-        parts.push(self.unrestricted(rule)?);
+        parts.push(self.unrestricted(rule, t)?);
         Ok(parts.join(" AND "))
     }
 
     /// Leaves out the rows of people who restricted processing (Art. 18).
-    fn unrestricted(&mut self, rule: &CollectionRule) -> Result<String, SourceError> {
+    fn unrestricted(&mut self, rule: &CollectionRule, t: &str) -> Result<String, SourceError> {
         if rule.restricted_keys.is_empty() {
             return Ok("1 = 1".into());
         }
@@ -272,7 +334,7 @@ impl Builder<'_> {
             params.push(self.d().typed_param(self.binds.len(), &key_type));
         }
         Ok(format!(
-            "t.{} NOT IN ({})",
+            "{t}.{} NOT IN ({})",
             self.d().quote(&id(key)?),
             params.join(", ")
         ))
@@ -286,8 +348,45 @@ impl Builder<'_> {
     }
 }
 
-/// The value that erases a kept row's field, and the predicate "not erased yet".
-fn mask_for(db: &SourceDb, system: &System, table: &str, field: &str) -> (Option<String>, bool) {
+/// What erases a field of a row that stays.
+#[derive(Clone, Debug)]
+enum MaskTo {
+    Null,
+    Value(String),
+    /// `erased-` and the row's key: a UNIQUE column that may not be NULL needs a value of
+    /// its own per row, and the key reveals nothing the row does not already hold.
+    RowKey(Vec<Identifier>),
+}
+
+impl MaskTo {
+    /// The erased value of row `t` as SQL, its bound value pushed to `binds` (typed as
+    /// `sql_type`).
+    fn sql(&self, d: Dialect, t: &str, binds: &mut Vec<String>, sql_type: &str) -> String {
+        match self {
+            Self::Null => "NULL".to_owned(),
+            Self::Value(v) => {
+                binds.push(v.clone());
+                d.typed_param(binds.len(), sql_type)
+            }
+            Self::RowKey(keys) => {
+                let parts: Vec<String> = keys
+                    .iter()
+                    .map(|k| match d {
+                        Dialect::MySql => format!("CAST({t}.{} AS CHAR)", d.quote(k)),
+                        _ => format!("CAST({t}.{} AS TEXT)", d.quote(k)),
+                    })
+                    .collect();
+                match d {
+                    Dialect::MySql => format!("CONCAT('erased-', {})", parts.join(", '-', ")),
+                    _ => format!("('erased-' || {})", parts.join(" || '-' || ")),
+                }
+            }
+        }
+    }
+}
+
+/// The value that erases a kept row's field.
+fn mask_for(db: &SourceDb, system: &System, table: &str, field: &str) -> MaskTo {
     let col = db.schema.column(table, field);
     let masking = system
         .collections
@@ -296,14 +395,46 @@ fn mask_for(db: &SourceDb, system: &System, table: &str, field: &str) -> (Option
         .and_then(|c| c.fields.iter().find(|f| f.name.as_str() == field))
         .and_then(|f| f.masking.clone());
     let nullable = col.is_none_or(|c| c.nullable);
-    let value = match masking {
-        Some(Masking::Fixed(s)) => Some(s),
-        _ if nullable => None,
-        _ if col.is_some_and(|c| c.is_numeric()) => Some("0".into()),
-        _ if col.is_some_and(|c| c.is_text()) => Some("[erased]".into()),
-        _ => Some("1970-01-01 00:00:00".into()),
-    };
-    (value, nullable)
+    let keys: Vec<Identifier> = db
+        .primary_key(system, table)
+        .iter()
+        .filter_map(|k| Identifier::parse(k).ok())
+        .collect();
+    match masking {
+        Some(Masking::Fixed(s)) => MaskTo::Value(s),
+        _ if nullable => MaskTo::Null,
+        _ if col.is_some_and(|c| c.is_numeric()) => MaskTo::Value("0".into()),
+        _ if col.is_some_and(|c| c.is_text() && c.unique) && !keys.is_empty() => {
+            MaskTo::RowKey(keys)
+        }
+        _ if col.is_some_and(|c| c.is_text()) => MaskTo::Value("[erased]".into()),
+        _ => MaskTo::Value("1970-01-01 00:00:00".into()),
+    }
+}
+
+/// Whether `field` of `table` is a key: a primary key, a reference or a column that a
+/// reference points at. Keys are never masked.
+fn is_key(system: &System, table: &str, field: &str) -> bool {
+    system
+        .collections
+        .iter()
+        .find(|c| c.name.as_str() == table)
+        .and_then(|c| {
+            let f = c.fields.iter().find(|f| f.name.as_str() == field)?;
+            Some(system.is_key(c, f))
+        })
+        .unwrap_or(false)
+}
+
+/// The fields a run masks in the rows of `rule` that stay: in `keep_row` collections the
+/// due fields, in `delete_row` collections the due fields of rows a kept row still
+/// references (or not yet due as a whole); never a key.
+fn mask_targets<'r>(system: &System, rule: &'r CollectionRule) -> Vec<&'r str> {
+    rule.fields
+        .iter()
+        .map(|f| f.field.as_str())
+        .filter(|f| !is_key(system, &rule.collection, f))
+        .collect()
 }
 
 async fn query_count(db: &SourceDb, p: &Pred, table: &Identifier) -> Result<u64, SourceError> {
@@ -332,64 +463,254 @@ async fn query_count(db: &SourceDb, p: &Pred, table: &Identifier) -> Result<u64,
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// The "not yet masked" predicate of a field, appended to `b`.
-fn not_masked(b: &mut Builder, table: &str, field: &Identifier, value: &Option<String>) -> String {
+/// The "not yet masked" predicate of a field of row `t`, appended to `b`.
+fn not_masked(b: &mut Builder, table: &str, t: &str, field: &Identifier, value: &MaskTo) -> String {
     let d = b.d();
     match value {
-        None => format!("t.{} IS NOT NULL", d.quote(field)),
-        Some(v) => {
-            b.binds.push(v.clone());
-            let n = b.binds.len();
-            let t =
+        MaskTo::Null => format!("{t}.{} IS NOT NULL", d.quote(field)),
+        _ => {
+            let sql_type =
                 b.db.schema
                     .column(table, field.as_str())
                     .map_or("text", |c| c.sql_type.as_str())
                     .to_owned();
-            format!("t.{} <> {}", d.quote(field), d.typed_param(n, &t))
+            let erased = value.sql(d, t, &mut b.binds, &sql_type);
+            format!("{t}.{} <> {erased}", d.quote(field))
         }
     }
 }
 
-/// Rows due for deletion, or values due for masking per field.
+/// The predicate of a field's masking in row `t`: due, not masked yet, not restricted.
+fn mask_due(
+    b: &mut Builder,
+    rule: &CollectionRule,
+    t: &str,
+    field: &str,
+) -> Result<(String, Act), SourceError> {
+    let fid = id(field)?;
+    let value = mask_for(b.db, b.system, &rule.collection, field);
+    let due = b.field_due(rule, t, field)?;
+    let nm = not_masked(b, &rule.collection, t, &fid, &value);
+    let free = b.unrestricted(rule, t)?;
+    Ok((format!("{due} AND {nm} AND {free}"), Act::Mask(fid, value)))
+}
+
+/// Rows due for deletion, and values due for masking per field, as a run that applies
+/// `earlier` (the rules before this one, in a run's order) first would find them.
 pub async fn count_due(
     db: &SourceDb,
     system: &System,
     rule: &CollectionRule,
+    earlier: &[CollectionRule],
     now: DateTime<Utc>,
 ) -> Result<(u64, Vec<(String, u64)>), SourceError> {
     let table = id(&rule.collection)?;
+    let t = "t";
+    let mut fields = Vec::new();
     match rule.mode {
+        ErasureMode::DeleteRow if self_refs(rule).next().is_some() => {
+            // A row a row of its own collection refers to goes once that row has gone:
+            // the run repeats until nothing more goes, which is counted here row by row.
+            let going = going_with_self_refs(db, system, rule, earlier, now).await?;
+            for f in mask_targets(system, rule) {
+                let mut b = Builder::new(db, system, now, earlier);
+                let (pred, _) = mask_due(&mut b, rule, t, f)?;
+                let keys = select_keys(db, system, rule, &b.finish(pred)).await?;
+                let n = keys.iter().filter(|k| !going.contains(*k)).count();
+                fields.push((f.to_owned(), n as u64));
+            }
+            Ok((going.len() as u64, fields))
+        }
         ErasureMode::DeleteRow => {
-            let mut b = Builder {
-                db,
-                system,
-                now,
-                binds: Vec::new(),
-            };
-            let sql = b.row_due(rule)?;
-            Ok((query_count(db, &b.finish(sql), &table).await?, Vec::new()))
+            let mut b = Builder::new(db, system, now, earlier);
+            let sql = b.row_due(rule, t)?;
+            let rows = query_count(db, &b.finish(sql), &table).await?;
+            for f in mask_targets(system, rule) {
+                let mut b = Builder::new(db, system, now, earlier);
+                let (pred, _) = mask_due(&mut b, rule, t, f)?;
+                let goes = b.row_due(rule, t)?;
+                let sql = format!("{pred} AND ({goes}) IS NOT TRUE");
+                fields.push((f.to_owned(), query_count(db, &b.finish(sql), &table).await?));
+            }
+            Ok((rows, fields))
         }
         ErasureMode::KeepRow => {
-            let mut fields = Vec::new();
-            for f in &rule.fields {
-                let fid = id(&f.field)?;
-                let (value, _) = mask_for(db, system, &rule.collection, &f.field);
-                let mut b = Builder {
-                    db,
-                    system,
-                    now,
-                    binds: Vec::new(),
-                };
-                let due = b.field_due(rule, &f.field)?;
-                let nm = not_masked(&mut b, &rule.collection, &fid, &value);
-                let free = b.unrestricted(rule)?;
-                let n = query_count(db, &b.finish(format!("{due} AND {nm} AND {free}")), &table)
-                    .await?;
-                fields.push((f.field.clone(), n));
+            for f in mask_targets(system, rule) {
+                let mut b = Builder::new(db, system, now, earlier);
+                let (pred, _) = mask_due(&mut b, rule, t, f)?;
+                fields.push((f.to_owned(), query_count(db, &b.finish(pred), &table).await?));
             }
             Ok((0, fields))
         }
     }
+}
+
+/// The references of a collection's rows to rows of the same collection:
+/// `(referencing field, referenced field)`.
+fn self_refs(rule: &CollectionRule) -> impl Iterator<Item = (&str, &str)> {
+    rule.children
+        .iter()
+        .filter(|(child, _, _)| *child == rule.collection)
+        .map(|(_, fk, target)| (fk.as_str(), target.as_str()))
+}
+
+/// `e` as text.
+fn as_text(d: Dialect, e: &str) -> String {
+    match d {
+        Dialect::MySql => format!("CAST({e} AS CHAR)"),
+        _ => format!("CAST({e} AS TEXT)"),
+    }
+}
+
+/// The row's key columns (the primary key), or every column a reference points at.
+fn identity_columns(db: &SourceDb, system: &System, rule: &CollectionRule) -> Vec<String> {
+    let key = db.primary_key(system, &rule.collection);
+    if !key.is_empty() {
+        return key;
+    }
+    self_refs(rule).map(|(_, target)| target.to_owned()).collect()
+}
+
+/// The keys (as one text each) of the rows of `rule`'s collection matching `pred`.
+async fn select_keys(
+    db: &SourceDb,
+    system: &System,
+    rule: &CollectionRule,
+    pred: &Pred,
+) -> Result<std::collections::BTreeSet<String>, SourceError> {
+    let d = db.dialect;
+    let cols = identity_columns(db, system, rule)
+        .iter()
+        .map(|c| Ok(as_text(d, &format!("t.{}", d.quote(&id(c)?)))))
+        .collect::<Result<Vec<_>, SourceError>>()?;
+    let rows = fetch_rows(db, rule, &cols, pred).await?;
+    Ok(rows.into_iter().map(|r| r.join("\u{1f}")).collect())
+}
+
+/// Columns `cols` (text expressions over `t`) of the rows matching `pred`, NULL as "".
+async fn fetch_rows(
+    db: &SourceDb,
+    rule: &CollectionRule,
+    cols: &[String],
+    pred: &Pred,
+) -> Result<Vec<Vec<String>>, SourceError> {
+    let sql = format!(
+        "SELECT {} FROM {} t WHERE {}",
+        cols.join(", "),
+        db.dialect.quote(&id(&rule.collection)?),
+        pred.sql
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for b in &pred.binds {
+        q = q.bind(b.clone());
+    }
+    let rows = q
+        .fetch_all(db.pool())
+        .await
+        .map_err(|e| SourceError::Query {
+            system: db.system.clone(),
+            what: format!("reading due rows of `{}`", rule.collection),
+            cause: e,
+        })?;
+    rows.iter()
+        .map(|r| {
+            (0..cols.len())
+                .map(|i| {
+                    r.try_get::<Option<String>, _>(i)
+                        .map(Option::unwrap_or_default)
+                        .map_err(|e| SourceError::Query {
+                            system: db.system.clone(),
+                            what: "reading a key".into(),
+                            cause: e,
+                        })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The keys of the rows of a collection whose rows refer to each other that a run
+/// deletes: due ones that no staying row refers to, repeatedly (children first), so a
+/// chain of due rows goes whole and a cycle stays.
+async fn going_with_self_refs(
+    db: &SourceDb,
+    system: &System,
+    rule: &CollectionRule,
+    earlier: &[CollectionRule],
+    now: DateTime<Utc>,
+) -> Result<std::collections::BTreeSet<String>, SourceError> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let d = db.dialect;
+    let edges: Vec<(String, String)> = self_refs(rule)
+        .map(|(fk, target)| (fk.to_owned(), target.to_owned()))
+        .collect();
+    // Due by everything but the references among its own rows.
+    let mut own = rule.clone();
+    own.children.retain(|(child, _, _)| *child != rule.collection);
+    let col = |c: &str| -> Result<String, SourceError> {
+        Ok(as_text(d, &format!("t.{}", d.quote(&id(c)?))))
+    };
+    let key_cols = identity_columns(db, system, rule);
+    let mut cols = Vec::new();
+    for c in &key_cols {
+        cols.push(col(c)?);
+    }
+    for (fk, target) in &edges {
+        cols.push(col(target)?);
+        cols.push(col(fk)?);
+    }
+    let mut b = Builder::new(db, system, now, earlier);
+    let sql = b.row_due(&own, "t")?;
+    let due = fetch_rows(db, rule, &cols, &b.finish(sql)).await?;
+    // The values staying rows refer to, per reference.
+    let mut pinned: Vec<BTreeSet<String>> = Vec::new();
+    for (fk, _) in &edges {
+        let mut b = Builder::new(db, system, now, earlier);
+        let goes = b.row_due(&own, "t")?;
+        let fkc = format!("t.{}", d.quote(&id(fk)?));
+        let sql = format!("{fkc} IS NOT NULL AND ({goes}) IS NOT TRUE");
+        let rows = fetch_rows(db, rule, &[as_text(d, &fkc)], &b.finish(sql)).await?;
+        pinned.push(rows.into_iter().filter_map(|r| r.into_iter().next()).collect());
+    }
+    let n = key_cols.len();
+    let mut by_target: Vec<BTreeMap<&str, Vec<usize>>> = vec![BTreeMap::new(); edges.len()];
+    for (i, row) in due.iter().enumerate() {
+        for (e, map) in by_target.iter_mut().enumerate() {
+            let target = row[n + 2 * e].as_str();
+            if !target.is_empty() {
+                map.entry(target).or_default().push(i);
+            }
+        }
+    }
+    let mut blocked = vec![false; due.len()];
+    let mut referrers = vec![0usize; due.len()];
+    let mut parents: Vec<Vec<usize>> = vec![Vec::new(); due.len()];
+    for (i, row) in due.iter().enumerate() {
+        for e in 0..edges.len() {
+            if pinned[e].contains(&row[n + 2 * e]) {
+                blocked[i] = true;
+            }
+            let fk = row[n + 2 * e + 1].as_str();
+            for &p in by_target[e].get(fk).into_iter().flatten() {
+                parents[i].push(p);
+                referrers[p] += 1;
+            }
+        }
+    }
+    let mut ready: Vec<usize> = (0..due.len())
+        .filter(|&i| referrers[i] == 0 && !blocked[i])
+        .collect();
+    let mut going = BTreeSet::new();
+    while let Some(i) = ready.pop() {
+        going.insert(due[i][..n].join("\u{1f}"));
+        for &p in &parents[i] {
+            referrers[p] -= 1;
+            if referrers[p] == 0 && !blocked[p] {
+                ready.push(p);
+            }
+        }
+    }
+    Ok(going)
 }
 
 /// One finished batch: rows deleted, or values of `field` masked.
@@ -429,6 +750,10 @@ struct Position {
     end: Option<u64>,
     /// Where the index walk got to.
     index: IndexAt,
+    /// Rows acted on since the walk began.
+    acted: u64,
+    /// The walk reached the end of the table.
+    finished: bool,
 }
 
 /// Progress of a run through one collection: how it walks, and how far each target got.
@@ -562,8 +887,8 @@ fn estimated_rows(line: &str) -> Option<f64> {
 /// What a batch does to the rows it selects.
 enum Act {
     Delete,
-    /// Set a field to its erased value (None: NULL).
-    Mask(Identifier, Option<String>),
+    /// Set a field to its erased value.
+    Mask(Identifier, MaskTo),
 }
 
 /// The statement acting on the rows of `t` matching `pred`, with `binds` to bind.
@@ -583,19 +908,17 @@ fn act_sql(
         },
         Act::Mask(fid, value) => {
             let set = match value {
-                None => "NULL".to_owned(),
                 // MySQL's placeholders are positional: the SET value comes first.
-                Some(v) if d == Dialect::MySql => {
+                MaskTo::Value(v) if d == Dialect::MySql => {
                     binds.insert(0, v.clone());
                     "?".to_owned()
                 }
-                Some(v) => {
-                    binds.push(v.clone());
+                _ => {
                     let t = db
                         .schema
                         .column(table.as_str(), fid.as_str())
                         .map_or("text".to_owned(), |c| c.sql_type.clone());
-                    d.typed_param(binds.len(), &t)
+                    value.sql(d, "t", binds, &t)
                 }
             };
             match d {
@@ -633,31 +956,32 @@ pub async fn run_batches(
             cursors.walk.insert(w).clone()
         }
     };
-    // Each field of a kept row is a batch of its own; deletions take whole rows.
-    let targets: Vec<Option<&str>> = match rule.mode {
-        ErasureMode::DeleteRow => vec![None],
-        ErasureMode::KeepRow => rule.fields.iter().map(|f| Some(f.field.as_str())).collect(),
-    };
+    // Deletions take whole rows, first; then each field of the rows that stay is a
+    // batch of its own.
+    let mut targets: Vec<Option<&str>> = Vec::new();
+    if rule.mode == ErasureMode::DeleteRow {
+        targets.push(None);
+    }
+    targets.extend(mask_targets(system, rule).into_iter().map(Some));
+    let repeats = self_refs(rule).next().is_some();
     for target in targets {
-        let mut b = Builder {
-            db,
-            system,
-            now,
-            binds: Vec::new(),
-        };
+        let mut b = Builder::new(db, system, now, &[]);
         let (pred, act) = match target {
-            None => (b.row_due(rule)?, Act::Delete),
-            Some(f) => {
-                let fid = id(f)?;
-                let (value, _) = mask_for(db, system, &rule.collection, f);
-                let due = b.field_due(rule, f)?;
-                let nm = not_masked(&mut b, &rule.collection, &fid, &value);
-                let free = b.unrestricted(rule)?;
-                (format!("{due} AND {nm} AND {free}"), Act::Mask(fid, value))
-            }
+            None => (b.row_due(rule, "t")?, Act::Delete),
+            Some(f) => mask_due(&mut b, rule, "t", f)?,
         };
         let pred = b.finish(pred);
+        // An index walk finds the rows the deciding event makes due; a field may be due
+        // by other events, so masks walk the rowids.
+        let walk = match (&walk, target) {
+            (Walk::Index(alias, _), Some(_)) => Walk::Rowid(*alias),
+            (w, _) => w.clone(),
+        };
         let position = cursors.at.entry(target.map(str::to_owned)).or_default();
+        if target.is_none() && repeats && position.finished && position.acted > 0 {
+            // Rows whose referrers in the same collection went in this walk go in the next.
+            *position = Position::default();
+        }
         let stretch = Stretch {
             db,
             system,
@@ -711,9 +1035,19 @@ pub async fn run_batches(
             ),
             Walk::Key => Vec::from_iter(stretch.by_key(position).await?.map(|a| Ok(batch(a)))),
         };
-        if !acted.is_empty() {
-            return Ok(acted);
+        if acted.is_empty() {
+            position.finished = true;
+            if target.is_none() && repeats && position.acted > 0 {
+                return Ok(vec![Ok(Batch {
+                    field: None,
+                    rows: 0,
+                    took: Duration::ZERO,
+                })]);
+            }
+            continue;
         }
+        position.acted += acted.iter().flatten().map(|b| b.rows).sum::<u64>();
+        return Ok(acted);
     }
     Ok(Vec::new())
 }

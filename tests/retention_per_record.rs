@@ -1,0 +1,390 @@
+//! What to keep, per record: a shop whose accounts are kept while open and whose orders are
+//! kept 6 years under bookkeeping law (Art. 17(3)(b), Art. 5(1)(e)). Closed accounts whose
+//! orders expired go in one run with their orders and order lines; closed accounts that
+//! kept orders still reference lose their e-mail (UNIQUE NOT NULL) and phone and keep the
+//! name bookkeeping needs; an order with no date yet keeps its account; a plan counts
+//! exactly what the run does, and a second run changes nothing. The date an erasure says a
+//! value is kept until is the date retention removes it. On SQLite always, on PostgreSQL
+//! and MariaDB when their URL variables are set.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use common::appdb::{AppDb, Backend};
+use lethe::audit::{Actor, Identity};
+use lethe::dsr::{self, Context};
+use lethe::policy::Policy;
+use lethe::retention::{self, Due, RunOptions};
+use lethe::sources::db::Sources;
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn years(n: i64) -> Duration {
+    Duration::days(365 * n + n / 4 + 1)
+}
+
+macro_rules! all_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                if let Some(db) = super::shop(super::Backend::Sqlite, stringify!($name)).await {
+                    super::$name(db).await;
+                }
+            }
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(db) = super::shop(super::Backend::Postgres, stringify!($name)).await {
+                    super::$name(db).await;
+                }
+            }
+            #[tokio::test]
+            async fn mariadb() {
+                if let Some(db) = super::shop(super::Backend::MySql, stringify!($name)).await {
+                    super::$name(db).await;
+                }
+            }
+        }
+    };
+}
+
+/// The shop's tables, empty.
+async fn shop(backend: Backend, test: &str) -> Option<AppDb> {
+    let db = common::appdb::app_db(backend, test).await?;
+    // MariaDB's TIMESTAMP may update itself; DATETIME never does.
+    let time = match backend {
+        Backend::MySql => "DATETIME",
+        _ => "TIMESTAMP",
+    };
+    db.exec(&format!(
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY, email VARCHAR(100) NOT NULL UNIQUE, \
+         phone VARCHAR(30) NULL, name VARCHAR(100) NULL, closed_at {time} NULL)"
+    ))
+    .await;
+    db.exec(&format!(
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, account_id INTEGER NOT NULL, \
+         buyer VARCHAR(100) NULL, total INTEGER NULL, created_at {time} NULL, \
+         FOREIGN KEY (account_id) REFERENCES accounts (id))"
+    ))
+    .await;
+    db.exec(
+        "CREATE TABLE order_lines (id INTEGER PRIMARY KEY, order_id INTEGER NOT NULL, \
+         item VARCHAR(100) NULL, FOREIGN KEY (order_id) REFERENCES orders (id))",
+    )
+    .await;
+    Some(db)
+}
+
+fn policy(db: &AppDb) -> Policy {
+    let dir = db
+        .dir
+        .path()
+        .join(format!("policies-{}", common::appdb::rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!(
+        "controller:
+  name: Shop Ltd.
+  address: 1 Test street, Vienna, Austria
+  contact_email: privacy@shop.example
+  supervisory_authority: {{ name: Austrian Data Protection Authority, url: https://dsb.gv.at }}
+purposes:
+  - id: account
+    name: Customer account
+    legal_basis: contract
+    subjects: [customer]
+    categories: [user.contact.email, user.contact.phone_number, user.name]
+    recipients: []
+    retention: {{ keep_for: 0d, from: account_closed }}
+  - id: bookkeeping
+    name: Bookkeeping
+    legal_basis: legal_obligation
+    subjects: [customer]
+    categories: [user.name, user.financial]
+    recipients: []
+    retention:
+      keep_for: 6y
+      from: last_order
+      basis: legal_obligation
+      note: Bookkeeping law keeps orders and the buyer's name for 6 years after the order
+systems:
+  - id: shop
+    name: Shop
+    connection: {{ url_env: LETHE_TEST_NEVER_SET_APP_URL, default: \"{url}\" }}
+    collections:
+      - name: accounts
+        purposes: [account, bookkeeping]
+        events: {{ account_closed: closed_at, last_order: max(orders.created_at) }}
+        fields:
+          - {{ name: id, primary_key: true }}
+          - {{ name: email, categories: [user.contact.email], identity: email }}
+          - {{ name: phone, categories: [user.contact.phone_number] }}
+          - {{ name: name, categories: [user.name] }}
+      - name: orders
+        purposes: [bookkeeping]
+        events: {{ last_order: created_at }}
+        fields:
+          - {{ name: id, primary_key: true }}
+          - {{ name: account_id, references: accounts.id }}
+          - {{ name: buyer, categories: [user.name] }}
+          - {{ name: total, categories: [user.financial] }}
+      - name: order_lines
+        purposes: [bookkeeping]
+        events: {{ last_order: orders.created_at }}
+        fields:
+          - {{ name: id, primary_key: true }}
+          - {{ name: order_id, references: orders.id }}
+          - {{ name: item, categories: [user.financial] }}
+",
+        url = db.url
+    );
+    std::fs::write(dir.join("policy.yaml"), text).unwrap();
+    let checked = Policy::load(&dir).unwrap();
+    let errors: Vec<String> = checked.errors().map(|d| d.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    checked.policy
+}
+
+async fn account(db: &AppDb, id: i64, closed: Option<DateTime<Utc>>) {
+    let closed = closed.map_or("NULL".to_owned(), |c| format!("'{}'", ts(c)));
+    db.exec(&format!(
+        "INSERT INTO accounts VALUES ({id}, 'person{id}@example.com', '+43 1 {id}', 'Person {id}', {closed})"
+    ))
+    .await;
+}
+
+async fn order(db: &AppDb, id: i64, account: i64, created: Option<DateTime<Utc>>, lines: &[i64]) {
+    let created = created.map_or("NULL".to_owned(), |c| format!("'{}'", ts(c)));
+    db.exec(&format!(
+        "INSERT INTO orders VALUES ({id}, {account}, 'Person {account}', 100, {created})"
+    ))
+    .await;
+    for line in lines {
+        db.exec(&format!(
+            "INSERT INTO order_lines VALUES ({line}, {id}, 'item {line}')"
+        ))
+        .await;
+    }
+}
+
+fn options(batch: u32) -> RunOptions {
+    RunOptions {
+        batch_size: batch,
+        max_duration: None,
+        max_batches: None,
+        progress: None,
+        restricted: Default::default(),
+    }
+}
+
+/// What a plan or a run says per collection: rows deleted, values masked per field.
+fn counts(due: &[Due]) -> BTreeMap<String, (u64, BTreeMap<String, u64>)> {
+    due.iter()
+        .map(|d| {
+            (
+                d.collection.clone(),
+                (d.rows, d.fields.iter().cloned().collect()),
+            )
+        })
+        .collect()
+}
+
+fn ids(rows: &[Vec<Option<String>>]) -> Vec<i64> {
+    let mut v: Vec<i64> = rows
+        .iter()
+        .map(|r| r[0].as_deref().unwrap().parse().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+async fn one_run_reaches_the_end_state(db: AppDb) {
+    let n = now();
+    let ago = |d: Duration| Some(n - d);
+    // Closed two years ago, every order expired: all of it goes.
+    account(&db, 1, ago(years(2))).await;
+    order(&db, 10, 1, ago(years(7)), &[100, 101]).await;
+    order(&db, 11, 1, ago(years(7)), &[102]).await;
+    // Closed a year ago, orders within the six years: pinned by them.
+    account(&db, 2, ago(years(1))).await;
+    order(&db, 12, 2, ago(years(2)), &[103]).await;
+    account(&db, 3, ago(years(1))).await;
+    order(&db, 13, 3, ago(years(3)), &[]).await;
+    // Closed ten days ago, never ordered: no record keeps anything.
+    account(&db, 4, ago(Duration::days(10))).await;
+    // Open, with an expired order: the order goes, the account stays as it is.
+    account(&db, 5, None).await;
+    order(&db, 14, 5, ago(years(7)), &[104]).await;
+    // Closed, with an order not dated yet: not yet due, it keeps its account.
+    account(&db, 6, ago(years(1))).await;
+    order(&db, 15, 6, None, &[]).await;
+    // Closed, one expired and one kept order: the expired one goes.
+    account(&db, 7, ago(years(1))).await;
+    order(&db, 16, 7, ago(years(7)), &[105]).await;
+    order(&db, 17, 7, ago(years(1)), &[]).await;
+
+    let policy = policy(&db);
+    let sources = Sources::default();
+    let none = Default::default();
+    let planned = retention::plan(&policy, &sources, n, &none).await.unwrap();
+    let expected: BTreeMap<String, (u64, BTreeMap<String, u64>)> = [
+        (
+            "accounts",
+            2,
+            &[("email", 4), ("phone", 4), ("name", 0)][..],
+        ),
+        ("orders", 4, &[("buyer", 0), ("total", 0)][..]),
+        ("order_lines", 5, &[("item", 0)][..]),
+    ]
+    .into_iter()
+    .map(|(c, rows, fields)| {
+        (
+            c.to_owned(),
+            (
+                rows,
+                fields.iter().map(|(f, k)| ((*f).to_owned(), *k)).collect(),
+            ),
+        )
+    })
+    .collect();
+    assert_eq!(counts(&planned), expected, "the plan");
+
+    let log = db.audit().await;
+    let report = retention::run(&policy, &sources, &log, n, &options(2))
+        .await
+        .unwrap();
+    assert!(report.complete);
+    // A run reports the fields it masked; the plan lists every field, due or not.
+    let mut ran = counts(&report.collections);
+    for (c, (_, fields)) in &expected {
+        let (_, got) = ran.get_mut(c).unwrap();
+        for (f, _) in fields {
+            got.entry(f.clone()).or_insert(0);
+        }
+    }
+    assert_eq!(ran, expected, "the run does what the plan said");
+    assert_eq!(report.rows_deleted, 11);
+    assert_eq!(report.values_masked, 8);
+
+    let accounts = db
+        .rows(
+            "accounts",
+            &["id", "email", "phone", "name", "closed_at"],
+            "1 = 1",
+        )
+        .await;
+    assert_eq!(ids(&accounts), vec![2, 3, 5, 6, 7]);
+    for row in &accounts {
+        let id = row[0].as_deref().unwrap();
+        if id == "5" {
+            assert_eq!(row[1].as_deref(), Some("person5@example.com"));
+            assert_eq!(row[2].as_deref(), Some("+43 1 5"));
+        } else {
+            // A value of its own per row (the column is UNIQUE), revealing nothing.
+            assert_eq!(row[1].as_deref(), Some(format!("erased-{id}").as_str()));
+            assert_eq!(row[2], None);
+        }
+        // The name bookkeeping needs stays.
+        assert_eq!(row[3].as_deref(), Some(format!("Person {id}").as_str()));
+    }
+    assert_eq!(
+        ids(&db.rows("orders", &["id"], "1 = 1").await),
+        vec![12, 13, 15, 17]
+    );
+    assert_eq!(ids(&db.rows("order_lines", &["id"], "1 = 1").await), vec![103]);
+
+    // Nothing is left to do: the plan counts nothing and a second run changes nothing.
+    let before = db.everything().await;
+    let planned = retention::plan(&policy, &sources, n, &none).await.unwrap();
+    for d in &planned {
+        assert_eq!(d.rows, 0, "{d:?}");
+        assert!(d.fields.iter().all(|(_, k)| *k == 0), "{d:?}");
+    }
+    let again = retention::run(&policy, &sources, &log, n, &options(2))
+        .await
+        .unwrap();
+    assert_eq!((again.rows_deleted, again.values_masked), (0, 0));
+    assert_eq!(db.everything().await, before);
+    sources.close().await;
+}
+all_backends!(one_run_reaches_the_end_state);
+
+/// The end of `day`: what a plan `--as-of` that day counts.
+fn end_of(day: NaiveDate) -> DateTime<Utc> {
+    day.and_hms_opt(23, 59, 59).unwrap().and_utc()
+}
+
+async fn kept_until_is_when_retention_removes_it(db: AppDb) {
+    let n = now();
+    // Closed a year ago; the last order two years ago keeps it four more years.
+    account(&db, 1, Some(n - years(1))).await;
+    order(&db, 10, 1, Some(n - years(3) - Duration::hours(5)), &[100]).await;
+    order(&db, 11, 1, Some(n - years(2) - Duration::hours(5)), &[101]).await;
+    let policy = policy(&db);
+    let sources = Sources::default();
+    let log = db.audit().await;
+    let ctx = Context {
+        policy: &policy,
+        audit: &log,
+        sources: &sources,
+        actor: Actor::Cli,
+        request_id: None,
+        strict: false,
+        restriction: None,
+    };
+    let who = vec![Identity::parse("email=person1@example.com").unwrap()];
+    let report = dsr::erase(&ctx, &who, false, n).await.unwrap();
+    let mut until: BTreeMap<(String, String), NaiveDate> = BTreeMap::new();
+    for (_, kept) in report.kept() {
+        assert_eq!(kept.article, "Art. 17(3)(b)", "{kept:?}");
+        let day = NaiveDate::parse_from_str(kept.until.as_deref().unwrap(), "%Y-%m-%d").unwrap();
+        until.insert((kept.field.clone(), kept.because.clone()), day);
+    }
+    // The name in the account and the orders with their lines, each until six years
+    // after the last order (bookkeeping law).
+    let six_years_on = (n - years(2) - Duration::hours(5))
+        .checked_add_months(chrono::Months::new(72))
+        .unwrap()
+        .date_naive();
+    assert_eq!(until.len(), 4, "{until:?}");
+    assert!(until.values().all(|d| *d == six_years_on), "{until:?} vs {six_years_on}");
+    let latest = *until.values().max().unwrap();
+    // The day before the latest date, something is still kept; on it, nothing is.
+    let none = Default::default();
+    let day_before = retention::plan(&policy, &sources, end_of(latest - Duration::days(1)), &none)
+        .await
+        .unwrap();
+    let accounts = day_before
+        .iter()
+        .find(|d| d.collection == "accounts")
+        .unwrap();
+    assert_eq!(accounts.rows, 0, "{day_before:?}");
+    let on_the_day = retention::plan(&policy, &sources, end_of(latest), &none)
+        .await
+        .unwrap();
+    assert_eq!(
+        counts(&on_the_day)
+            .into_iter()
+            .map(|(c, (rows, _))| (c, rows))
+            .collect::<BTreeMap<_, _>>(),
+        [("accounts", 1), ("orders", 2), ("order_lines", 2)]
+            .into_iter()
+            .map(|(c, k)| (c.to_owned(), k))
+            .collect(),
+        "on the day the erasure named, retention removes what it kept"
+    );
+    let ran = retention::run(&policy, &sources, &log, end_of(latest), &options(100))
+        .await
+        .unwrap();
+    assert_eq!(ran.rows_deleted, 5);
+    assert_eq!(db.count("accounts", "1 = 1").await, 0);
+    sources.close().await;
+}
+all_backends!(kept_until_is_when_retention_removes_it);
