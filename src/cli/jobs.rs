@@ -20,7 +20,7 @@ pub enum RetentionAction {
     Plan {
         #[arg(long, value_enum, default_value = "text")]
         format: TextOrJson,
-        /// What a run would find due at the start of this day (YYYY-MM-DD, UTC) on today's
+        /// What a run at the end of this day (YYYY-MM-DD, UTC) would find due in today's
         /// data: read-only, changes nothing
         #[arg(long, value_name = "DATE", value_parser = parse_day)]
         as_of: Option<chrono::NaiveDate>,
@@ -115,7 +115,9 @@ pub async fn retention(action: RetentionAction, config: &Config) -> anyhow::Resu
     let now = match &action {
         RetentionAction::Plan {
             as_of: Some(day), ..
-        } => day.and_time(chrono::NaiveTime::MIN).and_utc(),
+        } => day
+            .and_hms_opt(23, 59, 59)
+            .map_or_else(chrono::Utc::now, |t| t.and_utc()),
         _ => chrono::Utc::now(),
     };
     let plan_format = match &action {
