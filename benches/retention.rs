@@ -4,7 +4,10 @@
 //!
 //! Page-view rows (default 1,000,000; `LETHE_BENCH_ROWS`), indexed on `viewed_at`; half of
 //! them due, every other row, or with `LETHE_BENCH_DUE_PERCENT=N` the oldest N% (a nightly
-//! run). SQLite always; PostgreSQL when LETHE_TEST_POSTGRES_URL is set.
+//! run). With `LETHE_BENCH_PINNED=1` every other due row is referenced by a row of `pins`
+//! that stays: lethe masks those (NULL, `[erased]`) and deletes the rest, against a
+//! hand-written `DELETE ... AND NOT EXISTS (pin)` and `UPDATE ... SET` in one transaction.
+//! SQLite always; PostgreSQL when LETHE_TEST_POSTGRES_URL is set.
 //! `cargo bench --bench retention`
 
 use std::time::Instant;
@@ -35,6 +38,17 @@ systems:
           - { name: ip_address, categories: [user.device.ip_address], identity: ip }
           - { name: path, categories: [user.behavior.browsing_history] }
 "#;
+
+/// With `LETHE_BENCH_PINNED`: rows that reference page views and stay.
+const PINS: &str = r#"      - name: pins
+        fields:
+          - { name: id, primary_key: true }
+          - { name: view_id, references: page_views.id }
+"#;
+
+fn pinned() -> bool {
+    std::env::var("LETHE_BENCH_PINNED").is_ok_and(|v| v == "1")
+}
 
 /// Which rows are due: every other one (None), or the first `percent` of them.
 fn due_rows() -> Option<u64> {
@@ -76,6 +90,18 @@ async fn seed(url: &str, pg: bool, rows: u64) {
         .execute(&mut c)
         .await
         .unwrap();
+    if pinned() {
+        // Every other due row (n % 4 = 1 of the odd ones) is referenced by a pin.
+        let pins = format!(
+            "CREATE TABLE pins (id BIGINT PRIMARY KEY, view_id BIGINT NOT NULL REFERENCES page_views (id)); \
+             INSERT INTO pins SELECT s.n, s.n FROM {series} WHERE s.n % 4 = 1; \
+             CREATE INDEX pins_view_id ON pins (view_id)"
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(pins))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
     if pg {
         // No background vacuum of one copy while the other is being measured.
         sqlx::raw_sql("ALTER TABLE page_views SET (autovacuum_enabled = false)")
@@ -109,12 +135,42 @@ impl Round {
     }
 }
 
-/// Hand-written: one DELETE in one transaction. Rows deleted and seconds.
-async fn raw_delete(url: &str, pg: bool, now: chrono::DateTime<Utc>) -> (u64, f64) {
+/// Hand-written: one DELETE in one transaction (pinned: a DELETE of the rows no pin
+/// references and an UPDATE of the others). Rows deleted, rows masked and seconds.
+async fn raw_delete(url: &str, pg: bool, now: chrono::DateTime<Utc>) -> (u64, u64, f64) {
     let mut c = AnyConnection::connect(url).await.unwrap();
     let cutoff = (now - Duration::days(90))
         .format("%Y-%m-%d %H:%M:%S")
         .to_string();
+    if pinned() {
+        let param = if pg { "CAST($1 AS TIMESTAMPTZ)" } else { "?1" };
+        let delete = format!(
+            "DELETE FROM page_views WHERE viewed_at < {param} \
+             AND NOT EXISTS (SELECT 1 FROM pins WHERE pins.view_id = page_views.id)"
+        );
+        let update = format!(
+            "UPDATE page_views SET ip_address = NULL, path = '[erased]' \
+             WHERE viewed_at < {param} AND (ip_address IS NOT NULL OR path <> '[erased]')"
+        );
+        let t = Instant::now();
+        let mut tx = c.begin().await.unwrap();
+        let deleted = sqlx::query(sqlx::AssertSqlSafe(delete))
+            .bind(cutoff.clone())
+            .execute(&mut *tx)
+            .await
+            .unwrap()
+            .rows_affected();
+        let masked = sqlx::query(sqlx::AssertSqlSafe(update))
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await
+            .unwrap()
+            .rows_affected();
+        tx.commit().await.unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        c.close().await.unwrap();
+        return (deleted, masked, secs);
+    }
     let sql = if pg {
         "DELETE FROM page_views WHERE viewed_at < CAST($1 AS TIMESTAMPTZ)"
     } else {
@@ -129,13 +185,17 @@ async fn raw_delete(url: &str, pg: bool, now: chrono::DateTime<Utc>) -> (u64, f6
         .rows_affected();
     let secs = t.elapsed().as_secs_f64();
     c.close().await.unwrap();
-    (rows, secs)
+    (rows, 0, secs)
 }
 
 /// `lethe retention run` on the copy at `url`: its report and seconds.
 async fn lethe_run(url: &str, now: chrono::DateTime<Utc>) -> (retention::RunReport, f64) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("policy.yaml"), POLICY.replace("@URL@", url)).unwrap();
+    let mut policy = POLICY.replace("@URL@", url);
+    if pinned() {
+        policy.push_str(PINS);
+    }
+    std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
     let policy = Policy::load(dir.path()).unwrap().into_valid().unwrap();
     let store = SecretString::from(format!(
         "sqlite://{}?mode=rwc",
@@ -179,7 +239,7 @@ async fn round(lethe_url: &str, raw_url: &str, pg: bool, rows: u64, lethe_first:
         c.close().await.unwrap();
     }
     let now = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap();
-    let ((report, ours_s), (raw_rows, raw_s)) = if lethe_first {
+    let ((report, ours_s), (raw_rows, raw_masked, raw_s)) = if lethe_first {
         let ours = lethe_run(lethe_url, now).await;
         (ours, raw_delete(raw_url, pg, now).await)
     } else {
@@ -187,10 +247,13 @@ async fn round(lethe_url: &str, raw_url: &str, pg: bool, rows: u64, lethe_first:
         (lethe_run(lethe_url, now).await, raw)
     };
     assert_eq!(report.rows_deleted, raw_rows);
+    // Two values (ip_address, path) per masked row.
+    assert_eq!(report.values_masked, 2 * raw_masked);
+    let touched = raw_rows + raw_masked;
     Round {
-        ours: report.rows_deleted as f64 / ours_s,
-        raw: raw_rows as f64 / raw_s,
-        rows: raw_rows,
+        ours: touched as f64 / ours_s,
+        raw: touched as f64 / raw_s,
+        rows: touched,
         batches: report.batches,
         longest_ms: report.longest_batch_ms,
         raw_ms: raw_s * 1e3,
@@ -244,10 +307,13 @@ impl Copies {
 
 async fn bench(label: &str, mut copies: Copies, rows: u64, rounds: usize) {
     let pg = copies.pg.is_some();
-    let due = match due_rows() {
+    let mut due = match due_rows() {
         None => "half due".to_owned(),
         Some(p) => format!("the oldest {p}% due"),
     };
+    if pinned() {
+        due.push_str(", half of them pinned (masked)");
+    }
     println!("== {label}: {rows} page views, {due}, {rounds} round(s) ==");
     let mut ratios = Vec::new();
     for i in 0..rounds {

@@ -169,7 +169,7 @@ async fn access_package_holds_every_row_of_alice_and_none_of_bob(db: AppDb) {
     assert_eq!(users[0]["full_name"]["value"], "Alice Example");
     assert_eq!(
         users[0]["full_name"]["purposes"],
-        serde_json::json!(["billing", "content"])
+        serde_json::json!(["billing"])
     );
     // Unmapped columns (ids, timestamps) are not part of the package.
     assert!(users[0].get("created_at").is_none() && users[0].get("id").is_none());

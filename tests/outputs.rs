@@ -43,7 +43,7 @@ fn the_notice_shows_each_purpose_with_its_data_recipients_and_retention() {
     assert!(billing.contains("Proton AG"));
     assert!(billing.contains("Stripe Payments Europe"));
     assert!(billing.contains("Example Accounting Kft."));
-    assert!(billing.contains("**Retention:** 8 years after collection, where the law requires it"));
+    assert!(billing.contains("**Retention:** 8 years after invoicing, where the law requires it"));
     assert!(billing.contains("Performance of a contract (Art. 6(1)(b))"));
     assert!(billing.contains("to the United States: Standard Contractual Clauses"));
 
@@ -146,7 +146,7 @@ fn the_register_csv_parses_back_with_one_row_per_purpose() {
     assert!(col(billing, "transfers").contains("the United States: Standard Contractual Clauses (Art. 46(2)(c)) (via Amazon Web Services EMEA SARL)"));
     assert!(
         col(billing, "retention")
-            .starts_with("8 years after collection, where the law requires it (Accounting law")
+            .starts_with("8 years after invoicing, where the law requires it (Accounting law")
     );
     assert!(col(billing, "security_measures").contains("TLS 1.2 or higher"));
     assert_eq!(col(billing, "source"), "the data subject");

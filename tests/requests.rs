@@ -687,8 +687,18 @@ async fn a_verified_access_request_yields_a_package_and_an_erasure_erases() {
         .json()
         .await
         .unwrap();
-    // The account is kept for billing (8 years): partially completed.
-    assert_eq!(status["status"], "partially_completed");
+    // Never invoiced: the accounting law keeps nothing of this person, everything goes.
+    assert_eq!(
+        s.app_count("SELECT count(*) FROM invoices WHERE user_id = 5")
+            .await,
+        0,
+        "the demo person was invoiced"
+    );
+    assert_eq!(status["status"], "completed");
+    assert_eq!(
+        s.app_count("SELECT count(*) FROM users WHERE id = 5").await,
+        0
+    );
     assert_eq!(
         s.app_count("SELECT count(*) FROM page_views WHERE user_id = 5")
             .await,
@@ -719,7 +729,6 @@ async fn a_verified_access_request_yields_a_package_and_an_erasure_erases() {
         "dsr.access.executed",
         "request.completed",
         "erasure.executed",
-        "request.partially_completed",
         "subject.shredded",
     ] {
         assert!(
@@ -1087,8 +1096,20 @@ async fn an_erasure_notifies_each_processor_by_its_channel_until_acknowledged() 
     .await
     .unwrap();
     assert_eq!(left, None);
-    // The hosting processor also got the notice by e-mail. The billing recipients were
-    // not told: the billing data is kept for the accounting law, nothing of it was erased.
+    // The hosting processor also got the notice by e-mail. The billing recipients are
+    // told only when billing data was erased: invoices past the accounting law's 8 years
+    // (the account itself is kept while a younger invoice is).
+    let expired = s
+        .app_count(
+            "SELECT count(*) FROM invoices WHERE user_id = 3 AND datetime(issued_at) < datetime('now', '-8 years')",
+        )
+        .await;
+    let kept = s
+        .app_count(
+            "SELECT count(*) FROM invoices WHERE user_id = 3 AND datetime(issued_at) >= datetime('now', '-8 years')",
+        )
+        .await;
+    assert!(kept > 0, "the demo person has no invoice the law keeps");
     let mails = s.mails_with("Art. 19");
     assert!(
         mails
@@ -1097,14 +1118,20 @@ async fn an_erasure_notifies_each_processor_by_its_channel_until_acknowledged() 
         "no erasure notice by e-mail"
     );
     for to in ["legal@proton.example.net", "office@accounting.example.net"] {
-        assert!(
-            !mails.iter().any(|m| m.contains(to)),
-            "{to} was told of data kept"
+        assert_eq!(
+            mails.iter().any(|m| m.contains(to) && m.contains(&id)),
+            expired > 0,
+            "{to}: told of {expired} expired invoice(s)"
         );
     }
     let full = s.service().full(&id).await.unwrap();
     let told = full.result.unwrap()["processors_notified"].clone();
-    assert_eq!(told, json!(["aws"]));
+    let expected = if expired > 0 {
+        json!(["accountant", "aws", "payments", "protonmail"])
+    } else {
+        json!(["aws"])
+    };
+    assert_eq!(told, expected);
 }
 
 #[tokio::test]

@@ -241,7 +241,7 @@ async fn one_run_reaches_the_end_state(db: AppDb) {
             &[("email", 4), ("phone", 4), ("name", 0)][..],
         ),
         ("orders", 4, &[("buyer", 0), ("total", 0)][..]),
-        ("order_lines", 5, &[("item", 0)][..]),
+        ("order_lines", 5, &[][..]),
     ]
     .into_iter()
     .map(|(c, rows, fields)| {
@@ -265,7 +265,7 @@ async fn one_run_reaches_the_end_state(db: AppDb) {
     let mut ran = counts(&report.collections);
     for (c, (_, fields)) in &expected {
         let (_, got) = ran.get_mut(c).unwrap();
-        for (f, _) in fields {
+        for f in fields.keys() {
             got.entry(f.clone()).or_insert(0);
         }
     }
@@ -298,7 +298,10 @@ async fn one_run_reaches_the_end_state(db: AppDb) {
         ids(&db.rows("orders", &["id"], "1 = 1").await),
         vec![12, 13, 15, 17]
     );
-    assert_eq!(ids(&db.rows("order_lines", &["id"], "1 = 1").await), vec![103]);
+    assert_eq!(
+        ids(&db.rows("order_lines", &["id"], "1 = 1").await),
+        vec![103]
+    );
 
     // Nothing is left to do: the plan counts nothing and a second run changes nothing.
     let before = db.everything().await;
@@ -354,7 +357,10 @@ async fn kept_until_is_when_retention_removes_it(db: AppDb) {
         .unwrap()
         .date_naive();
     assert_eq!(until.len(), 4, "{until:?}");
-    assert!(until.values().all(|d| *d == six_years_on), "{until:?} vs {six_years_on}");
+    assert!(
+        until.values().all(|d| *d == six_years_on),
+        "{until:?} vs {six_years_on}"
+    );
     let latest = *until.values().max().unwrap();
     // The day before the latest date, something is still kept; on it, nothing is.
     let none = Default::default();

@@ -63,12 +63,14 @@ fn world() -> impl Strategy<Value = World> {
                         prop_oneof![Just(10i64), Just(30), Just(60)],
                         prop::option::weighted(0.8, 0..=i),
                     )
-                        .prop_map(|(keep_row, unique, keep_days, refers_to)| Table {
-                            keep_row,
-                            unique,
-                            keep_days,
-                            refers_to,
-                        })
+                        .prop_map(
+                            |(keep_row, unique, keep_days, refers_to)| Table {
+                                keep_row,
+                                unique,
+                                keep_days,
+                                refers_to,
+                            },
+                        )
                 })
                 .collect();
             (tables, prop::collection::vec(1usize..=6, n))
@@ -212,7 +214,10 @@ impl World {
                 *v.last_mut().unwrap() = "NULL".to_owned();
             }
             let when = self.row(at).days_ago.map_or("NULL".to_owned(), |d| {
-                format!("'{}'", (now() - Duration::days(d)).format("%Y-%m-%d %H:%M:%S"))
+                format!(
+                    "'{}'",
+                    (now() - Duration::days(d)).format("%Y-%m-%d %H:%M:%S")
+                )
             });
             v.push(when);
             db.exec(&format!("INSERT INTO t{} VALUES ({})", at.0, v.join(", ")))
@@ -279,7 +284,9 @@ purposes:
                 out.push_str("          - { name: code, categories: [user.unique_id] }\n");
             }
             if let Some(to) = t.refers_to {
-                out.push_str(&format!("          - {{ name: r, references: t{to}.id }}\n"));
+                out.push_str(&format!(
+                    "          - {{ name: r, references: t{to}.id }}\n"
+                ));
             }
         }
         out

@@ -81,7 +81,8 @@ pub fn build(
                 .filter(|fl| !fl.categories.is_empty())
                 .filter(|fl| {
                     kind == AccessKind::Access
-                        || policy.field_purposes(system, c, fl)
+                        || policy
+                            .field_purposes(system, c, fl)
                             .iter()
                             .any(|p| policy.purpose(p.as_str()).is_some_and(portable))
                 })
@@ -103,7 +104,8 @@ pub fn build(
                                     value: row.get(fl.name.as_str()).cloned().flatten(),
                                     category_name: policy.taxonomy.name(&cat).to_owned(),
                                     category: cat,
-                                    purposes: policy.field_purposes(system, c, fl)
+                                    purposes: policy
+                                        .field_purposes(system, c, fl)
                                         .iter()
                                         .map(|p| p.to_string())
                                         .collect(),

@@ -255,7 +255,8 @@ fn plan_system(policy: &Policy, system: &System, kinds: &[&str]) -> SystemPlan {
                 .map(|f| {
                     (
                         f.name.to_string(),
-                        policy.field_purposes(system, c, f)
+                        policy
+                            .field_purposes(system, c, f)
                             .iter()
                             .map(|p| p.to_string())
                             .collect(),

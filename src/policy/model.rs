@@ -153,6 +153,7 @@ pub fn humanize_event(event: &str) -> String {
         "contract_ended" => "the contract ends".to_owned(),
         "consent_withdrawn" => "consent is withdrawn".to_owned(),
         "last_activity" => "the last activity".to_owned(),
+        "invoiced" => "invoicing".to_owned(),
         other => other.replace('_', " "),
     }
 }

@@ -420,7 +420,12 @@ pub fn erasure_notices<'p>(
             else {
                 continue;
             };
-            for f in &coll.fields {
+            // A deleted row loses every field; a masked one only the fields masked.
+            let erased = coll
+                .fields
+                .iter()
+                .filter(|f| c.rows_deleted > 0 || c.fields_masked.contains_key(f.name.as_str()));
+            for f in erased {
                 for purpose in policy.field_purposes(system, coll, f) {
                     if let Some(p) = policy.purpose(purpose.as_str()) {
                         ids.extend(p.recipients.iter().map(|r| r.as_str().to_owned()));

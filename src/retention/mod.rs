@@ -95,7 +95,9 @@ pub fn rules(policy: &Policy, now: DateTime<Utc>) -> Vec<CollectionRule> {
                 !out.iter().any(|o| {
                     o.system == r.system
                         && o.collection != r.collection
-                        && r.children.iter().any(|(child, _, _)| *child == o.collection)
+                        && r.children
+                            .iter()
+                            .any(|(child, _, _)| *child == o.collection)
                 })
             })
             .unwrap_or(0);
@@ -114,7 +116,8 @@ fn unordered(policy: &Policy, now: DateTime<Utc>) -> Vec<CollectionRule> {
                 .filter(|f| !f.categories.is_empty())
                 .map(|f| FieldRule {
                     field: f.name.to_string(),
-                    conditions: policy.field_purposes(s, c, f)
+                    conditions: policy
+                        .field_purposes(s, c, f)
                         .iter()
                         .filter_map(|p| policy.purpose(p.as_str()))
                         .filter_map(|p| {

@@ -430,6 +430,25 @@ fn is_key(system: &System, table: &str, field: &str) -> bool {
 /// due fields, in `delete_row` collections the due fields of rows a kept row still
 /// references (or not yet due as a whole); never a key.
 fn mask_targets<'r>(system: &System, rule: &'r CollectionRule) -> Vec<&'r str> {
+    if rule.mode == ErasureMode::DeleteRow && rule.children.is_empty() {
+        // Where every field is due by the same conditions and no row can pin another,
+        // a row with a due field is wholly due and goes: nothing is left to mask.
+        let conditions = |f: &crate::retention::FieldRule| {
+            let mut c: Vec<(String, String, String)> = f
+                .conditions
+                .iter()
+                .map(|c| (c.purpose.clone(), c.event.clone(), c.keep_for.describe()))
+                .collect();
+            c.sort();
+            c
+        };
+        let mut all = rule.fields.iter().map(conditions);
+        if let Some(first) = all.next()
+            && all.all(|c| c == first)
+        {
+            return Vec::new();
+        }
+    }
     rule.fields
         .iter()
         .map(|f| f.field.as_str())
@@ -538,7 +557,10 @@ pub async fn count_due(
             for f in mask_targets(system, rule) {
                 let mut b = Builder::new(db, system, now, earlier);
                 let (pred, _) = mask_due(&mut b, rule, t, f)?;
-                fields.push((f.to_owned(), query_count(db, &b.finish(pred), &table).await?));
+                fields.push((
+                    f.to_owned(),
+                    query_count(db, &b.finish(pred), &table).await?,
+                ));
             }
             Ok((0, fields))
         }
@@ -568,7 +590,9 @@ fn identity_columns(db: &SourceDb, system: &System, rule: &CollectionRule) -> Ve
     if !key.is_empty() {
         return key;
     }
-    self_refs(rule).map(|(_, target)| target.to_owned()).collect()
+    self_refs(rule)
+        .map(|(_, target)| target.to_owned())
+        .collect()
 }
 
 /// The keys (as one text each) of the rows of `rule`'s collection matching `pred`.
@@ -646,7 +670,8 @@ async fn going_with_self_refs(
         .collect();
     // Due by everything but the references among its own rows.
     let mut own = rule.clone();
-    own.children.retain(|(child, _, _)| *child != rule.collection);
+    own.children
+        .retain(|(child, _, _)| *child != rule.collection);
     let col = |c: &str| -> Result<String, SourceError> {
         Ok(as_text(d, &format!("t.{}", d.quote(&id(c)?))))
     };
@@ -670,7 +695,11 @@ async fn going_with_self_refs(
         let fkc = format!("t.{}", d.quote(&id(fk)?));
         let sql = format!("{fkc} IS NOT NULL AND ({goes}) IS NOT TRUE");
         let rows = fetch_rows(db, rule, &[as_text(d, &fkc)], &b.finish(sql)).await?;
-        pinned.push(rows.into_iter().filter_map(|r| r.into_iter().next()).collect());
+        pinned.push(
+            rows.into_iter()
+                .filter_map(|r| r.into_iter().next())
+                .collect(),
+        );
     }
     let n = key_cols.len();
     let mut by_target: Vec<BTreeMap<&str, Vec<usize>>> = vec![BTreeMap::new(); edges.len()];
@@ -974,7 +1003,7 @@ pub async fn run_batches(
         // An index walk finds the rows the deciding event makes due; a field may be due
         // by other events, so masks walk the rowids.
         let walk = match (&walk, target) {
-            (Walk::Index(alias, _), Some(_)) => Walk::Rowid(*alias),
+            (Walk::Index(alias, _), Some(_)) => Walk::Rowid(alias),
             (w, _) => w.clone(),
         };
         let position = cursors.at.entry(target.map(str::to_owned)).or_default();
