@@ -96,7 +96,7 @@ fn options(batch: u32) -> RunOptions {
         max_duration: None,
         max_batches: None,
         progress: None,
-        restricted: Default::default(),
+        requested: Default::default(),
     }
 }
 
@@ -250,11 +250,15 @@ async fn a_restriction_keeps_the_persons_rows(backend: Backend, test: &str) {
     let restricted = retention::restricted(&policy, &sources, &who)
         .await
         .unwrap();
+    let restricted = retention::Requested {
+        restricted,
+        ..Default::default()
+    };
     let planned = retention::plan(&policy, &sources, now(), &restricted)
         .await
         .unwrap();
     let mut opts = options(1);
-    opts.restricted = restricted;
+    opts.requested = restricted;
     let report = retention::run(&policy, &sources, &log, now(), &opts)
         .await
         .unwrap();
@@ -322,7 +326,7 @@ async fn a_stopped_run_resumes_to_the_same_result(backend: Backend, test: &str) 
             max_duration: None,
             max_batches: Some(1),
             progress: None,
-            restricted: Default::default(),
+            requested: Default::default(),
         },
     )
     .await

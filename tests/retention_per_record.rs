@@ -180,7 +180,7 @@ fn options(batch: u32) -> RunOptions {
         max_duration: None,
         max_batches: None,
         progress: None,
-        restricted: Default::default(),
+        requested: Default::default(),
     }
 }
 
@@ -394,3 +394,103 @@ async fn kept_until_is_when_retention_removes_it(db: AppDb) {
     sources.close().await;
 }
 all_backends!(kept_until_is_when_retention_removes_it);
+
+/// An account still open when its person asked for erasure: the name is kept for the
+/// bookkeeping law until six years after the last order, and the account's own purpose
+/// ended with the erasure. On the date the erasure named, retention removes it, though the
+/// account was never closed.
+async fn an_open_account_erased_goes_on_the_date_named(db: AppDb) {
+    let n = now();
+    account(&db, 2, None).await;
+    let ordered = n - years(2) - Duration::hours(5);
+    order(&db, 20, 2, Some(ordered), &[200]).await;
+    // Another open account, not erased: it stays whatever the date.
+    account(&db, 3, None).await;
+    order(&db, 30, 3, Some(ordered), &[300]).await;
+    let policy = policy(&db);
+    let sources = Sources::default();
+    let log = db.audit().await;
+    let ctx = Context {
+        policy: &policy,
+        audit: &log,
+        sources: &sources,
+        actor: Actor::Cli,
+        request_id: None,
+        strict: false,
+        restriction: None,
+    };
+    let who = vec![Identity::parse("email=person2@example.com").unwrap()];
+    let report = dsr::erase(&ctx, &who, false, n).await.unwrap();
+    let six_years_on = ordered
+        .checked_add_months(chrono::Months::new(72))
+        .unwrap()
+        .date_naive();
+    let kept: Vec<(String, String, Option<String>)> = report
+        .kept()
+        .map(|(c, k)| (c.to_owned(), k.field.clone(), k.until.clone()))
+        .collect();
+    let day = six_years_on.format("%Y-%m-%d").to_string();
+    assert!(
+        kept.contains(&("accounts".to_owned(), "name".to_owned(), Some(day.clone()))),
+        "{kept:?}"
+    );
+    assert!(
+        kept.iter()
+            .all(|(_, _, until)| until.as_deref() == Some(day.as_str())),
+        "{kept:?}"
+    );
+    // The e-mail and phone served the account alone: erased now.
+    let left = db
+        .rows("accounts", &["email", "phone", "name"], "id = 2")
+        .await;
+    assert_ne!(left[0][0].as_deref(), Some("person2@example.com"));
+    assert_eq!(left[0][1], None);
+    assert_eq!(left[0][2].as_deref(), Some("Person 2"));
+
+    let requested = retention::requested_in(&policy, &sources, &log)
+        .await
+        .unwrap();
+    let rows = |due: &[Due]| -> BTreeMap<String, u64> {
+        due.iter().map(|d| (d.collection.clone(), d.rows)).collect()
+    };
+    let expect = |a: u64, o: u64, l: u64| -> BTreeMap<String, u64> {
+        [("accounts", a), ("orders", o), ("order_lines", l)]
+            .into_iter()
+            .map(|(c, k)| (c.to_owned(), k))
+            .collect()
+    };
+    let day_before = retention::plan(
+        &policy,
+        &sources,
+        end_of(six_years_on - Duration::days(1)),
+        &requested,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows(&day_before), expect(0, 0, 0));
+    let on_the_day = retention::plan(&policy, &sources, end_of(six_years_on), &requested)
+        .await
+        .unwrap();
+    // Account 3 was not erased and is open: its orders go, the account stays.
+    assert_eq!(rows(&on_the_day), expect(1, 2, 2), "{on_the_day:?}");
+    // Without the erasure's record the open account would be kept for ever.
+    let unrecorded = retention::plan(&policy, &sources, end_of(six_years_on), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(rows(&unrecorded), expect(0, 2, 2));
+
+    let mut opts = options(100);
+    opts.requested = requested;
+    let ran = retention::run(&policy, &sources, &log, end_of(six_years_on), &opts)
+        .await
+        .unwrap();
+    assert_eq!(ran.rows_deleted, 5);
+    assert_eq!(ids(&db.rows("accounts", &["id"], "1 = 1").await), vec![3]);
+    // The record of the erased row is forgotten once the row is gone.
+    let after = retention::requested_in(&policy, &sources, &log)
+        .await
+        .unwrap();
+    assert!(after.erased.is_empty(), "{:?}", after.erased);
+    sources.close().await;
+}
+all_backends!(an_open_account_erased_goes_on_the_date_named);

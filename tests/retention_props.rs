@@ -340,7 +340,7 @@ async fn check(backend: Backend, world: World) -> Result<(), TestCaseError> {
         max_duration: None,
         max_batches: None,
         progress: None,
-        restricted: Default::default(),
+        requested: Default::default(),
     };
 
     let planned = retention::plan(&policy, &sources, now(), &none)

@@ -104,6 +104,12 @@ fn print_due(due: &[retention::Due]) {
             "{}.{}: {what}{restricted}\n    rule: {}",
             d.system, d.collection, d.rule
         );
+        if d.erased_rows > 0 {
+            println!(
+                "    {} row(s) erased on request and kept for an obligation: due when it ends",
+                d.erased_rows
+            );
+        }
         if let Some(walk) = &d.walked_by {
             println!("    read by {walk}");
         }
@@ -128,7 +134,7 @@ pub async fn retention(action: RetentionAction, config: &Config) -> anyhow::Resu
     match (plan_format, action) {
         (Some(format), _) => {
             let due =
-                retention::plan(&ctx.policy, &ctx.sources, now, &ctx.restricted().await?).await?;
+                retention::plan(&ctx.policy, &ctx.sources, now, &ctx.requested().await?).await?;
             match format {
                 TextOrJson::Json => println!("{}", serde_json::to_string_pretty(&due)?),
                 TextOrJson::Text => print_due(&due),
@@ -149,7 +155,7 @@ pub async fn retention(action: RetentionAction, config: &Config) -> anyhow::Resu
                     std::sync::Arc::new(move |n: u64| b.inc(n))
                         as std::sync::Arc<dyn Fn(u64) + Send + Sync>
                 }),
-                restricted: ctx.restricted().await?,
+                requested: ctx.requested().await?,
             };
             let report =
                 retention::run(&ctx.policy, &ctx.sources, &ctx.audit, now, &options).await?;
@@ -183,7 +189,7 @@ async fn progress_bar(
     if !std::io::stderr().is_terminal() {
         return Ok(None);
     }
-    let due = retention::plan(&ctx.policy, &ctx.sources, now, &ctx.restricted().await?).await?;
+    let due = retention::plan(&ctx.policy, &ctx.sources, now, &ctx.requested().await?).await?;
     let total: u64 = due
         .iter()
         .map(|d| d.rows + d.fields.iter().map(|(_, n)| n).sum::<u64>())

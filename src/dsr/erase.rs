@@ -48,6 +48,11 @@ pub struct CollectionReport {
 pub struct SystemReport {
     pub system: String,
     pub collections: Vec<CollectionReport>,
+    /// `(collection, key)` of the person's rows left in place because a legal obligation
+    /// or a hold kept part of them (single-column keys only): retention treats them as
+    /// erased, so they go on the date reported.
+    #[serde(skip)]
+    pub left_in_place: Vec<(String, String)>,
 }
 
 /// Why one field of one row is kept.
@@ -560,6 +565,7 @@ pub fn decide(
 ) -> (Vec<CollectionActions>, SystemReport) {
     let mut decided: Vec<Decided> = Vec::new();
     let mut reports: Vec<CollectionReport> = Vec::new();
+    let mut left_in_place = Vec::new();
     for (ci, c) in system.collections.iter().enumerate() {
         let name = c.name.to_string();
         let Some(rows) = found.get(&name) else {
@@ -572,6 +578,7 @@ pub fn decide(
             ..Default::default()
         };
         let mut kept: BTreeMap<(String, String, String), Kept> = BTreeMap::new();
+        let single_key = key.len() == 1;
         // Personal data outside the keys: a collection without any is read, never changed.
         let personal: Vec<&crate::policy::Field> = c
             .fields
@@ -651,6 +658,9 @@ pub fn decide(
                         }
                     }
                 }
+            }
+            if any_kept && restriction.is_none() && !is_shared && whole_key && single_key {
+                left_in_place.push((name.clone(), key_values[0].1.clone()));
             }
             decided.push(Decided {
                 collection: ci,
@@ -736,6 +746,7 @@ pub fn decide(
         SystemReport {
             system: system.id.to_string(),
             collections: reports,
+            left_in_place,
         },
     )
 }

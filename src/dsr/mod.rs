@@ -384,6 +384,19 @@ pub async fn erase(
             &shared,
         );
         if !dry_run {
+            // Recorded first: once asked, the rows left in place for an obligation go when
+            // it ends, even if this erasure stops before its writes and is resumed.
+            let left: Vec<(String, String, String)> = report
+                .left_in_place
+                .iter()
+                .map(|(c, k)| (report.system.clone(), c.clone(), k.clone()))
+                .collect();
+            if !left.is_empty() {
+                ctx.audit
+                    .store()
+                    .record_erased_rows(&left, ctx.request_id.as_deref(), now)
+                    .await?;
+            }
             s.db.apply(&actions, fault_hook).await?;
             let mut entry = NewEntry::new(ctx.actor.clone(), "erasure.executed")
                 .summary(serde_json::json!({

@@ -496,9 +496,9 @@ async fn retention_plan(
             .audit
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("the audit log is not open"))?;
-        let restricted = crate::retention::restricted_in(&state.policy, &sources, audit).await?;
-        let due = crate::retention::plan(&state.policy, &sources, chrono::Utc::now(), &restricted)
-            .await?;
+        let requested = crate::retention::requested_in(&state.policy, &sources, audit).await?;
+        let due =
+            crate::retention::plan(&state.policy, &sources, chrono::Utc::now(), &requested).await?;
         Ok::<_, anyhow::Error>(due)
     }
     .await;

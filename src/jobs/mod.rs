@@ -31,9 +31,10 @@ pub struct JobContext {
 }
 
 impl JobContext {
-    /// The rows retention must leave alone: those of people with a restriction in force.
-    pub async fn restricted(&self) -> anyhow::Result<retention::Restricted> {
-        Ok(retention::restricted_in(&self.policy, &self.sources, &self.audit).await?)
+    /// The rows people's own requests change retention for: those of people with a
+    /// restriction in force, and those an erasure kept for an obligation.
+    pub async fn requested(&self) -> anyhow::Result<retention::Requested> {
+        Ok(retention::requested_in(&self.policy, &self.sources, &self.audit).await?)
     }
 }
 
@@ -125,7 +126,7 @@ async fn work(
     match spec.kind {
         JobKind::Retention if spec.options.dry_run => {
             let due =
-                retention::plan(&ctx.policy, &ctx.sources, now, &ctx.restricted().await?).await?;
+                retention::plan(&ctx.policy, &ctx.sources, now, &ctx.requested().await?).await?;
             Ok(("dry run".into(), json!({ "due": due })))
         }
         JobKind::Retention => {
@@ -134,7 +135,7 @@ async fn work(
                 max_duration: spec.max_duration(),
                 max_batches: None,
                 progress: ctx.progress.clone(),
-                restricted: ctx.restricted().await?,
+                requested: ctx.requested().await?,
             };
             let r = retention::run(&ctx.policy, &ctx.sources, &ctx.audit, now, &options).await?;
             let status = if r.complete {

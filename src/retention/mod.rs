@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use crate::audit::{Actor, AuditLog, NewEntry};
 use crate::policy::{
-    Collection, ErasureMode, EventBinding, Policy, RetentionPeriod, System, humanize_event,
+    Collection, ErasureMode, EventBinding, LegalBasis, Policy, RetentionPeriod, System,
+    humanize_event,
 };
 use crate::sources::SourceError;
 use crate::sources::db::Sources;
@@ -22,6 +23,8 @@ pub struct Condition {
     /// Where the event's time is read; None when the collection does not bind it, which
     /// makes the field never due here.
     pub binding: Option<EventBinding>,
+    /// The purpose keeps its data for a legal obligation: an erasure does not end it.
+    pub obligation: bool,
 }
 
 /// A field is due when every purpose it serves is past its deadline (the latest wins).
@@ -46,6 +49,11 @@ pub struct CollectionRule {
     /// Primary keys of rows whose person restricted processing (Art. 18): left alone.
     #[serde(skip)]
     pub restricted_keys: Vec<String>,
+    /// Primary keys of rows whose person had them erased (Art. 17) while a legal
+    /// obligation or a hold kept something: only the obligations still count for them, so
+    /// they go on the date the erasure named.
+    #[serde(skip)]
+    pub erased_keys: Vec<String>,
 }
 
 impl CollectionRule {
@@ -127,6 +135,7 @@ fn unordered(policy: &Policy, now: DateTime<Utc>) -> Vec<CollectionRule> {
                                 keep_for: *r.keep_for,
                                 event: r.from.to_string(),
                                 binding: c.events.get(r.from.as_str()).map(|b| (**b).clone()),
+                                obligation: r.basis == Some(LegalBasis::LegalObligation),
                             })
                         })
                         .collect(),
@@ -142,6 +151,7 @@ fn unordered(policy: &Policy, now: DateTime<Utc>) -> Vec<CollectionRule> {
                 children: children(s, c),
                 held_by: held(policy, s, c, now),
                 restricted_keys: Vec::new(),
+                erased_keys: Vec::new(),
                 fields,
             });
         }
@@ -209,12 +219,43 @@ pub async fn restricted_in(
     restricted(policy, sources, &ids).await
 }
 
-/// The rules, with the restricted rows of each collection attached.
-fn rules_with(policy: &Policy, now: DateTime<Utc>, restricted: &Restricted) -> Vec<CollectionRule> {
+/// The rows whose people's own requests change what retention does with them.
+#[derive(Debug, Clone, Default)]
+pub struct Requested {
+    /// Restricted processing (Art. 18): left alone until the restriction is lifted.
+    pub restricted: Restricted,
+    /// Erased (Art. 17) while a legal obligation or a hold kept something: due as soon as
+    /// the obligations are, whatever the purposes the person ended would keep.
+    pub erased: Restricted,
+}
+
+/// The rows of `audit`'s store's requests: restrictions in force and erasures that kept
+/// something.
+pub async fn requested_in(
+    policy: &Policy,
+    sources: &Sources,
+    audit: &crate::audit::AuditLog,
+) -> Result<Requested, RetentionError> {
+    let mut erased = Restricted::new();
+    for (system, collection, key) in audit.store().erased_rows().await? {
+        erased.entry((system, collection)).or_default().push(key);
+    }
+    Ok(Requested {
+        restricted: restricted_in(policy, sources, audit).await?,
+        erased,
+    })
+}
+
+/// The rules, with the restricted and erased rows of each collection attached.
+fn rules_with(policy: &Policy, now: DateTime<Utc>, requested: &Requested) -> Vec<CollectionRule> {
     let mut rules = rules(policy, now);
     for r in &mut rules {
-        if let Some(keys) = restricted.get(&(r.system.clone(), r.collection.clone())) {
+        let here = (r.system.clone(), r.collection.clone());
+        if let Some(keys) = requested.restricted.get(&here) {
             r.restricted_keys = keys.clone();
+        }
+        if let Some(keys) = requested.erased.get(&here) {
+            r.erased_keys = keys.clone();
         }
     }
     rules
@@ -229,6 +270,8 @@ pub struct Due {
     pub held_by: Option<String>,
     /// Rows left alone because their person restricted processing (Art. 18).
     pub restricted_rows: usize,
+    /// Rows erased on request (Art. 17) and kept for an obligation: due when it ends.
+    pub erased_rows: usize,
     /// Rows are deleted here (`delete_row`).
     pub deletes: bool,
     /// Rows to delete (`delete_row`).
@@ -245,10 +288,10 @@ pub async fn plan(
     policy: &Policy,
     sources: &Sources,
     now: DateTime<Utc>,
-    restricted: &Restricted,
+    requested: &Requested,
 ) -> Result<Vec<Due>, SourceError> {
     let mut out = Vec::new();
-    let rules = rules_with(policy, now, restricted);
+    let rules = rules_with(policy, now, requested);
     for (i, rule) in rules.iter().enumerate() {
         let Some(system) = policy.system(&rule.system) else {
             continue;
@@ -265,6 +308,7 @@ pub async fn plan(
             rule: rule.describe(),
             held_by: rule.held_by.clone(),
             restricted_rows: rule.restricted_keys.len(),
+            erased_rows: rule.erased_keys.len(),
             deletes: rule.mode == ErasureMode::DeleteRow,
             rows,
             fields,
@@ -296,8 +340,8 @@ pub struct RunOptions {
     pub max_batches: Option<u64>,
     /// Told the rows of each finished batch (a progress bar).
     pub progress: Option<std::sync::Arc<dyn Fn(u64) + Send + Sync>>,
-    /// Rows to leave alone (see [`restricted`]).
-    pub restricted: Restricted,
+    /// Rows of people's own requests (see [`Requested`]).
+    pub requested: Requested,
 }
 
 /// Batches run at once where the walk allows it (PostgreSQL's page walk): one executes
@@ -322,7 +366,7 @@ pub async fn run(
         options.max_duration.is_some_and(|d| started.elapsed() >= d)
             || options.max_batches.is_some_and(|m| batches >= m)
     };
-    'rules: for rule in rules_with(policy, now, &options.restricted) {
+    'rules: for rule in rules_with(policy, now, &options.requested) {
         let Some(system) = policy.system(&rule.system) else {
             continue;
         };
@@ -332,6 +376,7 @@ pub async fn run(
             rule: rule.describe(),
             held_by: rule.held_by.clone(),
             restricted_rows: rule.restricted_keys.len(),
+            erased_rows: rule.erased_keys.len(),
             deletes: rule.mode == ErasureMode::DeleteRow,
             rows: 0,
             fields: Vec::new(),
@@ -435,6 +480,14 @@ pub async fn run(
         }
         due.walked_by = cursors.walked_by();
         report.collections.push(due);
+        // Erased rows now gone need no more attention.
+        let gone = sql::erased_gone(&db, system, &rule).await?;
+        if !gone.is_empty() {
+            audit
+                .store()
+                .forget_erased_rows(&rule.system, &rule.collection, &gone)
+                .await?;
+        }
     }
     Ok(report)
 }
@@ -447,4 +500,6 @@ pub enum RetentionError {
     Audit(#[from] crate::audit::AuditError),
     #[error("finding the rows of restricted people: {0}")]
     Restrictions(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }

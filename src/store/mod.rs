@@ -339,6 +339,64 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Records rows an erasure left in place for an obligation (see `erased_rows`); a row
+    /// recorded before stays recorded once.
+    pub async fn record_erased_rows(
+        &self,
+        rows: &[(String, String, String)],
+        request_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (system, collection, key) in rows {
+            sqlx::query(
+                "INSERT INTO erased_rows (system, collection, row_key, request_id, erased_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (system, collection, row_key) DO NOTHING",
+            )
+            .bind(system)
+            .bind(collection)
+            .bind(key)
+            .bind(request_id.map(str::to_owned))
+            .bind(timestamp(at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every row an erasure left in place for an obligation: `(system, collection, key)`.
+    pub async fn erased_rows(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT system, collection, row_key FROM erased_rows ORDER BY system, collection, row_key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Forgets recorded rows that no longer exist (retention or an erasure removed them).
+    pub async fn forget_erased_rows(
+        &self,
+        system: &str,
+        collection: &str,
+        keys: &[String],
+    ) -> Result<(), StoreError> {
+        for key in keys {
+            sqlx::query(
+                "DELETE FROM erased_rows WHERE system = $1 AND collection = $2 AND row_key = $3",
+            )
+            .bind(system)
+            .bind(collection)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
 /// A restriction in force as the store holds it.
 #[derive(Debug, Clone)]
 pub struct StoredRestriction {

@@ -101,7 +101,15 @@ pub async fn choose(
         return None;
     }
     let mut best: Option<(DateTime<Utc>, EventIndex)> = None;
-    for c in rule.fields.iter().flat_map(|f| &f.conditions) {
+    // A row its person had erased is due by its obligations alone: only those are met by
+    // every due row.
+    let met_by_all = |c: &&crate::retention::Condition| rule.erased_keys.is_empty() || c.obligation;
+    for c in rule
+        .fields
+        .iter()
+        .flat_map(|f| &f.conditions)
+        .filter(met_by_all)
+    {
         let (Some(EventBinding::Column(col)), Some(at)) = (&c.binding, c.keep_for.before(now))
         else {
             continue;

@@ -234,6 +234,41 @@ impl<'a> Builder<'a> {
         })
     }
 
+    /// Every one of `conds` holds (`never`: a field with no rule, never due); for a row
+    /// its person had erased while an obligation kept it, every obligation among them.
+    fn all_due(
+        &mut self,
+        rule: &CollectionRule,
+        t: &str,
+        conds: &[&Condition],
+        never: bool,
+    ) -> Result<String, SourceError> {
+        let mut all = Vec::new();
+        if never {
+            all.push("1 = 0".to_owned());
+        } else {
+            for c in conds {
+                all.push(self.condition(&rule.collection, t, c)?);
+            }
+        }
+        let all = if all.is_empty() {
+            "1 = 0".to_owned()
+        } else {
+            all.join(" AND ")
+        };
+        if rule.erased_keys.is_empty() {
+            return Ok(format!("({all})"));
+        }
+        let Some(erased) = self.key_in(rule, &rule.erased_keys, t)? else {
+            return Ok(format!("({all})"));
+        };
+        let mut kept = vec![erased];
+        for c in conds.iter().filter(|c| c.obligation) {
+            kept.push(self.condition(&rule.collection, t, c)?);
+        }
+        Ok(format!("(({all}) OR ({}))", kept.join(" AND ")))
+    }
+
     /// Every condition of a field holds (a field with no rule is never due).
     fn field_due(
         &mut self,
@@ -244,36 +279,27 @@ impl<'a> Builder<'a> {
         let Some(f) = rule.fields.iter().find(|f| f.field == field) else {
             return Ok("1 = 0".into());
         };
-        if f.conditions.is_empty() {
-            return Ok("1 = 0".into());
-        }
-        let parts = f
-            .conditions
-            .iter()
-            .map(|c| self.condition(&rule.collection, t, c))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(format!("({})", parts.join(" AND ")))
+        let conds: Vec<&Condition> = f.conditions.iter().collect();
+        self.all_due(rule, t, &conds, conds.is_empty())
     }
 
     /// The row `t` goes: every field due, no row that stays refers to it, not restricted.
     fn row_due(&mut self, rule: &CollectionRule, t: &str) -> Result<String, SourceError> {
-        let mut parts = Vec::new();
         // Every field due is every condition of every field holding; fields serving the
         // same purpose share their condition, which is tested once.
-        let mut seen: Vec<(&str, &str, String)> = Vec::new();
+        let mut conds: Vec<&Condition> = Vec::new();
+        let mut never = false;
         for f in &rule.fields {
-            if f.conditions.is_empty() {
-                return Ok("1 = 0".into());
-            }
+            never |= f.conditions.is_empty();
             for c in &f.conditions {
-                let key = (c.purpose.as_str(), c.event.as_str(), c.keep_for.describe());
-                if seen.contains(&key) {
-                    continue;
+                let key =
+                    |c: &Condition| (c.purpose.clone(), c.event.clone(), c.keep_for.describe());
+                if !conds.iter().any(|x| key(x) == key(c)) {
+                    conds.push(c);
                 }
-                seen.push(key);
-                parts.push(self.condition(&rule.collection, t, c)?);
             }
         }
+        let mut parts = vec![self.all_due(rule, t, &conds, never)?];
         // A row still referenced by rows that stay is kept. In a plan, rows of collections
         // a run handles before this one stay only when they do not go themselves.
         for (child, fk, target) in &rule.children {
@@ -318,10 +344,23 @@ impl<'a> Builder<'a> {
         if rule.restricted_keys.is_empty() {
             return Ok("1 = 1".into());
         }
+        Ok(match self.key_in(rule, &rule.restricted_keys, t)? {
+            Some(listed) => format!("NOT ({listed})"),
+            // Without a single key the rows cannot be told apart: keep them all.
+            None => "1 = 0".into(),
+        })
+    }
+
+    /// Row `t`'s key is one of `keys`; None where the collection has no single key.
+    fn key_in(
+        &mut self,
+        rule: &CollectionRule,
+        keys: &[String],
+        t: &str,
+    ) -> Result<Option<String>, SourceError> {
         let key = self.db.primary_key(self.system, &rule.collection);
         let [key] = key.as_slice() else {
-            // Without a single key the rows cannot be told apart: keep them all.
-            return Ok("1 = 0".into());
+            return Ok(None);
         };
         let key_type = self
             .db
@@ -329,15 +368,15 @@ impl<'a> Builder<'a> {
             .column(&rule.collection, key)
             .map_or("text".to_owned(), |c| c.sql_type.clone());
         let mut params = Vec::new();
-        for k in &rule.restricted_keys {
+        for k in keys {
             self.binds.push(k.clone());
             params.push(self.d().typed_param(self.binds.len(), &key_type));
         }
-        Ok(format!(
-            "{t}.{} NOT IN ({})",
+        Ok(Some(format!(
+            "{t}.{} IN ({})",
             self.d().quote(&id(key)?),
             params.join(", ")
-        ))
+        )))
     }
 
     fn finish(self, sql: String) -> Pred {
@@ -612,6 +651,39 @@ async fn select_keys(
 }
 
 /// Columns `cols` (text expressions over `t`) of the rows matching `pred`, NULL as "".
+/// The keys among `rule.erased_keys` whose rows are gone: nothing more is left to do
+/// for them.
+pub async fn erased_gone(
+    db: &SourceDb,
+    system: &System,
+    rule: &CollectionRule,
+) -> Result<Vec<String>, SourceError> {
+    if rule.erased_keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut b = Builder::new(db, system, Utc::now(), &[]);
+    let Some(listed) = b.key_in(rule, &rule.erased_keys, "t")? else {
+        return Ok(Vec::new());
+    };
+    let key = db.primary_key(system, &rule.collection);
+    let col = as_text(
+        db.dialect,
+        &format!("t.{}", db.dialect.quote(&id(&key[0])?)),
+    );
+    let present: std::collections::BTreeSet<String> =
+        fetch_rows(db, rule, &[col], &b.finish(listed))
+            .await?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .collect();
+    Ok(rule
+        .erased_keys
+        .iter()
+        .filter(|k| !present.contains(*k))
+        .cloned()
+        .collect())
+}
+
 async fn fetch_rows(
     db: &SourceDb,
     rule: &CollectionRule,
