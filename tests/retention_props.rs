@@ -1,10 +1,12 @@
 //! Retention, as a property: on random schemas (2–4 tables, each referring to an earlier
 //! table or to itself, `delete_row` or `keep_row`, a nullable personal column and sometimes
 //! a UNIQUE NOT NULL one) and random rows with random event dates (some NULL), a small
-//! reference model written here says what one run leaves: a row is due when its event is
-//! at least its table's period ago; a due row of a `delete_row` table goes when no row
-//! left refers to it (repeatedly, so chains go whole and cycles stay); every due row that
-//! stays has its personal values erased; nothing else changes. The plan counts exactly
+//! reference model written here says what one run leaves. Each table serves an obligation
+//! (its period after `at`) and a contract (until `closed`); a row is due when both are
+//! past, or when its person had it erased (only the obligation counts then), and never
+//! while its person's restriction is in force. A due row of a `delete_row` table goes when
+//! no row left refers to it (repeatedly, so chains go whole and cycles stay); every due
+//! row that stays has its personal values erased; nothing else changes. The plan counts exactly
 //! what the run does, and a second run changes nothing. On SQLite always, on PostgreSQL
 //! and MariaDB (fewer cases) when their URL variables are set.
 
@@ -36,6 +38,10 @@ struct Table {
 struct Row {
     /// Days before now of the event; None: not yet (NULL).
     days_ago: Option<i64>,
+    /// Days before now the contract ended; None: still running (NULL).
+    closed_ago: Option<i64>,
+    /// The person's own request on this row.
+    request: Request,
     /// Row index in the referenced table.
     parent: Option<usize>,
 }
@@ -44,6 +50,15 @@ struct Row {
 struct World {
     tables: Vec<Table>,
     rows: Vec<Vec<Row>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Request {
+    None,
+    /// Restricted processing (Art. 18): left alone.
+    Restricted,
+    /// Erased while the obligation kept it: only the obligation counts.
+    Erased,
 }
 
 type At = (usize, usize);
@@ -84,8 +99,23 @@ fn world() -> impl Strategy<Value = World> {
                         Some(to) => prop::option::weighted(0.75, 0..sizes[to]).boxed(),
                         None => Just(None).boxed(),
                     };
-                    let row = (prop::option::weighted(0.85, 0i64..90), parent)
-                        .prop_map(|(days_ago, parent)| Row { days_ago, parent });
+                    let request = prop_oneof![
+                        6 => Just(Request::None),
+                        1 => Just(Request::Restricted),
+                        2 => Just(Request::Erased),
+                    ];
+                    let row = (
+                        prop::option::weighted(0.85, 0i64..90),
+                        prop::option::weighted(0.6, 0i64..20),
+                        request,
+                        parent,
+                    )
+                        .prop_map(|(days_ago, closed_ago, request, parent)| Row {
+                            days_ago,
+                            closed_ago,
+                            request,
+                            parent,
+                        });
                     prop::collection::vec(row, sizes[i])
                 })
                 .collect();
@@ -114,9 +144,26 @@ impl World {
     }
 
     fn due(&self, at: At) -> bool {
-        self.row(at)
+        let row = self.row(at);
+        let obligation = row
             .days_ago
-            .is_some_and(|d| d >= self.tables[at.0].keep_days)
+            .is_some_and(|d| d >= self.tables[at.0].keep_days);
+        match row.request {
+            Request::Restricted => false,
+            Request::Erased => obligation,
+            Request::None => obligation && row.closed_ago.is_some(),
+        }
+    }
+
+    /// The keys of the rows with `request`, as retention is told them.
+    fn requested(&self, request: Request) -> retention::Restricted {
+        let mut out = retention::Restricted::new();
+        for at in self.all().filter(|&a| self.row(a).request == request) {
+            out.entry(("app".to_owned(), format!("t{}", at.0)))
+                .or_default()
+                .push(vec![Self::id(at).to_string()]);
+        }
+        out
     }
 
     /// The model: the rows one run deletes.
@@ -198,6 +245,7 @@ impl World {
                 cols.push("r INTEGER NULL".to_owned());
             }
             cols.push(format!("at {time} NULL"));
+            cols.push(format!("closed {time} NULL"));
             if let Some(to) = t.refers_to {
                 cols.push(format!("FOREIGN KEY (r) REFERENCES t{to} (id)"));
             }
@@ -213,13 +261,16 @@ impl World {
             if self.tables[at.0].refers_to.is_some() {
                 *v.last_mut().unwrap() = "NULL".to_owned();
             }
-            let when = self.row(at).days_ago.map_or("NULL".to_owned(), |d| {
-                format!(
-                    "'{}'",
-                    (now() - Duration::days(d)).format("%Y-%m-%d %H:%M:%S")
-                )
-            });
-            v.push(when);
+            let when = |days: Option<i64>| {
+                days.map_or("NULL".to_owned(), |d| {
+                    format!(
+                        "'{}'",
+                        (now() - Duration::days(d)).format("%Y-%m-%d %H:%M:%S")
+                    )
+                })
+            };
+            v.push(when(self.row(at).days_ago));
+            v.push(when(self.row(at).closed_ago));
             db.exec(&format!("INSERT INTO t{} VALUES ({})", at.0, v.join(", ")))
                 .await;
         }
@@ -254,7 +305,14 @@ purposes:
     subjects: [customer]
     categories: [user.name, user.unique_id]
     recipients: []
-    retention: {{ keep_for: {}d, from: happened }}
+    retention: {{ keep_for: {}d, from: happened, basis: legal_obligation }}
+  - id: q{i}
+    name: Contract {i}
+    legal_basis: contract
+    subjects: [customer]
+    categories: [user.name, user.unique_id]
+    recipients: []
+    retention: {{ keep_for: 0d, from: closed }}
 ",
                 t.keep_days
             ));
@@ -269,7 +327,7 @@ purposes:
         ));
         for (i, t) in self.tables.iter().enumerate() {
             out.push_str(&format!(
-                "      - name: t{i}\n        purposes: [p{i}]\n        events: {{ happened: at }}\n"
+                "      - name: t{i}\n        purposes: [p{i}, q{i}]\n        events: {{ happened: at, closed: closed }}\n"
             ));
             if t.keep_row {
                 out.push_str("        erasure: keep_row\n");
@@ -334,13 +392,17 @@ async fn check(backend: Backend, world: World) -> Result<(), TestCaseError> {
     let policy = checked.policy;
     let sources = Sources::default();
     let log = common::audit_log(db.dir.path()).await;
-    let none = Default::default();
+    let requested = retention::Requested {
+        restricted: world.requested(Request::Restricted),
+        erased: world.requested(Request::Erased),
+    };
+    let none = requested.clone();
     let options = RunOptions {
         batch_size: 2,
         max_duration: None,
         max_batches: None,
         progress: None,
-        requested: Default::default(),
+        requested,
     };
 
     let planned = retention::plan(&policy, &sources, now(), &none)

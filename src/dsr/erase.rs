@@ -48,11 +48,11 @@ pub struct CollectionReport {
 pub struct SystemReport {
     pub system: String,
     pub collections: Vec<CollectionReport>,
-    /// `(collection, key)` of the person's rows left in place because a legal obligation
-    /// or a hold kept part of them (single-column keys only): retention treats them as
-    /// erased, so they go on the date reported.
+    /// `(collection, key values)` of the person's rows left in place because a legal
+    /// obligation or a hold kept part of them: retention treats them as erased, so they go
+    /// on the date reported.
     #[serde(skip)]
-    pub left_in_place: Vec<(String, String)>,
+    pub left_in_place: Vec<(String, Vec<String>)>,
 }
 
 /// Why one field of one row is kept.
@@ -578,7 +578,6 @@ pub fn decide(
             ..Default::default()
         };
         let mut kept: BTreeMap<(String, String, String), Kept> = BTreeMap::new();
-        let single_key = key.len() == 1;
         // Personal data outside the keys: a collection without any is read, never changed.
         let personal: Vec<&crate::policy::Field> = c
             .fields
@@ -659,8 +658,11 @@ pub fn decide(
                     }
                 }
             }
-            if any_kept && restriction.is_none() && !is_shared && whole_key && single_key {
-                left_in_place.push((name.clone(), key_values[0].1.clone()));
+            if any_kept && restriction.is_none() && !is_shared && whole_key {
+                left_in_place.push((
+                    name.clone(),
+                    key_values.iter().map(|(_, v)| v.clone()).collect(),
+                ));
             }
             decided.push(Decided {
                 collection: ci,

@@ -386,7 +386,7 @@ pub async fn erase(
         if !dry_run {
             // Recorded first: once asked, the rows left in place for an obligation go when
             // it ends, even if this erasure stops before its writes and is resumed.
-            let left: Vec<(String, String, String)> = report
+            let left: Vec<(String, String, Vec<String>)> = report
                 .left_in_place
                 .iter()
                 .map(|(c, k)| (report.system.clone(), c.clone(), k.clone()))

@@ -48,12 +48,12 @@ pub struct CollectionRule {
     pub held_by: Option<String>,
     /// Primary keys of rows whose person restricted processing (Art. 18): left alone.
     #[serde(skip)]
-    pub restricted_keys: Vec<String>,
+    pub restricted_keys: Vec<Vec<String>>,
     /// Primary keys of rows whose person had them erased (Art. 17) while a legal
     /// obligation or a hold kept something: only the obligations still count for them, so
     /// they go on the date the erasure named.
     #[serde(skip)]
-    pub erased_keys: Vec<String>,
+    pub erased_keys: Vec<Vec<String>>,
 }
 
 impl CollectionRule {
@@ -185,9 +185,9 @@ fn held(policy: &Policy, s: &System, c: &Collection, now: DateTime<Utc>) -> Opti
         .map(|h| h.id.to_string())
 }
 
-/// Rows of people who restricted processing (Art. 18), by `(system, collection)`, as
-/// primary-key values: retention leaves them alone until the restriction is lifted.
-pub type Restricted = std::collections::BTreeMap<(String, String), Vec<String>>;
+/// Rows by `(system, collection)`, each as its primary key's values in the key's column
+/// order (several for a composite key).
+pub type Restricted = std::collections::BTreeMap<(String, String), Vec<Vec<String>>>;
 
 /// The rows of the people with a restriction in force.
 pub async fn restricted(
@@ -195,13 +195,28 @@ pub async fn restricted(
     sources: &Sources,
     identities: &[crate::audit::Identity],
 ) -> Result<Restricted, RetentionError> {
-    crate::dsr::row_keys(policy, sources, identities)
+    if identities.is_empty() {
+        return Ok(Restricted::new());
+    }
+    let found = crate::dsr::found_keys(policy, sources, identities)
         .await
         .map_err(|e| match e {
             crate::dsr::DsrError::Source(s) => RetentionError::Source(s),
             crate::dsr::DsrError::Audit(a) => RetentionError::Audit(a),
             other => RetentionError::Restrictions(other.to_string()),
+        })?;
+    Ok(found
+        .into_iter()
+        .filter_map(|(at, rows)| {
+            // A row whose key is not whole cannot be named. A row of a collection without
+            // a key is listed with no values, which names no row and keeps them all.
+            let rows: Vec<Vec<String>> = rows
+                .into_iter()
+                .filter_map(|k| k.into_iter().collect::<Option<Vec<String>>>())
+                .collect();
+            (!rows.is_empty()).then_some((at, rows))
         })
+        .collect())
 }
 
 /// The rows of everyone whose restriction is in force in `audit`'s store.

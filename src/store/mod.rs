@@ -344,7 +344,7 @@ impl Store {
     /// recorded before stays recorded once.
     pub async fn record_erased_rows(
         &self,
-        rows: &[(String, String, String)],
+        rows: &[(String, String, Vec<String>)],
         request_id: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
@@ -356,7 +356,7 @@ impl Store {
             )
             .bind(system)
             .bind(collection)
-            .bind(key)
+            .bind(key_text(key))
             .bind(request_id.map(str::to_owned))
             .bind(timestamp(at))
             .execute(&mut *tx)
@@ -367,13 +367,16 @@ impl Store {
     }
 
     /// Every row an erasure left in place for an obligation: `(system, collection, key)`.
-    pub async fn erased_rows(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+    pub async fn erased_rows(&self) -> Result<Vec<(String, String, Vec<String>)>, StoreError> {
         let rows: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT system, collection, row_key FROM erased_rows ORDER BY system, collection, row_key",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows)
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, c, k)| Some((s, c, serde_json::from_str(&k).ok()?)))
+            .collect())
     }
 
     /// Forgets recorded rows that no longer exist (retention or an erasure removed them).
@@ -381,9 +384,9 @@ impl Store {
         &self,
         system: &str,
         collection: &str,
-        keys: &[String],
+        keys: &[Vec<String>],
     ) -> Result<(), StoreError> {
-        for key in keys {
+        for key in keys.iter().map(|k| key_text(k)) {
             sqlx::query(
                 "DELETE FROM erased_rows WHERE system = $1 AND collection = $2 AND row_key = $3",
             )
@@ -395,6 +398,11 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// A row's key as `erased_rows` stores it: its columns' values as a JSON array.
+fn key_text(key: &[String]) -> String {
+    serde_json::to_string(key).unwrap_or_default()
 }
 
 /// A restriction in force as the store holds it.

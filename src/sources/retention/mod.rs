@@ -351,32 +351,54 @@ impl<'a> Builder<'a> {
         })
     }
 
-    /// Row `t`'s key is one of `keys`; None where the collection has no single key.
+    /// Row `t`'s key is one of `keys` (each the values of the key's columns, in order);
+    /// None where the collection has no primary key to name rows by.
     fn key_in(
         &mut self,
         rule: &CollectionRule,
-        keys: &[String],
+        keys: &[Vec<String>],
         t: &str,
     ) -> Result<Option<String>, SourceError> {
         let key = self.db.primary_key(self.system, &rule.collection);
-        let [key] = key.as_slice() else {
+        if key.is_empty() {
             return Ok(None);
-        };
-        let key_type = self
-            .db
-            .schema
-            .column(&rule.collection, key)
-            .map_or("text".to_owned(), |c| c.sql_type.clone());
-        let mut params = Vec::new();
-        for k in keys {
-            self.binds.push(k.clone());
-            params.push(self.d().typed_param(self.binds.len(), &key_type));
         }
-        Ok(Some(format!(
-            "{t}.{} IN ({})",
-            self.d().quote(&id(key)?),
-            params.join(", ")
-        )))
+        let d = self.d();
+        let cols: Vec<(String, String)> = key_columns(self.db, &rule.collection, &key)?
+            .into_iter()
+            .map(|(q, sql_type)| (format!("{t}.{q}"), sql_type))
+            .collect();
+        // Each row's key as bound parameters, one per column.
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        for values in keys.iter().filter(|v| v.len() == cols.len()) {
+            let mut params = Vec::new();
+            for ((_, sql_type), v) in cols.iter().zip(values) {
+                self.binds.push(v.clone());
+                params.push(d.typed_param(self.binds.len(), sql_type));
+            }
+            rows.push(params);
+        }
+        if rows.is_empty() {
+            return Ok(Some("1 = 0".into()));
+        }
+        Ok(Some(match cols.as_slice() {
+            // One column: a list, which an index on the key serves.
+            [(col, _)] => format!("{col} IN ({})", rows.concat().join(", ")),
+            _ => {
+                let any: Vec<String> = rows
+                    .iter()
+                    .map(|params| {
+                        let all: Vec<String> = cols
+                            .iter()
+                            .zip(params)
+                            .map(|((col, _), p)| format!("{col} = {p}"))
+                            .collect();
+                        format!("({})", all.join(" AND "))
+                    })
+                    .collect();
+                format!("({})", any.join(" OR "))
+            }
+        }))
     }
 
     fn finish(self, sql: String) -> Pred {
@@ -651,13 +673,30 @@ async fn select_keys(
 }
 
 /// Columns `cols` (text expressions over `t`) of the rows matching `pred`, NULL as "".
+/// The key columns of `table`, quoted, each with its SQL type.
+fn key_columns(
+    db: &SourceDb,
+    table: &str,
+    key: &[String],
+) -> Result<Vec<(String, String)>, SourceError> {
+    key.iter()
+        .map(|k| {
+            let sql_type = db
+                .schema
+                .column(table, k)
+                .map_or("text".to_owned(), |c| c.sql_type.clone());
+            Ok((db.dialect.quote(&id(k)?), sql_type))
+        })
+        .collect()
+}
+
 /// The keys among `rule.erased_keys` whose rows are gone: nothing more is left to do
 /// for them.
 pub async fn erased_gone(
     db: &SourceDb,
     system: &System,
     rule: &CollectionRule,
-) -> Result<Vec<String>, SourceError> {
+) -> Result<Vec<Vec<String>>, SourceError> {
     if rule.erased_keys.is_empty() {
         return Ok(Vec::new());
     }
@@ -665,16 +704,20 @@ pub async fn erased_gone(
     let Some(listed) = b.key_in(rule, &rule.erased_keys, "t")? else {
         return Ok(Vec::new());
     };
-    let key = db.primary_key(system, &rule.collection);
-    let col = as_text(
-        db.dialect,
-        &format!("t.{}", db.dialect.quote(&id(&key[0])?)),
-    );
-    let present: std::collections::BTreeSet<String> =
-        fetch_rows(db, rule, &[col], &b.finish(listed))
+    let cols = db
+        .primary_key(system, &rule.collection)
+        .iter()
+        .map(|k| {
+            Ok(as_text(
+                db.dialect,
+                &format!("t.{}", db.dialect.quote(&id(k)?)),
+            ))
+        })
+        .collect::<Result<Vec<_>, SourceError>>()?;
+    let present: std::collections::BTreeSet<Vec<String>> =
+        fetch_rows(db, rule, &cols, &b.finish(listed))
             .await?
             .into_iter()
-            .filter_map(|r| r.into_iter().next())
             .collect();
     Ok(rule
         .erased_keys
@@ -1357,69 +1400,100 @@ impl Stretch<'_> {
         Ok(Some((n, took)))
     }
 
-    /// Any database: the next `limit` due rows by primary key, picked first, then acted on
-    /// by key range.
+    /// Any database: the next `limit` due rows by primary key (a composite key compared as
+    /// a row value), picked first, then acted on by key range.
     async fn by_key(&self, at: &mut Position) -> Result<Option<(u64, Duration)>, SourceError> {
         let d = self.db.dialect;
         let key = self.db.primary_key(self.system, &self.rule.collection);
-        let [key] = key.as_slice() else {
+        if key.is_empty() {
             return Err(SourceError::NoPrimaryKey {
                 system: self.system.id.to_string(),
                 table: self.rule.collection.clone(),
             });
+        }
+        let cols = key_columns(self.db, &self.rule.collection, &key)?;
+        let tuple = {
+            let parts: Vec<String> = cols.iter().map(|(q, _)| format!("t.{q}")).collect();
+            match parts.as_slice() {
+                [one] => one.clone(),
+                _ => format!("({})", parts.join(", ")),
+            }
         };
-        let kq = d.quote(&id(key)?);
-        let key_type = self
-            .db
-            .schema
-            .column(&self.rule.collection, key)
-            .map_or("text".to_owned(), |c| c.sql_type.clone());
+        // The key as bound parameters: one value, or a row value for a composite key.
+        let bound = |binds: &mut Vec<String>, values: &[String]| -> String {
+            let params: Vec<String> = cols
+                .iter()
+                .zip(values)
+                .map(|((_, sql_type), v)| self.bind(binds, v.clone(), sql_type))
+                .collect();
+            match params.as_slice() {
+                [one] => one.clone(),
+                _ => format!("({})", params.join(", ")),
+            }
+        };
+        // The position holds a single key as it is, a composite one as a JSON array.
+        let after: Option<Vec<String>> = at.after.as_deref().map(|a| {
+            if cols.len() == 1 {
+                vec![a.to_owned()]
+            } else {
+                serde_json::from_str(a).unwrap_or_default()
+            }
+        });
         let tq = d.quote(self.table);
         let mut binds = self.pred.binds.clone();
         let mut pred = self.pred.sql.clone();
-        if let Some(c) = &at.after {
-            pred = format!(
-                "{pred} AND t.{kq} > {}",
-                self.bind(&mut binds, c.clone(), &key_type)
-            );
+        if let Some(c) = &after {
+            pred = format!("{pred} AND {tuple} > {}", bound(&mut binds, c));
         }
         // 1. The last key of the next batch.
         let text = |e: &str| match d {
             Dialect::MySql => format!("CAST({e} AS CHAR)"),
             _ => format!("CAST({e} AS TEXT)"),
         };
+        let inner: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, (q, _))| format!("t.{q} AS k{i}"))
+            .collect();
+        let order: Vec<String> = cols.iter().map(|(q, _)| format!("t.{q}")).collect();
+        let outer: Vec<String> = (0..cols.len()).map(|i| text(&format!("k{i}"))).collect();
+        let last_first: Vec<String> = (0..cols.len()).map(|i| format!("k{i} DESC")).collect();
         let pick = format!(
-            "SELECT {} FROM (SELECT t.{kq} AS k FROM {tq} t WHERE {pred} ORDER BY t.{kq} LIMIT {}) picked",
-            text("MAX(k)"),
-            self.limit
+            "SELECT {} FROM (SELECT {} FROM {tq} t WHERE {pred} ORDER BY {} LIMIT {}) picked ORDER BY {} LIMIT 1",
+            outer.join(", "),
+            inner.join(", "),
+            order.join(", "),
+            self.limit,
+            last_first.join(", "),
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(pick));
         for v in &binds {
             q = q.bind(v.clone());
         }
         let row = q
-            .fetch_one(self.db.pool())
+            .fetch_optional(self.db.pool())
             .await
             .map_err(self.error(format!("selecting due rows of `{}`", self.rule.collection)))?;
-        let last: Option<String> = row.try_get(0).map_err(self.error("reading a key".into()))?;
-        let Some(last) = last else {
+        let Some(row) = row else {
             return Ok(None);
         };
+        let last = (0..cols.len())
+            .map(|i| row.try_get::<String, _>(i))
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(self.error("reading a key".into()))?;
         // 2. Act on the due rows up to it, in one transaction.
         let mut binds = self.pred.binds.clone();
         let mut range = Vec::new();
-        if let Some(c) = &at.after {
-            range.push(format!(
-                "t.{kq} > {}",
-                self.bind(&mut binds, c.clone(), &key_type)
-            ));
+        if let Some(c) = &after {
+            range.push(format!("{tuple} > {}", bound(&mut binds, c)));
         }
-        range.push(format!(
-            "t.{kq} <= {}",
-            self.bind(&mut binds, last.clone(), &key_type)
-        ));
+        range.push(format!("{tuple} <= {}", bound(&mut binds, &last)));
         let acted = self.act_within(&range.join(" AND "), binds).await?;
-        at.after = Some(last);
+        at.after = Some(if cols.len() == 1 {
+            last.into_iter().next().unwrap_or_default()
+        } else {
+            serde_json::to_string(&last).unwrap_or_default()
+        });
         Ok(Some(acted))
     }
 }
