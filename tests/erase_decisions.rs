@@ -161,3 +161,29 @@ fn a_record_whose_event_has_not_happened_keeps_its_parent() {
     assert_eq!(email.len(), 1);
     assert_eq!(email[0].until, None);
 }
+
+#[test]
+fn rows_kept_for_an_obligation_are_left_for_retention_to_finish() {
+    // Account 1 keeps what the obligation covers, with its order; account 2 goes whole;
+    // the undated order 11 keeps account 3 (not yet started, still recorded).
+    let report = decide(
+        vec![account("1"), account("2"), account("3")],
+        vec![
+            order("10", "1", Some("2024-01-01T00:00:00Z")),
+            order("11", "3", None),
+            // An order past its six years: erased now, nothing left for later.
+            order("12", "1", Some("2019-01-01T00:00:00Z")),
+        ],
+    );
+    let left: Vec<(String, Vec<String>)> = report.left_in_place.clone();
+    let named = |c: &str, k: &str| (c.to_owned(), vec![k.to_owned()]);
+    assert_eq!(
+        left,
+        [
+            named("accounts", "1"),
+            named("accounts", "3"),
+            named("orders", "10"),
+            named("orders", "11"),
+        ]
+    );
+}
