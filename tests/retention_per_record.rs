@@ -56,6 +56,15 @@ macro_rules! all_backends {
     };
 }
 
+/// The column type for a time: MariaDB's TIMESTAMP may update itself, DATETIME never does.
+fn time_type(db: &AppDb) -> &'static str {
+    if db.url.starts_with("mysql") {
+        "DATETIME"
+    } else {
+        "TIMESTAMP"
+    }
+}
+
 /// The shop's tables, empty.
 async fn shop(backend: Backend, test: &str) -> Option<AppDb> {
     let db = common::appdb::app_db(backend, test).await?;
@@ -556,11 +565,7 @@ systems:
 
 async fn composite_keys_name_single_rows(db: AppDb) {
     let n = now();
-    let time = if db.url.starts_with("mysql") {
-        "DATETIME"
-    } else {
-        "TIMESTAMP"
-    };
+    let time = time_type(&db);
     db.exec(&format!(
         "CREATE TABLE memberships (id INTEGER NOT NULL, account_id INTEGER NOT NULL, \
          club VARCHAR(20) NOT NULL, nickname VARCHAR(50) NULL, joined_at {time} NULL, \
@@ -685,11 +690,7 @@ all_backends!(composite_keys_name_single_rows);
 /// restriction is in force, none of its rows is counted due (nor removed).
 async fn a_keyless_collection_keeps_everything_under_a_restriction(db: AppDb) {
     let n = now();
-    let time = if db.url.starts_with("mysql") {
-        "DATETIME"
-    } else {
-        "TIMESTAMP"
-    };
+    let time = time_type(&db);
     db.exec(&format!(
         "CREATE TABLE visits (account_id INTEGER NOT NULL, spot VARCHAR(50) NULL, \
          seen_at {time} NULL, FOREIGN KEY (account_id) REFERENCES accounts (id))"
@@ -742,3 +743,75 @@ async fn a_keyless_collection_keeps_everything_under_a_restriction(db: AppDb) {
     sources.close().await;
 }
 all_backends!(a_keyless_collection_keeps_everything_under_a_restriction);
+
+/// Replies to comments: a comment goes once its replies have, and the account once its
+/// comments have; a plan counts that chain as the run does.
+async fn a_chain_of_replies_releases_its_account(db: AppDb) {
+    let n = now();
+    let time = time_type(&db);
+    db.exec(&format!(
+        "CREATE TABLE posts (id INTEGER PRIMARY KEY, account_id INTEGER NULL, \
+         reply_to INTEGER NULL, body VARCHAR(100) NULL, written_at {time} NULL, \
+         FOREIGN KEY (account_id) REFERENCES accounts (id), \
+         FOREIGN KEY (reply_to) REFERENCES posts (id))"
+    ))
+    .await;
+    // Account 1 closed, its comment 10 answered by 11, answered by 12: all due.
+    // Account 2 closed, its comment 20 answered by 21, which is recent: 20 and 2 stay.
+    account(&db, 1, Some(n - years(2))).await;
+    account(&db, 2, Some(n - years(2))).await;
+    for (id, acc, reply, days) in [
+        (10, 1, None, 400),
+        (11, 1, Some(10), 300),
+        (12, 1, Some(11), 200),
+        (20, 2, None, 400),
+        (21, 2, Some(20), 5),
+    ] {
+        let reply = reply.map_or("NULL".to_owned(), |r: i64| r.to_string());
+        db.exec(&format!(
+            "INSERT INTO posts VALUES ({id}, {acc}, {reply}, 'text {id}', '{}')",
+            ts(n - Duration::days(days))
+        ))
+        .await;
+    }
+    let text = policy_text(&db)
+        .replace(
+            "  - id: bookkeeping\n",
+            "  - id: forum
+    name: Forum
+    legal_basis: contract
+    subjects: [customer]
+    categories: [user.content]
+    recipients: []
+    retention: { keep_for: 90d, from: written }
+  - id: bookkeeping\n",
+        )
+        .replace(
+            "      - name: orders\n",
+            "      - name: posts
+        purposes: [forum]
+        events: { written: written_at }
+        fields:
+          - { name: id, primary_key: true }
+          - { name: account_id, references: accounts.id }
+          - { name: reply_to, references: posts.id }
+          - { name: body, categories: [user.content] }
+      - name: orders\n",
+        );
+    let policy = load(&db, &text);
+    let sources = Sources::default();
+    let none = Default::default();
+    let planned = retention::plan(&policy, &sources, n, &none).await.unwrap();
+    let rows = |due: &[Due]| -> BTreeMap<String, u64> {
+        due.iter().map(|d| (d.collection.clone(), d.rows)).collect()
+    };
+    let log = db.audit().await;
+    let ran = retention::run(&policy, &sources, &log, n, &options(1))
+        .await
+        .unwrap();
+    assert_eq!(rows(&planned), rows(&ran.collections), "plan = run");
+    assert_eq!(ids(&db.rows("accounts", &["id"], "1 = 1").await), vec![2]);
+    assert_eq!(ids(&db.rows("posts", &["id"], "1 = 1").await), vec![20, 21]);
+    sources.close().await;
+}
+all_backends!(a_chain_of_replies_releases_its_account);

@@ -1,5 +1,5 @@
 //! Retention, as a property: on random schemas (2–4 tables, each referring to an earlier
-//! table or to itself, `delete_row` or `keep_row`, a nullable personal column and sometimes
+//! table or to itself, some also to rows of their own (replies), `delete_row` or `keep_row`, a nullable personal column and sometimes
 //! a UNIQUE NOT NULL one) and random rows with random event dates (some NULL), a small
 //! reference model written here says what one run leaves. Each table serves an obligation
 //! (its period after `at`) and a contract (until `closed`); a row is due when both are
@@ -32,6 +32,8 @@ struct Table {
     keep_days: i64,
     /// The table `r` refers to: an earlier one or itself.
     refers_to: Option<usize>,
+    /// A second reference `s`, to a row of the same table (a reply to a comment).
+    replies: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ struct Row {
     request: Request,
     /// Row index in the referenced table.
     parent: Option<usize>,
+    /// Row index, in the same table, of the row `s` refers to.
+    reply_to: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,13 +81,15 @@ fn world() -> impl Strategy<Value = World> {
                         any::<bool>(),
                         prop_oneof![Just(10i64), Just(30), Just(60)],
                         prop::option::weighted(0.8, 0..=i),
+                        prop::bool::weighted(0.3),
                     )
                         .prop_map(
-                            |(keep_row, unique, keep_days, refers_to)| Table {
+                            |(keep_row, unique, keep_days, refers_to, replies)| Table {
                                 keep_row,
                                 unique,
                                 keep_days,
                                 refers_to,
+                                replies,
                             },
                         )
                 })
@@ -99,6 +105,11 @@ fn world() -> impl Strategy<Value = World> {
                         Some(to) => prop::option::weighted(0.75, 0..sizes[to]).boxed(),
                         None => Just(None).boxed(),
                     };
+                    let reply_to = if t.replies {
+                        prop::option::weighted(0.5, 0..sizes[i]).boxed()
+                    } else {
+                        Just(None).boxed()
+                    };
                     let request = prop_oneof![
                         6 => Just(Request::None),
                         1 => Just(Request::Restricted),
@@ -109,13 +120,17 @@ fn world() -> impl Strategy<Value = World> {
                         prop::option::weighted(0.6, 0i64..20),
                         request,
                         parent,
+                        reply_to,
                     )
-                        .prop_map(|(days_ago, closed_ago, request, parent)| Row {
-                            days_ago,
-                            closed_ago,
-                            request,
-                            parent,
-                        });
+                        .prop_map(
+                            |(days_ago, closed_ago, request, parent, reply_to)| Row {
+                                days_ago,
+                                closed_ago,
+                                request,
+                                parent,
+                                reply_to,
+                            },
+                        );
                     prop::collection::vec(row, sizes[i])
                 })
                 .collect();
@@ -141,6 +156,14 @@ impl World {
 
     fn parent(&self, at: At) -> Option<At> {
         Some((self.tables[at.0].refers_to?, self.row(at).parent?))
+    }
+
+    fn replied(&self, at: At) -> Option<At> {
+        self.tables[at.0]
+            .replies
+            .then_some(())
+            .and(self.row(at).reply_to)
+            .map(|r| (at.0, r))
     }
 
     fn due(&self, at: At) -> bool {
@@ -171,7 +194,11 @@ impl World {
         let mut gone = BTreeSet::new();
         loop {
             let left: Vec<At> = self.all().filter(|a| !gone.contains(a)).collect();
-            let referred: BTreeSet<At> = left.iter().filter_map(|&a| self.parent(a)).collect();
+            let referred: BTreeSet<At> = left
+                .iter()
+                .flat_map(|&a| [self.parent(a), self.replied(a)])
+                .flatten()
+                .collect();
             let next: Vec<At> = left
                 .iter()
                 .copied()
@@ -191,6 +218,9 @@ impl World {
         }
         if self.tables[t].refers_to.is_some() {
             c.push("r".to_owned());
+        }
+        if self.tables[t].replies {
+            c.push("s".to_owned());
         }
         c
     }
@@ -225,6 +255,9 @@ impl World {
         if self.tables[at.0].refers_to.is_some() {
             v.push(self.parent(at).map(|p| Self::id(p).to_string()));
         }
+        if self.tables[at.0].replies {
+            v.push(self.replied(at).map(|p| Self::id(p).to_string()));
+        }
         v
     }
 
@@ -244,10 +277,16 @@ impl World {
             if t.refers_to.is_some() {
                 cols.push("r INTEGER NULL".to_owned());
             }
+            if t.replies {
+                cols.push("s INTEGER NULL".to_owned());
+            }
             cols.push(format!("at {time} NULL"));
             cols.push(format!("closed {time} NULL"));
             if let Some(to) = t.refers_to {
                 cols.push(format!("FOREIGN KEY (r) REFERENCES t{to} (id)"));
+            }
+            if t.replies {
+                cols.push(format!("FOREIGN KEY (s) REFERENCES t{i} (id)"));
             }
             db.exec(&format!("CREATE TABLE t{i} ({})", cols.join(", ")))
                 .await;
@@ -258,8 +297,11 @@ impl World {
                 .iter()
                 .map(|x| x.as_ref().map_or("NULL".to_owned(), |s| format!("'{s}'")))
                 .collect();
-            if self.tables[at.0].refers_to.is_some() {
-                *v.last_mut().unwrap() = "NULL".to_owned();
+            let refs = usize::from(self.tables[at.0].refers_to.is_some())
+                + usize::from(self.tables[at.0].replies);
+            let len = v.len();
+            for x in &mut v[len - refs..] {
+                *x = "NULL".to_owned();
             }
             let when = |days: Option<i64>| {
                 days.map_or("NULL".to_owned(), |d| {
@@ -275,14 +317,16 @@ impl World {
                 .await;
         }
         for at in self.all().collect::<Vec<_>>() {
-            if let Some(p) = self.parent(at) {
-                db.exec(&format!(
-                    "UPDATE t{} SET r = {} WHERE id = {}",
-                    at.0,
-                    Self::id(p),
-                    Self::id(at)
-                ))
-                .await;
+            for (col, p) in [("r", self.parent(at)), ("s", self.replied(at))] {
+                if let Some(p) = p {
+                    db.exec(&format!(
+                        "UPDATE t{} SET {col} = {} WHERE id = {}",
+                        at.0,
+                        Self::id(p),
+                        Self::id(at)
+                    ))
+                    .await;
+                }
             }
         }
     }
@@ -345,6 +389,9 @@ purposes:
                 out.push_str(&format!(
                     "          - {{ name: r, references: t{to}.id }}\n"
                 ));
+            }
+            if t.replies {
+                out.push_str(&format!("          - {{ name: s, references: t{i}.id }}\n"));
             }
         }
         out

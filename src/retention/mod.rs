@@ -307,6 +307,7 @@ pub async fn plan(
 ) -> Result<Vec<Due>, SourceError> {
     let mut out = Vec::new();
     let rules = rules_with(policy, now, requested);
+    let mut going = sql::Going::new();
     for (i, rule) in rules.iter().enumerate() {
         let Some(system) = policy.system(&rule.system) else {
             continue;
@@ -315,7 +316,7 @@ pub async fn plan(
         let (rows, fields) = if rule.held_by.is_some() {
             (0, Vec::new())
         } else {
-            sql::count_due(&db, system, rule, &rules[..i], now).await?
+            sql::count_due(&db, system, rule, &rules[..i], &mut going, now).await?
         };
         out.push(Due {
             system: rule.system.clone(),

@@ -3,6 +3,7 @@
 //! table (pages, rowids or keys) in one short transaction. Deleted rows are
 //! gone and masked values no longer match, so a stopped run resumes by running again.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -84,6 +85,9 @@ struct Builder<'a> {
     earlier: &'a [CollectionRule],
     /// Subquery aliases handed out so far.
     aliases: usize,
+    /// Referencing collections whose staying rows the caller works out itself (a plan,
+    /// row by row): `row_due` leaves them out.
+    skip: Vec<String>,
 }
 
 fn id(s: &str) -> Result<Identifier, SourceError> {
@@ -104,6 +108,7 @@ impl<'a> Builder<'a> {
             binds: Vec::new(),
             earlier,
             aliases: 0,
+            skip: Vec::new(),
         }
     }
 
@@ -303,6 +308,9 @@ impl<'a> Builder<'a> {
         // A row still referenced by rows that stay is kept. In a plan, rows of collections
         // a run handles before this one stay only when they do not go themselves.
         for (child, fk, target) in &rule.children {
+            if self.skip.contains(child) {
+                continue;
+            }
             let d = self.d();
             let q = move |s: &str| id(s).map(|i| d.quote(&i));
             let k = self.alias();
@@ -575,31 +583,51 @@ fn mask_due(
     Ok((format!("{due} AND {nm} AND {free}"), Act::Mask(fid, value)))
 }
 
+/// The keys of the rows a run deletes, by `(system, collection)`, for the collections a
+/// plan works out row by row: those whose rows refer to each other, and those such rows
+/// refer to.
+pub type Going = BTreeMap<(String, String), BTreeSet<String>>;
+
+fn going_key(rule: &CollectionRule, collection: &str) -> (String, String) {
+    (rule.system.clone(), collection.to_owned())
+}
+
 /// Rows due for deletion, and values due for masking per field, as a run that applies
-/// `earlier` (the rules before this one, in a run's order) first would find them.
+/// `earlier` (the rules before this one, in a run's order) first would find them. Where
+/// rows of this collection, or of a collection before it in `going`, refer to each other,
+/// the rows are followed one by one and this collection's going rows added to `going`.
 pub async fn count_due(
     db: &SourceDb,
     system: &System,
     rule: &CollectionRule,
     earlier: &[CollectionRule],
+    going: &mut Going,
     now: DateTime<Utc>,
 ) -> Result<(u64, Vec<(String, u64)>), SourceError> {
     let table = id(&rule.collection)?;
     let t = "t";
     let mut fields = Vec::new();
+    let row_by_row = self_refs(rule).next().is_some()
+        || rule
+            .children
+            .iter()
+            .any(|(c, _, _)| going.contains_key(&going_key(rule, c)));
     match rule.mode {
-        ErasureMode::DeleteRow if self_refs(rule).next().is_some() => {
+        ErasureMode::DeleteRow if row_by_row => {
             // A row a row of its own collection refers to goes once that row has gone:
-            // the run repeats until nothing more goes, which is counted here row by row.
-            let going = going_with_self_refs(db, system, rule, earlier, now).await?;
+            // the run repeats until nothing more goes; a row that such rows refer to goes
+            // once they have. Both are counted here row by row.
+            let gone = going_row_by_row(db, system, rule, earlier, going, now).await?;
             for f in mask_targets(system, rule) {
                 let mut b = Builder::new(db, system, now, earlier);
                 let (pred, _) = mask_due(&mut b, rule, t, f)?;
                 let keys = select_keys(db, system, rule, &b.finish(pred)).await?;
-                let n = keys.iter().filter(|k| !going.contains(*k)).count();
+                let n = keys.iter().filter(|k| !gone.contains(*k)).count();
                 fields.push((f.to_owned(), n as u64));
             }
-            Ok((going.len() as u64, fields))
+            let n = gone.len() as u64;
+            going.insert(going_key(rule, &rule.collection), gone);
+            Ok((n, fields))
         }
         ErasureMode::DeleteRow => {
             let mut b = Builder::new(db, system, now, earlier);
@@ -768,25 +796,42 @@ async fn fetch_rows(
         .collect()
 }
 
-/// The keys of the rows of a collection whose rows refer to each other that a run
-/// deletes: due ones that no staying row refers to, repeatedly (children first), so a
-/// chain of due rows goes whole and a cycle stays.
-async fn going_with_self_refs(
+/// The keys of the rows of `rule`'s collection that a run deletes, followed row by row:
+/// due ones that no staying row refers to, repeatedly (children first), so a chain of due
+/// rows of the collection goes whole and a cycle stays; a row that rows of a collection in
+/// `going` refer to goes only if all of those go.
+async fn going_row_by_row(
     db: &SourceDb,
     system: &System,
     rule: &CollectionRule,
     earlier: &[CollectionRule],
+    going: &Going,
     now: DateTime<Utc>,
-) -> Result<std::collections::BTreeSet<String>, SourceError> {
-    use std::collections::{BTreeMap, BTreeSet};
+) -> Result<BTreeSet<String>, SourceError> {
     let d = db.dialect;
     let edges: Vec<(String, String)> = self_refs(rule)
         .map(|(fk, target)| (fk.to_owned(), target.to_owned()))
         .collect();
-    // Due by everything but the references among its own rows.
+    // Referencing collections followed row by row, with the column they refer to here.
+    let followed: Vec<(&CollectionRule, &str, &str)> = rule
+        .children
+        .iter()
+        .filter(|(c, _, _)| *c != rule.collection && going.contains_key(&going_key(rule, c)))
+        .filter_map(|(c, fk, target)| {
+            let child = earlier
+                .iter()
+                .find(|r| r.system == rule.system && r.collection == *c)?;
+            Some((child, fk.as_str(), target.as_str()))
+        })
+        .collect();
+    // Due by everything but the references of its own rows and of the followed ones.
     let mut own = rule.clone();
     own.children
         .retain(|(child, _, _)| *child != rule.collection);
+    let skip: Vec<String> = followed
+        .iter()
+        .map(|(c, _, _)| c.collection.clone())
+        .collect();
     let col = |c: &str| -> Result<String, SourceError> {
         Ok(as_text(d, &format!("t.{}", d.quote(&id(c)?))))
     };
@@ -799,13 +844,18 @@ async fn going_with_self_refs(
         cols.push(col(target)?);
         cols.push(col(fk)?);
     }
+    for (_, _, target) in &followed {
+        cols.push(col(target)?);
+    }
     let mut b = Builder::new(db, system, now, earlier);
+    b.skip = skip.clone();
     let sql = b.row_due(&own, "t")?;
     let due = fetch_rows(db, rule, &cols, &b.finish(sql)).await?;
-    // The values staying rows refer to, per reference.
+    // The values staying rows of its own refer to, per reference.
     let mut pinned: Vec<BTreeSet<String>> = Vec::new();
     for (fk, _) in &edges {
         let mut b = Builder::new(db, system, now, earlier);
+        b.skip = skip.clone();
         let goes = b.row_due(&own, "t")?;
         let fkc = format!("t.{}", d.quote(&id(fk)?));
         let sql = format!("{fkc} IS NOT NULL AND ({goes}) IS NOT TRUE");
@@ -816,7 +866,32 @@ async fn going_with_self_refs(
                 .collect(),
         );
     }
+    // The values staying rows of each followed collection refer to.
+    let mut held: Vec<BTreeSet<String>> = Vec::new();
+    for (child, fk, _) in &followed {
+        let gone = &going[&going_key(rule, &child.collection)];
+        let child_keys = identity_columns(db, system, child);
+        let mut ccols = Vec::new();
+        for c in &child_keys {
+            ccols.push(col(c)?);
+        }
+        ccols.push(col(fk)?);
+        let fkc = format!("t.{}", d.quote(&id(fk)?));
+        let pred = Pred {
+            sql: format!("{fkc} IS NOT NULL"),
+            binds: Vec::new(),
+        };
+        let rows = fetch_rows(db, child, &ccols, &pred).await?;
+        let k = child_keys.len();
+        held.push(
+            rows.into_iter()
+                .filter(|r| !gone.contains(&r[..k].join("\u{1f}")))
+                .map(|r| r[k].clone())
+                .collect(),
+        );
+    }
     let n = key_cols.len();
+    let f0 = n + 2 * edges.len();
     let mut by_target: Vec<BTreeMap<&str, Vec<usize>>> = vec![BTreeMap::new(); edges.len()];
     for (i, row) in due.iter().enumerate() {
         for (e, map) in by_target.iter_mut().enumerate() {
@@ -830,6 +905,11 @@ async fn going_with_self_refs(
     let mut referrers = vec![0usize; due.len()];
     let mut parents: Vec<Vec<usize>> = vec![Vec::new(); due.len()];
     for (i, row) in due.iter().enumerate() {
+        for (f, values) in held.iter().enumerate() {
+            if values.contains(&row[f0 + f]) {
+                blocked[i] = true;
+            }
+        }
         for e in 0..edges.len() {
             if pinned[e].contains(&row[n + 2 * e]) {
                 blocked[i] = true;
@@ -844,9 +924,9 @@ async fn going_with_self_refs(
     let mut ready: Vec<usize> = (0..due.len())
         .filter(|&i| referrers[i] == 0 && !blocked[i])
         .collect();
-    let mut going = BTreeSet::new();
+    let mut gone = BTreeSet::new();
     while let Some(i) = ready.pop() {
-        going.insert(due[i][..n].join("\u{1f}"));
+        gone.insert(due[i][..n].join("\u{1f}"));
         for &p in &parents[i] {
             referrers[p] -= 1;
             if referrers[p] == 0 && !blocked[p] {
@@ -854,7 +934,7 @@ async fn going_with_self_refs(
             }
         }
     }
-    Ok(going)
+    Ok(gone)
 }
 
 /// One finished batch: rows deleted, or values of `field` masked.
