@@ -12,6 +12,7 @@ use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use crate::config::redact_url;
 
+pub mod lease;
 mod tokens;
 pub use tokens::{AdminToken, Role, TokenLifetime};
 pub mod files;
