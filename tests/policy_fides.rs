@@ -61,7 +61,7 @@ fn a_fides_manifest_becomes_the_systems_collections() {
     );
     // The system's default purpose applies to every imported field.
     assert_eq!(
-        Policy::field_purposes(shop, orders, addr)[0].as_str(),
+        checked.policy.field_purposes(shop, orders, addr)[0].as_str(),
         "orders"
     );
 }
