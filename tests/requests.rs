@@ -2981,3 +2981,79 @@ async fn download_secret_on(url: &SecretString) {
         Err(RequestError::Expired)
     ));
 }
+
+/// The JSON API reads JSON only: a write with a body of any other type (what a form on
+/// another site can send without asking) is refused with 415 before anything happens.
+#[tokio::test]
+async fn the_api_refuses_writes_whose_body_is_not_json() {
+    let s = start().await;
+    let http = reqwest::Client::new();
+    let body = json!({ "type": "access", "identity": { "email": unique_email() } }).to_string();
+    let before = s.requests().await;
+    for ct in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("text/json"),
+        None,
+    ] {
+        let mut r = http
+            .post(format!("{}/v1/requests", s.base))
+            .body(body.clone());
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 415, "{ct:?}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "unsupported_media_type", "{ct:?}");
+    }
+    assert_eq!(
+        s.requests().await,
+        before,
+        "a body that is not JSON made a request"
+    );
+    let r = http
+        .post(format!("{}/v1/requests", s.base))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let (id, token) = (
+        created["id"].as_str().unwrap(),
+        created["token"].as_str().unwrap(),
+    );
+    // Admin actions and OpenDSR alike; a write without a body is not concerned.
+    let dpo = s.token(lethe::store::Role::Dpo).await;
+    let r = http
+        .post(format!("{}/v1/admin/requests/{id}/reject", s.base))
+        .bearer_auth(&dpo)
+        .header("content-type", "text/plain")
+        .body(json!({ "reason": "no" }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let r = http
+        .post(format!("{}/opendsr/v1/requests", s.base))
+        .bearer_auth(&dpo)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], 415);
+    assert_eq!(v["error"]["errors"][0]["reason"], "UnsupportedMediaType");
+    let r = http
+        .delete(format!("{}/v1/requests/{id}", s.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a withdrawal has no body");
+}

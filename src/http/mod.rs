@@ -3,6 +3,7 @@
 
 mod admin;
 mod error;
+mod json_only;
 mod limit;
 pub mod openapi;
 mod opendsr;
@@ -218,20 +219,21 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         origin::check,
     ));
-    let public = requests::routes()
-        .merge(portal)
-        .merge(opendsr::routes())
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limit::limit,
-        ));
+    // The JSON API reads JSON only: no cross-site form reaches it.
+    let api = requests::routes().route_layer(axum::middleware::from_fn(json_only::require));
+    let public = api.merge(portal).merge(opendsr::routes()).route_layer(
+        axum::middleware::from_fn_with_state(state.clone(), limit::limit),
+    );
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/privacy", get(privacy))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
-        .nest("/v1/admin", admin::routes())
+        .nest(
+            "/v1/admin",
+            admin::routes().route_layer(axum::middleware::from_fn(json_only::require)),
+        )
         .merge(public)
         .fallback(|| async {
             ApiError::client(
