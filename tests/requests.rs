@@ -3057,3 +3057,132 @@ async fn the_api_refuses_writes_whose_body_is_not_json() {
         .unwrap();
     assert_eq!(r.status(), 200, "a withdrawal has no body");
 }
+
+/// The DPO's reasons rest sealed with the request's identity and details; a reason an
+/// earlier version kept in clear is sealed when the server starts, once, and still reads.
+#[tokio::test]
+async fn the_dpos_reasons_rest_sealed() {
+    let (url, _dir) = common::sqlite_store();
+    reasons_sealed_on(&url).await;
+    if let Some(url) = common::postgres_store("the_dpos_reasons_rest_sealed").await {
+        reasons_sealed_on(&url).await;
+    }
+}
+
+async fn reasons_sealed_on(url: &SecretString) {
+    use lethe::audit::Actor;
+    use lethe::requests::Kind;
+    let b = Bare::open(url).await;
+    let svc = b.service();
+    let now = chrono::Utc::now();
+    let submit = async |kind| {
+        let identity = lethe::audit::Identity::parse(&format!("email={}", unique_email())).unwrap();
+        svc.submit(kind, &identity, Some("details"), now)
+            .await
+            .unwrap()
+            .id
+    };
+    // Verified: under the subject's key. Unverified: under the request's own key.
+    let verified = submit(Kind::Erasure).await;
+    let (_, link) = b.code_and_link(&verified);
+    svc.verify_link(&verified, &link, now).await.unwrap();
+    svc.extend(
+        &verified,
+        1,
+        "the archive of Jane Roe is on tape",
+        Actor::Cli,
+        now,
+    )
+    .await
+    .unwrap();
+    let pending = submit(Kind::Access).await;
+    svc.reject(&pending, "Kim Doe asked twice", None, Actor::Cli, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        svc.full(&verified).await.unwrap().reason.as_deref(),
+        Some("the archive of Jane Roe is on tape")
+    );
+    assert_eq!(
+        svc.full(&pending).await.unwrap().reason.as_deref(),
+        Some("Kim Doe asked twice")
+    );
+    assert_eq!(
+        svc.full(&verified).await.unwrap().details.as_deref(),
+        Some("details")
+    );
+    let dump = dump_store(&b.store).await;
+    for needle in ["Jane Roe", "Kim Doe"] {
+        assert!(
+            shows(&dump, needle).is_empty(),
+            "{needle} in clear: {:?}",
+            shows(&dump, needle)
+        );
+    }
+    // The old way: the reason in its clear column.
+    let old = submit(Kind::Erasure).await;
+    let (_, link) = b.code_and_link(&old);
+    svc.verify_link(&old, &link, now).await.unwrap();
+    sqlx::query("UPDATE dsr_requests SET reason = 'Lee Poe sent no proof' WHERE id = $1")
+        .bind(&old)
+        .execute(b.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        svc.full(&old).await.unwrap().reason.as_deref(),
+        Some("Lee Poe sent no proof")
+    );
+    serve_once(&b).await;
+    let sealed = dump_store(&b.store).await;
+    assert!(
+        shows(&sealed, "Lee Poe").is_empty(),
+        "{:?}",
+        shows(&sealed, "Lee Poe")
+    );
+    assert_eq!(
+        svc.full(&old).await.unwrap().reason.as_deref(),
+        Some("Lee Poe sent no proof")
+    );
+    assert_eq!(
+        svc.full(&old).await.unwrap().details.as_deref(),
+        Some("details")
+    );
+    let row = async || -> Vec<u8> {
+        sqlx::query_scalar("SELECT sealed FROM dsr_requests WHERE id = $1")
+            .bind(&old)
+            .fetch_one(b.store.pool())
+            .await
+            .unwrap()
+    };
+    let once = row().await;
+    serve_once(&b).await;
+    assert_eq!(row().await, once, "sealing again changed the request");
+}
+
+/// Starts the server on `b`'s store, as `lethe serve` does, and stops it once it answers.
+async fn serve_once(b: &Bare) {
+    let policy = Arc::new(
+        Policy::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+            .unwrap()
+            .into_valid()
+            .unwrap(),
+    );
+    let keys = KeySource {
+        master: None,
+        signing: None,
+        dir: b._tmp.path().join(".lethe"),
+    };
+    let app = Application::build("127.0.0.1:0", b.store.clone(), policy)
+        .await
+        .unwrap()
+        .with_audit(b.audit.clone(), keys)
+        .with_mailer(b.mailer.clone());
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    // What was left in clear is sealed before the server answers anything.
+    reqwest::get(format!("{base}/healthz")).await.unwrap();
+    let _ = stop.send(());
+}

@@ -192,6 +192,7 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        seal_left_in_clear(&self.state).await;
         let mut background = Vec::new();
         if let Some(d) = self.webhooks.filter(|_| !self.manual_webhooks) {
             background.push(crate::notify::webhook::spawn(self.state.store.clone(), d));
@@ -210,6 +211,31 @@ impl Application {
             h.abort();
         }
         served
+    }
+}
+
+/// What an earlier version left in clear is sealed before anything is served: queued
+/// webhook bodies, and the DPO's reasons on requests. Idempotent: a second start, or a
+/// second instance, finds nothing left.
+async fn seal_left_in_clear(state: &AppState) {
+    let Some(audit) = &state.audit else { return };
+    match crate::notify::webhook::seal_clear_bodies(&state.store, &audit.outbox_key()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            webhooks = n,
+            "sealed webhook bodies an earlier version queued in clear"
+        ),
+        Err(e) => tracing::error!(error = %e, "webhook bodies left in clear could not be sealed"),
+    }
+    if let Ok(svc) = requests::service(state) {
+        match svc.seal_clear_reasons().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                requests = n,
+                "sealed the DPO's reasons an earlier version kept in clear"
+            ),
+            Err(e) => tracing::error!(error = %e, "reasons left in clear could not be sealed"),
+        }
     }
 }
 

@@ -388,6 +388,7 @@ impl Service<'_> {
             });
             notify::webhook::enqueue_in(
                 &mut *tx,
+                &self.audit.outbox_key(),
                 &notify::webhook::Webhook {
                     kind: notify::webhook::Kind::ErasureNotice,
                     request_id: Some(id.to_owned()),
