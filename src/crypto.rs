@@ -120,6 +120,14 @@ pub fn random_hex(n: usize) -> Result<String, CryptoError> {
     Ok(hex::encode(b))
 }
 
+/// `n` random bytes, base64url without padding (for secrets that travel in URLs).
+pub fn random_base64url(n: usize) -> Result<String, CryptoError> {
+    use base64::Engine;
+    let mut b = vec![0u8; n];
+    fill_random(&mut b)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+}
+
 /// SHA-256 over the concatenation of `parts`.
 pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);

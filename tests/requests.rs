@@ -258,6 +258,28 @@ impl Server {
             .collect()
     }
 
+    /// The secret of the download link in request `id`'s completion e-mail.
+    async fn download_secret(&self, id: &str) -> String {
+        let start = format!("/portal/requests/{id}/download?secret=");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            for text in self.mails_with(id) {
+                let text = unqp(&text);
+                if let Some(i) = text.find(&start) {
+                    return text[i + start.len()..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                        .collect();
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no completion mail with a download link for {id}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     async fn status_of(&self, id: &str, token: &str) -> String {
         let v: Value = reqwest::Client::new()
             .get(format!("{}/v1/requests/{id}", self.base))
@@ -614,7 +636,7 @@ async fn a_verified_access_request_yields_a_package_and_an_erasure_erases() {
     let s = start().await;
     let http = reqwest::Client::new();
     let (id, token) = s.verified("access", "person5@example.org").await;
-    // Not ready before the worker ran.
+    // Nothing before the worker ran: no package, no secret.
     assert_eq!(
         http.get(format!("{}/v1/requests/{id}/package", s.base))
             .bearer_auth(&token)
@@ -622,7 +644,7 @@ async fn a_verified_access_request_yields_a_package_and_an_erasure_erases() {
             .await
             .unwrap()
             .status(),
-        404
+        401
     );
     assert_eq!(s.execute().await.as_deref(), Some(id.as_str()));
     assert_eq!(s.execute().await, None, "a request ran twice");
@@ -636,9 +658,18 @@ async fn a_verified_access_request_yields_a_package_and_an_erasure_erases() {
         .await
         .unwrap();
     assert_eq!(status["status"], "completed");
+    // The request's token does not open the package: the completion e-mail's secret does.
     let r = http
         .get(format!("{}/v1/requests/{id}/package", s.base))
         .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let secret = s.download_secret(&id).await;
+    let r = http
+        .get(format!("{}/v1/requests/{id}/package", s.base))
+        .bearer_auth(&secret)
         .send()
         .await
         .unwrap();
@@ -650,7 +681,7 @@ async fn a_verified_access_request_yields_a_package_and_an_erasure_erases() {
     std::io::Read::read_to_string(&mut archive.by_name("data.json").unwrap(), &mut data).unwrap();
     assert!(data.contains("person5@example.org"), "{data}");
     assert!(!data.contains("person6@example.org"));
-    // Another request's token does not open this package; nor does none.
+    // No secret opens nothing.
     assert_eq!(
         http.get(format!("{}/v1/requests/{id}/package", s.base))
             .send()
@@ -1687,22 +1718,39 @@ async fn the_portal_works_without_javascript() {
         .unwrap();
     assert!(page.contains(">completed<"), "{page}");
     assert!(!page.contains("token"), "{page}");
-    let link = between(&page, "<a href=\"/portal/requests/", '"').to_owned();
-    assert_eq!(link, format!("{id}/package"));
+    // The page points to the e-mail's link; its cookie downloads nothing.
+    assert!(page.contains("with the link in the e-mail"), "{page}");
+    assert!(!page.contains("/package"), "{page}");
+    for (method, route) in [
+        (reqwest::Method::GET, "package"),
+        (reqwest::Method::GET, "download"),
+        (reqwest::Method::POST, "download"),
+    ] {
+        let r = http
+            .request(
+                method.clone(),
+                format!("{}/portal/requests/{id}/{route}", s.base),
+            )
+            .header("cookie", &cookie)
+            .form(&[("secret", "")])
+            .send()
+            .await
+            .unwrap();
+        let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(
+            !ct.starts_with("application/zip"),
+            "{method} {route} with the cookie: {ct}"
+        );
+    }
+    let secret = s.download_secret(&id).await;
     let zip = http
-        .get(format!("{}/portal/requests/{link}", s.base))
-        .header("cookie", &cookie)
+        .post(format!("{}/portal/requests/{id}/download", s.base))
+        .form(&[("secret", secret.as_str())])
         .send()
         .await
         .unwrap();
     assert_eq!(zip.status(), 200);
     assert_eq!(zip.headers()["content-type"], "application/zip");
-    let r = http
-        .get(format!("{}/portal/requests/{link}", s.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401, "the package without the token");
     // Another token opens nothing.
     let r = http
         .get(format!("{}/portal/requests/{id}", s.base))
@@ -2768,4 +2816,400 @@ async fn an_unverified_request_leaves_no_key_behind() {
     assert_eq!(purged.abandoned_requests, 1);
     assert_eq!(b.scalar("SELECT count(*) FROM dsr_requests").await, 0);
     assert_eq!(b.subjects().await, (0, 0));
+}
+
+/// The completion e-mail's link opens the package with a secret of its own: its page
+/// only shows a button (a mail scanner's GET takes nothing), the button posts the secret
+/// from the portal's own page, and the API takes the secret as its bearer token. The
+/// request's token opens nothing; the secret rests only as a hash and ends with the package.
+#[tokio::test]
+async fn a_completion_link_opens_the_package_with_its_own_secret_only() {
+    let s = start().await;
+    let http = reqwest::Client::new();
+    let (id, token) = s.verified("access", "person7@example.org").await;
+    assert_eq!(s.execute().await.as_deref(), Some(id.as_str()));
+    let secret = s.download_secret(&id).await;
+    assert_eq!(secret.len(), 32, "192 bits in base64url: {secret}");
+    assert!(
+        secret
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    );
+    let link = format!("{}/portal/requests/{id}/download?secret={secret}", s.base);
+    // The page of the link: a button, no download.
+    let r = http.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let page = r.text().await.unwrap();
+    assert!(page.contains(&format!(
+        "<form method=\"post\" action=\"/portal/requests/{id}/download\">"
+    )));
+    assert!(page.contains(&format!("value=\"{secret}\"")));
+    assert!(!page.contains("person7"), "{page}");
+    // The button posts the secret from the portal's page; from nowhere, it is refused.
+    let r = http
+        .post(format!("{}/portal/requests/{id}/download", s.base))
+        .form(&[("secret", secret.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a post naming no origin");
+    let browser = s.browser();
+    let wrong = browser
+        .post(format!("{}/portal/requests/{id}/download", s.base))
+        .form(&[("secret", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401, "the request token as the secret");
+    let zip = browser
+        .post(format!("{}/portal/requests/{id}/download", s.base))
+        .form(&[("secret", secret.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zip.status(), 200);
+    assert_eq!(zip.headers()["content-type"], "application/zip");
+    assert_eq!(
+        zip.headers()["content-disposition"],
+        format!("attachment; filename=\"{id}.zip\"").as_str()
+    );
+    let bytes = zip.bytes().await.unwrap();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let mut data = String::new();
+    std::io::Read::read_to_string(&mut archive.by_name("data.json").unwrap(), &mut data).unwrap();
+    assert!(data.contains("person7@example.org"));
+    // The API: the secret as bearer; not the token, not in the query, not the old route.
+    let api = format!("{}/v1/requests/{id}/package", s.base);
+    let get = |auth: Option<&str>, url: String| {
+        let mut r = http.get(url);
+        if let Some(a) = auth {
+            r = r.bearer_auth(a);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get(Some(&secret), api.clone()).await, 200);
+    assert_eq!(get(Some(&token), api.clone()).await, 401);
+    assert_eq!(get(None, api.clone()).await, 401);
+    assert_eq!(get(None, format!("{api}?token={token}")).await, 401);
+    assert_eq!(get(None, format!("{api}?secret={secret}")).await, 401);
+    assert_eq!(
+        get(
+            Some(&secret),
+            format!("{}/v1/requests/r_other/package", s.base)
+        )
+        .await,
+        401
+    );
+    let r = http
+        .get(format!("{}/portal/requests/{id}/package", s.base))
+        .header("cookie", format!("lethe_request={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the old cookie download route");
+    // Stored as a hash only.
+    let dump = dump_store(&s.store).await;
+    let hits: Vec<&str> = dump.lines().filter(|l| l.contains(&secret)).collect();
+    assert!(hits.is_empty(), "the secret in the store: {hits:?}");
+    // It ends with the package.
+    sqlx::query("UPDATE request_packages SET expires_at = '2000-01-01T00:00:00.000000Z' WHERE request_id = $1")
+        .bind(&id)
+        .execute(s.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(get(Some(&secret), api.clone()).await, 410);
+    let r = browser
+        .post(format!("{}/portal/requests/{id}/download", s.base))
+        .form(&[("secret", secret.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 410);
+}
+
+/// The same on each store: the secret opens the package, the token does not, and only
+/// a hash of it is kept, ending with the package.
+#[tokio::test]
+async fn download_secrets_are_kept_as_hashes_on_every_store() {
+    let (url, _dir) = common::sqlite_store();
+    download_secret_on(&url).await;
+    if let Some(url) = common::postgres_store("download_secrets_are_kept_as_hashes").await {
+        download_secret_on(&url).await;
+    }
+}
+
+async fn download_secret_on(url: &SecretString) {
+    use lethe::requests::{Kind, RequestError, Service};
+    let b = Bare::open(url).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = demo(tmp.path(), None).await;
+    let svc = Service {
+        store: &b.store,
+        audit: &b.audit,
+        mailer: &b.mailer,
+        settings: lethe::requests::Settings::from_policy(&policy),
+    };
+    let identity = lethe::audit::Identity::parse("email=person9@example.org").unwrap();
+    let now = chrono::Utc::now();
+    let created = svc
+        .submit(Kind::Portability, &identity, None, now)
+        .await
+        .unwrap();
+    let (_, link) = b.code_and_link(&created.id);
+    svc.verify_link(&created.id, &link, now).await.unwrap();
+    let sources = lethe::sources::db::Sources::default();
+    svc.execute_next(&policy, &sources, "test", now)
+        .await
+        .unwrap();
+    sources.close().await;
+    lethe::notify::deliver_pending(&b.store, &b.mailer)
+        .await
+        .unwrap();
+    let start = format!("/portal/requests/{}/download?secret=", created.id);
+    let secret: String = std::fs::read_dir(&b.outbox)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .map(|t| unqp(&t))
+        .find_map(|t| {
+            let i = t.find(&start)? + start.len();
+            Some(
+                t[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                    .collect(),
+            )
+        })
+        .expect("no completion mail with a download link");
+    let d = svc.package(&created.id, &secret, now).await.unwrap();
+    assert_eq!(d.content_type, "application/json");
+    assert!(String::from_utf8_lossy(&d.bytes).contains("person9@example.org"));
+    assert!(matches!(
+        svc.package(&created.id, &created.token, now).await,
+        Err(RequestError::Unauthorized)
+    ));
+    let stored: String =
+        sqlx::query_scalar("SELECT secret_hash FROM request_packages WHERE request_id = $1")
+            .bind(&created.id)
+            .fetch_one(b.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(stored.len(), 64);
+    assert!(!dump_store(&b.store).await.contains(&secret));
+    let later = now + chrono::Duration::days(lethe::requests::PACKAGE_DAYS + 1);
+    assert!(matches!(
+        svc.package(&created.id, &secret, later).await,
+        Err(RequestError::Expired)
+    ));
+}
+
+/// The JSON API reads JSON only: a write with a body of any other type (what a form on
+/// another site can send without asking) is refused with 415 before anything happens.
+#[tokio::test]
+async fn the_api_refuses_writes_whose_body_is_not_json() {
+    let s = start().await;
+    let http = reqwest::Client::new();
+    let body = json!({ "type": "access", "identity": { "email": unique_email() } }).to_string();
+    let before = s.requests().await;
+    for ct in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("text/json"),
+        None,
+    ] {
+        let mut r = http
+            .post(format!("{}/v1/requests", s.base))
+            .body(body.clone());
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 415, "{ct:?}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "unsupported_media_type", "{ct:?}");
+    }
+    assert_eq!(
+        s.requests().await,
+        before,
+        "a body that is not JSON made a request"
+    );
+    let r = http
+        .post(format!("{}/v1/requests", s.base))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let (id, token) = (
+        created["id"].as_str().unwrap(),
+        created["token"].as_str().unwrap(),
+    );
+    // Admin actions and OpenDSR alike; a write without a body is not concerned.
+    let dpo = s.token(lethe::store::Role::Dpo).await;
+    let r = http
+        .post(format!("{}/v1/admin/requests/{id}/reject", s.base))
+        .bearer_auth(&dpo)
+        .header("content-type", "text/plain")
+        .body(json!({ "reason": "no" }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let r = http
+        .post(format!("{}/opendsr/v1/requests", s.base))
+        .bearer_auth(&dpo)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], 415);
+    assert_eq!(v["error"]["errors"][0]["reason"], "UnsupportedMediaType");
+    let r = http
+        .delete(format!("{}/v1/requests/{id}", s.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a withdrawal has no body");
+}
+
+/// The DPO's reasons rest sealed with the request's identity and details; a reason an
+/// earlier version kept in clear is sealed when the server starts, once, and still reads.
+#[tokio::test]
+async fn the_dpos_reasons_rest_sealed() {
+    let (url, _dir) = common::sqlite_store();
+    reasons_sealed_on(&url).await;
+    if let Some(url) = common::postgres_store("the_dpos_reasons_rest_sealed").await {
+        reasons_sealed_on(&url).await;
+    }
+}
+
+async fn reasons_sealed_on(url: &SecretString) {
+    use lethe::audit::Actor;
+    use lethe::requests::Kind;
+    let b = Bare::open(url).await;
+    let svc = b.service();
+    let now = chrono::Utc::now();
+    let submit = async |kind| {
+        let identity = lethe::audit::Identity::parse(&format!("email={}", unique_email())).unwrap();
+        svc.submit(kind, &identity, Some("details"), now)
+            .await
+            .unwrap()
+            .id
+    };
+    // Verified: under the subject's key. Unverified: under the request's own key.
+    let verified = submit(Kind::Erasure).await;
+    let (_, link) = b.code_and_link(&verified);
+    svc.verify_link(&verified, &link, now).await.unwrap();
+    svc.extend(
+        &verified,
+        1,
+        "the archive of Jane Roe is on tape",
+        Actor::Cli,
+        now,
+    )
+    .await
+    .unwrap();
+    let pending = submit(Kind::Access).await;
+    svc.reject(&pending, "Kim Doe asked twice", None, Actor::Cli, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        svc.full(&verified).await.unwrap().reason.as_deref(),
+        Some("the archive of Jane Roe is on tape")
+    );
+    assert_eq!(
+        svc.full(&pending).await.unwrap().reason.as_deref(),
+        Some("Kim Doe asked twice")
+    );
+    assert_eq!(
+        svc.full(&verified).await.unwrap().details.as_deref(),
+        Some("details")
+    );
+    let dump = dump_store(&b.store).await;
+    for needle in ["Jane Roe", "Kim Doe"] {
+        assert!(
+            shows(&dump, needle).is_empty(),
+            "{needle} in clear: {:?}",
+            shows(&dump, needle)
+        );
+    }
+    // The old way: the reason in its clear column.
+    let old = submit(Kind::Erasure).await;
+    let (_, link) = b.code_and_link(&old);
+    svc.verify_link(&old, &link, now).await.unwrap();
+    sqlx::query("UPDATE dsr_requests SET reason = 'Lee Poe sent no proof' WHERE id = $1")
+        .bind(&old)
+        .execute(b.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        svc.full(&old).await.unwrap().reason.as_deref(),
+        Some("Lee Poe sent no proof")
+    );
+    serve_once(&b).await;
+    let sealed = dump_store(&b.store).await;
+    assert!(
+        shows(&sealed, "Lee Poe").is_empty(),
+        "{:?}",
+        shows(&sealed, "Lee Poe")
+    );
+    assert_eq!(
+        svc.full(&old).await.unwrap().reason.as_deref(),
+        Some("Lee Poe sent no proof")
+    );
+    assert_eq!(
+        svc.full(&old).await.unwrap().details.as_deref(),
+        Some("details")
+    );
+    let row = async || -> Vec<u8> {
+        sqlx::query_scalar("SELECT sealed FROM dsr_requests WHERE id = $1")
+            .bind(&old)
+            .fetch_one(b.store.pool())
+            .await
+            .unwrap()
+    };
+    let once = row().await;
+    serve_once(&b).await;
+    assert_eq!(row().await, once, "sealing again changed the request");
+}
+
+/// Starts the server on `b`'s store, as `lethe serve` does, and stops it once it answers.
+async fn serve_once(b: &Bare) {
+    let policy = Arc::new(
+        Policy::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+            .unwrap()
+            .into_valid()
+            .unwrap(),
+    );
+    let keys = KeySource {
+        master: None,
+        signing: None,
+        dir: b._tmp.path().join(".lethe"),
+    };
+    let app = Application::build("127.0.0.1:0", b.store.clone(), policy)
+        .await
+        .unwrap()
+        .with_audit(b.audit.clone(), keys)
+        .with_mailer(b.mailer.clone());
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    // What was left in clear is sealed before the server answers anything.
+    reqwest::get(format!("{base}/healthz")).await.unwrap();
+    let _ = stop.send(());
 }

@@ -424,7 +424,67 @@ fn the_binary_keeps_its_files_private_and_secrets_out_of_its_log() {
             .and_then(|c| c.split_once('='))
             .map(|(_, v)| v.to_owned())
             .unwrap();
-        (id, token, vec![secret.to_owned(), portal_token])
+        // Confirmed with the e-mailed code, run by the worker, downloaded with the
+        // completion e-mail's link: its secret is in no log line either.
+        let outbox = dir.path().join("outbox");
+        let mail_with = |needle: &str| {
+            std::fs::read_dir(&outbox)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                .map(|t| {
+                    t.replace("=\r\n", "")
+                        .replace("=\n", "")
+                        .replace("=3D", "=")
+                })
+                .find(|t| t.contains(&id) && t.contains(needle))
+        };
+        let code_mail = mail_with("verification code is ").expect("no code e-mail");
+        let i = code_mail.find("verification code is ").unwrap() + 21;
+        let code: String = code_mail[i..].chars().take(11).collect();
+        let r = http
+            .post(format!("http://{address}/v1/requests/{id}/verify"))
+            .json(&serde_json::json!({ "code": code }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let start = format!("/portal/requests/{id}/download?secret=");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let done = loop {
+            if let Some(m) = mail_with(&start) {
+                break m;
+            }
+            assert!(std::time::Instant::now() < deadline, "no completion e-mail");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        let j = done.find(&start).unwrap() + start.len();
+        let download: String = done[j..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        let r = http
+            .get(format!("http://{address}{start}{download}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = http
+            .post(format!("http://{address}/portal/requests/{id}/download"))
+            .header("origin", format!("http://{address}"))
+            .form(&[("secret", download.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = http
+            .get(format!("http://{address}/v1/requests/{id}/package"))
+            .bearer_auth(&download)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        (id, token, vec![secret.to_owned(), portal_token, download])
     });
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     // While it serves, with the WAL files open.
@@ -439,7 +499,8 @@ fn the_binary_keeps_its_files_private_and_secrets_out_of_its_log() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(mails.len(), 2, "{mails:?}");
+    // Two codes, one completion.
+    assert_eq!(mails.len(), 3, "{mails:?}");
     private.extend(mails);
     let wider: Vec<String> = private
         .iter()

@@ -143,10 +143,11 @@ impl Receiver {
     }
 }
 
-async fn enqueue(store: &Store, target: &str, url: &str, now: chrono::DateTime<chrono::Utc>) {
-    let mut tx = store.begin().await.unwrap();
+async fn enqueue(e: &Env, target: &str, url: &str, now: chrono::DateTime<chrono::Utc>) {
+    let mut tx = e.store.begin().await.unwrap();
     webhook::enqueue_in(
         &mut tx,
+        &e.audit.outbox_key(),
         &Webhook {
             kind: Kind::ErasureNotice,
             request_id: Some("r_test".into()),
@@ -186,9 +187,9 @@ async fn a_slow_receiver_holds_one_slot_while_the_others_are_delivered() {
         let fast = receiver(200, None).await;
         let now = chrono::Utc::now();
         let slow_url = format!("{}/slow", slow.url);
-        enqueue(&e.store, "aws", &slow_url, now).await;
+        enqueue(&e, "aws", &slow_url, now).await;
         for i in 0..3 {
-            enqueue(&e.store, "stripe", &format!("{}/fast/{i}", fast.url), now).await;
+            enqueue(&e, "stripe", &format!("{}/fast/{i}", fast.url), now).await;
         }
         let started = Instant::now();
         let round = webhook::deliver_due(&e.store, &e.delivery).await.unwrap();
@@ -220,7 +221,7 @@ async fn redirects_are_never_followed() {
         for code in [302, 307, 308] {
             let r = receiver(code, Some(format!("{}/stolen", elsewhere.url))).await;
             let u = format!("{}/hook", r.url);
-            enqueue(&e.store, "aws", &u, chrono::Utc::now()).await;
+            enqueue(&e, "aws", &u, chrono::Utc::now()).await;
             hooks.push((code, r, u));
         }
         let round = webhook::deliver_due(&e.store, &e.delivery).await.unwrap();
@@ -251,7 +252,7 @@ async fn a_refused_url_fails_at_once_without_a_connection() {
             "http://hooks.example.com/x",
             "https://[::ffff:10.0.0.1]/x",
         ] {
-            enqueue(&e.store, "aws", u, now).await;
+            enqueue(&e, "aws", u, now).await;
         }
         let round = webhook::deliver_due(&e.store, &e.delivery).await.unwrap();
         assert_eq!(round.failed, 3, "{round:?}");
@@ -272,7 +273,7 @@ async fn retries_end_failed_the_dpo_sees_it_and_requeues_it() {
         let t0 = chrono::Utc::now();
         // The query may hold a token of the receiver's: it is never listed.
         let target = format!("{}/hook?token=s3cret", hook.url);
-        enqueue(&e.store, "aws", &target, t0).await;
+        enqueue(&e, "aws", &target, t0).await;
         let at = |secs: i64| t0 + chrono::Duration::seconds(secs);
         let round = |now| webhook::deliver_due_at(&e.store, &e.delivery, now);
         assert_eq!(round(at(0)).await.unwrap().retried, 1);
@@ -415,12 +416,12 @@ async fn each_processor_signs_with_its_own_secret_that_no_mask_equals() {
         // Rotation: a new secret signs from now on, and it is kept.
         let hook = receiver(200, None).await;
         let u = format!("{}/hook", hook.url);
-        enqueue(&e.store, "aws", &u, chrono::Utc::now()).await;
+        enqueue(&e, "aws", &u, chrono::Utc::now()).await;
         webhook::deliver_due(&e.store, &e.delivery).await.unwrap();
         let rotated = e.audit.rotate_webhook_secret("aws").await.unwrap();
         assert_eq!(rotated.version, 2);
         assert_ne!(rotated.to_hex(), aws.to_hex());
-        enqueue(&e.store, "aws", &u, chrono::Utc::now()).await;
+        enqueue(&e, "aws", &u, chrono::Utc::now()).await;
         webhook::deliver_due(&e.store, &e.delivery).await.unwrap();
         let got = hook.got.lock().unwrap().clone();
         assert_eq!(got.len(), 2);
@@ -463,7 +464,7 @@ async fn a_webhook_claimed_by_a_sender_that_died_is_sent_once_later() {
         let hook = receiver(200, None).await;
         let now = chrono::Utc::now();
         let u = format!("{}/hook", hook.url);
-        enqueue(&e.store, "aws", &u, now).await;
+        enqueue(&e, "aws", &u, now).await;
         // A sender claimed it and died before recording anything.
         sqlx::query("UPDATE webhook_outbox SET claimed_at = $1")
             .bind(lethe::store::timestamp(now))
@@ -481,4 +482,138 @@ async fn a_webhook_claimed_by_a_sender_that_died_is_sent_once_later() {
         assert_eq!(hook.count(), 1);
         assert!(status_of(&e.store, &u).await.1.is_some());
     }
+}
+
+/// A webhook outbox row: body in clear, sealed body, delivery id.
+type OutboxRow = (Option<String>, Option<Vec<u8>>, Option<String>);
+
+/// A webhook body (an erasure notice names the person) rests sealed in the outbox and is
+/// opened only to send; a body an earlier version queued in clear is sealed when the
+/// server starts, once, and is still delivered with the delivery id it had.
+#[tokio::test]
+async fn webhook_bodies_rest_sealed_and_clear_ones_are_sealed_at_start() {
+    for (url, _dir) in stores("webhook_bodies_rest_sealed").await {
+        let r = receiver(200, None).await;
+        let e = env(&url, local(5, 4, 72)).await;
+        let now = chrono::Utc::now();
+        let mut tx = e.store.begin().await.unwrap();
+        webhook::enqueue_in(
+            &mut tx,
+            &e.audit.outbox_key(),
+            &Webhook {
+                kind: Kind::ErasureNotice,
+                request_id: Some("r_sealed".into()),
+                target: "aws".into(),
+                url: format!("{}/new", r.url),
+                body: json!({ "identities": [{ "type": "email", "value": "sealed.person@example.org" }] }),
+                signing: Signing::Hmac,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        // The old way: the body in clear, no delivery id.
+        sqlx::query(
+            "INSERT INTO webhook_outbox (kind, request_id, target, url, body, signing, next_attempt_at, created_at) VALUES ('erasure_notice', 'r_clear', 'aws', $1, $2, 'hmac', $3, $3)",
+        )
+        .bind(format!("{}/old", r.url))
+        .bind(r#"{"identities":[{"type":"email","value":"clear.person@example.org"}]}"#)
+        .bind(lethe::store::timestamp(now))
+        .execute(e.store.pool())
+        .await
+        .unwrap();
+        let clear_id: i64 =
+            sqlx::query_scalar("SELECT id FROM webhook_outbox WHERE request_id = 'r_clear'")
+                .fetch_one(e.store.pool())
+                .await
+                .unwrap();
+        let rows = async |store: &Store| -> Vec<OutboxRow> {
+            use sqlx::Row;
+            sqlx::query("SELECT body, sealed, delivery_id FROM webhook_outbox ORDER BY id")
+                .fetch_all(store.pool())
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r.try_get(0).unwrap(),
+                        r.try_get(1).unwrap(),
+                        r.try_get(2).unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let before = rows(&e.store).await;
+        assert_eq!(before[0].0, None, "a new body in clear");
+        assert!(!String::from_utf8_lossy(before[0].1.as_ref().unwrap()).contains("sealed.person"));
+        assert!(before[1].0.as_deref().unwrap().contains("clear.person"));
+        // A server starting on this store seals what was left in clear, once.
+        restart(&e).await;
+        let sealed = rows(&e.store).await;
+        assert_eq!(sealed[0], before[0], "a sealed body was touched");
+        assert_eq!(sealed[1].0, None, "the old body is still in clear");
+        assert!(!String::from_utf8_lossy(sealed[1].1.as_ref().unwrap()).contains("clear.person"));
+        assert_eq!(sealed[1].2, Some(format!("wh_{clear_id}")));
+        restart(&e).await;
+        assert_eq!(
+            rows(&e.store).await,
+            sealed,
+            "sealing again changed something"
+        );
+        // Both are delivered, opened only to send.
+        let round = webhook::deliver_due_at(&e.store, &e.delivery, now)
+            .await
+            .unwrap();
+        assert_eq!(round.delivered, 2);
+        let got = r.got.lock().unwrap().clone();
+        let bodies: Vec<String> = got
+            .iter()
+            .map(|(_, b, _)| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        assert!(
+            bodies
+                .iter()
+                .any(|b| b.contains("sealed.person@example.org")),
+            "{bodies:?}"
+        );
+        let old = got
+            .iter()
+            .find(|(_, b, _)| String::from_utf8_lossy(b).contains("clear.person@example.org"))
+            .expect("the old webhook was not delivered");
+        assert_eq!(old.0["idempotency-key"], format!("wh_{clear_id}").as_str());
+        for (body, sealed, _) in rows(&e.store).await {
+            assert_eq!((body, sealed), (None, None), "a delivered body was kept");
+        }
+    }
+}
+
+/// Starts another server on `e`'s store and keys, waits until it answers, and stops it.
+async fn restart(e: &Env) {
+    let keys = KeySource {
+        master: None,
+        signing: None,
+        dir: e.dir.path().join(".lethe"),
+    };
+    let policy = Arc::new(
+        Policy::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+            .unwrap()
+            .into_valid()
+            .unwrap(),
+    );
+    let app = lethe::http::Application::build("127.0.0.1:0", e.store.clone(), policy)
+        .await
+        .unwrap()
+        .with_audit(e.audit.clone(), keys)
+        .with_webhooks(&local(5, 4, 72), Arc::new(SystemLookup))
+        .unwrap()
+        .manual_webhooks();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    // Sealing runs before the server answers anything.
+    reqwest::get(format!("{base}/healthz")).await.unwrap();
+    let _ = stop.send(());
 }

@@ -1,11 +1,14 @@
 //! `lethe admin token create|list|revoke`, `lethe admin webhook-secret --processor ID
-//! [--rotate]`.
+//! [--rotate]`, and what the admin API shows of undeliverable messages:
+//! `lethe admin outbox dead|requeue ID [--to ADDRESS]`, `lethe admin webhooks
+//! failed|requeue ID`.
 
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
 use super::audit::TextOrJson;
+use crate::audit::{Actor, AuditLog, NewEntry};
 use crate::config::Config;
 use crate::store::{Role, Store, TokenLifetime};
 
@@ -27,6 +30,48 @@ pub enum AdminAction {
         #[arg(long)]
         rotate: bool,
     },
+    /// Mail the transport refused for good (dead letters): list, put one back in the queue
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
+    /// Webhooks given up as failed: list, put one back in the queue
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxAction {
+    /// List the dead letters, newest first: id, kind, recipient, attempts, when, last error.
+    /// The recipient's address is shown, as the DPO needs it to fix the address; no
+    /// subject line or body is shown
+    Dead {
+        #[arg(long, value_enum, default_value = "text")]
+        format: TextOrJson,
+    },
+    /// Put dead letter ID back in the queue once the transport or the address is fixed;
+    /// it is sent by the next delivery round of `lethe serve` (audited as mail.requeued)
+    Requeue {
+        id: String,
+        /// Send it to this address instead (checked as the intake checks addresses)
+        #[arg(long, value_name = "ADDRESS")]
+        to: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksAction {
+    /// List the failed webhooks, newest first: id, kind, request, target, URL (without its
+    /// query), attempts, last status; never the body
+    Failed {
+        #[arg(long, value_enum, default_value = "text")]
+        format: TextOrJson,
+    },
+    /// Put failed webhook ID back in the queue, due now, with a new time window; it is sent
+    /// by the delivery task of `lethe serve` (audited as webhook.requeued)
+    Requeue { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +123,8 @@ pub async fn run(action: AdminAction, config: &Config) -> anyhow::Result<ExitCod
             println!("{}", secret.to_hex());
             ExitCode::SUCCESS
         }
+        AdminAction::Outbox { action } => outbox(&store, config, action).await?,
+        AdminAction::Webhooks { action } => webhooks(&store, config, action).await?,
     };
     store.close().await;
     Ok(code)
@@ -155,4 +202,155 @@ async fn token(store: &Store, action: TokenAction) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An id as the listings print it; anything else is no such id.
+fn parse_id(id: &str, what: &str) -> Result<i64, ExitCode> {
+    id.trim().parse().map_err(|_| {
+        eprintln!("error: no {what} {id} (ids are numbers; see the list)");
+        ExitCode::from(2)
+    })
+}
+
+async fn outbox(store: &Store, config: &Config, action: OutboxAction) -> anyhow::Result<ExitCode> {
+    let audit = AuditLog::open(store.clone(), &config.key_source()).await?;
+    // Only to open and seal queued messages: nothing is sent from here.
+    let mailer = crate::notify::Mailer::from_config(config, None, "outbox".into())?
+        .with_outbox_key(audit.outbox_key());
+    match action {
+        OutboxAction::Dead { format } => {
+            let dead = crate::notify::dead_letters(store, &mailer).await?;
+            match format {
+                TextOrJson::Json => {
+                    // What the DPO acts on; the subject line may name the request only,
+                    // yet it is left out like the bodies.
+                    let rows: Vec<serde_json::Value> = dead
+                        .iter()
+                        .map(|d| {
+                            serde_json::json!({
+                                "id": d.id, "kind": d.kind, "recipient": d.recipient,
+                                "attempts": d.attempts, "created_at": d.created_at,
+                                "dead_at": d.dead_at, "last_error": d.last_error,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                }
+                TextOrJson::Text => {
+                    println!(
+                        "{:<6}  {:<20}  {:<32}  {:<8}  {:<16}  last error",
+                        "id", "kind", "recipient", "attempts", "dead since"
+                    );
+                    for d in &dead {
+                        println!(
+                            "{:<6}  {:<20}  {:<32}  {:<8}  {:<16}  {}",
+                            d.id,
+                            d.kind,
+                            d.recipient,
+                            d.attempts,
+                            d.dead_at.get(..16).unwrap_or(&d.dead_at).replace('T', " "),
+                            d.last_error.as_deref().unwrap_or("-")
+                        );
+                    }
+                    eprintln!("{} dead letter(s)", dead.len());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        OutboxAction::Requeue { id, to } => {
+            let id = match parse_id(&id, "dead letter") {
+                Ok(id) => id,
+                Err(code) => return Ok(code),
+            };
+            let to = to.as_deref().map(str::trim);
+            if to.is_some_and(|t| crate::notify::recipient(t).is_none()) {
+                eprintln!(
+                    "error: --to is not an address the mail transport can send to; nothing changed"
+                );
+                return Ok(ExitCode::from(2));
+            }
+            let mut tx = store.begin().await?;
+            if !crate::notify::requeue_dead_in(&mut tx, &mailer, id, to).await? {
+                eprintln!("error: no dead letter {id} (see `lethe admin outbox dead`)");
+                return Ok(ExitCode::from(2));
+            }
+            audit
+                .append_in(
+                    &mut tx,
+                    &[NewEntry::new(Actor::Cli, "mail.requeued").summary(
+                        serde_json::json!({ "outbox_id": id, "new_recipient": to.is_some() }),
+                    )],
+                )
+                .await?;
+            tx.commit().await?;
+            eprintln!(
+                "dead letter {id} is queued again{}; `lethe serve` sends it in its next round",
+                if to.is_some() {
+                    " to the new address"
+                } else {
+                    ""
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn webhooks(
+    store: &Store,
+    config: &Config,
+    action: WebhooksAction,
+) -> anyhow::Result<ExitCode> {
+    match action {
+        WebhooksAction::Failed { format } => {
+            let failed = crate::notify::webhook::failed(store).await?;
+            match format {
+                TextOrJson::Json => println!("{}", serde_json::to_string_pretty(&failed)?),
+                TextOrJson::Text => {
+                    println!(
+                        "{:<6}  {:<16}  {:<26}  {:<12}  {:<8}  {:<12}  url",
+                        "id", "kind", "request", "target", "attempts", "last status"
+                    );
+                    for f in &failed {
+                        println!(
+                            "{:<6}  {:<16}  {:<26}  {:<12}  {:<8}  {:<12}  {}",
+                            f.id,
+                            f.kind,
+                            f.request_id.as_deref().unwrap_or("-"),
+                            f.target,
+                            f.attempts,
+                            f.last_status.as_deref().unwrap_or("-"),
+                            f.url
+                        );
+                    }
+                    eprintln!("{} failed webhook(s)", failed.len());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        WebhooksAction::Requeue { id } => {
+            let id = match parse_id(&id, "failed webhook") {
+                Ok(id) => id,
+                Err(code) => return Ok(code),
+            };
+            let audit = AuditLog::open(store.clone(), &config.key_source()).await?;
+            let mut tx = store.begin().await?;
+            if !crate::notify::webhook::requeue_in(&mut tx, id, chrono::Utc::now()).await? {
+                eprintln!("error: no failed webhook {id} (see `lethe admin webhooks failed`)");
+                return Ok(ExitCode::from(2));
+            }
+            audit
+                .append_in(
+                    &mut tx,
+                    &[NewEntry::new(Actor::Cli, "webhook.requeued")
+                        .summary(serde_json::json!({ "webhook_id": id }))],
+                )
+                .await?;
+            tx.commit().await?;
+            eprintln!(
+                "webhook {id} is queued again, due now; `lethe serve` delivers it in its next round"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

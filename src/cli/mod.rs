@@ -96,7 +96,8 @@ pub enum Command {
         #[command(subcommand)]
         action: vendors::VendorsAction,
     },
-    /// Admin API tokens and each processor's webhook signing secret
+    /// Admin API tokens, each processor's webhook signing secret, dead letters and failed
+    /// webhooks
     Admin {
         #[command(subcommand)]
         action: admin::AdminAction,

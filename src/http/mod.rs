@@ -3,6 +3,7 @@
 
 mod admin;
 mod error;
+mod json_only;
 mod limit;
 pub mod openapi;
 mod opendsr;
@@ -191,6 +192,7 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        seal_left_in_clear(&self.state).await;
         let mut background = Vec::new();
         if let Some(d) = self.webhooks.filter(|_| !self.manual_webhooks) {
             background.push(crate::notify::webhook::spawn(self.state.store.clone(), d));
@@ -212,26 +214,52 @@ impl Application {
     }
 }
 
+/// What an earlier version left in clear is sealed before anything is served: queued
+/// webhook bodies, and the DPO's reasons on requests. Idempotent: a second start, or a
+/// second instance, finds nothing left.
+async fn seal_left_in_clear(state: &AppState) {
+    let Some(audit) = &state.audit else { return };
+    match crate::notify::webhook::seal_clear_bodies(&state.store, &audit.outbox_key()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            webhooks = n,
+            "sealed webhook bodies an earlier version queued in clear"
+        ),
+        Err(e) => tracing::error!(error = %e, "webhook bodies left in clear could not be sealed"),
+    }
+    if let Ok(svc) = requests::service(state) {
+        match svc.seal_clear_reasons().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                requests = n,
+                "sealed the DPO's reasons an earlier version kept in clear"
+            ),
+            Err(e) => tracing::error!(error = %e, "reasons left in clear could not be sealed"),
+        }
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     // What anyone may call is limited per client IP.
     let portal = portal::routes().route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         origin::check,
     ));
-    let public = requests::routes()
-        .merge(portal)
-        .merge(opendsr::routes())
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limit::limit,
-        ));
+    // The JSON API reads JSON only: no cross-site form reaches it.
+    let api = requests::routes().route_layer(axum::middleware::from_fn(json_only::require));
+    let public = api.merge(portal).merge(opendsr::routes()).route_layer(
+        axum::middleware::from_fn_with_state(state.clone(), limit::limit),
+    );
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/privacy", get(privacy))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
-        .nest("/v1/admin", admin::routes())
+        .nest(
+            "/v1/admin",
+            admin::routes().route_layer(axum::middleware::from_fn(json_only::require)),
+        )
         .merge(public)
         .fallback(|| async {
             ApiError::client(

@@ -10,6 +10,8 @@ pub enum Auth {
     Public,
     /// The request's own token (bearer or `?token=`).
     RequestToken,
+    /// The secret of the completion e-mail's link, as a bearer token.
+    DownloadSecret,
     /// An admin token; `true` when it must be a DPO's.
     Admin(bool),
 }
@@ -236,6 +238,28 @@ pub fn routes() -> Vec<Route> {
             "portal",
         ),
         r(
+            "get",
+            "/portal/requests/{id}/download",
+            "Portal: the link from the completion e-mail (`?secret=`): a page with a download button (a GET downloads nothing)",
+            Public,
+            None,
+            &[(200, "HTML")],
+            "portal",
+        ),
+        r(
+            "post",
+            "/portal/requests/{id}/download",
+            "Portal: download the package with the link's secret (form field `secret`)",
+            Public,
+            Some(form_body),
+            &[
+                (200, "application/zip or application/json"),
+                (401, "HTML: the secret does not open a package"),
+                (410, "HTML: the package is no longer kept"),
+            ],
+            "portal",
+        ),
+        r(
             "post",
             "/portal/requests/{id}/cancel",
             "Portal: withdraw the request (form)",
@@ -309,13 +333,12 @@ pub fn routes() -> Vec<Route> {
         r(
             "get",
             "/v1/requests/{id}/package",
-            "Download the access or portability package (7 days)",
-            RequestToken,
+            "Download the access or portability package (7 days) with the secret of the completion e-mail's link as the bearer token (the request token does not open it)",
+            DownloadSecret,
             None,
             &[
                 (200, "application/zip or application/json"),
-                (401, "no or wrong token"),
-                (404, "no package"),
+                (401, "no or wrong download secret"),
                 (410, "expired"),
             ],
             "requests",
@@ -592,6 +615,9 @@ pub fn document() -> Value {
                     "description": "the request token, unless sent as a bearer token" }));
                 op["security"] = json!([{ "requestToken": [] }, {}]);
             }
+            Auth::DownloadSecret => {
+                op["security"] = json!([{ "downloadSecret": [] }]);
+            }
             Auth::Admin(dpo) => {
                 op["security"] = json!([{ "adminToken": [] }]);
                 op["description"] = json!(if dpo {
@@ -619,7 +645,8 @@ pub fn document() -> Value {
         "paths": paths,
         "components": { "securitySchemes": {
             "adminToken": { "type": "http", "scheme": "bearer", "description": "lethe admin token create --role dpo|auditor" },
-            "requestToken": { "type": "http", "scheme": "bearer", "description": "the token returned when the request was made" }
+            "requestToken": { "type": "http", "scheme": "bearer", "description": "the token returned when the request was made" },
+            "downloadSecret": { "type": "http", "scheme": "bearer", "description": "the secret of the link in the completion e-mail (`?secret=`)" }
         } }
     })
 }

@@ -28,6 +28,15 @@ pub fn routes() -> Router<AppState> {
         .route("/opendsr/v1/public-key", get(public_key))
         .route("/opendsr/v1/requests", axum::routing::post(create))
         .route("/opendsr/v1/requests/{id}", get(status).delete(cancel))
+        .route_layer(axum::middleware::from_fn(json_only))
+}
+
+/// A write with a body that is not JSON: 415, in the OpenDSR format.
+async fn json_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if super::json_only::refused(&req) {
+        return SpecError::from(super::json_only::unsupported()).into_response();
+    }
+    next.run(req).await
 }
 
 /// An error in the OpenDSR format: `{"error": {"code", "message", "errors": [...]}}`.
@@ -80,6 +89,7 @@ impl From<ApiError> for SpecError {
         let reason = match status {
             StatusCode::UNAUTHORIZED => "Unauthorized",
             StatusCode::FORBIDDEN => "Forbidden",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
             _ => "ServiceError",
         };
         Self {

@@ -32,7 +32,10 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/portal/requests/{id}/cancel", post(cancel))
         .route("/portal/requests/{id}/code", post(resend))
-        .route("/portal/requests/{id}/package", get(package))
+        .route(
+            "/portal/requests/{id}/download",
+            get(download_page).post(download),
+        )
 }
 
 /// The cookie that carries a request's token between the portal's pages: never a URL.
@@ -100,6 +103,10 @@ fn templates() -> &'static Environment<'static> {
             (
                 "status.html",
                 include_str!("../../templates/portal/status.html"),
+            ),
+            (
+                "download.html",
+                include_str!("../../templates/portal/download.html"),
             ),
             (
                 "message.html",
@@ -576,18 +583,49 @@ async fn resend(
     }
 }
 
-/// The access package, for the browser holding the request's token.
-async fn package(
+/// The link in the completion e-mail: a page whose one button downloads the package, so
+/// that a mail scanner fetching the link takes nothing away.
+async fn download_page(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    Query(q): Query<SecretForm>,
 ) -> Response {
-    let (svc, token) = match holder(&state, &headers) {
-        Ok(h) => h,
-        Err(page) => return *page,
+    page(
+        StatusCode::OK,
+        "download.html",
+        context! {
+            controller => state.settings.controller, id, secret => q.secret,
+            package_days => state.settings.package_days,
+        },
+    )
+}
+
+/// The package, for the secret of the completion e-mail's link (posted by its page).
+async fn download(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: Result<Form<SecretForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return unreadable(&state);
     };
-    match svc.package(&id, &token, chrono::Utc::now()).await {
+    let Ok(svc) = service(&state) else {
+        return unavailable(&state);
+    };
+    match svc.package(&id, &f.secret, chrono::Utc::now()).await {
         Ok(d) => super::requests::download(&id, d),
+        Err(RequestError::Unauthorized) => message(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            "We could not do that",
+            "This link does not open a package. Use the link of the e-mail telling you that your data is ready.",
+        ),
+        Err(RequestError::Expired) => message(
+            &state,
+            StatusCode::GONE,
+            "We could not do that",
+            "This package is no longer kept. Make a new request to receive your data again.",
+        ),
         Err(e) => failure(&state, e),
     }
 }

@@ -229,15 +229,19 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-/// The request token: `Authorization: Bearer ...`, or `?token=` for clients of earlier
-/// versions (request logs print paths only, never a query).
-fn token(headers: &HeaderMap, q: TokenQuery) -> Result<String, ApiError> {
-    let bearer = headers
+/// The `Authorization: Bearer` value, if any.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    bearer.or(q.token).ok_or_else(|| {
+        .map(str::to_owned)
+}
+
+/// The request token: `Authorization: Bearer ...`, or `?token=` for clients of earlier
+/// versions (request logs print paths only, never a query).
+fn token(headers: &HeaderMap, q: TokenQuery) -> Result<String, ApiError> {
+    bearer(headers).or(q.token).ok_or_else(|| {
         ApiError::client(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -257,16 +261,34 @@ async fn status(
     Ok(Json(svc.status(&id, &token).await?))
 }
 
+/// The package, for `Authorization: Bearer <download secret>`: the secret of the link in
+/// the completion e-mail. The request's status token does not open it.
 async fn package(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
-    let token = token(&headers, q)?;
+    let secret = bearer(&headers).ok_or_else(|| {
+        ApiError::client(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the download secret of the completion e-mail is needed",
+        )
+    })?;
     let svc = service(&state)?;
-    let d = svc.package(&id, &token, chrono::Utc::now()).await?;
-    Ok(download(&id, d))
+    match svc.package(&id, &secret, chrono::Utc::now()).await {
+        Err(RequestError::Unauthorized) => Err(ApiError::client(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the download secret of the completion e-mail is needed",
+        )),
+        Err(RequestError::Expired) => Err(ApiError::client(
+            StatusCode::GONE,
+            "package_expired",
+            "the package is no longer kept",
+        )),
+        other => Ok(download(&id, other?)),
+    }
 }
 
 /// A package as a download.

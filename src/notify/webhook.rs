@@ -16,7 +16,8 @@
 //! (`lethe admin webhook-secret --processor ID` prints it). OpenDSR callbacks carry
 //! `X-OpenDSR-Processor-Domain` and `X-OpenDSR-Signature`, the base64 Ed25519 signature of
 //! the body, checkable with the key served at `/opendsr/v1/public-key`.
-//! Once delivered, the body (which names the person) is dropped from the outbox.
+//! A queued body (an erasure notice names the person) rests sealed under the outbox key,
+//! bound to its delivery id, and is opened only to send; once delivered it is dropped.
 
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ use sqlx::{AnyConnection, Row};
 use super::target::{Lookup, Rules, SystemLookup, TargetError};
 use crate::audit::AuditLog;
 use crate::config::WebhookConfig;
-use crate::crypto::Signer;
+use crate::crypto::{SealingKey, Signer};
 use crate::store::{Store, timestamp};
 
 /// How a webhook is signed.
@@ -159,28 +160,80 @@ impl Delivery {
     }
 }
 
-/// Queues a webhook inside the caller's transaction.
+/// Bound to every sealed body, with the webhook's delivery id.
+const WEBHOOK_AAD: &str = "lethe webhook outbox v1:";
+
+fn seal_body(key: &SealingKey, delivery_id: &str, body: &str) -> Result<Vec<u8>, sqlx::Error> {
+    key.seal(
+        body.as_bytes(),
+        format!("{WEBHOOK_AAD}{delivery_id}").as_bytes(),
+    )
+    .map_err(|e| sqlx::Error::Protocol(format!("sealing a webhook: {e}")))
+}
+
+fn open_body(key: &SealingKey, delivery_id: &str, sealed: &[u8]) -> Result<String, sqlx::Error> {
+    let plain = key
+        .open(sealed, format!("{WEBHOOK_AAD}{delivery_id}").as_bytes())
+        .map_err(|e| sqlx::Error::Protocol(format!("a queued webhook cannot be opened: {e}")))?;
+    String::from_utf8(plain)
+        .map_err(|_| sqlx::Error::Protocol("a queued webhook is not text".into()))
+}
+
+/// Queues a webhook inside the caller's transaction, its body sealed under `key` (the
+/// audit log's outbox key).
 pub async fn enqueue_in(
     conn: &mut AnyConnection,
+    key: &SealingKey,
     w: &Webhook,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     let delivery_id = crate::crypto::random_hex(16)
+        .map(|h| format!("wh_{h}"))
         .map_err(|e| sqlx::Error::Protocol(format!("delivery id: {e}")))?;
     sqlx::query(
-        "INSERT INTO webhook_outbox (kind, request_id, target, url, body, signing, next_attempt_at, created_at, delivery_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
+        "INSERT INTO webhook_outbox (kind, request_id, target, url, body, sealed, signing, next_attempt_at, created_at, delivery_id) VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $7, $8)",
     )
     .bind(w.kind.key())
     .bind(&w.request_id)
     .bind(&w.target)
     .bind(&w.url)
-    .bind(w.body.to_string())
+    .bind(seal_body(key, &delivery_id, &w.body.to_string())?)
     .bind(w.signing.key())
     .bind(timestamp(now))
-    .bind(format!("wh_{delivery_id}"))
+    .bind(&delivery_id)
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Seals the bodies an earlier version queued in clear, once (`lethe serve` calls it when
+/// it starts; a second call finds nothing); how many were sealed. A row without a
+/// delivery id gets the one it was sent with (`wh_<id>`).
+pub async fn seal_clear_bodies(store: &Store, key: &SealingKey) -> Result<usize, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, body, delivery_id FROM webhook_outbox WHERE body IS NOT NULL AND sealed IS NULL",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    let mut sealed = 0;
+    for r in rows {
+        let id: i64 = r.try_get(0)?;
+        let body: String = r.try_get(1)?;
+        let delivery_id = r
+            .try_get::<Option<String>, _>(2)?
+            .unwrap_or_else(|| format!("wh_{id}"));
+        let n = sqlx::query(
+            "UPDATE webhook_outbox SET sealed = $1, body = NULL, delivery_id = $2 WHERE id = $3 AND body IS NOT NULL AND sealed IS NULL",
+        )
+        .bind(seal_body(key, &delivery_id, &body)?)
+        .bind(&delivery_id)
+        .bind(id)
+        .execute(store.pool())
+        .await?
+        .rows_affected();
+        sealed += n as usize;
+    }
+    Ok(sealed)
 }
 
 /// The HMAC signature header value of `body` sent at `ts` (unix seconds).
@@ -291,7 +344,7 @@ async fn claim_one(
                 AND (claimed_at IS NULL OR claimed_at < $2)";
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE webhook_outbox SET claimed_at = $1 WHERE id = (SELECT id FROM webhook_outbox WHERE {free} ORDER BY next_attempt_at, id LIMIT 1) AND {free} \
-         RETURNING id, kind, target, url, body, signing, attempts, COALESCE(requeued_at, created_at), delivery_id"
+         RETURNING id, kind, target, url, body, signing, attempts, COALESCE(requeued_at, created_at), delivery_id, sealed"
     )))
     .bind(timestamp(now))
     .bind(timestamp(now - delivery.claim_lapse()))
@@ -299,18 +352,24 @@ async fn claim_one(
     .await?;
     let Some(r) = row else { return Ok(None) };
     let id: i64 = r.try_get(0)?;
+    let delivery_id = r
+        .try_get::<Option<String>, _>(8)?
+        .unwrap_or_else(|| format!("wh_{id}"));
+    // Opened only now, to send; a body an earlier version left in clear is read as is.
+    let body = match r.try_get::<Option<Vec<u8>>, _>(9)? {
+        Some(sealed) => open_body(&delivery.signers.audit.outbox_key(), &delivery_id, &sealed)?,
+        None => r.try_get::<Option<String>, _>(4)?.unwrap_or_default(),
+    };
     Ok(Some(Claimed {
         id,
         kind: r.try_get(1)?,
         target: r.try_get(2)?,
         url: r.try_get(3)?,
-        body: r.try_get::<Option<String>, _>(4)?.unwrap_or_default(),
+        body,
         signing: r.try_get(5)?,
         attempts: r.try_get(6)?,
         since: r.try_get(7)?,
-        delivery_id: r
-            .try_get::<Option<String>, _>(8)?
-            .unwrap_or_else(|| format!("wh_{id}")),
+        delivery_id,
     }))
 }
 
@@ -379,7 +438,7 @@ async fn record(
     let kind = Kind::parse(&job.kind).map_or("webhook", Kind::key);
     match &attempt {
         Attempt::Acknowledged(status) => {
-            sqlx::query("UPDATE webhook_outbox SET delivered_at = $1, attempts = attempts + 1, last_status = $2, body = NULL, claimed_at = NULL WHERE id = $3")
+            sqlx::query("UPDATE webhook_outbox SET delivered_at = $1, attempts = attempts + 1, last_status = $2, body = NULL, sealed = NULL, claimed_at = NULL WHERE id = $3")
                 .bind(timestamp(now))
                 .bind(status)
                 .bind(job.id)

@@ -96,13 +96,15 @@ impl Service<'_> {
                     .summary(serde_json::json!({ "months": months, "due_at": new_due }))],
             )
             .await?;
-        sqlx::query("UPDATE dsr_requests SET due_at = $1, extended_at = $2, reason = $3, updated_at = $2 WHERE id = $4")
-            .bind(&new_due)
-            .bind(timestamp(now))
-            .bind(reason)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE dsr_requests SET due_at = $1, extended_at = $2, updated_at = $2 WHERE id = $3",
+        )
+        .bind(&new_due)
+        .bind(timestamp(now))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        self.seal_reason_in(&mut tx, id, reason).await?;
         let text = format!(
             "We need more time to answer your {kind} request {id}: {reason}\n\nWe will answer by {} at the latest (Art. 12(3) GDPR).\n",
             &new_due[..10]
@@ -151,12 +153,12 @@ impl Service<'_> {
                 &[NewEntry::new(actor, "admin.rejected").request(id)],
             )
             .await?;
-        sqlx::query("UPDATE dsr_requests SET status = 'rejected', reason = $1, updated_at = $2 WHERE id = $3")
-            .bind(reason)
+        sqlx::query("UPDATE dsr_requests SET status = 'rejected', updated_at = $1 WHERE id = $2")
             .bind(timestamp(now))
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        self.seal_reason_in(&mut tx, id, reason).await?;
         self.callbacks_in(&mut tx, id, "rejected", now).await?;
         let complain = match authority {
             Some(a) => format!("You may lodge a complaint with the supervisory authority, {a}, and seek a judicial remedy (Art. 77-79 GDPR)."),
@@ -183,6 +185,19 @@ impl Service<'_> {
         tx.commit().await?;
         let _ = notify::deliver_pending(self.store, self.mailer).await;
         Ok(())
+    }
+
+    /// Keeps the DPO's `reason` with the request's identity and details, sealed under the
+    /// same key (the person reads it; it may name them), inside the caller's transaction.
+    async fn seal_reason_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        id: &str,
+        reason: &str,
+    ) -> Result<(), RequestError> {
+        let mut p = self.personal(&mut *tx, id).await?;
+        p.reason = Some(reason.to_owned());
+        self.reseal(tx, id, &p).await
     }
 
     /// Changes the status of request `id` from one of `from` to `to`, with its audit entry
@@ -420,11 +435,13 @@ impl Service<'_> {
         .await?;
         let result: Option<String> = r.try_get(5)?;
         // After an erasure the person's key is gone: the request says so instead.
-        let (identity, details) = match self.personal_of(id).await {
-            Ok(p) => (p.identity, p.details),
-            Err(RequestError::Erased) => ("(erased)".to_owned(), None),
+        let (identity, details, reason) = match self.personal_of(id).await {
+            Ok(p) => (p.identity, p.details, p.reason),
+            Err(RequestError::Erased) => ("(erased)".to_owned(), None, None),
             Err(e) => return Err(e),
         };
+        // A reason an earlier version kept in clear, until `serve` seals it.
+        let reason = reason.or(r.try_get(7)?);
         Ok(Full {
             id: r.try_get(0)?,
             kind: r.try_get(1)?,
@@ -435,7 +452,7 @@ impl Service<'_> {
             details,
             result: result.and_then(|s| serde_json::from_str(&s).ok()),
             extended_at: r.try_get(6)?,
-            reason: r.try_get(7)?,
+            reason,
             attempts: r.try_get(8)?,
             channel: r.try_get(9)?,
             external_id: r.try_get(10)?,

@@ -11,6 +11,9 @@ const STALE_CLAIM_MINUTES: i64 = 15;
 /// How many times a failing request is executed before it is marked `failed`.
 pub const MAX_EXECUTIONS: i64 = 5;
 
+/// Random bytes in the secret of a completion link (192 bits).
+const DOWNLOAD_SECRET_BYTES: usize = 24;
+
 /// A package as the subject downloads it.
 pub struct Download {
     pub content_type: String,
@@ -169,20 +172,27 @@ impl Service<'_> {
                     .summary(serde_json::json!({ "type": kind.key(), "attempt": attempts + 1 }))],
             )
             .await?;
+        // The completion e-mail's link opens the package with a secret of its own; only
+        // its hash is stored, and it ends with the package.
+        let mut download_secret = None;
         if let Ok((_, _, Some(d))) = &outcome {
+            let secret =
+                crate::crypto::random_base64url(DOWNLOAD_SECRET_BYTES).map_err(AuditError::from)?;
             let sealed = self.audit.seal_package(&id, &d.bytes)?;
             sqlx::query("DELETE FROM request_packages WHERE request_id = $1")
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("INSERT INTO request_packages (request_id, content_type, sealed, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            sqlx::query("INSERT INTO request_packages (request_id, content_type, sealed, created_at, expires_at, secret_hash) VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(&id)
                 .bind(&d.content_type)
                 .bind(sealed)
                 .bind(timestamp(now))
                 .bind(timestamp(now + chrono::Duration::days(self.settings.package_days)))
+                .bind(sha256_hex(&secret))
                 .execute(&mut *tx)
                 .await?;
+            download_secret = Some(secret);
         }
         // A task goes back to the DPO unclaimed; a retry waits for its time.
         sqlx::query(
@@ -204,7 +214,7 @@ impl Service<'_> {
             notify::enqueue_in(
                 &mut tx,
                 self.mailer,
-                &self.outcome_mail(&identity, &id, kind, &status),
+                &self.outcome_mail(&identity, &id, kind, &status, download_secret.as_deref()),
             )
             .await?;
             self.callbacks_in(&mut tx, &id, &status, now).await?;
@@ -259,28 +269,46 @@ impl Service<'_> {
         Ok(())
     }
 
-    fn outcome_mail(&self, identity: &Identity, id: &str, kind: Kind, status: &str) -> Mail {
+    /// The e-mail telling the subject how their request ended; for a package, with the
+    /// link that downloads it (`secret`, the link's own).
+    fn outcome_mail(
+        &self,
+        identity: &Identity,
+        id: &str,
+        kind: Kind,
+        status: &str,
+        secret: Option<&str>,
+    ) -> Mail {
+        let link = secret.map(|secret| {
+            self.settings
+                .link(&format!("/portal/requests/{id}/download?secret={secret}"))
+        });
         let what = match (kind, status) {
             (_, "failed") => "We could not complete your request yet; we are looking into it and will write again.".to_owned(),
             (Kind::Access | Kind::Portability, _) => format!(
-                "Your data is ready. Download it within {} days from the page of your request (the link you kept when you made it), or from {} with the token you received then.",
-                self.settings.package_days,
-                self.settings.link(&format!("/v1/requests/{id}/package"))
+                "Your data is ready. Download it within {} days from the link below; keep it to yourself, as it opens your data without any other proof.",
+                self.settings.package_days
             ),
             (Kind::Erasure, "partially_completed") => "We erased your data, except what the law requires us to keep; the status of your request lists what we keep, why and until when.".to_owned(),
             (Kind::Erasure, _) => "We erased your data.".to_owned(),
             _ => "A person on our team will handle your request and write to you.".to_owned(),
         };
         let text = format!(
-            "Your {} request {id} at {}: {status}.\n\n{what}\n",
+            "Your {} request {id} at {}: {status}.\n\n{what}\n{}",
             kind.key(),
-            self.settings.controller
+            self.settings.controller,
+            link.as_deref()
+                .map_or(String::new(), |l| format!("\n{l}\n"))
         );
         let html = format!(
-            "<p>Your {} request <code>{id}</code> at {}: {status}.</p><p>{}</p>",
+            "<p>Your {} request <code>{id}</code> at {}: {status}.</p><p>{}</p>{}",
             kind.key(),
             notify::html_escape(&self.settings.controller),
-            notify::html_escape(&what)
+            notify::html_escape(&what),
+            link.as_deref().map_or(String::new(), |l| format!(
+                "<p><a href=\"{}\">Download your data</a></p>",
+                notify::html_escape(l)
+            ))
         );
         Mail {
             kind: format!("request_{status}"),
@@ -304,21 +332,26 @@ impl Service<'_> {
         Ok(n > 0)
     }
 
-    /// The stored package, for the holder of the request's token.
+    /// The stored package, for the holder of its download secret (the link in the
+    /// completion e-mail). The request's status token does not open it. Unknown requests,
+    /// missing packages and wrong secrets answer alike.
     pub async fn package(
         &self,
         id: &str,
-        token: &str,
+        secret: &str,
         now: DateTime<Utc>,
     ) -> Result<Download, RequestError> {
-        self.status(id, token).await?;
         let row = sqlx::query(
-            "SELECT content_type, sealed, expires_at FROM request_packages WHERE request_id = $1",
+            "SELECT content_type, sealed, expires_at, secret_hash FROM request_packages WHERE request_id = $1",
         )
         .bind(id)
         .fetch_optional(self.store.pool())
         .await?
-        .ok_or(RequestError::NotFound)?;
+        .ok_or(RequestError::Unauthorized)?;
+        let hash: Option<String> = row.try_get(3)?;
+        if !hash.is_some_and(|h| same(&h, &sha256_hex(secret))) {
+            return Err(RequestError::Unauthorized);
+        }
         let expires: String = row.try_get(2)?;
         if expires < timestamp(now) {
             return Err(RequestError::Expired);
@@ -355,6 +388,7 @@ impl Service<'_> {
             });
             notify::webhook::enqueue_in(
                 &mut *tx,
+                &self.audit.outbox_key(),
                 &notify::webhook::Webhook {
                     kind: notify::webhook::Kind::ErasureNotice,
                     request_id: Some(id.to_owned()),

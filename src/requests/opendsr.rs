@@ -53,6 +53,7 @@ impl Service<'_> {
             });
             notify::webhook::enqueue_in(
                 &mut *tx,
+                &self.audit.outbox_key(),
                 &notify::webhook::Webhook {
                     kind: notify::webhook::Kind::OpendsrCallback,
                     request_id: Some(id.to_owned()),

@@ -13,6 +13,9 @@ pub(super) struct Personal {
     pub identity: String,
     #[serde(default)]
     pub details: Option<String>,
+    /// The DPO's reason for an extension or a rejection, which the person reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Personal {
@@ -20,6 +23,7 @@ impl Personal {
         Self {
             identity: format!("{}={}", identity.kind(), identity.value()),
             details: details.map(str::to_owned),
+            reason: None,
         }
     }
 
@@ -102,10 +106,101 @@ impl Service<'_> {
                 return Ok(Personal {
                     identity: format!("{kind}={value}"),
                     details: r.try_get(5)?,
+                    reason: None,
                 });
             }
         };
         serde_json::from_slice(&plain).map_err(|_| RequestError::Erased)
+    }
+
+    /// Seals `p` again for request `id`, under the key its personal part is sealed with
+    /// (the subject's, else a new key of the request's own), inside the caller's
+    /// transaction; a request an earlier version kept in clear is sealed under its
+    /// subject's key from now on. The clear `reason` column is emptied.
+    pub(super) async fn reseal(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        id: &str,
+        p: &Personal,
+    ) -> Result<(), RequestError> {
+        let r = sqlx::query("SELECT sealed_by, own_key, sealed FROM dsr_requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(RequestError::NotFound)?;
+        let (by, own, sealed): (Option<String>, Option<Vec<u8>>, Option<Vec<u8>>) =
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        let (sealed, own_key, by) = match (by, own, sealed) {
+            (Some(subject), _, _) => {
+                let subject = SubjectId(subject);
+                (self.seal_for(conn, id, &subject, p).await?, None, subject)
+            }
+            (None, Some(_), _) => {
+                let (sealed, own) = self.seal_own(id, p)?;
+                sqlx::query("UPDATE dsr_requests SET sealed = $1, own_key = $2, reason = NULL WHERE id = $3")
+                    .bind(sealed)
+                    .bind(own)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+                return Ok(());
+            }
+            (None, None, Some(_)) => return Err(RequestError::Erased),
+            (None, None, None) => {
+                let subject = self.audit.subject_in(&mut *conn, &p.identity()?).await?;
+                (
+                    self.seal_for(conn, id, &subject, p).await?,
+                    None::<Vec<u8>>,
+                    subject,
+                )
+            }
+        };
+        sqlx::query("UPDATE dsr_requests SET sealed = $1, sealed_by = $2, own_key = $3, identity_value = '', details = NULL, reason = NULL WHERE id = $4")
+            .bind(sealed)
+            .bind(by.as_str())
+            .bind(own_key)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves the DPO's reasons an earlier version stored in clear (`dsr_requests.reason`)
+    /// into the sealed part of their requests, once (`lethe serve` calls it when it
+    /// starts; a second call finds nothing); how many were sealed. The reason of a
+    /// request whose person was erased is dropped with the rest of them.
+    pub async fn seal_clear_reasons(&self) -> Result<usize, RequestError> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM dsr_requests WHERE reason IS NOT NULL ORDER BY id")
+                .fetch_all(self.store.pool())
+                .await?;
+        let mut sealed = 0;
+        for id in ids {
+            let mut tx = self.store.begin().await?;
+            let reason: Option<String> =
+                sqlx::query_scalar("SELECT reason FROM dsr_requests WHERE id = $1")
+                    .bind(&id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .flatten();
+            let Some(reason) = reason else { continue };
+            match self.personal(&mut tx, &id).await {
+                Ok(mut p) => {
+                    p.reason = Some(reason);
+                    self.reseal(&mut tx, &id, &p).await?;
+                    sealed += 1;
+                }
+                Err(RequestError::Erased) => {
+                    sqlx::query("UPDATE dsr_requests SET reason = NULL WHERE id = $1")
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Err(e) => return Err(e),
+            }
+            tx.commit().await?;
+        }
+        Ok(sealed)
     }
 
     /// [`Service::personal`] outside a transaction.

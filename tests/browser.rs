@@ -1,0 +1,513 @@
+//! The portal in a real browser: Debian's chromium, driven through chromedriver over the
+//! WebDriver protocol, against the real server on port 0, with the code and the download
+//! link read from the mail actually sent (over SMTP when `LETHE_TEST_SMTP` is set, else
+//! from the `.eml` outbox). Runs when `LETHE_TEST_CHROMEDRIVER` names chromedriver
+//! (`/usr/bin/chromedriver`; `.ci/run` installs it).
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lethe::config::Config;
+use lethe::http::Application;
+use lethe::notify::Mailer;
+use lethe::store::Store;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+/// The W3C name of an element reference in WebDriver answers.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// chromedriver, started for one test and stopped with it.
+struct Driver {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+/// One browser session.
+struct Browser<'d> {
+    driver: &'d Driver,
+    session: String,
+    downloads: PathBuf,
+}
+
+impl Driver {
+    /// chromedriver from `LETHE_TEST_CHROMEDRIVER`, or None (with a note) when unset.
+    async fn start(test: &str) -> Option<Self> {
+        let Ok(path) = std::env::var("LETHE_TEST_CHROMEDRIVER") else {
+            eprintln!(
+                "skipped: {test} needs a browser; set LETHE_TEST_CHROMEDRIVER=/usr/bin/chromedriver (apt-get install chromium chromium-driver)"
+            );
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // In a process group of its own, so that the browsers it starts go with it even
+        // when a test fails before closing its session.
+        let child = Command::new(&path)
+            .arg(format!("--port={port}"))
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {path}: {e}"));
+        let driver = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = driver
+                .http
+                .get(format!("{}/status", driver.base))
+                .send()
+                .await
+                && let Ok(v) = r.json::<Value>().await
+                && v["value"]["ready"] == true
+            {
+                return Some(driver);
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "WebDriver {path}: {status} {v}");
+        v["value"].clone()
+    }
+
+    /// A headless chromium that saves downloads into `downloads`.
+    async fn browser(&self, downloads: &Path) -> Browser<'_> {
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+                "prefs": {
+                    "download.default_directory": downloads.display().to_string(),
+                    "download.prompt_for_download": false,
+                },
+            },
+        } } });
+        let v = self
+            .call(reqwest::Method::POST, "/session", Some(caps))
+            .await;
+        let session = v["sessionId"].as_str().unwrap().to_owned();
+        let b = Browser {
+            driver: self,
+            session,
+            downloads: downloads.to_path_buf(),
+        };
+        // Headless chromium saves downloads only when told where.
+        b.call(
+            reqwest::Method::POST,
+            "/chromium/send_command",
+            json!({ "cmd": "Browser.setDownloadBehavior", "params": {
+                "behavior": "allow", "downloadPath": downloads.display().to_string() } }),
+        )
+        .await;
+        b
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // The whole group: chromedriver and every browser it started.
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Browser<'_> {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let body = (method != reqwest::Method::GET).then_some(body);
+        self.driver
+            .call(method, &format!("/session/{}{path}", self.session), body)
+            .await
+    }
+
+    async fn go(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", json!({ "url": url }))
+            .await;
+    }
+
+    async fn url(&self) -> String {
+        self.call(reqwest::Method::GET, "/url", Value::Null)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn source(&self) -> String {
+        self.call(reqwest::Method::GET, "/source", Value::Null)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                json!({ "using": "css selector", "value": css }),
+            )
+            .await;
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_owned()
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/click"),
+            json!({}),
+        )
+        .await;
+    }
+
+    async fn type_in(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/value"),
+            json!({ "text": text }),
+        )
+        .await;
+    }
+
+    /// The page's source once it contains `needle` (forms navigate asynchronously).
+    async fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let page = self.source().await;
+            if page.contains(needle) {
+                return page;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} on {}: {page}",
+                self.url().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The files fully downloaded so far.
+    fn downloaded(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.downloads)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| {
+                !p.extension()
+                    .is_some_and(|x| x == "crdownload" || x == "tmp")
+            })
+            .collect()
+    }
+
+    async fn quit(self) {
+        self.driver
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/session/{}", self.session),
+                None,
+            )
+            .await;
+    }
+}
+
+struct Server {
+    base: String,
+    store: Store,
+    mail_dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// The server as `lethe serve` runs it: the demo policy over an application database of
+/// synthetic people, the request worker in the background.
+async fn serve() -> Server {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, dir) = common::sqlite_store();
+    let (store, audit, keys) = common::store_and_audit(&url, tmp.path()).await;
+    let policy = Arc::new(demo(tmp.path()).await);
+    let (mailer, mail_dir) = match (
+        std::env::var("LETHE_TEST_SMTP"),
+        std::env::var("LETHE_TEST_SMTP_MAILDIR"),
+    ) {
+        (Ok(smtp), Ok(maildir)) => (
+            Mailer::from_config(
+                &Config {
+                    smtp_url: Some(SecretString::from(smtp)),
+                    ..Config::default()
+                },
+                Some("privacy@example.com"),
+                tmp.path().join("unused"),
+            )
+            .unwrap(),
+            Path::new(&maildir).join("new"),
+        ),
+        _ => {
+            common::skipped(
+                "browser (reading mail from SMTP; using the .eml outbox)",
+                "SMTP",
+                "LETHE_TEST_SMTP",
+            );
+            let outbox = tmp.path().join("outbox");
+            (common::file_mailer(&outbox), outbox)
+        }
+    };
+    let mailer = Arc::new(mailer.with_outbox_key(audit.outbox_key()));
+    let app = Application::build("127.0.0.1:0", store.clone(), policy.clone())
+        .await
+        .unwrap()
+        .with_audit(audit, keys)
+        .with_mailer(mailer)
+        .with_settings(lethe::requests::Settings::from_policy(&policy))
+        .with_request_worker(Arc::new(lethe::sources::db::Sources::default()));
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    Server {
+        base,
+        store,
+        mail_dir,
+        stop: Some(stop),
+        _dirs: vec![tmp, dir],
+    }
+}
+
+/// The demo policies, with the application database in `dir` filled with synthetic people.
+async fn demo(dir: &Path) -> lethe::policy::Policy {
+    use sqlx::Connection;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let dst = dir.join("policies");
+    std::fs::create_dir_all(&dst).unwrap();
+    let app = format!("sqlite://{}?mode=rwc", dir.join("app.db").display());
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("sqlite://demo-app.db?mode=rwc", &app);
+        std::fs::write(dst.join(p.file_name().unwrap()), text).unwrap();
+    }
+    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&app)
+        .unwrap()
+        .create_if_missing(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    lethe::sources::demo::seed(&mut conn, 20).await.unwrap();
+    conn.close().await.unwrap();
+    lethe::policy::Policy::load(&dst)
+        .unwrap()
+        .into_valid()
+        .unwrap()
+}
+
+impl Server {
+    /// The text of the mail about request `id` that contains `needle`, decoded from
+    /// quoted-printable.
+    async fn mail(&self, id: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for e in std::fs::read_dir(&self.mail_dir).into_iter().flatten() {
+                let raw = std::fs::read_to_string(e.unwrap().path()).unwrap_or_default();
+                let text = raw
+                    .replace("=\r\n", "")
+                    .replace("=\n", "")
+                    .replace("=3D", "=");
+                if text.contains(id) && text.contains(needle) {
+                    return text;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no mail for {id} with {needle:?} in {}",
+                self.mail_dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn requests(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM dsr_requests")
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap()
+    }
+}
+
+/// `text` from `start` (excluded) up to the first character that cannot be part of a URL.
+fn after<'a>(text: &'a str, start: &str) -> &'a str {
+    let i = text
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start} in {text}"))
+        + start.len();
+    let rest = &text[i..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '"' || c == '<')
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// A person makes an access request in the portal, confirms it with the code from the
+/// e-mail, follows the completion e-mail's link and presses download: the zip lands in
+/// the browser's download folder, and opening the link alone downloads nothing.
+#[tokio::test]
+async fn a_person_requests_confirms_and_downloads_their_data_in_a_browser() {
+    let Some(driver) = Driver::start("a_person_requests_confirms_and_downloads").await else {
+        return;
+    };
+    let s = serve().await;
+    let downloads = tempfile::tempdir().unwrap();
+    let b = driver.browser(downloads.path()).await;
+
+    b.go(&format!("{}/", s.base)).await;
+    b.wait_for("Make a request about your personal data").await;
+    b.click("#type-access").await;
+    b.type_in("#email", "person3@example.org").await;
+    b.click("form[action='/portal/requests'] button[type=submit]")
+        .await;
+    let page = b.wait_for("The code from the e-mail").await;
+    let id = after(&page, "<code>").split('<').next().unwrap().to_owned();
+    assert!(id.starts_with("r_"), "{id}");
+
+    let mail = s.mail(&id, "verification code is").await;
+    let i = mail.find("verification code is ").unwrap() + 21;
+    let code: String = mail[i..].chars().take(11).collect();
+    b.type_in("#code", &code).await;
+    b.click(&format!(
+        "form[action='/portal/requests/{id}/verify'] button[type=submit]"
+    ))
+    .await;
+    b.wait_for("Your access request").await;
+
+    // The worker runs the request; the completion e-mail carries the download link.
+    let done = s.mail(&id, "/download?secret=").await;
+    let link = format!("/portal/requests/{id}/download?secret=")
+        + after(&done, &format!("/portal/requests/{id}/download?secret="));
+    let secret = link.rsplit('=').next().unwrap();
+    assert_eq!(secret.len(), 32, "192 bits in base64url: {link}");
+    // Opening the link (as a mail scanner would) shows a button and downloads nothing.
+    b.go(&format!("{}{link}", s.base)).await;
+    b.wait_for("Download my data").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(b.downloaded().is_empty(), "{:?}", b.downloaded());
+    b.click(&format!(
+        "form[action='/portal/requests/{id}/download'] button[type=submit]"
+    ))
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let file = loop {
+        if let Some(f) = b.downloaded().into_iter().next() {
+            break f;
+        }
+        assert!(Instant::now() < deadline, "nothing was downloaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        file.file_name().unwrap().to_string_lossy(),
+        format!("{id}.zip")
+    );
+    let bytes = std::fs::read(&file).unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut data = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("data.json").unwrap(), &mut data).unwrap();
+    assert!(data.contains("person3@example.org"), "{data}");
+    b.quit().await;
+}
+
+/// A page on another origin posts a portal form and, with the text/plain trick, a JSON
+/// body to the API: the portal answers 403, the API 415, and no request is made.
+#[tokio::test]
+async fn a_page_on_another_origin_cannot_post_into_the_portal_or_the_api() {
+    let Some(driver) = Driver::start("a_page_on_another_origin_cannot_post").await else {
+        return;
+    };
+    let s = serve().await;
+    // The other site: another port is another origin.
+    let target = s.base.clone();
+    let page = format!(
+        r#"<!doctype html><title>elsewhere</title>
+<form id="portal" method="post" action="{target}/portal/requests">
+<input name="type" value="erasure"><input name="email" value="victim@example.org">
+<button id="portal-go" type="submit">go</button></form>
+<form id="api" method="post" action="{target}/v1/requests" enctype="text/plain">
+<input name='{{"type":"erasure","identity":{{"email":"victim@example.org"}},"details":"' value='"}}'>
+<button id="api-go" type="submit">go</button></form>"#
+    );
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let page = page.clone();
+            async move { axum::response::Html(page) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let downloads = tempfile::tempdir().unwrap();
+    let b = driver.browser(downloads.path()).await;
+    let before = s.requests().await;
+
+    b.go(&format!("{elsewhere}/")).await;
+    b.wait_for("elsewhere").await;
+    b.click("#portal-go").await;
+    let refused = b.wait_for("not sent from this site's own page").await;
+    assert!(b.url().await.starts_with(&target), "{}", b.url().await);
+    assert!(!refused.contains("The code from the e-mail"), "{refused}");
+    assert_eq!(
+        s.requests().await,
+        before,
+        "a cross-site form made a request"
+    );
+
+    b.go(&format!("{elsewhere}/")).await;
+    b.wait_for("elsewhere").await;
+    b.click("#api-go").await;
+    let answer = b.wait_for("unsupported_media_type").await;
+    assert!(answer.contains("application/json"), "{answer}");
+    assert_eq!(
+        s.requests().await,
+        before,
+        "a cross-site text/plain post made a request"
+    );
+    b.quit().await;
+}
