@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod dsr;
+pub mod fault;
 pub mod http;
 pub mod jobs;
 pub mod notice;

@@ -12,3 +12,4 @@ CREATE TABLE instances (
 );
 ALTER TABLE mail_outbox ADD COLUMN claimed_by TEXT;
 ALTER TABLE webhook_outbox ADD COLUMN claimed_by TEXT;
+ALTER TABLE dsr_requests ADD COLUMN taken_over_from TEXT;

@@ -157,11 +157,12 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         audit: audit.clone(),
         sources: sources.clone(),
         keys: config.key_source(),
-        holder: format!("serve:{}", std::process::id()),
+        holder: crate::store::lease::this().id.clone(),
         progress: None,
         mailer: mailer.clone(),
     };
     let job_count = specs.len();
+    let lease = crate::jobs::hold_lease(job_ctx.clone(), specs.clone()).await?;
     let mut scheduler = crate::jobs::schedule(job_ctx, specs).await?;
     tracing::info!(jobs = job_count, "scheduled the jobs");
     let settings = config.request_settings(&policy)?;
@@ -185,6 +186,11 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     );
     app.run_until(shutdown_signal()).await?;
     let _ = scheduler.shutdown().await;
+    lease.abort();
+    // What this instance still held is free for the others at once.
+    store
+        .stop_instance(crate::store::lease::this(), chrono::Utc::now())
+        .await?;
     sources.close().await;
     store.close().await;
     tracing::info!("stopped");

@@ -514,15 +514,9 @@ fn identity_payload(identities: &[Identity]) -> serde_json::Value {
     serde_json::json!({ "identities": ids })
 }
 
-/// Fault injection for the crash-recovery tests: `LETHE_FAULT_INJECT=exit-after:SYSTEM.COLLECTION`
-/// ends the process right after that collection was erased, before the commit.
+/// After each collection's writes of an erasure: a crash-recovery test may stop here.
 fn fault_hook(system: &str, collection: &str) {
-    if let Ok(v) = std::env::var("LETHE_FAULT_INJECT")
-        && v.strip_prefix("exit-after:") == Some(&format!("{system}.{collection}"))
-    {
-        eprintln!("fault injected after {system}.{collection}");
-        std::process::exit(86);
-    }
+    crate::fault::point(&format!("{system}.{collection}"));
 }
 
 /// What a restriction's sealed identity is bound to.

@@ -16,7 +16,7 @@ pub(super) fn spawn(
     let mailer = state.mailer.clone()?;
     let policy = state.policy.clone();
     let settings = (*state.settings).clone();
-    let holder = format!("serve:{}", std::process::id());
+    let holder = crate::store::lease::this().id.clone();
     Some(tokio::spawn(async move {
         let svc = crate::requests::Service {
             store: &store,

@@ -13,7 +13,7 @@ use crate::policy::Policy;
 use crate::policy::jobs::{JobKind, JobSpec, parse_schedule};
 use crate::retention::{self, RunOptions};
 use crate::sources::db::Sources;
-use crate::store::Store;
+use crate::store::{Store, lease};
 
 /// What a job needs.
 #[derive(Clone)]
@@ -308,6 +308,72 @@ fn reviews_mail(
 }
 
 /// Schedules every job; returns the running scheduler.
+/// Holds this instance's lease while `lethe serve` runs: registers it, takes over what
+/// stopped instances held (their requests, mail and webhooks are free for the workers at
+/// once; their interrupted job runs are run again here, by one instance only) and renews
+/// the lease every [`lease::HEARTBEAT`].
+pub async fn hold_lease(
+    ctx: JobContext,
+    specs: Vec<JobSpec>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let me = lease::this();
+    ctx.store.register_instance(me, Utc::now()).await?;
+    let taken = ctx.store.reap_instances(me, Utc::now()).await?;
+    log_taken(&taken, "took over the claims of stopped instances");
+    resume(&ctx, &specs, &taken.job_runs);
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(lease::HEARTBEAT).await;
+            let now = Utc::now();
+            if let Err(e) = ctx.store.heartbeat(me, now).await {
+                tracing::warn!(error = %e, "renewing the lease");
+                continue;
+            }
+            match ctx.store.reap_instances(me, now).await {
+                Ok(taken) if taken.total() > 0 => {
+                    log_taken(&taken, "took over the claims of a stopped instance");
+                    resume(&ctx, &specs, &taken.job_runs);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "looking for stopped instances"),
+            }
+        }
+    }))
+}
+
+fn log_taken(taken: &lease::TakenOver, message: &str) {
+    tracing::info!(
+        instance = %lease::this().id,
+        claims = taken.total(),
+        requests = taken.requests,
+        mail = taken.mail,
+        webhooks = taken.webhooks,
+        job_runs = taken.job_runs.len(),
+        "{message}"
+    );
+}
+
+/// Runs again the jobs whose runs a stopped instance left unfinished; the tick
+/// `resume:<run id>` lets one instance only do it.
+fn resume(ctx: &JobContext, specs: &[JobSpec], runs: &[(i64, String)]) {
+    for (run_id, job) in runs {
+        let Some(spec) = specs.iter().find(|s| s.name.as_str() == job) else {
+            continue;
+        };
+        let (ctx, spec, tick) = (ctx.clone(), spec.clone(), format!("resume:{run_id}"));
+        tokio::spawn(async move {
+            match run(&ctx, &spec, Some(&tick), Utc::now()).await {
+                Ok(o) => {
+                    tracing::info!(job = %spec.name.as_str(), status = %o.status, "resumed an interrupted job")
+                }
+                Err(e) => {
+                    tracing::error!(job = %spec.name.as_str(), error = format!("{e:#}"), "resuming an interrupted job")
+                }
+            }
+        });
+    }
+}
+
 pub async fn schedule(
     ctx: JobContext,
     specs: Vec<JobSpec>,

@@ -271,8 +271,9 @@ pub async fn enqueue_claimed_in(
     mail: &Mail,
 ) -> Result<i64, MailError> {
     let id = enqueue_in(conn, mailer, mail).await?;
-    sqlx::query("UPDATE mail_outbox SET claimed_at = created_at WHERE id = $1")
+    sqlx::query("UPDATE mail_outbox SET claimed_at = created_at, claimed_by = $2 WHERE id = $1")
         .bind(id)
+        .bind(&crate::store::lease::this().id)
         .execute(&mut *conn)
         .await?;
     Ok(id)
@@ -301,6 +302,7 @@ async fn deliver_one(
     mail: &Mail,
     now: chrono::DateTime<Utc>,
 ) -> Result<Option<Failure>, MailError> {
+    crate::fault::point(&format!("mail:{}", mail.kind));
     match mailer.send(id, mail).await {
         Ok(()) => {
             // Sent: the content goes, the record of the sending stays.
@@ -316,7 +318,7 @@ async fn deliver_one(
         }
         Err(failure) => {
             let row = sqlx::query(
-                "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $1, claimed_at = NULL WHERE id = $2 RETURNING attempts",
+                "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $1, claimed_at = NULL, claimed_by = NULL WHERE id = $2 RETURNING attempts",
             )
             .bind(scrub(failure.why(), &mail.to))
             .bind(id)
@@ -363,15 +365,20 @@ pub async fn deliver_pending_at(
 ) -> Result<usize, MailError> {
     let mut sent = 0;
     loop {
-        // A claim left by a crashed sender lapses after five minutes.
-        let free = "sent_at IS NULL AND dead_at IS NULL AND (retry_at IS NULL OR retry_at <= $1) \
-                    AND (claimed_at IS NULL OR claimed_at < $2)";
+        // A claim lapses with its sender's lease; one of a sender that is not an
+        // instance, after five minutes.
+        let free = format!(
+            "sent_at IS NULL AND dead_at IS NULL AND (retry_at IS NULL OR retry_at <= $1) AND {}",
+            crate::store::lease::lapsed("claimed_by", "claimed_at", 3, 2)
+        );
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE mail_outbox SET claimed_at = $1 WHERE id IN (SELECT id FROM mail_outbox WHERE {free} ORDER BY id LIMIT {CLAIM_BATCH}) AND {free} \
+            "UPDATE mail_outbox SET claimed_at = $1, claimed_by = $4 WHERE id IN (SELECT id FROM mail_outbox WHERE {free} ORDER BY id LIMIT {CLAIM_BATCH}) AND {free} \
              RETURNING id, kind, recipient, subject, body_text, body_html, sealed"
         )))
         .bind(timestamp(now))
         .bind(timestamp(now - chrono::Duration::minutes(CLAIM_MINUTES)))
+        .bind(crate::store::lease::lease_cutoff(now))
+        .bind(&crate::store::lease::this().id)
         .fetch_all(store.pool())
         .await?;
         if rows.is_empty() {
@@ -509,7 +516,7 @@ pub async fn requeue_dead_in(
         }
     };
     let changed = sqlx::query(
-        "UPDATE mail_outbox SET dead_at = NULL, retry_at = NULL, claimed_at = NULL, attempts = 0, last_error = NULL, \
+        "UPDATE mail_outbox SET dead_at = NULL, retry_at = NULL, claimed_at = NULL, claimed_by = NULL, attempts = 0, last_error = NULL, \
          sealed = COALESCE($1, sealed), \
          recipient = CASE WHEN $1 IS NULL THEN recipient ELSE '' END, \
          subject = CASE WHEN $1 IS NULL THEN subject ELSE '' END, \

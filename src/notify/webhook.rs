@@ -340,14 +340,20 @@ async fn claim_one(
     delivery: &Delivery,
     now: DateTime<Utc>,
 ) -> Result<Option<Claimed>, sqlx::Error> {
-    let free = "delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1 \
-                AND (claimed_at IS NULL OR claimed_at < $2)";
+    // A claim lapses with its sender's lease; one of a sender that is not an instance,
+    // once any attempt would have ended.
+    let free = format!(
+        "delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1 AND {}",
+        crate::store::lease::lapsed("claimed_by", "claimed_at", 3, 2)
+    );
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE webhook_outbox SET claimed_at = $1 WHERE id = (SELECT id FROM webhook_outbox WHERE {free} ORDER BY next_attempt_at, id LIMIT 1) AND {free} \
+        "UPDATE webhook_outbox SET claimed_at = $1, claimed_by = $4 WHERE id = (SELECT id FROM webhook_outbox WHERE {free} ORDER BY next_attempt_at, id LIMIT 1) AND {free} \
          RETURNING id, kind, target, url, body, signing, attempts, COALESCE(requeued_at, created_at), delivery_id, sealed"
     )))
     .bind(timestamp(now))
     .bind(timestamp(now - delivery.claim_lapse()))
+    .bind(crate::store::lease::lease_cutoff(now))
+    .bind(&crate::store::lease::this().id)
     .fetch_optional(store.pool())
     .await?;
     let Some(r) = row else { return Ok(None) };
@@ -438,7 +444,7 @@ async fn record(
     let kind = Kind::parse(&job.kind).map_or("webhook", Kind::key);
     match &attempt {
         Attempt::Acknowledged(status) => {
-            sqlx::query("UPDATE webhook_outbox SET delivered_at = $1, attempts = attempts + 1, last_status = $2, body = NULL, sealed = NULL, claimed_at = NULL WHERE id = $3")
+            sqlx::query("UPDATE webhook_outbox SET delivered_at = $1, attempts = attempts + 1, last_status = $2, body = NULL, sealed = NULL, claimed_at = NULL, claimed_by = NULL WHERE id = $3")
                 .bind(timestamp(now))
                 .bind(status)
                 .bind(job.id)
@@ -451,7 +457,7 @@ async fn record(
                 .map_or(now, |t| t.with_timezone(&Utc) + delivery.give_up);
             let give_up = matches!(attempt, Attempt::Refused(_)) || now >= deadline;
             if give_up {
-                sqlx::query("UPDATE webhook_outbox SET attempts = attempts + 1, last_status = $1, failed_at = $2, claimed_at = NULL WHERE id = $3")
+                sqlx::query("UPDATE webhook_outbox SET attempts = attempts + 1, last_status = $1, failed_at = $2, claimed_at = NULL, claimed_by = NULL WHERE id = $3")
                     .bind(status)
                     .bind(timestamp(now))
                     .bind(job.id)
@@ -462,7 +468,7 @@ async fn record(
             }
             // The last try falls on the deadline itself.
             let next = (now + backoff(job.attempts)).min(deadline);
-            sqlx::query("UPDATE webhook_outbox SET attempts = attempts + 1, last_status = $1, next_attempt_at = $2, claimed_at = NULL WHERE id = $3")
+            sqlx::query("UPDATE webhook_outbox SET attempts = attempts + 1, last_status = $1, next_attempt_at = $2, claimed_at = NULL, claimed_by = NULL WHERE id = $3")
                 .bind(status)
                 .bind(timestamp(next))
                 .bind(job.id)
@@ -533,7 +539,7 @@ pub async fn requeue_in(
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let n = sqlx::query(
-        "UPDATE webhook_outbox SET failed_at = NULL, requeued_at = $1, next_attempt_at = $1, attempts = 0, claimed_at = NULL WHERE id = $2 AND failed_at IS NOT NULL AND delivered_at IS NULL",
+        "UPDATE webhook_outbox SET failed_at = NULL, requeued_at = $1, next_attempt_at = $1, attempts = 0, claimed_at = NULL, claimed_by = NULL WHERE id = $2 AND failed_at IS NOT NULL AND delivered_at IS NULL",
     )
     .bind(timestamp(now))
     .bind(id)

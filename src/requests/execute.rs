@@ -32,35 +32,50 @@ impl Service<'_> {
         now: DateTime<Utc>,
     ) -> Result<Option<String>, RequestError> {
         let stale = timestamp(now - chrono::Duration::minutes(STALE_CLAIM_MINUTES));
-        let ready = "(status = 'verified' AND (next_attempt_at IS NULL OR next_attempt_at <= $2)) \
-                     OR (status = 'in_progress' AND claimed_by IS NOT NULL AND claimed_at < $3)";
+        // A request in progress is taken over when its holder's lease has lapsed (see
+        // `store::lease`), or after STALE_CLAIM_MINUTES for a holder that is no instance.
+        let ready = format!(
+            "(status = 'verified' AND (next_attempt_at IS NULL OR next_attempt_at <= $2)) \
+             OR (status = 'in_progress' AND claimed_by IS NOT NULL AND {})",
+            crate::store::lease::lapsed("claimed_by", "claimed_at", 4, 3)
+        );
         // On PostgreSQL, instances skip a row another one is claiming and take the next.
         let skip = match self.store.backend() {
             crate::store::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             crate::store::Backend::Sqlite => "",
         };
         let claimed = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE dsr_requests SET status = 'in_progress', claimed_by = $1, claimed_at = $2, updated_at = $2 \
+            "UPDATE dsr_requests SET status = 'in_progress', \
+             taken_over_from = CASE WHEN status = 'in_progress' THEN claimed_by END, \
+             claimed_by = $1, claimed_at = $2, updated_at = $2 \
              WHERE id = (SELECT id FROM dsr_requests WHERE {ready} ORDER BY received_at LIMIT 1{skip}) AND ({ready}) \
-             RETURNING id, kind, attempts"
+             RETURNING id, kind, attempts, taken_over_from"
         )))
         .bind(holder)
         .bind(timestamp(now))
         .bind(&stale)
+        .bind(crate::store::lease::lease_cutoff(now))
         .fetch_optional(self.store.pool())
         .await?;
         let Some(row) = claimed else { return Ok(None) };
         let (id, kind, attempts): (String, String, i64) =
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        // Taken over from a holder that stopped while running it: the steps it had done
+        // are done again, and the log says so.
+        let taken_over: Option<String> = row.try_get(3)?;
+        let mut summary =
+            serde_json::json!({ "type": kind, "attempt": attempts + 1, "by": holder });
+        if let Some(from) = &taken_over {
+            summary["resumed_after_stop_of"] = serde_json::json!(from);
+            tracing::info!(request = %id, from = %from, "took over a request whose worker stopped");
+        }
         let mut tx = self.store.begin().await?;
         self.audit
             .append_in(
                 &mut tx,
                 &[NewEntry::new(Actor::System, "request.in_progress")
                     .request(&id)
-                    .summary(
-                        serde_json::json!({ "type": kind, "attempt": attempts + 1, "by": holder }),
-                    )],
+                    .summary(summary)],
             )
             .await?;
         self.callbacks_in(&mut tx, &id, "in_progress", now).await?;
@@ -100,6 +115,7 @@ impl Service<'_> {
                 };
                 match crate::dsr::access(&ctx, std::slice::from_ref(&identity), ak, now).await {
                     Ok(p) => {
+                        crate::fault::point("access");
                         let (ct, bytes) = if kind == Kind::Access {
                             ("application/zip", p.to_zip().map_err(|e| e.to_string()))
                         } else {

@@ -442,6 +442,9 @@ pub async fn run(
             );
             recorded?;
             let batches = batches?;
+            if !batches.is_empty() {
+                crate::fault::point("retention");
+            }
             if batches.is_empty() {
                 break;
             }

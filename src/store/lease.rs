@@ -15,7 +15,7 @@ use super::{Store, StoreError, timestamp};
 /// How long an instance's claims hold after its last heartbeat.
 pub const LEASE_SECONDS: i64 = 30;
 /// How often a serving instance renews its lease.
-pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A claim that may be taken over: nobody holds it, its holder is gone or silent, or (a
 /// holder that is not an instance: a claim made by an older version, a CLI run) it is
@@ -93,17 +93,18 @@ fn gone_here(pid: i64, started: &str) -> bool {
 }
 
 /// Claims held by instances found gone, per kind of work.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TakenOver {
     pub requests: u64,
     pub mail: u64,
     pub webhooks: u64,
-    pub job_runs: u64,
+    /// Job runs left running, now `interrupted`: `(run id, job name)`.
+    pub job_runs: Vec<(i64, String)>,
 }
 
 impl TakenOver {
     pub fn total(&self) -> u64 {
-        self.requests + self.mail + self.webhooks + self.job_runs
+        self.requests + self.mail + self.webhooks + self.job_runs.len() as u64
     }
 }
 
@@ -188,9 +189,13 @@ impl Store {
             taken.requests += count("SELECT count(*) FROM dsr_requests WHERE claimed_by = $1 AND status = 'in_progress'").await?;
             taken.mail += count("SELECT count(*) FROM mail_outbox WHERE claimed_by = $1 AND sent_at IS NULL AND dead_at IS NULL").await?;
             taken.webhooks += count("SELECT count(*) FROM webhook_outbox WHERE claimed_by = $1 AND delivered_at IS NULL AND failed_at IS NULL").await?;
-            taken.job_runs +=
-                count("SELECT count(*) FROM job_runs WHERE holder = $1 AND status = 'running'")
-                    .await?;
+            let runs: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT id, job FROM job_runs WHERE holder = $1 AND status = 'running' ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(self.pool())
+            .await?;
+            taken.job_runs.extend(runs);
             let mut tx = self.pool().begin().await?;
             sqlx::query(
                 "UPDATE instances SET stopped_at = $1 WHERE id = $2 AND stopped_at IS NULL",
