@@ -16,8 +16,14 @@ pub fn point(point: &str) {
     }
     if v.strip_prefix("stall-at:") == Some(point) {
         eprintln!("fault injected: stalled at {point}");
-        loop {
+        let stall = || loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
+        };
+        // Only this task stalls: the rest of a multi-threaded runtime (heartbeats, HTTP)
+        // goes on, as in a process that hangs in one request.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(stall),
+            _ => stall(),
         }
     }
 }

@@ -29,6 +29,17 @@ fn checkout(jobs: &str) -> tempfile::TempDir {
     dir
 }
 
+/// An HTTP client that gives up on a server that stopped answering (a stalled one).
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// One scenario at a time: each starts and kills servers against timers of seconds.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Jobs that never fire during a test.
 const QUIET: &str = "jobs:\n  - name: retention\n    kind: retention\n    schedule: \"0 0 0 1 1 *\"\n    options: { batch_size: 5 }\n";
 
@@ -137,7 +148,7 @@ fn mails(dir: &Path, id: &str, needle: &str) -> Vec<String> {
 
 /// Submits a request and confirms it with the e-mailed code: its id and token.
 async fn submitted(dir: &Path, base: &str, kind: &str, email: &str) -> (String, String) {
-    let http = reqwest::Client::new();
+    let http = client();
     let created: Value = http
         .post(format!("{base}/v1/requests"))
         .json(&json!({ "type": kind, "identity": { "email": email } }))
@@ -166,7 +177,7 @@ async fn submitted(dir: &Path, base: &str, kind: &str, email: &str) -> (String, 
 
 /// Waits for request `id` to reach a final status, and returns it.
 async fn finished(base: &str, id: &str, token: &str, secs: u64) -> String {
-    let http = reqwest::Client::new();
+    let http = client();
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let v: Value = http
@@ -252,14 +263,39 @@ async fn store_count(store: &str, sql: &str, id: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_access_killed_midway_completes_at_once_after_a_restart() {
     let dir = checkout(QUIET);
-    let store = sqlite_store(dir.path());
-    let first = Server::start(dir.path(), &store, Some("stall-at:access"));
-    let (id, token) = submitted(dir.path(), &first.base(), "access", "person3@example.org").await;
+    access_killed_midway(&sqlite_store(dir.path()), dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_killed_midway_completes_at_once_after_a_restart_on_postgres() {
+    let Some(url) = postgres("crash_access").await else {
+        return;
+    };
+    let dir = checkout(QUIET);
+    access_killed_midway(&url, dir.path()).await;
+}
+
+/// A fresh PostgreSQL store's URL, or None (skipped, with a note).
+async fn postgres(test: &str) -> Option<String> {
+    use secrecy::ExposeSecret;
+    Some(
+        common::postgres_store(test)
+            .await?
+            .expose_secret()
+            .to_owned(),
+    )
+}
+
+async fn access_killed_midway(store: &str, dir: &Path) {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let store = store.to_owned();
+    let first = Server::start(dir, &store, Some("stall-at:access"));
+    let (id, token) = submitted(dir, &first.base(), "access", "person3@example.org").await;
     first.wait_for("stalled at access", 30);
     first.kill9();
 
     let started = Instant::now();
-    let second = Server::start(dir.path(), &store, None);
+    let second = Server::start(dir, &store, None);
     let took = second.wait_for("took over the claims", 10);
     assert!(took.contains("\"requests\":1"), "{took}");
     assert_eq!(finished(&second.base(), &id, &token, 15).await, "completed");
@@ -278,10 +314,10 @@ async fn an_access_killed_midway_completes_at_once_after_a_restart() {
         .await,
         1
     );
-    assert_eq!(mails(dir.path(), &id, "/download?secret=").len(), 1);
+    assert_eq!(mails(dir, &id, "/download?secret=").len(), 1);
     second.stop();
     // The repeated attempt says so in the log.
-    let entries = audit_entries(dir.path(), &store, &id);
+    let entries = audit_entries(dir, &store, &id);
     let runs = summaries(&entries, "request.in_progress");
     assert_eq!(runs.len(), 2, "{entries:#?}");
     assert!(runs[0].get("resumed_after_stop_of").is_none());
@@ -290,7 +326,7 @@ async fn an_access_killed_midway_completes_at_once_after_a_restart() {
         "{:#?}",
         runs[1]
     );
-    audit_verifies(dir.path(), &store);
+    audit_verifies(dir, &store);
 }
 
 /// Rows of the demo application database matching `sql`.
@@ -307,6 +343,7 @@ async fn app_count(dir: &Path, sql: &str) -> i64 {
 /// An erasure killed between two collections' writes: the restarted instance completes
 /// it, erasing nothing twice and telling each processor once.
 async fn erasure_killed_midway(store: &str, dir: &Path) {
+    let _one = ONE_AT_A_TIME.lock().await;
     let first = Server::start(dir, store, Some("stall-at:app.page_views"));
     let (id, token) = submitted(dir, &first.base(), "erasure", "person3@example.org").await;
     first.wait_for("stalled at app.page_views", 30);
@@ -354,31 +391,44 @@ async fn an_erasure_killed_midway_completes_after_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_killed_midway_completes_after_a_restart_on_postgres() {
-    let Some(url) = common::postgres_store("crash_erasure").await else {
+    let Some(url) = postgres("crash_erasure").await else {
         return;
     };
-    use secrecy::ExposeSecret;
     let dir = checkout(QUIET);
-    erasure_killed_midway(url.expose_secret(), dir.path()).await;
+    erasure_killed_midway(&url, dir.path()).await;
 }
 
 /// A completion e-mail killed before it was sent: sent once, after the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mail_killed_before_sending_is_sent_once_after_a_restart() {
     let dir = checkout(QUIET);
-    let store = sqlite_store(dir.path());
-    let first = Server::start(dir.path(), &store, Some("stall-at:mail:request_completed"));
-    let (id, token) = submitted(dir.path(), &first.base(), "access", "person4@example.org").await;
+    mail_killed_before_sending(&sqlite_store(dir.path()), dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_killed_before_sending_is_sent_once_after_a_restart_on_postgres() {
+    let Some(url) = postgres("crash_mail").await else {
+        return;
+    };
+    let dir = checkout(QUIET);
+    mail_killed_before_sending(&url, dir.path()).await;
+}
+
+async fn mail_killed_before_sending(store: &str, dir: &Path) {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let store = store.to_owned();
+    let first = Server::start(dir, &store, Some("stall-at:mail:request_completed"));
+    let (id, token) = submitted(dir, &first.base(), "access", "person4@example.org").await;
     first.wait_for("stalled at mail:request_completed", 30);
     assert_eq!(finished(&first.base(), &id, &token, 5).await, "completed");
-    assert!(mails(dir.path(), &id, "/download?secret=").is_empty());
+    assert!(mails(dir, &id, "/download?secret=").is_empty());
     first.kill9();
 
-    let second = Server::start(dir.path(), &store, None);
+    let second = Server::start(dir, &store, None);
     let took = second.wait_for("took over the claims", 10);
     assert!(took.contains("\"mail\":1"), "{took}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while mails(dir.path(), &id, "/download?secret=").is_empty() {
+    while mails(dir, &id, "/download?secret=").is_empty() {
         assert!(
             Instant::now() < deadline,
             "the completion e-mail was not sent"
@@ -386,37 +436,50 @@ async fn a_mail_killed_before_sending_is_sent_once_after_a_restart() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(mails(dir.path(), &id, "/download?secret=").len(), 1);
+    assert_eq!(mails(dir, &id, "/download?secret=").len(), 1);
     second.stop();
-    audit_verifies(dir.path(), &store);
+    audit_verifies(dir, &store);
 }
 
 /// A scheduled retention run killed after a batch: the restarted instance runs it again
 /// at once, and it finishes what was due.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retention_run_killed_after_a_batch_is_resumed_at_a_restart() {
-    let every_second = QUIET.replace("0 0 0 1 1 *", "* * * * * *");
-    let dir = checkout(&every_second);
-    let store = sqlite_store(dir.path());
-    let first = Server::start(dir.path(), &store, Some("stall-at:retention"));
+    let dir = checkout(&QUIET.replace("0 0 0 1 1 *", "* * * * * *"));
+    retention_killed_after_a_batch(&sqlite_store(dir.path()), dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_run_killed_after_a_batch_is_resumed_at_a_restart_on_postgres() {
+    let Some(url) = postgres("crash_retention").await else {
+        return;
+    };
+    let dir = checkout(&QUIET.replace("0 0 0 1 1 *", "* * * * * *"));
+    retention_killed_after_a_batch(&url, dir.path()).await;
+}
+
+async fn retention_killed_after_a_batch(store: &str, dir: &Path) {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let store = store.to_owned();
+    let first = Server::start(dir, &store, Some("stall-at:retention"));
     first.wait_for("stalled at retention", 30);
     first.kill9();
     let due = app_count(
-        dir.path(),
+        dir,
         "SELECT count(*) FROM page_views WHERE viewed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-90 days')",
     )
     .await;
     assert!(due > 0, "the first batch took everything");
 
     // Started again with a schedule that does not fire: only the resumption runs.
-    std::fs::write(dir.path().join("jobs/jobs.yaml"), QUIET).unwrap();
-    let second = Server::start(dir.path(), &store, None);
+    std::fs::write(dir.join("jobs/jobs.yaml"), QUIET).unwrap();
+    let second = Server::start(dir, &store, None);
     let took = second.wait_for("took over the claims", 10);
     assert!(!took.contains("\"job_runs\":0"), "{took}");
     second.wait_for("resumed an interrupted job", 60);
     assert_eq!(
         app_count(
-            dir.path(),
+            dir,
             "SELECT count(*) FROM page_views WHERE viewed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-90 days')",
         )
         .await,
@@ -447,18 +510,17 @@ async fn a_retention_run_killed_after_a_batch_is_resumed_at_a_restart() {
         "{runs:?}"
     );
     assert!(!runs.iter().any(|(_, _, st)| st == "running"), "{runs:?}");
-    audit_verifies(dir.path(), &store);
+    audit_verifies(dir, &store);
 }
 
 /// Two instances on one PostgreSQL store: the one left running takes over the erasure of
 /// the one killed, within seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_instance_takes_over_from_a_killed_one_on_postgres() {
-    let Some(url) = common::postgres_store("crash_two_instances").await else {
+    let Some(store) = postgres("crash_two_instances").await else {
         return;
     };
-    use secrecy::ExposeSecret;
-    let store = url.expose_secret().to_owned();
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = checkout(QUIET);
     let first = Server::start(dir.path(), &store, Some("stall-at:app.page_views"));
     let (id, token) = submitted(dir.path(), &first.base(), "erasure", "person5@example.org").await;

@@ -259,6 +259,24 @@ async fn the_deadline_digest_lists_due_and_overdue_requests_and_purge_removes_ol
     .await
     .unwrap();
     assert_eq!(quiet.summary["mailed_to_dpo"], false);
+    // A failed request, due in a month, is in the digest all the same: it waits for the DPO.
+    let failed = svc
+        .submit(
+            lethe::requests::Kind::Access,
+            &lethe::audit::Identity::parse("email=failed@example.org").unwrap(),
+            None,
+            Utc.with_ymd_and_hms(2026, 11, 2, 9, 0, 0).unwrap(),
+        )
+        .await
+        .unwrap();
+    for status in ["verified", "in_progress", "failed"] {
+        sqlx::query("UPDATE dsr_requests SET status = $1 WHERE id = $2")
+            .bind(status)
+            .bind(&failed.id)
+            .execute(ctx.store.pool())
+            .await
+            .unwrap();
+    }
     let late = jobs::run(
         &ctx,
         deadlines,
@@ -274,12 +292,14 @@ async fn the_deadline_digest_lists_due_and_overdue_requests_and_purge_removes_ol
         ),
         (Some(1), Some(1))
     );
+    assert_eq!(late.summary["failed"], 1);
     let digest = files(&outbox)
         .into_iter()
         .map(|p| std::fs::read_to_string(p).unwrap())
         .find(|m| m.contains("dpo@example.com") && m.contains(&r.id))
         .expect("a digest to the DPO");
     assert!(digest.contains("OVERDUE"), "{digest}");
+    assert!(digest.contains(&failed.id), "{digest}");
 
     sqlx::query("INSERT INTO request_packages (request_id, content_type, sealed, created_at, expires_at) VALUES ('r_old', 'application/zip', $1, '2026-01-01T00:00:00.000000Z', '2026-01-08T00:00:00.000000Z'), ('r_new', 'application/zip', $1, '2026-11-01T00:00:00.000000Z', '2026-11-08T00:00:00.000000Z')")
         .bind(vec![1u8, 2, 3])
@@ -434,14 +454,16 @@ async fn lethes_own_data_is_kept_only_as_long_as_needed() {
     let finish = |id: String, when: chrono::DateTime<Utc>| {
         let pool = ctx.store.pool().clone();
         async move {
-            sqlx::query(
-                "UPDATE dsr_requests SET status = 'completed', updated_at = $1 WHERE id = $2",
-            )
-            .bind(lethe::store::timestamp(when))
-            .bind(id)
-            .execute(&pool)
-            .await
-            .unwrap();
+            // The moves the store allows, one by one.
+            for status in ["verified", "in_progress", "completed"] {
+                sqlx::query("UPDATE dsr_requests SET status = $1, updated_at = $2 WHERE id = $3")
+                    .bind(status)
+                    .bind(lethe::store::timestamp(when))
+                    .bind(&id)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
         }
     };
     let old = submit("old@example.org", Kind::Access, at(2023, 1, 10)).await;

@@ -913,6 +913,94 @@ async fn the_dpo_extends_once_and_rejects_an_auditor_only_reads() {
     assert_eq!(actions, ["admin.extended", "admin.rejected"]);
 }
 
+/// Art. 12(3): "The controller shall inform the data subject of any such extension within
+/// one month of receipt of the request". One day before the first deadline the DPO may still
+/// extend; a day after it, the extension is refused, the deadline stays, and no mail goes out.
+#[tokio::test]
+async fn an_extension_after_the_first_month_is_refused() {
+    let s = start().await;
+    let (_, dpo) = s
+        .store
+        .create_admin_token(lethe::store::Role::Dpo)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let now = chrono::Utc::now();
+    let mut ids = Vec::new();
+    for received in [
+        now - chrono::Duration::days(45),
+        now.checked_sub_months(chrono::Months::new(1)).unwrap() + chrono::Duration::days(1),
+    ] {
+        let (_, created) = post(
+            &format!("{}/v1/requests", s.base),
+            json!({ "type": "access", "identity": { "email": unique_email() } }).to_string(),
+        )
+        .await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        let stamp = lethe::store::timestamp(received);
+        let due = lethe::store::timestamp(lethe::requests::due_date(received));
+        sqlx::query("UPDATE dsr_requests SET received_at = $1, due_at = $2 WHERE id = $3")
+            .bind(&stamp)
+            .bind(&due)
+            .bind(&id)
+            .execute(s.store.pool())
+            .await
+            .unwrap();
+        ids.push((id, due));
+    }
+    let extend = json!({ "months": 1, "reason": "the request covers many systems" });
+    let (late, late_due) = &ids[0];
+    let r = http
+        .post(format!("{}/v1/admin/requests/{late}/extend", s.base))
+        .bearer_auth(&dpo)
+        .json(&extend)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "extension_too_late", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Art. 12(3)"),
+        "{v}"
+    );
+    let (due_at, extended): (String, Option<String>) =
+        sqlx::query_as("SELECT due_at, extended_at FROM dsr_requests WHERE id = $1")
+            .bind(late)
+            .fetch_one(s.store.pool())
+            .await
+            .unwrap();
+    assert_eq!((&due_at, extended), (late_due, None), "nothing changed");
+
+    let (in_time, _) = &ids[1];
+    let r = http
+        .post(format!("{}/v1/admin/requests/{in_time}/extend", s.base))
+        .bearer_auth(&dpo)
+        .json(&extend)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    // Only the extension in time was mailed.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let mailed = |id: &str| {
+        std::fs::read_dir(&s.mail_dir)
+            .into_iter()
+            .flatten()
+            .filter(|e| {
+                let m = std::fs::read_to_string(e.as_ref().unwrap().path()).unwrap_or_default();
+                m.contains(id) && m.contains("more time needed")
+            })
+            .count()
+    };
+    assert_eq!(mailed(late), 0);
+    assert_eq!(mailed(in_time), 1);
+}
+
 /// A webhook receiver: records each POST (headers, body); answers 500 to the first
 /// `fail_first`, then 200.
 /// What a receiver got: each POST's headers and body.
@@ -1342,9 +1430,26 @@ async fn a_failing_request_is_retried_with_back_off_then_marked_failed() {
     let full = s.service().full(&id).await.unwrap();
     assert_eq!(full.attempts, lethe::requests::MAX_EXECUTIONS);
     // The subject is told once, at the end, without any cause from inside.
-    let told = s.mails_with(&format!("{id}: failed"));
+    let told = s.mails_with(&format!("{id}: delayed"));
     assert_eq!(told.len(), 1, "{told:?}");
     assert!(!told[0].contains("comments"), "{}", told[0]);
+
+    // A failed request stays on the DPO's list until they act; a retry runs it afresh.
+    let open = s.service().list_open(None, now).await.unwrap();
+    assert!(
+        open.iter().any(|r| r.id == id && r.status == "failed"),
+        "{open:?}"
+    );
+    let svc = s.service();
+    let dpo = || lethe::audit::Actor::Admin("dpo".into());
+    svc.retry(&id, dpo(), now).await.unwrap();
+    assert_eq!(s.status_of(&id, &token).await, "verified");
+    assert_eq!(svc.full(&id).await.unwrap().attempts, 0);
+    assert!(matches!(
+        svc.retry(&id, dpo(), now).await,
+        Err(lethe::requests::RequestError::WrongState { .. })
+    ));
+    assert_eq!(s.execute_at(now).await.as_deref(), Some(id.as_str()));
 }
 
 /// The Ed25519 key in a PEM public key (SubjectPublicKeyInfo: the key is the last 32 bytes).

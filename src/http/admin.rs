@@ -34,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/requests/{id}/deny", post(reject))
         .route("/requests/{id}", get(one_request))
         .route("/requests/{id}/approve", post(approve))
+        .route("/requests/{id}/retry", post(retry))
         .route("/requests/{id}/complete", post(complete))
         .route("/requests/{id}/lift", post(lift))
         .route("/mail/dead", get(dead_mail))
@@ -420,6 +421,19 @@ async fn approve(
     let who = admin(&state, &headers, Role::Dpo).await?;
     let svc = service(&state)?;
     svc.approve(&id, Actor::Admin(who), chrono::Utc::now())
+        .await?;
+    Ok(Json(svc.full(&id).await?))
+}
+
+/// A failed request runs again.
+async fn retry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<crate::requests::Full>, ApiError> {
+    let who = admin(&state, &headers, Role::Dpo).await?;
+    let svc = service(&state)?;
+    svc.retry(&id, Actor::Admin(who), chrono::Utc::now())
         .await?;
     Ok(Json(svc.full(&id).await?))
 }

@@ -421,6 +421,19 @@ pub fn routes() -> Vec<Route> {
         ),
         r(
             "post",
+            "/v1/admin/requests/{id}/retry",
+            "Run a failed request again, its attempts counted afresh",
+            Admin(true),
+            None,
+            &[
+                (200, "request"),
+                (403, "not a DPO token"),
+                (409, "not failed"),
+            ],
+            "admin",
+        ),
+        r(
+            "post",
             "/v1/admin/requests/{id}/extend",
             "Extend the deadline once by 1-2 months, with a reason told to the subject",
             Admin(true),

@@ -347,6 +347,7 @@ async fn status(
         "expected_completion_time": full.due_at,
         "subject_request_id": external,
         "request_status": opendsr_status(&full.status),
+        "lethe_status": full.status,
         "api_version": OPENDSR_API_VERSION,
     });
     if let Some(rows) = full

@@ -491,20 +491,7 @@ async fn confirm(
 }
 
 fn status_text(status: &str) -> &'static str {
-    match status {
-        "identity_pending" => "waiting for the code from the e-mail",
-        "received" | "verified" => "confirmed; we are preparing the answer",
-        "awaiting_approval" => "confirmed; waiting for our data protection officer",
-        "in_progress" => "in progress",
-        "completed" => "completed",
-        "partially_completed" => {
-            "completed; what the law makes us keep is listed in the e-mail we sent"
-        }
-        "rejected" => "rejected; the e-mail we sent gives the reason",
-        "failed" => "delayed; we are working on it and will write to you",
-        "cancelled" => "withdrawn",
-        _ => "in progress",
-    }
+    crate::requests::Status::parse(status).map_or("in progress", |s| s.words())
 }
 
 async fn status(

@@ -116,6 +116,9 @@ impl From<RequestError> for ApiError {
             RequestError::AlreadyExtended => {
                 ApiError::client(StatusCode::CONFLICT, "already_extended", e.to_string())
             }
+            RequestError::ExtensionTooLate { .. } => {
+                ApiError::client(StatusCode::CONFLICT, "extension_too_late", e.to_string())
+            }
             RequestError::WrongState { .. } => {
                 ApiError::client(StatusCode::CONFLICT, "wrong_state", e.to_string())
             }

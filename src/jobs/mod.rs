@@ -183,12 +183,27 @@ async fn work(
                 mailer: &ctx.mailer,
                 settings: crate::requests::Settings::from_policy(&ctx.policy),
             };
-            let due = svc.list_open(Some(chrono::Duration::days(7)), now).await?;
+            // Due within a week, and every failed request whatever its date: it waits
+            // for the DPO.
+            let week = crate::store::timestamp(now + chrono::Duration::days(7));
+            let failed =
+                |r: &crate::requests::AdminView| r.status == crate::requests::Status::Failed.key();
+            let due: Vec<_> = svc
+                .list_open(None, now)
+                .await?
+                .into_iter()
+                .filter(|r| failed(r) || r.due_at <= week)
+                .collect();
             let overdue = due.iter().filter(|r| r.overdue).count();
             let mailed = send_to_dpo(ctx, deadlines_mail(&ctx.policy, &due)).await?;
             Ok((
                 "completed".into(),
-                json!({ "due_within_7_days": due.len(), "overdue": overdue, "mailed_to_dpo": mailed }),
+                json!({
+                    "due_within_7_days": due.iter().filter(|r| r.due_at <= week).count(),
+                    "failed": due.iter().filter(|r| failed(r)).count(),
+                    "overdue": overdue,
+                    "mailed_to_dpo": mailed
+                }),
             ))
         }
     }
@@ -251,22 +266,28 @@ fn deadlines_mail(policy: &Policy, due: &[crate::requests::AdminView]) -> Option
                 "{} ({}, {}): due {}{}",
                 r.id,
                 r.kind,
-                r.status,
+                r.status.replace('_', " "),
                 &r.due_at[..10],
                 if r.overdue { " - OVERDUE" } else { "" }
             )
         })
         .collect();
     let overdue = due.iter().filter(|r| r.overdue).count();
+    let failed = due
+        .iter()
+        .filter(|r| r.status == crate::requests::Status::Failed.key())
+        .count();
     let subject = format!(
-        "{} request(s) due within 7 days, {overdue} overdue",
+        "{} request(s) due within 7 days or failed, {overdue} overdue, {failed} failed",
         due.len()
     );
     digest(
         policy,
         "dsr_deadlines",
         subject,
-        &format!("Requests due within 7 days ({overdue} overdue):"),
+        &format!(
+            "Requests due within 7 days, and failed ones waiting for you to retry, reject or complete them ({overdue} overdue, {failed} failed):"
+        ),
         &lines,
         None,
     )

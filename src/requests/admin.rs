@@ -16,8 +16,14 @@ pub struct AdminView {
     pub extended: bool,
 }
 
-const OPEN: &str =
-    "status NOT IN ('completed', 'partially_completed', 'rejected', 'failed', 'cancelled')";
+/// Requests not ended for good; a failed one stays until the DPO retries, rejects or
+/// completes it.
+fn open() -> String {
+    format!(
+        "NOT ({})",
+        Status::sql_in("status", Status::ALL.into_iter().filter(|s| s.is_final()))
+    )
+}
 
 impl Service<'_> {
     /// Open requests, soonest due first; with `due_within`, only those due by then.
@@ -28,7 +34,8 @@ impl Service<'_> {
     ) -> Result<Vec<AdminView>, RequestError> {
         let until = due_within.map(|d| timestamp(now + d));
         let sql = format!(
-            "SELECT id, kind, status, received_at, due_at, extended_at FROM dsr_requests WHERE {OPEN} AND (CAST($1 AS TEXT) IS NULL OR due_at <= $1) ORDER BY due_at"
+            "SELECT id, kind, status, received_at, due_at, extended_at FROM dsr_requests WHERE {} AND (CAST($1 AS TEXT) IS NULL OR due_at <= $1) ORDER BY due_at",
+            open()
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(until)
@@ -53,19 +60,24 @@ impl Service<'_> {
             .map_err(RequestError::from)
     }
 
-    async fn open_request(
-        &self,
-        id: &str,
-    ) -> Result<(String, String, String, Option<String>), RequestError> {
-        let sql =
-            format!("SELECT kind, due_at, extended_at FROM dsr_requests WHERE id = $1 AND {OPEN}");
+    async fn open_request(&self, id: &str) -> Result<OpenRequest, RequestError> {
+        let sql = format!(
+            "SELECT kind, due_at, extended_at, received_at FROM dsr_requests WHERE id = $1 AND {}",
+            open()
+        );
         let r = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(self.store.pool())
             .await?
             .ok_or(RequestError::NotFound)?;
         let email = self.personal_of(id).await?.value().to_owned();
-        Ok((r.try_get(0)?, email, r.try_get(1)?, r.try_get(2)?))
+        Ok(OpenRequest {
+            kind: r.try_get(0)?,
+            email,
+            due_at: r.try_get(1)?,
+            extended_at: r.try_get(2)?,
+            received_at: r.try_get(3)?,
+        })
     }
 
     /// Extends the deadline once, by one or two months, telling the subject why.
@@ -77,9 +89,24 @@ impl Service<'_> {
         actor: Actor,
         now: DateTime<Utc>,
     ) -> Result<AdminView, RequestError> {
-        let (kind, email, due, extended) = self.open_request(id).await?;
+        let OpenRequest {
+            kind,
+            email,
+            due_at: due,
+            extended_at: extended,
+            received_at,
+        } = self.open_request(id).await?;
         if extended.is_some() {
             return Err(RequestError::AlreadyExtended);
+        }
+        let received = crate::policy::parse_timestamp(&received_at).unwrap_or(now);
+        // The same month as the first deadline's (Art. 12(3)).
+        let last_day = super::due_date(received);
+        if now > last_day {
+            return Err(RequestError::ExtensionTooLate {
+                received: received.format("%Y-%m-%d").to_string(),
+                last_day: last_day.format("%Y-%m-%d").to_string(),
+            });
         }
         let due_t = crate::policy::parse_timestamp(&due).unwrap_or(now);
         let new_due = timestamp(
@@ -145,7 +172,7 @@ impl Service<'_> {
         actor: Actor,
         now: DateTime<Utc>,
     ) -> Result<(), RequestError> {
-        let (kind, email, _, _) = self.open_request(id).await?;
+        let OpenRequest { kind, email, .. } = self.open_request(id).await?;
         let mut tx = self.store.begin().await?;
         self.audit
             .append_in(
@@ -206,8 +233,8 @@ impl Service<'_> {
     async fn transition(
         &self,
         id: &str,
-        from: &[&str],
-        to: &str,
+        from: &[Status],
+        to: Status,
         action: &str,
         actor: Actor,
         mail: Option<(&str, String, String)>,
@@ -220,16 +247,22 @@ impl Service<'_> {
             .await?
             .ok_or(RequestError::NotFound)?;
         let (status, kind): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-        if !from.contains(&status.as_str()) {
+        let current = status::stored(&status);
+        if !from.contains(&current) || !current.can_go(to) {
             return Err(RequestError::WrongState {
                 status,
                 action: action.rsplit('.').next().unwrap_or(action).to_owned(),
             });
         }
+        // A retry starts afresh: its attempts and backoff are counted again.
         let changed = sqlx::query(
-            "UPDATE dsr_requests SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+            "UPDATE dsr_requests SET status = $1, updated_at = $2, \
+             attempts = CASE WHEN $1 = 'verified' AND status = 'failed' THEN 0 ELSE attempts END, \
+             next_attempt_at = CASE WHEN $1 = 'verified' THEN NULL ELSE next_attempt_at END, \
+             claimed_by = CASE WHEN status = 'failed' THEN NULL ELSE claimed_by END \
+             WHERE id = $3 AND status = $4",
         )
-        .bind(to)
+        .bind(to.key())
         .bind(timestamp(now))
         .bind(id)
         .bind(&status)
@@ -247,7 +280,7 @@ impl Service<'_> {
                 &mut tx,
                 &[NewEntry::new(actor, action)
                     .request(id)
-                    .summary(serde_json::json!({ "type": kind, "from": status, "to": to }))],
+                    .summary(serde_json::json!({ "type": kind, "from": status, "to": to.key() }))],
             )
             .await?;
         if let Some((mkind, text, html)) = mail {
@@ -258,15 +291,15 @@ impl Service<'_> {
                 &Mail {
                     kind: mkind.to_owned(),
                     to: email,
-                    subject: format!("Your request {id}: {}", to.replace('_', " ")),
+                    subject: format!("Your request {id}: {}", to.words()),
                     text,
                     html,
                 },
             )
             .await?;
         }
-        if to != status {
-            self.callbacks_in(&mut tx, id, to, now).await?;
+        if to != current {
+            self.callbacks_in(&mut tx, id, to.key(), now).await?;
         }
         tx.commit().await?;
         self.deliver().await;
@@ -282,8 +315,8 @@ impl Service<'_> {
     ) -> Result<(), RequestError> {
         self.transition(
             id,
-            &["awaiting_approval"],
-            "verified",
+            &[Status::AwaitingApproval],
+            Status::Verified,
             "admin.approved",
             actor,
             None,
@@ -292,8 +325,8 @@ impl Service<'_> {
         .await
     }
 
-    /// The DPO completes a task (rectification, restriction, objection), telling the
-    /// subject what was done.
+    /// The DPO completes a task (rectification, restriction, objection), or a failed
+    /// request they have carried out by hand, telling the subject what was done.
     pub async fn complete_task(
         &self,
         id: &str,
@@ -301,17 +334,17 @@ impl Service<'_> {
         actor: Actor,
         now: DateTime<Utc>,
     ) -> Result<(), RequestError> {
-        let manual: Option<String> = sqlx::query_scalar(
-            "SELECT kind FROM dsr_requests WHERE id = $1 AND claimed_by IS NULL",
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT kind, status FROM dsr_requests WHERE id = $1 AND claimed_by IS NULL",
         )
         .bind(id)
         .fetch_optional(self.store.pool())
         .await?;
-        if !manual
-            .as_deref()
-            .and_then(Kind::parse)
-            .is_some_and(is_manual)
-        {
+        let Some((kind, status)) = row else {
+            return Err(RequestError::NotATask);
+        };
+        let failed = status::stored(&status) == Status::Failed;
+        if !failed && !Kind::parse(&kind).is_some_and(is_manual) {
             return Err(RequestError::NotATask);
         }
         let text = format!("We have handled your request {id}: {note}\n");
@@ -321,8 +354,8 @@ impl Service<'_> {
         );
         self.transition(
             id,
-            &["in_progress"],
-            "completed",
+            &[Status::InProgress, Status::Failed],
+            Status::Completed,
             "admin.completed",
             actor,
             Some(("request_completed", text, html)),
@@ -383,6 +416,25 @@ impl Service<'_> {
         Ok(())
     }
 
+    /// The DPO runs a failed request again, with its attempts counted afresh.
+    pub async fn retry(
+        &self,
+        id: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        self.transition(
+            id,
+            &[Status::Failed],
+            Status::Verified,
+            "admin.retried",
+            actor,
+            None,
+            now,
+        )
+        .await
+    }
+
     /// The subject (or the OpenDSR controller) withdraws a request not yet being executed.
     pub async fn cancel(
         &self,
@@ -393,12 +445,12 @@ impl Service<'_> {
         self.transition(
             id,
             &[
-                "received",
-                "identity_pending",
-                "verified",
-                "awaiting_approval",
+                Status::Received,
+                Status::IdentityPending,
+                Status::Verified,
+                Status::AwaitingApproval,
             ],
-            "cancelled",
+            Status::Cancelled,
             "request.cancelled",
             actor,
             None,
@@ -479,4 +531,14 @@ pub struct Full {
     pub channel: String,
     pub external_id: Option<String>,
     pub restriction_in_force: bool,
+}
+
+/// An open request as the DPO's actions need it.
+struct OpenRequest {
+    kind: String,
+    /// The person's address, unsealed.
+    email: String,
+    due_at: String,
+    extended_at: Option<String>,
+    received_at: String,
 }

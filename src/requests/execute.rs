@@ -106,7 +106,7 @@ impl Service<'_> {
             restriction,
         };
         let mut notices = Vec::new();
-        let outcome: Result<(String, serde_json::Value, Option<Download>), String> = match kind {
+        let outcome: Result<(Status, serde_json::Value, Option<Download>), String> = match kind {
             Kind::Access | Kind::Portability => {
                 let ak = if kind == Kind::Access {
                     crate::dsr::AccessKind::Access
@@ -123,7 +123,7 @@ impl Service<'_> {
                         };
                         bytes.map(|b| {
                             (
-                                "completed".to_owned(),
+                                Status::Completed,
                                 serde_json::json!({ "rows": p.row_counts() }),
                                 Some(Download {
                                     content_type: ct.into(),
@@ -140,14 +140,14 @@ impl Service<'_> {
                     Ok(r) => {
                         let kept = r.kept().count();
                         let status = if kept > 0 {
-                            "partially_completed"
+                            Status::PartiallyCompleted
                         } else {
-                            "completed"
+                            Status::Completed
                         };
                         notices = erasure_notices(policy, &r);
                         let notified: Vec<&str> = notices.iter().map(|p| p.id.as_str()).collect();
                         Ok((
-                            status.to_owned(),
+                            status,
                             serde_json::json!({ "systems": r.systems, "processors_notified": notified }),
                             None,
                         ))
@@ -157,19 +157,23 @@ impl Service<'_> {
             }
             // Tasks are not claimed (see `accept_in`); one claimed all the same goes back.
             _ => Ok((
-                "in_progress".to_owned(),
+                Status::InProgress,
                 serde_json::json!({ "manual": true }),
                 None,
             )),
         };
         let mut tx = self.store.begin().await?;
         let (status, result, retry_at) = match &outcome {
-            Ok((s, r, _)) => (s.clone(), r.clone(), None),
+            Ok((s, r, _)) => (*s, r.clone(), None),
             Err(e) => {
                 tracing::error!(request = %id, attempt = attempts + 1, error = %e, "request execution failed");
                 let retry = attempts + 1 < MAX_EXECUTIONS;
                 (
-                    if retry { "verified" } else { "failed" }.to_owned(),
+                    if retry {
+                        Status::Verified
+                    } else {
+                        Status::Failed
+                    },
                     serde_json::json!({ "error": "execution failed; the operator has the details in the log", "attempts": attempts + 1 }),
                     retry.then(|| now + notify::webhook::backoff(attempts)),
                 )
@@ -215,7 +219,7 @@ impl Service<'_> {
             "UPDATE dsr_requests SET status = $1, result = $2, updated_at = $3, attempts = $4, next_attempt_at = $5, \
              claimed_by = CASE WHEN $1 = 'in_progress' OR $1 = 'verified' THEN NULL ELSE claimed_by END WHERE id = $6",
         )
-        .bind(&status)
+        .bind(status.key())
         .bind(result.to_string())
         .bind(timestamp(now))
         .bind(if outcome.is_err() { attempts + 1 } else { attempts })
@@ -226,14 +230,14 @@ impl Service<'_> {
         if kind == Kind::Erasure && outcome.is_ok() {
             self.forget_in(&mut tx, &identity).await?;
         }
-        if retry_at.is_none() && status != "in_progress" {
+        if retry_at.is_none() && status != Status::InProgress {
             notify::enqueue_in(
                 &mut tx,
                 self.mailer,
-                &self.outcome_mail(&identity, &id, kind, &status, download_secret.as_deref()),
+                &self.outcome_mail(&identity, &id, kind, status, download_secret.as_deref()),
             )
             .await?;
-            self.callbacks_in(&mut tx, &id, &status, now).await?;
+            self.callbacks_in(&mut tx, &id, status.key(), now).await?;
         }
         for p in &notices {
             self.erasure_notice_in(&mut tx, p, &id, &identity, now)
@@ -292,7 +296,7 @@ impl Service<'_> {
         identity: &Identity,
         id: &str,
         kind: Kind,
-        status: &str,
+        status: Status,
         secret: Option<&str>,
     ) -> Mail {
         let link = secret.map(|secret| {
@@ -300,26 +304,28 @@ impl Service<'_> {
                 .link(&format!("/portal/requests/{id}/download?secret={secret}"))
         });
         let what = match (kind, status) {
-            (_, "failed") => "We could not complete your request yet; we are looking into it and will write again.".to_owned(),
+            (_, Status::Failed) => "We could not complete your request yet; we are looking into it and will write again.".to_owned(),
             (Kind::Access | Kind::Portability, _) => format!(
                 "Your data is ready. Download it within {} days from the link below; keep it to yourself, as it opens your data without any other proof.",
                 self.settings.package_days
             ),
-            (Kind::Erasure, "partially_completed") => "We erased your data, except what the law requires us to keep; the status of your request lists what we keep, why and until when.".to_owned(),
+            (Kind::Erasure, Status::PartiallyCompleted) => "We erased your data, except what the law requires us to keep; the status of your request lists what we keep, why and until when.".to_owned(),
             (Kind::Erasure, _) => "We erased your data.".to_owned(),
             _ => "A person on our team will handle your request and write to you.".to_owned(),
         };
         let text = format!(
-            "Your {} request {id} at {}: {status}.\n\n{what}\n{}",
+            "Your {} request {id} at {}: {}.\n\n{what}\n{}",
             kind.key(),
             self.settings.controller,
+            status.words(),
             link.as_deref()
                 .map_or(String::new(), |l| format!("\n{l}\n"))
         );
         let html = format!(
-            "<p>Your {} request <code>{id}</code> at {}: {status}.</p><p>{}</p>{}",
+            "<p>Your {} request <code>{id}</code> at {}: {}.</p><p>{}</p>{}",
             kind.key(),
             notify::html_escape(&self.settings.controller),
+            status.words(),
             notify::html_escape(&what),
             link.as_deref().map_or(String::new(), |l| format!(
                 "<p><a href=\"{}\">Download your data</a></p>",
@@ -329,7 +335,7 @@ impl Service<'_> {
         Mail {
             kind: format!("request_{status}"),
             to: identity.value().to_owned(),
-            subject: format!("Your request {id}: {status}"),
+            subject: format!("Your request {id}: {}", status.words()),
             text,
             html,
         }

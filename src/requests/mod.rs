@@ -115,6 +115,12 @@ pub enum RequestError {
     ResendTooSoon(i64),
     #[error("the deadline was already extended once")]
     AlreadyExtended,
+    /// Art. 12(3) GDPR: the person must be told of an extension within one month of
+    /// receipt of the request.
+    #[error(
+        "an extension must be sent within one month of receipt (Art. 12(3) GDPR); this request was received on {received}, so the last day was {last_day}"
+    )]
+    ExtensionTooLate { received: String, last_day: String },
     #[error("the request is {status}: it cannot be {action} now")]
     WrongState { status: String, action: String },
     #[error("the request is not a task for the DPO")]
@@ -558,6 +564,7 @@ mod execute;
 mod opendsr;
 mod personal;
 mod purge;
+mod status;
 mod verify;
 
 use crate::dsr::restriction_label;
@@ -567,6 +574,7 @@ pub use admin::{AdminView, Full};
 pub use execute::{Download, MAX_EXECUTIONS, PACKAGE_DAYS, erasure_notices};
 pub use opendsr::{OPENDSR_API_VERSION, opendsr_status};
 pub use purge::{Purged, TRANSIENT_DAYS, purge};
+pub use status::Status;
 
 #[cfg(test)]
 mod tests {

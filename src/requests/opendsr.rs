@@ -6,14 +6,9 @@ use super::*;
 /// The OpenDSR API version spoken.
 pub const OPENDSR_API_VERSION: &str = "2.0";
 
-/// The OpenDSR status of a lethe status.
+/// The OpenDSR status of a lethe status (see [`Status::opendsr`]).
 pub fn opendsr_status(status: &str) -> &'static str {
-    match status {
-        "in_progress" => "in_progress",
-        "completed" | "partially_completed" | "rejected" | "failed" => "completed",
-        "cancelled" => "cancelled",
-        _ => "pending",
-    }
+    status::stored(status).opendsr()
 }
 
 impl Service<'_> {
@@ -49,6 +44,7 @@ impl Service<'_> {
                 "status_callback_url": url,
                 "subject_request_id": external,
                 "request_status": opendsr_status(status),
+                "lethe_status": status,
                 "api_version": OPENDSR_API_VERSION,
             });
             notify::webhook::enqueue_in(

@@ -40,8 +40,11 @@ pub async fn purge(
             .await?
             .rows_affected())
     };
-    let finished = "status IN ('completed', 'partially_completed', 'rejected', 'failed', 'cancelled') \
-                    AND updated_at < $1 AND id NOT IN (SELECT request_id FROM subject_restrictions WHERE lifted_at IS NULL)";
+    // A failed request is not finished: it waits for the DPO.
+    let finished = format!(
+        "{} AND updated_at < $1 AND id NOT IN (SELECT request_id FROM subject_restrictions WHERE lifted_at IS NULL)",
+        Status::sql_in("status", Status::ALL.into_iter().filter(|s| s.is_final()))
+    );
     let abandoned = "status = 'identity_pending' AND updated_at < $1";
     let mut p = Purged {
         packages: run("DELETE FROM request_packages WHERE expires_at < $1", &now_s).await?,
@@ -62,7 +65,7 @@ pub async fn purge(
         &now_s,
     )
     .await?;
-    for (cond, at) in [(finished, &old), (abandoned, &transient)] {
+    for (cond, at) in [(finished.as_str(), &old), (abandoned, &transient)] {
         for child in [
             "DELETE FROM request_packages WHERE request_id IN (SELECT id FROM dsr_requests WHERE {c})",
             "DELETE FROM subject_restrictions WHERE request_id IN (SELECT id FROM dsr_requests WHERE {c})",
