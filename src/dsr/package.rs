@@ -17,14 +17,25 @@ use crate::sources::db::Found;
 #[derive(Debug, Clone, Serialize)]
 pub struct Value {
     pub value: Option<String>,
+    /// The field's first category ("" for a field the policy gives none: an identifier,
+    /// a time), kept for readers of earlier packages; `categories` has them all.
     pub category: String,
     pub category_name: String,
+    pub categories: Vec<Category>,
     pub purposes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Category {
+    pub key: String,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CollectionData {
     pub collection: String,
+    /// The fields, in the policy's order.
+    pub columns: Vec<String>,
     pub rows: Vec<BTreeMap<String, Value>>,
 }
 
@@ -75,52 +86,92 @@ pub fn build(
             let Some(f) = collections.get(c.name.as_str()) else {
                 continue;
             };
-            let fields: Vec<&crate::policy::Field> = c
+            // Access (Art. 15(3)): a copy of every field of every row found, identifiers
+            // and the times of its events included. Portability (Art. 20): what the
+            // person provided.
+            let mut columns: Vec<Column> = c
                 .fields
                 .iter()
-                .filter(|fl| !fl.categories.is_empty())
                 .filter(|fl| {
                     kind == AccessKind::Access
-                        || policy
-                            .field_purposes(system, c, fl)
-                            .iter()
-                            .any(|p| policy.purpose(p.as_str()).is_some_and(portable))
+                        || !fl.categories.is_empty()
+                            && policy
+                                .field_purposes(system, c, fl)
+                                .iter()
+                                .any(|p| policy.purpose(p.as_str()).is_some_and(portable))
+                })
+                .map(|fl| Column {
+                    name: fl.name.to_string(),
+                    categories: fl
+                        .categories
+                        .iter()
+                        .map(|k| Category {
+                            key: k.to_string(),
+                            name: policy.taxonomy.name(k.as_str()).to_owned(),
+                        })
+                        .collect(),
+                    purposes: policy
+                        .field_purposes(system, c, fl)
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect(),
                 })
                 .collect();
-            if fields.is_empty() || f.rows.is_empty() {
+            if kind == AccessKind::Access {
+                // The times of the collection's own events, by name, after its fields.
+                let times: std::collections::BTreeSet<&str> = c
+                    .events
+                    .values()
+                    .filter_map(|b| match &**b {
+                        crate::policy::EventBinding::Column(col) => Some(col.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                for col in times {
+                    if !columns.iter().any(|k| k.name == col) {
+                        columns.push(Column {
+                            name: col.to_owned(),
+                            categories: Vec::new(),
+                            purposes: c.purposes.iter().map(|p| p.to_string()).collect(),
+                        });
+                    }
+                }
+            }
+            if columns.is_empty() || f.rows.is_empty() {
                 continue;
             }
             let rows: Vec<BTreeMap<String, Value>> = f
                 .rows
                 .iter()
                 .map(|row| {
-                    fields
+                    columns
                         .iter()
-                        .map(|fl| {
-                            let cat = fl.categories[0].to_string();
+                        .map(|k| {
+                            let first = k.categories.first();
                             (
-                                fl.name.to_string(),
+                                k.name.clone(),
                                 Value {
-                                    value: row.get(fl.name.as_str()).cloned().flatten(),
-                                    category_name: policy.taxonomy.name(&cat).to_owned(),
-                                    category: cat,
-                                    purposes: policy
-                                        .field_purposes(system, c, fl)
-                                        .iter()
-                                        .map(|p| p.to_string())
-                                        .collect(),
+                                    value: row.get(k.name.as_str()).cloned().flatten(),
+                                    category: first.map(|c| c.key.clone()).unwrap_or_default(),
+                                    category_name: first
+                                        .map(|c| c.name.clone())
+                                        .unwrap_or_default(),
+                                    categories: k.categories.clone(),
+                                    purposes: k.purposes.clone(),
                                 },
                             )
                         })
                         .collect()
                 })
                 .collect();
+            let names: Vec<String> = columns.into_iter().map(|k| k.name).collect();
             csvs.push((
                 format!("{}.{}.csv", system.id.as_str(), c.name.as_str()),
-                to_csv(&fields, &rows),
+                to_csv(&names, &rows),
             ));
             out.push(CollectionData {
                 collection: c.name.to_string(),
+                columns: names,
                 rows,
             });
         }
@@ -149,12 +200,19 @@ pub fn build(
     }
 }
 
-fn to_csv(fields: &[&crate::policy::Field], rows: &[BTreeMap<String, Value>]) -> String {
+/// A column of the package: a field, or the column of one of the collection's events.
+struct Column {
+    name: String,
+    categories: Vec<Category>,
+    purposes: Vec<String>,
+}
+
+fn to_csv(columns: &[String], rows: &[BTreeMap<String, Value>]) -> String {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record(fields.iter().map(|f| f.name.as_str()));
+    let _ = w.write_record(columns);
     for r in rows {
-        let _ = w.write_record(fields.iter().map(|f| {
-            r.get(f.name.as_str())
+        let _ = w.write_record(columns.iter().map(|f| {
+            r.get(f.as_str())
                 .and_then(|v| v.value.clone())
                 .unwrap_or_default()
         }));
@@ -251,13 +309,30 @@ fn render_index(policy: &Policy, data: &Data) -> Result<String, minijinja::Error
             source: p.source().to_owned(),
         })
         .collect();
-    let counts: Vec<(String, String, usize)> = data
+    // The person's data, a table per collection: each row its values in the policy's
+    // order.
+    let tables: Vec<minijinja::Value> = data
         .systems
         .iter()
         .flat_map(|s| {
-            s.collections
-                .iter()
-                .map(move |c| (s.name.clone(), c.collection.clone(), c.rows.len()))
+            s.collections.iter().map(move |c| {
+                let rows: Vec<Vec<Option<String>>> = c
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        c.columns
+                            .iter()
+                            .map(|k| r.get(k).and_then(|v| v.value.clone()))
+                            .collect()
+                    })
+                    .collect();
+                minijinja::context! {
+                    system => s.name,
+                    collection => c.collection,
+                    columns => c.columns,
+                    rows => rows,
+                }
+            })
         })
         .collect();
     let controller = policy.controller.as_ref();
@@ -268,7 +343,7 @@ fn render_index(policy: &Policy, data: &Data) -> Result<String, minijinja::Error
         contact => controller.map(|c| c.contact_email.to_string()),
         authority => controller.and_then(|c| c.supervisory_authority.as_ref()).map(|a| (a.name.clone(), a.url.clone())),
         purposes => purposes,
-        counts => counts,
+        tables => tables,
     })
 }
 

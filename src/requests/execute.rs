@@ -121,10 +121,12 @@ impl Service<'_> {
                         } else {
                             ("application/json", Ok(p.data_json()))
                         };
+                        let rows = p.row_counts();
+                        let nothing_found = rows.values().all(|n| *n == 0);
                         bytes.map(|b| {
                             (
                                 Status::Completed,
-                                serde_json::json!({ "rows": p.row_counts() }),
+                                serde_json::json!({ "rows": rows, "nothing_found": nothing_found }),
                                 Some(Download {
                                     content_type: ct.into(),
                                     bytes: b,
@@ -234,7 +236,14 @@ impl Service<'_> {
             notify::enqueue_in(
                 &mut tx,
                 self.mailer,
-                &self.outcome_mail(&identity, &id, kind, status, download_secret.as_deref()),
+                &self.outcome_mail(
+                    &identity,
+                    &id,
+                    kind,
+                    status,
+                    result.get("nothing_found") == Some(&serde_json::Value::Bool(true)),
+                    download_secret.as_deref(),
+                ),
             )
             .await?;
             self.callbacks_in(&mut tx, &id, status.key(), now).await?;
@@ -297,6 +306,7 @@ impl Service<'_> {
         id: &str,
         kind: Kind,
         status: Status,
+        nothing_found: bool,
         secret: Option<&str>,
     ) -> Mail {
         let link = secret.map(|secret| {
@@ -305,6 +315,10 @@ impl Service<'_> {
         });
         let what = match (kind, status) {
             (_, Status::Failed) => "We could not complete your request yet; we are looking into it and will write again.".to_owned(),
+            (Kind::Access | Kind::Portability, _) if nothing_found => format!(
+                "We searched every system in our record of processing and hold no personal data about you. The package at the link below confirms it (available for {} days).",
+                self.settings.package_days
+            ),
             (Kind::Access | Kind::Portability, _) => format!(
                 "Your data is ready. Download it within {} days from the link below; keep it to yourself, as it opens your data without any other proof.",
                 self.settings.package_days

@@ -157,6 +157,17 @@ pub struct View {
     /// After an erasure: what was kept, under which article, why and until when.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<KeptView>,
+    /// An access or portability request that found nothing: we hold no data about them.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub nothing_found: bool,
+}
+
+/// Whether an access result recorded that nothing was found.
+fn nothing_found(result: Option<&str>) -> bool {
+    result
+        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+        .and_then(|v| v.get("nothing_found").and_then(serde_json::Value::as_bool))
+        .unwrap_or(false)
 }
 
 /// One kept field of an erasure, as the subject reads it.
@@ -529,6 +540,7 @@ impl Service<'_> {
             received_at: r.try_get(3)?,
             due_at: r.try_get(4)?,
             kept: kept_of(r.try_get::<Option<String>, _>(5)?.as_deref()),
+            nothing_found: nothing_found(r.try_get::<Option<String>, _>(5)?.as_deref()),
         })
     }
 
@@ -555,6 +567,7 @@ impl Service<'_> {
             received_at: r.try_get(4)?,
             due_at: r.try_get(5)?,
             kept: kept_of(r.try_get::<Option<String>, _>(6)?.as_deref()),
+            nothing_found: nothing_found(r.try_get::<Option<String>, _>(6)?.as_deref()),
         })
     }
 }
