@@ -1285,17 +1285,41 @@ async fn a_restriction_holds_the_person_until_the_dpo_lifts_it() {
         .unwrap();
     assert_eq!(full["restriction_in_force"], true);
     assert_eq!(full["identity"], format!("email={email}"));
-    // An erasure meanwhile keeps everything, saying why.
+    // An erasure meanwhile erases nothing and claims no exemption: it waits for the DPO,
+    // and the person and the DPO are told why.
     let (eid, etoken) = s.verified("erasure", email).await;
     assert_eq!(s.execute().await.as_deref(), Some(eid.as_str()));
-    assert_eq!(s.status_of(&eid, &etoken).await, "partially_completed");
+    assert_eq!(s.status_of(&eid, &etoken).await, "awaiting_approval");
     assert_eq!(
         app_rows(&s, email).await,
         before,
         "a restricted person's data was erased"
     );
+    assert_eq!(s.execute().await, None, "a held erasure does not run again");
     let result = s.service().full(&eid).await.unwrap().result.unwrap();
-    assert!(result.to_string().contains("Art. 18(1)"), "{result}");
+    assert_eq!(result["waiting_for"], "restriction", "{result}");
+    assert_eq!(result["restriction"], rid.as_str(), "{result}");
+    let view = s.service().status(&eid, &etoken).await.unwrap();
+    assert!(view.held.is_some_and(|h| h.contains("Art. 18")), "{view:?}");
+    let told: Vec<String> = s
+        .mails_with(&eid)
+        .iter()
+        .map(|m| unqp(m))
+        .filter(|m| m.contains("waits: you asked us to restrict"))
+        .collect();
+    assert_eq!(
+        told.len(),
+        1,
+        "the person was not told why the erasure waits"
+    );
+    assert!(!told[0].contains("We erased"), "{}", told[0]);
+    assert!(
+        s.mails_with(&eid)
+            .iter()
+            .map(|m| unqp(m))
+            .any(|m| m.contains("needs you") && m.contains("Art. 18(3)")),
+        "the DPO was not told"
+    );
     // Lifting needs a DPO and a note; the person is told.
     let lift = |token: String, body: Value| {
         http.post(format!("{}/v1/admin/requests/{rid}/lift", s.base))
@@ -1333,6 +1357,17 @@ async fn a_restriction_holds_the_person_until_the_dpo_lifts_it() {
         "the person was not told before the lifting"
     );
     assert!(lethe::dsr::restrictions(&s.audit).await.unwrap().is_empty());
+    // Told first (Art. 18(3)): the message went out before the restriction ended.
+    let (sent, lifted): (String, String) = sqlx::query_as(
+        "SELECT m.sent_at, r.lifted_at FROM subject_restrictions r JOIN mail_outbox m ON m.id = r.lift_mail_id WHERE r.request_id = $1",
+    )
+    .bind(&rid)
+    .fetch_one(s.store.pool())
+    .await
+    .unwrap();
+    assert!(sent <= lifted, "sent {sent}, lifted {lifted}");
+    // The erasure that waited is back in the queue.
+    assert_eq!(s.status_of(&eid, &etoken).await, "verified");
     // Lifting twice finds nothing to lift.
     assert_eq!(
         lift(dpo.clone(), json!({ "note": "again" }))
@@ -1351,6 +1386,16 @@ async fn a_restriction_holds_the_person_until_the_dpo_lifts_it() {
         .unwrap();
     assert_eq!(done.status(), 200);
     assert_eq!(s.status_of(&rid, &rtoken).await, "completed");
+    // The erasure that waited runs now.
+    assert_eq!(s.execute().await.as_deref(), Some(eid.as_str()));
+    assert!(matches!(
+        s.status_of(&eid, &etoken).await.as_str(),
+        "completed" | "partially_completed"
+    ));
+    assert!(
+        app_rows(&s, email).await < before,
+        "the erasure did not run"
+    );
     // An access request is no task.
     let (aid, _) = s.verified("access", email).await;
     let not_task = http

@@ -14,7 +14,7 @@ BEGIN
         'identity_pending>cancelled', 'verified>in_progress', 'verified>failed',
         'verified>rejected', 'verified>cancelled', 'awaiting_approval>verified',
         'awaiting_approval>rejected', 'awaiting_approval>cancelled',
-        'in_progress>verified', 'in_progress>completed', 'in_progress>partially_completed',
+        'in_progress>verified', 'in_progress>awaiting_approval', 'in_progress>completed', 'in_progress>partially_completed',
         'in_progress>failed', 'in_progress>rejected', 'failed>verified',
         'failed>completed', 'failed>rejected'
     ) THEN

@@ -132,6 +132,7 @@ impl From<RequestError> for ApiError {
                 "resend_too_soon",
                 e.to_string(),
             ),
+            RequestError::Erased => ApiError::client(StatusCode::GONE, "erased", e.to_string()),
             RequestError::NotATask => {
                 ApiError::client(StatusCode::CONFLICT, "not_a_task", e.to_string())
             }

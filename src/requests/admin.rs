@@ -364,8 +364,10 @@ impl Service<'_> {
         .await
     }
 
-    /// Lifts a restriction (Art. 18(3)): the subject is told first, in the same
-    /// transaction as the change.
+    /// Lifts a restriction (Art. 18(3)): the person is told first. The lift is announced
+    /// with a message and takes effect once that message has been sent (at once when the
+    /// mail server takes it; else when a later delivery does, see [`Self::complete_lifts`]);
+    /// then the erasures that waited for it run.
     pub async fn lift_restriction(
         &self,
         id: &str,
@@ -374,32 +376,24 @@ impl Service<'_> {
         now: DateTime<Utc>,
     ) -> Result<(), RequestError> {
         let mut tx = self.store.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE subject_restrictions SET lifted_at = $1 WHERE request_id = $2 AND lifted_at IS NULL",
+        let open: Option<String> = sqlx::query_scalar(
+            "SELECT request_id FROM subject_restrictions WHERE request_id = $1 AND lifted_at IS NULL AND lift_announced_at IS NULL",
         )
-        .bind(timestamp(now))
         .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed != 1 {
+        .fetch_optional(&mut *tx)
+        .await?;
+        if open.is_none() {
             return Err(RequestError::NotFound);
         }
         let email = self.personal(&mut tx, id).await?.value().to_owned();
-        self.audit
-            .append_in(
-                &mut tx,
-                &[NewEntry::new(actor, "restriction.lifted").request(id)],
-            )
-            .await?;
         let text = format!(
-            "The restriction of processing you asked for in request {id} is lifted: {reason}\n\nYour data is processed again under our privacy notice (Art. 18(3) GDPR).\n"
+            "We are lifting the restriction of processing you asked for in request {id}: {reason}\n\nWe tell you before it ends (Art. 18(3) GDPR). From now on your data is processed again under our privacy notice, and any erasure you asked for meanwhile runs.\n"
         );
         let html = format!(
-            "<p>The restriction of processing you asked for in request <code>{id}</code> is lifted: {}</p><p>Your data is processed again under our privacy notice (Art. 18(3) GDPR).</p>",
+            "<p>We are lifting the restriction of processing you asked for in request <code>{id}</code>: {}</p><p>We tell you before it ends (Art. 18(3) GDPR). From now on your data is processed again under our privacy notice, and any erasure you asked for meanwhile runs.</p>",
             notify::html_escape(reason)
         );
-        notify::enqueue_in(
+        let mail = notify::enqueue_in(
             &mut tx,
             self.mailer,
             &Mail {
@@ -411,9 +405,88 @@ impl Service<'_> {
             },
         )
         .await?;
+        let changed = sqlx::query(
+            "UPDATE subject_restrictions SET lift_announced_at = $1, lift_mail_id = $2 \
+             WHERE request_id = $3 AND lifted_at IS NULL AND lift_announced_at IS NULL",
+        )
+        .bind(timestamp(now))
+        .bind(mail)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            return Err(RequestError::NotFound);
+        }
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(actor, "restriction.lift_announced").request(id)],
+            )
+            .await?;
         tx.commit().await?;
         self.deliver().await;
+        self.complete_lifts(now).await?;
         Ok(())
+    }
+
+    /// Ends every restriction whose announced lift has reached the person (its message
+    /// sent), and sends the erasures that waited for it back to the queue. Returns how
+    /// many restrictions ended.
+    pub async fn complete_lifts(&self, now: DateTime<Utc>) -> Result<u64, RequestError> {
+        let told: Vec<(String, String)> = sqlx::query_as(
+            "SELECT r.request_id, m.sent_at FROM subject_restrictions r JOIN mail_outbox m ON m.id = r.lift_mail_id \
+             WHERE r.lifted_at IS NULL AND r.lift_announced_at IS NOT NULL AND m.sent_at IS NOT NULL",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
+        let mut ended = 0;
+        for (rid, sent) in told {
+            // Never before the person was told.
+            let lifted = timestamp(now).max(sent);
+            let mut tx = self.store.begin().await?;
+            let changed = sqlx::query(
+                "UPDATE subject_restrictions SET lifted_at = $1 WHERE request_id = $2 AND lifted_at IS NULL",
+            )
+            .bind(&lifted)
+            .bind(&rid)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed != 1 {
+                continue;
+            }
+            // The person's erasures held for a restriction: checked again when they run.
+            let waiting: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM dsr_requests WHERE status = 'awaiting_approval' AND kind = 'erasure' \
+                 AND result LIKE '%\"waiting_for\":\"restriction\"%' \
+                 AND identity_lookup = (SELECT identity_lookup FROM dsr_requests WHERE id = $1)",
+            )
+            .bind(&rid)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut entries =
+                vec![NewEntry::new(Actor::System, "restriction.lifted").request(&rid)];
+            for w in &waiting {
+                sqlx::query("UPDATE dsr_requests SET status = $1, result = NULL, updated_at = $2 WHERE id = $3")
+                    .bind(Status::Verified.key())
+                    .bind(timestamp(now))
+                    .bind(w)
+                    .execute(&mut *tx)
+                    .await?;
+                self.callbacks_in(&mut tx, w, Status::Verified.key(), now)
+                    .await?;
+                entries.push(
+                    NewEntry::new(Actor::System, "request.resumed")
+                        .request(w)
+                        .summary(serde_json::json!({ "after_lift_of": rid })),
+                );
+            }
+            self.audit.append_in(&mut tx, &entries).await?;
+            tx.commit().await?;
+            ended += 1;
+        }
+        Ok(ended)
     }
 
     /// The DPO runs a failed request again, with its attempts counted afresh.

@@ -31,6 +31,8 @@ impl Service<'_> {
         holder: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<String>, RequestError> {
+        // Restrictions whose lift reached the person end first, releasing what waited.
+        self.complete_lifts(now).await?;
         let stale = timestamp(now - chrono::Duration::minutes(STALE_CLAIM_MINUTES));
         // A request in progress is taken over when its holder's lease has lapsed (see
         // `store::lease`), or after STALE_CLAIM_MINUTES for a holder that is no instance.
@@ -96,6 +98,12 @@ impl Service<'_> {
         } else {
             None
         };
+        // Art. 18 is no exemption from Art. 17: the erasure waits for the DPO, and runs
+        // once the restriction is lifted (the person told first).
+        if let Some(by) = &restriction {
+            self.hold_for_restriction(&id, by, now).await?;
+            return Ok(Some(id));
+        }
         let ctx = crate::dsr::Context {
             policy,
             audit: self.audit,
@@ -103,7 +111,7 @@ impl Service<'_> {
             actor: Actor::Subject,
             request_id: Some(id.clone()),
             strict: false,
-            restriction,
+            restriction: None,
         };
         let mut notices = Vec::new();
         let outcome: Result<(Status, serde_json::Value, Option<Download>), String> = match kind {
@@ -255,6 +263,75 @@ impl Service<'_> {
         tx.commit().await?;
         self.deliver().await;
         Ok(Some(id))
+    }
+
+    /// An erasure for a person whose processing is restricted (Art. 18) by request `by`
+    /// waits for the DPO: the person and the DPO are told why.
+    async fn hold_for_restriction(
+        &self,
+        id: &str,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        let held = serde_json::json!({ "waiting_for": "restriction", "restriction": by });
+        let mut tx = self.store.begin().await?;
+        self.audit
+            .append_in(
+                &mut tx,
+                &[NewEntry::new(Actor::System, "request.held")
+                    .request(id)
+                    .summary(held.clone())],
+            )
+            .await?;
+        sqlx::query("UPDATE dsr_requests SET status = $1, result = $2, updated_at = $3, claimed_by = NULL WHERE id = $4")
+            .bind(Status::AwaitingApproval.key())
+            .bind(held.to_string())
+            .bind(timestamp(now))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let email = self.personal(&mut tx, id).await?.value().to_owned();
+        let text = format!(
+            "Your erasure request {id} waits: {HELD}\n\nThe restriction was placed by your request {by}.\n"
+        );
+        let html = format!(
+            "<p>Your erasure request <code>{id}</code> waits: {}</p><p>The restriction was placed by your request <code>{by}</code>.</p>",
+            notify::html_escape(HELD)
+        );
+        notify::enqueue_in(
+            &mut tx,
+            self.mailer,
+            &Mail {
+                kind: "request_held".into(),
+                to: email,
+                subject: format!("Your request {id}: waiting for the restriction you asked for"),
+                text,
+                html,
+            },
+        )
+        .await?;
+        if let Some(dpo) = &self.settings.dpo_email {
+            let task = format!(
+                "The erasure request {id} waits: the person's processing is restricted by request {by} (Art. 18). Lift the restriction (the person is told first, Art. 18(3)) and the erasure runs; or reject the erasure with reasons."
+            );
+            notify::enqueue_in(
+                &mut tx,
+                self.mailer,
+                &Mail {
+                    kind: "dpo_task".into(),
+                    to: dpo.clone(),
+                    subject: format!("Request {id} (erasure) needs you"),
+                    html: format!("<p>{}</p>", notify::html_escape(&task)),
+                    text: task,
+                },
+            )
+            .await?;
+        }
+        self.callbacks_in(&mut tx, id, Status::AwaitingApproval.key(), now)
+            .await?;
+        tx.commit().await?;
+        self.deliver().await;
+        Ok(())
     }
 
     /// After the person's erasure: what still names them in lethe's own store goes too
@@ -509,3 +586,6 @@ pub fn erasure_notices<'p>(
         .filter(|p| p.erasure_notice.is_some())
         .collect()
 }
+
+/// What a person whose erasure waits for their own restriction reads (mail and portal).
+pub const HELD: &str = "you asked us to restrict the processing of your data (Art. 18 GDPR), and while the restriction holds we keep your data as it is, erasing nothing. Our data protection officer decides; before the restriction is lifted we tell you, and then your erasure runs.";

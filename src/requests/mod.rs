@@ -160,6 +160,17 @@ pub struct View {
     /// An access or portability request that found nothing: we hold no data about them.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub nothing_found: bool,
+    /// An erasure waiting for the person's own restriction to be lifted: why, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<&'static str>,
+}
+
+/// Why a request waits, from its recorded result.
+fn held(result: Option<&str>) -> Option<&'static str> {
+    result
+        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+        .filter(|v| v.get("waiting_for").and_then(serde_json::Value::as_str) == Some("restriction"))
+        .map(|_| execute::HELD)
 }
 
 /// Whether an access result recorded that nothing was found.
@@ -541,6 +552,7 @@ impl Service<'_> {
             due_at: r.try_get(4)?,
             kept: kept_of(r.try_get::<Option<String>, _>(5)?.as_deref()),
             nothing_found: nothing_found(r.try_get::<Option<String>, _>(5)?.as_deref()),
+            held: held(r.try_get::<Option<String>, _>(5)?.as_deref()),
         })
     }
 
@@ -568,6 +580,7 @@ impl Service<'_> {
             due_at: r.try_get(5)?,
             kept: kept_of(r.try_get::<Option<String>, _>(6)?.as_deref()),
             nothing_found: nothing_found(r.try_get::<Option<String>, _>(6)?.as_deref()),
+            held: held(r.try_get::<Option<String>, _>(6)?.as_deref()),
         })
     }
 }

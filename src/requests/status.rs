@@ -64,7 +64,14 @@ impl Status {
         (AwaitingApproval, &[Verified, Rejected, Cancelled]),
         (
             InProgress,
-            &[Verified, Completed, PartiallyCompleted, Failed, Rejected],
+            &[
+                Verified,
+                AwaitingApproval,
+                Completed,
+                PartiallyCompleted,
+                Failed,
+                Rejected,
+            ],
         ),
         (Failed, &[Verified, Completed, Rejected]),
         (Completed, &[]),
