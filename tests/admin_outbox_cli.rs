@@ -201,3 +201,43 @@ async fn dead_and_failed(url: &SecretString) {
     );
     store.close().await;
 }
+
+/// `lethe suppression export` gives the list to the systems that send marketing: the
+/// address and its SHA-256 (lower case), one row per person.
+#[tokio::test]
+async fn the_suppression_list_exports_as_csv_and_json() {
+    let (url, _dir) = common::sqlite_store();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (store, audit, _) = common::store_and_audit(&url, dir).await;
+    let now = chrono::Utc::now();
+    let mut tx = store.begin().await.unwrap();
+    for (who, id) in [
+        ("Pat.Quill@example.org", "r_1"),
+        ("pat.quill@example.org", "r_2"),
+        ("lee@example.net", "r_3"),
+    ] {
+        let identity = lethe::audit::Identity::parse(&format!("email={who}")).unwrap();
+        lethe::requests::suppress_in(&mut tx, &audit, &identity, id, now)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    store.close().await;
+    let (code, csv, err) = lethe(dir, &url, &["suppression", "export", "--format", "csv"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "identity_kind,value,sha256,added_at,request_id");
+    // The same address in another case is the same person: listed once.
+    assert_eq!(lines.len(), 3, "{csv}");
+    let pat = lines.iter().find(|l| l.contains("r_1")).unwrap();
+    let sha = hex::encode(lethe::crypto::sha256(&[b"pat.quill@example.org"]));
+    assert!(
+        pat.starts_with("email,pat.quill@example.org,") && pat.contains(&sha),
+        "{pat}"
+    );
+    let (code, json, _) = lethe(dir, &url, &["suppression", "export", "--format", "json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+}

@@ -193,3 +193,29 @@ fn bad_arguments_are_usage_errors() {
     assert_eq!(code, 2);
     assert!(err.contains("xlsx"), "{err}");
 }
+
+/// Art. 21(4): where data is used for direct marketing, the notice brings the right to
+/// object to it to the reader's attention, on its own; where none is, it says nothing of it.
+#[test]
+fn the_notice_names_the_right_to_stop_direct_marketing_only_where_there_is_any() {
+    let (code, md, err) = lethe(&["notice", "--policies", demo().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!md.contains("Objection to direct marketing"), "{md}");
+    let tmp = tempfile::tempdir().unwrap();
+    let dst = tmp.path().join("policies");
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(demo()).unwrap() {
+        let p = e.unwrap().path();
+        let mut text = std::fs::read_to_string(&p).unwrap();
+        if p.ends_with("purposes.yaml") {
+            text.push_str(
+                "\n  - id: newsletter\n    name: Newsletter\n    legal_basis: legitimate_interests\n    legitimate_interest: Offers of our own similar products\n    direct_marketing: true\n    subjects: [customer]\n    categories: [user.contact.email]\n    retention: { keep_for: 2y, from: collected }\n",
+            );
+        }
+        std::fs::write(dst.join(p.file_name().unwrap()), text).unwrap();
+    }
+    let (code, md, err) = lethe(&["notice", "--policies", dst.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(md.contains("Objection to direct marketing"), "{md}");
+    assert!(md.contains("Art. 21(2) and (3)"), "{md}");
+}

@@ -45,7 +45,23 @@ struct Options {
     /// Run the request worker and webhook delivery in the background, as `lethe serve`
     /// does; otherwise the test drives them.
     background: bool,
+    /// Add a direct-marketing purpose (`newsletter`) to the demo policy.
+    marketing: bool,
 }
+
+/// A direct-marketing purpose, appended to the demo's purposes.
+const NEWSLETTER: &str = "
+  - id: newsletter
+    name: Newsletter and offers
+    legal_basis: legitimate_interests
+    legitimate_interest: Telling customers about our own similar products
+    direct_marketing: true
+    subjects: [customer]
+    categories: [user.contact.email]
+    retention:
+      keep_for: 2y
+      from: collected
+";
 
 /// The test configuration of webhooks: plain http and the loopback address allowed,
 /// named here (nothing allows them by default).
@@ -65,7 +81,7 @@ async fn start_with(options: Options) -> Server {
     let tmp = tempfile::tempdir().unwrap();
     let (url, dir) = common::sqlite_store();
     let (store, audit, keys) = common::store_and_audit(&url, tmp.path()).await;
-    let policy = Arc::new(demo(tmp.path(), options.webhook.as_deref()).await);
+    let policy = Arc::new(demo(tmp.path(), options.webhook.as_deref(), options.marketing).await);
     let settings = lethe::requests::Settings {
         approval: options.approval.clone(),
         ..lethe::requests::Settings::from_policy(&policy)
@@ -141,7 +157,7 @@ async fn start_with(options: Options) -> Server {
 }
 
 /// The demo policies, with the application database in `dir` filled with synthetic people.
-async fn demo(dir: &Path, webhook: Option<&str>) -> Policy {
+async fn demo(dir: &Path, webhook: Option<&str>, marketing: bool) -> Policy {
     use sqlx::Connection;
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let dst = dir.join("policies");
@@ -157,6 +173,9 @@ async fn demo(dir: &Path, webhook: Option<&str>) -> Policy {
                 "erasure_notice: { email: aws-privacy@example.net }",
                 &format!("erasure_notice: {{ email: aws-privacy@example.net, webhook: \"{w}\" }}"),
             );
+        }
+        if marketing && p.ends_with("purposes.yaml") {
+            text.push_str(NEWSLETTER);
         }
         std::fs::write(dst.join(p.file_name().unwrap()), text).unwrap();
     }
@@ -1408,6 +1427,74 @@ async fn a_restriction_holds_the_person_until_the_dpo_lifts_it() {
     assert_eq!(not_task.status(), 409);
 }
 
+/// Art. 21(3): "Where the data subject objects to processing for direct marketing
+/// purposes, the personal data shall no longer be processed for such purposes." No
+/// balancing, no DPO decision: the objection is carried out when the worker runs it, the
+/// person is on the suppression list (once, however often they object), every
+/// direct-marketing purpose is listed as stopped, and the DPO is told.
+#[tokio::test]
+async fn an_objection_to_direct_marketing_takes_effect_at_once() {
+    let s = start_with(Options {
+        marketing: true,
+        ..Options::default()
+    })
+    .await;
+    let dpo = s.token(lethe::store::Role::Dpo).await;
+    let auditor = s.token(lethe::store::Role::Auditor).await;
+    let http = reqwest::Client::new();
+    let email = "person6@example.org";
+    let (id, token) = s.verified("marketing_objection", email).await;
+    // No task for the DPO: the worker carries it out.
+    assert_eq!(s.status_of(&id, &token).await, "verified");
+    assert_eq!(s.execute().await.as_deref(), Some(id.as_str()));
+    assert_eq!(s.status_of(&id, &token).await, "completed");
+    let view = s.service().status(&id, &token).await.unwrap();
+    assert_eq!(view.stopped, Some(vec!["Newsletter and offers".to_owned()]));
+    // The person is told, in words; the DPO is told, for information.
+    let told: Vec<String> = s.mails_with(&id).iter().map(|m| unqp(m)).collect();
+    assert!(
+        told.iter().any(
+            |m| m.contains("no longer use your data for direct marketing")
+                && m.contains("Art. 21(3)")
+        ),
+        "{told:?}"
+    );
+    assert!(
+        told.iter()
+            .any(|m| m.contains("dpo@") && m.contains("Newsletter and offers")),
+        "the DPO was not told: {told:?}"
+    );
+    // A second objection adds nobody twice.
+    let (again, _) = s.verified("marketing_objection", email).await;
+    assert_eq!(s.execute().await.as_deref(), Some(again.as_str()));
+    let list = |token: String| {
+        http.get(format!("{}/v1/admin/suppression", s.base))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(list(auditor).await.unwrap().status(), 403);
+    let got: Value = list(dpo.clone()).await.unwrap().json().await.unwrap();
+    assert_eq!(got.as_array().unwrap().len(), 1, "once on the list: {got}");
+    assert_eq!(got[0]["value"], email);
+    assert_eq!(got[0]["request_id"], id.as_str());
+    // The list is sealed at rest: the address is nowhere in clear in the store.
+    let clear: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM suppression WHERE CAST(sealed AS TEXT) LIKE '%person6%' OR lookup LIKE '%person6%'",
+    )
+    .fetch_one(s.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(clear, 0);
+    // It outlives the person's erasure: the objection is still honoured.
+    let (eid, _) = s.verified("erasure", email).await;
+    assert_eq!(s.execute().await.as_deref(), Some(eid.as_str()));
+    let after = lethe::requests::suppression_list(&s.store, &s.audit)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].value, email);
+}
+
 #[tokio::test]
 async fn a_type_needing_approval_waits_for_the_dpo() {
     let s = start_with(Options {
@@ -2433,7 +2520,7 @@ async fn two_instances_on_one_postgres_execute_each_request_once() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let policy = demo(tmp.path(), None).await;
+    let policy = demo(tmp.path(), None, false).await;
     let keys = KeySource {
         master: None,
         signing: None,
@@ -2831,7 +2918,7 @@ async fn erased_person_leaves_no_trace(url: &SecretString) {
     use lethe::requests::{Kind, Service};
     let b = Bare::open(url).await;
     let tmp = tempfile::tempdir().unwrap();
-    let policy = demo(tmp.path(), None).await;
+    let policy = demo(tmp.path(), None, false).await;
     let settings = lethe::requests::Settings::from_policy(&policy);
     // A transport that is down: the code e-mail waits in the outbox.
     let down = Mailer::from_config(
@@ -3099,7 +3186,7 @@ async fn download_secret_on(url: &SecretString) {
     use lethe::requests::{Kind, RequestError, Service};
     let b = Bare::open(url).await;
     let tmp = tempfile::tempdir().unwrap();
-    let policy = demo(tmp.path(), None).await;
+    let policy = demo(tmp.path(), None, false).await;
     let svc = Service {
         store: &b.store,
         audit: &b.audit,

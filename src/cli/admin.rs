@@ -43,6 +43,62 @@ pub enum AdminAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SuppressionAction {
+    /// Export the list: one row per person, the address and its SHA-256 (of the address
+    /// in lower case, as mail systems match hashed lists), when and by which request
+    Export {
+        #[arg(long, value_enum, default_value = "csv")]
+        format: CsvOrJson,
+        /// Write to FILE (created 0600) instead of stdout
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CsvOrJson {
+    Csv,
+    Json,
+}
+
+pub async fn suppression(action: SuppressionAction, config: &Config) -> anyhow::Result<ExitCode> {
+    let SuppressionAction::Export { format, out } = action;
+    let store = Store::open(&config.database).await?;
+    let audit = AuditLog::open(store.clone(), &config.key_source()).await?;
+    let list = crate::requests::suppression_list(&store, &audit).await?;
+    store.close().await;
+    let text = match format {
+        CsvOrJson::Json => serde_json::to_string_pretty(&list)? + "\n",
+        CsvOrJson::Csv => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record(["identity_kind", "value", "sha256", "added_at", "request_id"])?;
+            for s in &list {
+                w.write_record([
+                    s.identity_kind.as_str(),
+                    s.value.as_str(),
+                    &hex::encode(crate::crypto::sha256(&[s
+                        .value
+                        .trim()
+                        .to_lowercase()
+                        .as_bytes()])),
+                    s.added_at.as_str(),
+                    s.request_id.as_str(),
+                ])?;
+            }
+            String::from_utf8(w.into_inner()?)?
+        }
+    };
+    match out {
+        Some(path) => {
+            crate::store::files::write_private(&path, text.as_bytes())?;
+            eprintln!("{} entr(ies) written to {}", list.len(), path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
 pub enum OutboxAction {
     /// List the dead letters, newest first: id, kind, recipient, attempts, when, last error.
     /// The recipient's address is shown, as the DPO needs it to fix the address; no

@@ -49,6 +49,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Vendors { action } => super::vendors::run(action, &config),
         Command::Dsr { action } => super::dsr::run(action, &config).await,
         Command::Admin { action } => super::admin::run(action, &config).await,
+        Command::Suppression { action } => super::admin::suppression(action, &config).await,
         Command::Retention { action } => super::jobs::retention(action, &config).await,
         Command::Jobs { action } => super::jobs::run(action, &config).await,
         Command::Keys {

@@ -102,6 +102,12 @@ pub enum Command {
         #[command(subcommand)]
         action: admin::AdminAction,
     },
+    /// The suppression list: people who objected to direct marketing (Art. 21(2)), for
+    /// the systems that send it
+    Suppression {
+        #[command(subcommand)]
+        action: admin::SuppressionAction,
+    },
     /// Key management
     Keys {
         #[command(subcommand)]

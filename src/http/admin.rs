@@ -40,6 +40,7 @@ pub fn routes() -> Router<AppState> {
         .route("/mail/dead", get(dead_mail))
         .route("/mail/dead/{id}/requeue", post(requeue_dead))
         .route("/webhooks/failed", get(failed_webhooks))
+        .route("/suppression", get(suppression))
         .route("/webhooks/{id}/requeue", post(requeue_webhook))
 }
 
@@ -423,6 +424,22 @@ async fn approve(
     svc.approve(&id, Actor::Admin(who), chrono::Utc::now())
         .await?;
     Ok(Json(svc.full(&id).await?))
+}
+
+/// The suppression list: people who objected to direct marketing, with their address
+/// (DPO: the list exists to be given to the systems that send marketing).
+async fn suppression(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<crate::requests::Suppressed>>, ApiError> {
+    admin(&state, &headers, Role::Dpo).await?;
+    let audit = state
+        .audit
+        .as_ref()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no audit log")))?;
+    Ok(Json(
+        crate::requests::suppression_list(&state.store, audit).await?,
+    ))
 }
 
 /// A failed request runs again.

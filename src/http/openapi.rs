@@ -46,7 +46,7 @@ fn submit_body() -> Value {
     json!({
         "type": "object", "required": ["type", "identity"], "additionalProperties": false,
         "properties": {
-            "type": { "enum": ["access", "portability", "erasure", "rectification", "restriction", "objection"] },
+            "type": { "enum": ["access", "portability", "erasure", "rectification", "restriction", "objection", "marketing_objection"] },
             "identity": { "type": "object", "required": ["email"], "additionalProperties": false,
                 "properties": { "email": { "type": "string", "format": "email" } } },
             "details": { "type": "string", "maxLength": 4000 }
@@ -382,6 +382,19 @@ pub fn routes() -> Vec<Route> {
             Admin(false),
             None,
             &[(200, "failed webhooks"), (401, "no or bad token")],
+            "admin",
+        ),
+        r(
+            "get",
+            "/v1/admin/suppression",
+            "The suppression list: people who objected to direct marketing (Art. 21(2)), with their address, when and by which request",
+            Admin(true),
+            None,
+            &[
+                (200, "the list"),
+                (401, "no or bad token"),
+                (403, "not a DPO token"),
+            ],
             "admin",
         ),
         r(

@@ -243,6 +243,11 @@ fn types() -> Vec<TypeChoice> {
             "Object to a use of my data",
             "Tell us in the details which use you object to (Art. 21).",
         ),
+        t(
+            "marketing_objection",
+            "Stop all direct marketing to me",
+            "We stop at once, with no questions, and keep your address only to make sure no marketing reaches you again (Art. 21(2) and (3)).",
+        ),
     ]
 }
 

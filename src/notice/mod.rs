@@ -101,6 +101,14 @@ const WITHDRAW: Right = Right {
     text: "Where we rely on your consent you may withdraw it at any time; this does not affect processing before the withdrawal.",
 };
 
+/// Art. 21(4): the right to object to direct marketing is brought to the person's
+/// attention explicitly, apart from any other information.
+const MARKETING: Right = Right {
+    title: "Objection to direct marketing",
+    article: "Art. 21(2) and (3)",
+    text: "You may object at any time to the use of your data for direct marketing; we then stop it at once, with no exception, and keep your address only so that no marketing reaches you again. Choose \"Stop all direct marketing to me\" on our request page.",
+};
+
 const COMPLAINT: Right = Right {
     title: "Complaint",
     article: "Art. 77",
@@ -164,6 +172,9 @@ fn build(policy: &Policy) -> NoticeView {
         .any(|p| *p.legal_basis == LegalBasis::Consent)
     {
         rights.push(copy_right(&WITHDRAW));
+    }
+    if policy.purposes.iter().any(|p| p.direct_marketing) {
+        rights.push(copy_right(&MARKETING));
     }
     rights.push(copy_right(&COMPLAINT));
     let title = match &policy.controller {

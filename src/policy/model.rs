@@ -84,6 +84,10 @@ pub struct Purpose {
     pub source: Option<String>,
     #[serde(default)]
     pub retention: Option<Retention>,
+    /// Direct marketing: an objection to it (Art. 21(2)) takes effect at once, with no
+    /// balancing of grounds (Art. 21(3)).
+    #[serde(default)]
+    pub direct_marketing: bool,
 }
 
 impl Purpose {

@@ -165,6 +165,20 @@ impl Service<'_> {
                     Err(e) => Err(e.to_string()),
                 }
             }
+            // Art. 21(3): no balancing; every direct-marketing purpose stops for them.
+            Kind::MarketingObjection => {
+                let stopped: Vec<serde_json::Value> = policy
+                    .purposes
+                    .iter()
+                    .filter(|p| p.direct_marketing)
+                    .map(|p| serde_json::json!({ "purpose": p.id.as_str(), "name": p.name }))
+                    .collect();
+                Ok((
+                    Status::Completed,
+                    serde_json::json!({ "stopped": stopped, "suppressed": true }),
+                    None,
+                ))
+            }
             // Tasks are not claimed (see `accept_in`); one claimed all the same goes back.
             _ => Ok((
                 Status::InProgress,
@@ -239,6 +253,10 @@ impl Service<'_> {
         .await?;
         if kind == Kind::Erasure && outcome.is_ok() {
             self.forget_in(&mut tx, &identity).await?;
+        }
+        if kind == Kind::MarketingObjection && outcome.is_ok() {
+            self.suppress_in(&mut tx, &id, &identity, &result, now)
+                .await?;
         }
         if retry_at.is_none() && status != Status::InProgress {
             notify::enqueue_in(
@@ -334,6 +352,56 @@ impl Service<'_> {
         Ok(())
     }
 
+    /// Puts the person on the suppression list (once, whatever the number of objections)
+    /// and tells the DPO, inside the caller's transaction.
+    async fn suppress_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        id: &str,
+        identity: &Identity,
+        result: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), RequestError> {
+        suppress_in(tx, self.audit, identity, id, now).await?;
+        self.audit
+            .append_in(
+                &mut *tx,
+                &[NewEntry::new(Actor::System, "suppression.added")
+                    .request(id)
+                    .summary(result.clone())],
+            )
+            .await?;
+        if let Some(dpo) = &self.settings.dpo_email {
+            let names: Vec<&str> = result["stopped"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            let text = format!(
+                "For your information: request {id} objected to direct marketing (Art. 21(2) GDPR). The objection took effect at once, with no balancing (Art. 21(3)): the person is on the suppression list (GET /v1/admin/suppression, `lethe suppression export`), and these purposes stopped for them: {}. Make sure every system that sends marketing reads the list.\n",
+                if names.is_empty() {
+                    "none is marked `direct_marketing` in the policy".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            );
+            notify::enqueue_in(
+                &mut *tx,
+                self.mailer,
+                &Mail {
+                    kind: "dpo_marketing_objection".into(),
+                    to: dpo.clone(),
+                    subject: format!("Request {id}: objection to direct marketing carried out"),
+                    html: format!("<p>{}</p>", notify::html_escape(&text)),
+                    text,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// After the person's erasure: what still names them in lethe's own store goes too
     /// (requests kept in clear before sealing, their count of code checks). Sealed
     /// requests became unreadable when the erasure shredded the person's key.
@@ -402,6 +470,7 @@ impl Service<'_> {
             ),
             (Kind::Erasure, Status::PartiallyCompleted) => "We erased your data, except what the law requires us to keep; the status of your request lists what we keep, why and until when.".to_owned(),
             (Kind::Erasure, _) => "We erased your data.".to_owned(),
+            (Kind::MarketingObjection, _) => "We no longer use your data for direct marketing, from now on and with no exception (Art. 21(3) GDPR). We keep your address on our suppression list, only so that no marketing reaches you again; it stays there even if you have your other data erased.".to_owned(),
             _ => "A person on our team will handle your request and write to you.".to_owned(),
         };
         let text = format!(
@@ -589,3 +658,84 @@ pub fn erasure_notices<'p>(
 
 /// What a person whose erasure waits for their own restriction reads (mail and portal).
 pub const HELD: &str = "you asked us to restrict the processing of your data (Art. 18 GDPR), and while the restriction holds we keep your data as it is, erasing nothing. Our data protection officer decides; before the restriction is lifted we tell you, and then your erasure runs.";
+
+/// The keyed hash a person is found by on the suppression list.
+fn suppression_lookup(audit: &AuditLog, identity: &Identity) -> String {
+    audit.mask_hash(&format!(
+        "suppression:{}={}",
+        identity.kind(),
+        crate::sources::matching::fold(identity.value())
+    ))
+}
+
+/// Puts `identity` on the suppression list for request `id`, inside the caller's
+/// transaction; whether it was not on it yet.
+pub async fn suppress_in(
+    tx: &mut sqlx::AnyConnection,
+    audit: &AuditLog,
+    identity: &Identity,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, RequestError> {
+    let lookup = suppression_lookup(audit, identity);
+    let sealed = audit
+        .outbox_key()
+        .seal(
+            identity.value().as_bytes(),
+            format!("suppression:{lookup}").as_bytes(),
+        )
+        .map_err(AuditError::from)?;
+    let added = sqlx::query(
+        "INSERT INTO suppression (lookup, identity_kind, sealed, request_id, added_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (lookup) DO NOTHING",
+    )
+    .bind(&lookup)
+    .bind(identity.kind())
+    .bind(sealed)
+    .bind(id)
+    .bind(timestamp(now))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(added == 1)
+}
+
+/// One entry of the suppression list, opened.
+#[derive(Debug, Clone, Serialize)]
+pub struct Suppressed {
+    pub identity_kind: String,
+    pub value: String,
+    pub request_id: String,
+    pub added_at: String,
+}
+
+/// The suppression list (objections to direct marketing), oldest first, opened with the
+/// store's key. An entry that does not open is left out and logged (never its content).
+pub async fn suppression_list(
+    store: &crate::store::Store,
+    audit: &AuditLog,
+) -> Result<Vec<Suppressed>, RequestError> {
+    let rows: Vec<(String, String, Vec<u8>, String, String)> = sqlx::query_as(
+        "SELECT lookup, identity_kind, sealed, request_id, added_at FROM suppression ORDER BY added_at, lookup",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    let key = audit.outbox_key();
+    Ok(rows
+        .into_iter()
+        .filter_map(|(lookup, kind, sealed, request_id, added_at)| {
+            match key.open(&sealed, format!("suppression:{lookup}").as_bytes()) {
+                Ok(v) => Some(Suppressed {
+                    identity_kind: kind,
+                    value: String::from_utf8_lossy(&v).into_owned(),
+                    request_id,
+                    added_at,
+                }),
+                Err(_) => {
+                    tracing::error!(request = %request_id, "a suppression entry does not open with this store's key");
+                    None
+                }
+            }
+        })
+        .collect())
+}

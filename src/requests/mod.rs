@@ -55,6 +55,8 @@ pub enum Kind {
     Rectification,
     Restriction,
     Objection,
+    /// An objection to direct marketing (Art. 21(2)): absolute, carried out at once.
+    MarketingObjection,
 }
 
 impl Kind {
@@ -66,6 +68,7 @@ impl Kind {
             Self::Rectification => "rectification",
             Self::Restriction => "restriction",
             Self::Objection => "objection",
+            Self::MarketingObjection => "marketing_objection",
         }
     }
 
@@ -77,6 +80,7 @@ impl Kind {
             Self::Rectification,
             Self::Restriction,
             Self::Objection,
+            Self::MarketingObjection,
         ]
         .into_iter()
         .find(|k| k.key() == s)
@@ -163,6 +167,20 @@ pub struct View {
     /// An erasure waiting for the person's own restriction to be lifted: why, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held: Option<&'static str>,
+    /// After an objection to direct marketing: the purposes stopped for them, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Vec<String>>,
+}
+
+/// The purposes an objection to direct marketing stopped, from its recorded result.
+fn stopped(result: Option<&str>) -> Option<Vec<String>> {
+    let v = result.and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())?;
+    let list = v.get("stopped")?.as_array()?;
+    Some(
+        list.iter()
+            .filter_map(|p| p["name"].as_str().map(str::to_owned))
+            .collect(),
+    )
 }
 
 /// Why a request waits, from its recorded result.
@@ -553,6 +571,7 @@ impl Service<'_> {
             kept: kept_of(r.try_get::<Option<String>, _>(5)?.as_deref()),
             nothing_found: nothing_found(r.try_get::<Option<String>, _>(5)?.as_deref()),
             held: held(r.try_get::<Option<String>, _>(5)?.as_deref()),
+            stopped: stopped(r.try_get::<Option<String>, _>(5)?.as_deref()),
         })
     }
 
@@ -581,6 +600,7 @@ impl Service<'_> {
             kept: kept_of(r.try_get::<Option<String>, _>(6)?.as_deref()),
             nothing_found: nothing_found(r.try_get::<Option<String>, _>(6)?.as_deref()),
             held: held(r.try_get::<Option<String>, _>(6)?.as_deref()),
+            stopped: stopped(r.try_get::<Option<String>, _>(6)?.as_deref()),
         })
     }
 }
@@ -597,7 +617,10 @@ use crate::dsr::restriction_label;
 use personal::Personal;
 
 pub use admin::{AdminView, Full};
-pub use execute::{Download, MAX_EXECUTIONS, PACKAGE_DAYS, erasure_notices};
+pub use execute::{
+    Download, MAX_EXECUTIONS, PACKAGE_DAYS, Suppressed, erasure_notices, suppress_in,
+    suppression_list,
+};
 pub use opendsr::{OPENDSR_API_VERSION, opendsr_status};
 pub use purge::{Purged, TRANSIENT_DAYS, purge};
 pub use status::Status;
