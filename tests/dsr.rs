@@ -518,6 +518,10 @@ async fn an_interrupted_erasure_completes_on_the_next_run(db: AppDb) {
         text.contains("kept billing_name in 1 row(s): Art. 17(3)(b)"),
         "{text}"
     );
+    // Art. 19: the command says plainly that it told no recipient, and whom to tell.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Art. 19: no recipient was told"), "{err}");
+    assert!(err.contains("Cloud Hosting SA (hosting): for "), "{err}");
     assert_eq!(db.count("page_views", "user_id = 1").await, 0);
     assert_eq!(db.count("comments", "user_id = 1").await, 0);
     assert_eq!(db.count("page_views", "user_id = 2").await, 1);

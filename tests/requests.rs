@@ -47,6 +47,8 @@ struct Options {
     background: bool,
     /// Add a direct-marketing purpose (`newsletter`) to the demo policy.
     marketing: bool,
+    /// A processor whose `erasure_notice` is taken out of the demo policy.
+    no_notice_for: Option<&'static str>,
 }
 
 /// A direct-marketing purpose, appended to the demo's purposes.
@@ -81,7 +83,7 @@ async fn start_with(options: Options) -> Server {
     let tmp = tempfile::tempdir().unwrap();
     let (url, dir) = common::sqlite_store();
     let (store, audit, keys) = common::store_and_audit(&url, tmp.path()).await;
-    let policy = Arc::new(demo(tmp.path(), options.webhook.as_deref(), options.marketing).await);
+    let policy = Arc::new(demo(tmp.path(), &options).await);
     let settings = lethe::requests::Settings {
         approval: options.approval.clone(),
         ..lethe::requests::Settings::from_policy(&policy)
@@ -157,7 +159,7 @@ async fn start_with(options: Options) -> Server {
 }
 
 /// The demo policies, with the application database in `dir` filled with synthetic people.
-async fn demo(dir: &Path, webhook: Option<&str>, marketing: bool) -> Policy {
+async fn demo(dir: &Path, options: &Options) -> Policy {
     use sqlx::Connection;
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let dst = dir.join("policies");
@@ -168,13 +170,25 @@ async fn demo(dir: &Path, webhook: Option<&str>, marketing: bool) -> Policy {
         let mut text = std::fs::read_to_string(&p)
             .unwrap()
             .replace("sqlite://demo-app.db?mode=rwc", &app);
-        if let Some(w) = webhook {
+        if let Some(w) = &options.webhook {
             text = text.replace(
                 "erasure_notice: { email: aws-privacy@example.net }",
                 &format!("erasure_notice: {{ email: aws-privacy@example.net, webhook: \"{w}\" }}"),
             );
         }
-        if marketing && p.ends_with("purposes.yaml") {
+        if let Some(start) = options
+            .no_notice_for
+            .and_then(|id| text.find(&format!("- id: {id}\n")))
+        {
+            // The processor's block, without its erasure_notice line.
+            let rest = &text[start..];
+            let block = rest[1..].find("- id:").map_or(rest.len(), |n| n + 1);
+            if let Some(at) = rest[..block].find("    erasure_notice:") {
+                let end = start + at + rest[at..].find('\n').map_or(rest.len() - at, |n| n + 1);
+                text.replace_range(start + at..end, "");
+            }
+        }
+        if options.marketing && p.ends_with("purposes.yaml") {
             text.push_str(NEWSLETTER);
         }
         std::fs::write(dst.join(p.file_name().unwrap()), text).unwrap();
@@ -1155,6 +1169,7 @@ async fn an_erasure_notifies_each_processor_by_its_channel_until_acknowledged() 
     let hook = receiver(1).await;
     let s = start_with(Options {
         webhook: Some(format!("{}/privacy/erasure", hook.url)),
+        no_notice_for: Some("google-analytics"),
         ..Options::default()
     })
     .await;
@@ -1225,6 +1240,18 @@ async fn an_erasure_notifies_each_processor_by_its_channel_until_acknowledged() 
     assert_eq!(notice["processor"], "aws");
     assert_eq!(notice["request_id"], id.as_str());
     assert_eq!(notice["identities"][0]["value"], email);
+    // What the recipient received and was erased, not the whole person: the page views
+    // (analytics); the billing data it hosts only where billing data was erased.
+    let purposes = notice["erased"]["purposes"].as_array().unwrap();
+    assert!(
+        purposes.contains(&json!("Visitors and cookies")),
+        "{notice}"
+    );
+    let categories = notice["erased"]["categories"].as_array().unwrap();
+    assert!(
+        categories.contains(&json!("user.device.ip_address")),
+        "{notice}"
+    );
     // Delivered notices no longer hold the person's identity.
     let left: Option<String> = sqlx::query_scalar(
         "SELECT body FROM webhook_outbox WHERE request_id = $1 AND kind = 'erasure_notice'",
@@ -1270,6 +1297,43 @@ async fn an_erasure_notifies_each_processor_by_its_channel_until_acknowledged() 
         json!(["aws"])
     };
     assert_eq!(told, expected);
+    // The e-mail notice names what was erased.
+    let aws = mails
+        .iter()
+        .map(|m| unqp(m))
+        .find(|m| m.contains("aws-privacy@example.net") && m.contains(&id))
+        .unwrap();
+    assert!(
+        aws.contains("for Visitors and cookies") && aws.contains("IP address"),
+        "{aws}"
+    );
+    assert!(aws.contains("is not part of this notice"), "{aws}");
+    // A recipient with no channel (the analytics provider) is a task for the DPO, with
+    // what to tell it; the person reads who was told.
+    let result = s.service().full(&id).await.unwrap().result.unwrap();
+    let by_hand: Vec<&str> = result["to_tell_by_hand"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["processor"].as_str().unwrap())
+        .collect();
+    assert_eq!(by_hand, ["google-analytics"]);
+    assert!(
+        s.mails_with(&id)
+            .iter()
+            .map(|m| unqp(m))
+            .any(|m| m.contains("dpo@example.com")
+                && m.contains("by hand")
+                && m.contains("Google Ireland Limited")
+                && m.contains("IP address")),
+        "the DPO was not given the analytics provider to tell"
+    );
+    let view = s.service().status(&id, &token).await.unwrap();
+    assert!(
+        view.told.iter().any(|t| t.contains("Amazon Web Services")),
+        "{view:?}"
+    );
+    assert!(!view.told.iter().any(|t| t.contains("Google")), "{view:?}");
 }
 
 #[tokio::test]
@@ -2520,7 +2584,7 @@ async fn two_instances_on_one_postgres_execute_each_request_once() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let policy = demo(tmp.path(), None, false).await;
+    let policy = demo(tmp.path(), &Options::default()).await;
     let keys = KeySource {
         master: None,
         signing: None,
@@ -2918,7 +2982,7 @@ async fn erased_person_leaves_no_trace(url: &SecretString) {
     use lethe::requests::{Kind, Service};
     let b = Bare::open(url).await;
     let tmp = tempfile::tempdir().unwrap();
-    let policy = demo(tmp.path(), None, false).await;
+    let policy = demo(tmp.path(), &Options::default()).await;
     let settings = lethe::requests::Settings::from_policy(&policy);
     // A transport that is down: the code e-mail waits in the outbox.
     let down = Mailer::from_config(
@@ -3186,7 +3250,7 @@ async fn download_secret_on(url: &SecretString) {
     use lethe::requests::{Kind, RequestError, Service};
     let b = Bare::open(url).await;
     let tmp = tempfile::tempdir().unwrap();
-    let policy = demo(tmp.path(), None, false).await;
+    let policy = demo(tmp.path(), &Options::default()).await;
     let svc = Service {
         store: &b.store,
         audit: &b.audit,

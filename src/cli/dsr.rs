@@ -114,9 +114,47 @@ pub async fn run(action: DsrAction, config: &Config) -> anyhow::Result<ExitCode>
             }
             let ctx = cli_context(&policy, &audit, &sources, target.strict, restriction);
             let report = dsr::erase(&ctx, &ids, dry_run, now).await?;
+            // Art. 19: this command tells no recipient; it says so, and whom to tell.
+            let notices = crate::requests::erasure_notices(&policy, &report);
+            let to_tell: Vec<serde_json::Value> = notices
+                .iter()
+                .map(|n| {
+                    serde_json::json!({
+                        "processor": n.processor.id.as_str(),
+                        "name": n.processor.name,
+                        "purposes": n.purposes,
+                        "categories": n.categories.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            if !dry_run && !notices.is_empty() {
+                eprintln!(
+                    "Art. 19: no recipient was told of this erasure (lethe dsr erase sends no notice; an erasure requested through `lethe serve` does). Tell each of these what was erased:"
+                );
+                for n in &notices {
+                    eprintln!(
+                        "  {} ({}): for {}: {}",
+                        n.processor.name,
+                        n.processor.id.as_str(),
+                        n.purposes.join(", "),
+                        n.categories
+                            .iter()
+                            .map(|(_, name)| name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+            }
             let text = match format {
                 super::audit::TextOrJson::Json => {
-                    format!("{}\n", serde_json::to_string_pretty(&report)?)
+                    let mut v = serde_json::to_value(&report)?;
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert(
+                            "art19".into(),
+                            serde_json::json!({ "notices_sent": false, "recipients_to_tell": to_tell }),
+                        );
+                    }
+                    format!("{}\n", serde_json::to_string_pretty(&v)?)
                 }
                 super::audit::TextOrJson::Text => erasure_text(&report),
             };

@@ -491,6 +491,13 @@ fn check_processor(p: &Processor, policy: &Policy, known: &Known, d: &mut Diagno
             &key,
             "no purpose names this processor as a recipient",
         );
+    } else if p.erasure_notice.is_none() {
+        d.warning(
+            p.id.span(),
+            format!("{key}.erasure_notice"),
+            "this processor receives personal data but has no erasure_notice: after each erasure the DPO gets a task to tell it by hand (Art. 19)",
+        )
+        .hint("add `erasure_notice: { email: privacy@... }` or `{ webhook: https://... }`");
     }
 }
 

@@ -155,10 +155,16 @@ impl Service<'_> {
                             Status::Completed
                         };
                         notices = erasure_notices(policy, &r);
-                        let notified: Vec<&str> = notices.iter().map(|p| p.id.as_str()).collect();
+                        let (told, by_hand): (Vec<&Notice>, Vec<&Notice>) =
+                            notices.iter().partition(|n| n.has_channel());
                         Ok((
                             status,
-                            serde_json::json!({ "systems": r.systems, "processors_notified": notified }),
+                            serde_json::json!({
+                                "systems": r.systems,
+                                "processors_notified": told.iter().map(|n| n.processor.id.as_str()).collect::<Vec<_>>(),
+                                "told": told.iter().map(|n| n.record()).collect::<Vec<_>>(),
+                                "to_tell_by_hand": by_hand.iter().map(|n| n.record()).collect::<Vec<_>>(),
+                            }),
                             None,
                         ))
                     }
@@ -274,9 +280,12 @@ impl Service<'_> {
             .await?;
             self.callbacks_in(&mut tx, &id, status.key(), now).await?;
         }
-        for p in &notices {
-            self.erasure_notice_in(&mut tx, p, &id, &identity, now)
-                .await?;
+        if outcome.is_ok() {
+            for n in &notices {
+                self.erasure_notice_in(&mut tx, n, &id, &identity, now)
+                    .await?;
+            }
+            self.notices_by_hand_in(&mut tx, &notices, &id).await?;
         }
         tx.commit().await?;
         self.deliver().await;
@@ -349,6 +358,54 @@ impl Service<'_> {
             .await?;
         tx.commit().await?;
         self.deliver().await;
+        Ok(())
+    }
+
+    /// Recipients the policy gives no channel to: a task for the DPO, naming them and what
+    /// each is to be told (never the person: the DPO reads that in the request).
+    async fn notices_by_hand_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        notices: &[Notice<'_>],
+        id: &str,
+    ) -> Result<(), RequestError> {
+        let by_hand: Vec<String> = notices
+            .iter()
+            .filter(|n| !n.has_channel())
+            .map(|n| {
+                format!(
+                    "- {} ({}), {}",
+                    n.processor.name,
+                    n.processor.id.as_str(),
+                    n.what()
+                )
+            })
+            .collect();
+        let Some(dpo) = self
+            .settings
+            .dpo_email
+            .as_ref()
+            .filter(|_| !by_hand.is_empty())
+        else {
+            return Ok(());
+        };
+        let link = self.settings.link(&format!("/v1/admin/requests/{id}"));
+        let text = format!(
+            "The erasure request {id} erased data that these recipients received, and the policy gives no `erasure_notice` to tell them (Art. 19 GDPR). Tell each of them what was erased, by hand:\n\n{}\n\nThe person's identity is in the request: {link}\n",
+            by_hand.join("\n")
+        );
+        notify::enqueue_in(
+            &mut *tx,
+            self.mailer,
+            &Mail {
+                kind: "dpo_task".into(),
+                to: dpo.clone(),
+                subject: format!("Request {id} (erasure): recipients to tell by hand"),
+                html: format!("<pre>{}</pre>", notify::html_escape(&text)),
+                text,
+            },
+        )
+        .await?;
         Ok(())
     }
 
@@ -549,11 +606,12 @@ impl Service<'_> {
     async fn erasure_notice_in(
         &self,
         tx: &mut sqlx::AnyConnection,
-        p: &crate::policy::Processor,
+        notice: &Notice<'_>,
         id: &str,
         identity: &Identity,
         now: DateTime<Utc>,
     ) -> Result<(), RequestError> {
+        let p = notice.processor;
         let Some(n) = &p.erasure_notice else {
             return Ok(());
         };
@@ -566,6 +624,7 @@ impl Service<'_> {
                 "processor": p.id.as_str(),
                 "erased_at": timestamp(now),
                 "identities": [{ "type": identity.kind(), "value": identity.value() }],
+                "erased": { "purposes": notice.purposes, "categories": notice.categories.iter().map(|(k, _)| k).collect::<Vec<_>>() },
                 "article": "Art. 19 GDPR",
             });
             notify::webhook::enqueue_in(
@@ -586,15 +645,17 @@ impl Service<'_> {
         if let Some(email) = &n.email {
             let who = format!("{}={}", identity.kind(), identity.value());
             let text = format!(
-                "{controller} erased, on {}, the personal data of the data subject identified below, at their request (Art. 17 GDPR).\n\nYou received personal data of this person from us as {}. Please erase it as well, including at your sub-processors, and confirm to us (Art. 19, Art. 28(3) GDPR).\n\nIdentity: {who}\nOur reference: {id}\n",
+                "{controller} erased, on {}, at their request (Art. 17 GDPR), this personal data of the data subject identified below, which you received from us as {}: {}.\n\nPlease erase that data as well, including at your sub-processors, and confirm to us (Art. 19, Art. 28(3) GDPR). Data of this person we did not erase (kept under a legal obligation, say) is not part of this notice.\n\nIdentity: {who}\nOur reference: {id}\n",
                 &timestamp(now)[..10],
-                p.name
+                p.name,
+                notice.what()
             );
             let html = format!(
-                "<p>{} erased, on {}, the personal data of the data subject identified below, at their request (Art. 17 GDPR).</p><p>You received personal data of this person from us as {}. Please erase it as well, including at your sub-processors, and confirm to us (Art. 19, Art. 28(3) GDPR).</p><p>Identity: <code>{}</code><br>Our reference: <code>{id}</code></p>",
+                "<p>{} erased, on {}, at their request (Art. 17 GDPR), this personal data of the data subject identified below, which you received from us as {}: {}.</p><p>Please erase that data as well, including at your sub-processors, and confirm to us (Art. 19, Art. 28(3) GDPR). Data of this person we did not erase (kept under a legal obligation, say) is not part of this notice.</p><p>Identity: <code>{}</code><br>Our reference: <code>{id}</code></p>",
                 notify::html_escape(controller),
                 &timestamp(now)[..10],
                 notify::html_escape(&p.name),
+                notify::html_escape(&notice.what()),
                 notify::html_escape(&who)
             );
             notify::enqueue_in(
@@ -614,13 +675,56 @@ impl Service<'_> {
     }
 }
 
-/// The recipients told of an erasure (Art. 19): every processor with an `erasure_notice`
-/// that receives data of a purpose served by a field the erasure touched.
+/// What one recipient is told of an erasure (Art. 19): of the data it received from us,
+/// what was erased, by purpose and category. Data kept (a legal obligation, a hold) is not
+/// named, and the recipient is not asked to erase it.
+#[derive(Debug, Clone)]
+pub struct Notice<'p> {
+    pub processor: &'p crate::policy::Processor,
+    /// Names of the purposes for which it received the erased data.
+    pub purposes: Vec<String>,
+    /// Keys and names of the categories erased.
+    pub categories: Vec<(String, String)>,
+}
+
+impl Notice<'_> {
+    /// Whether the policy gives a way to tell it (`erasure_notice`).
+    pub fn has_channel(&self) -> bool {
+        self.processor.erasure_notice.is_some()
+    }
+
+    fn record(&self) -> serde_json::Value {
+        serde_json::json!({
+            "processor": self.processor.id.as_str(),
+            "name": self.processor.name,
+            "purposes": self.purposes,
+            "categories": self.categories.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+        })
+    }
+
+    /// "Name (purpose, purpose): category, category".
+    fn what(&self) -> String {
+        format!(
+            "for {}: {}",
+            self.purposes.join(", "),
+            self.categories
+                .iter()
+                .map(|(_, n)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// The recipients of an erasure (Art. 19): every processor that receives data of a
+/// purpose served by a field the erasure deleted or masked, with what of it was erased,
+/// whether or not the policy gives a channel to tell it.
 pub fn erasure_notices<'p>(
     policy: &'p crate::policy::Policy,
     report: &crate::dsr::ErasureReport,
-) -> Vec<&'p crate::policy::Processor> {
-    let mut ids = std::collections::BTreeSet::new();
+) -> Vec<Notice<'p>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut by: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
     for s in &report.systems {
         let Some(system) = policy.system(&s.system) else {
             continue;
@@ -640,19 +744,36 @@ pub fn erasure_notices<'p>(
             let erased = coll
                 .fields
                 .iter()
+                .filter(|f| !f.categories.is_empty())
                 .filter(|f| c.rows_deleted > 0 || c.fields_masked.contains_key(f.name.as_str()));
             for f in erased {
                 for purpose in policy.field_purposes(system, coll, f) {
-                    if let Some(p) = policy.purpose(purpose.as_str()) {
-                        ids.extend(p.recipients.iter().map(|r| r.as_str().to_owned()));
+                    let Some(p) = policy.purpose(purpose.as_str()) else {
+                        continue;
+                    };
+                    for r in &p.recipients {
+                        let e = by.entry(r.as_str().to_owned()).or_default();
+                        e.0.insert(p.name.clone());
+                        e.1.extend(f.categories.iter().map(|k| k.to_string()));
                     }
                 }
             }
         }
     }
-    ids.iter()
-        .filter_map(|id| policy.processor(id))
-        .filter(|p| p.erasure_notice.is_some())
+    by.into_iter()
+        .filter_map(|(id, (purposes, categories))| {
+            Some(Notice {
+                processor: policy.processor(&id)?,
+                purposes: purposes.into_iter().collect(),
+                categories: categories
+                    .into_iter()
+                    .map(|k| {
+                        let name = policy.taxonomy.name(&k).to_owned();
+                        (k, name)
+                    })
+                    .collect(),
+            })
+        })
         .collect()
 }
 

@@ -170,6 +170,20 @@ pub struct View {
     /// After an objection to direct marketing: the purposes stopped for them, by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<Vec<String>>,
+    /// After an erasure: the recipients told of it (Art. 19), by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub told: Vec<String>,
+}
+
+/// The recipients an erasure told (Art. 19), by name, from its recorded result.
+fn told(result: Option<&str>) -> Vec<String> {
+    result
+        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+        .and_then(|v| v.get("told").and_then(|t| t.as_array()).cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// The purposes an objection to direct marketing stopped, from its recorded result.
@@ -572,6 +586,7 @@ impl Service<'_> {
             nothing_found: nothing_found(r.try_get::<Option<String>, _>(5)?.as_deref()),
             held: held(r.try_get::<Option<String>, _>(5)?.as_deref()),
             stopped: stopped(r.try_get::<Option<String>, _>(5)?.as_deref()),
+            told: told(r.try_get::<Option<String>, _>(5)?.as_deref()),
         })
     }
 
@@ -601,6 +616,7 @@ impl Service<'_> {
             nothing_found: nothing_found(r.try_get::<Option<String>, _>(6)?.as_deref()),
             held: held(r.try_get::<Option<String>, _>(6)?.as_deref()),
             stopped: stopped(r.try_get::<Option<String>, _>(6)?.as_deref()),
+            told: told(r.try_get::<Option<String>, _>(6)?.as_deref()),
         })
     }
 }
@@ -618,7 +634,7 @@ use personal::Personal;
 
 pub use admin::{AdminView, Full};
 pub use execute::{
-    Download, MAX_EXECUTIONS, PACKAGE_DAYS, Suppressed, erasure_notices, suppress_in,
+    Download, MAX_EXECUTIONS, Notice, PACKAGE_DAYS, Suppressed, erasure_notices, suppress_in,
     suppression_list,
 };
 pub use opendsr::{OPENDSR_API_VERSION, opendsr_status};
