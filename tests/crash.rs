@@ -314,7 +314,22 @@ async fn access_killed_midway(store: &str, dir: &Path) {
         .await,
         1
     );
-    assert_eq!(mails(dir, &id, "/download?secret=").len(), 1);
+    let sent = mails(dir, &id, "/download?secret=");
+    assert_eq!(sent.len(), 1);
+    // Without public_url the link is absolute, to the address lethe listens on.
+    let port = second.base().rsplit(':').next().unwrap().to_owned();
+    assert!(
+        sent[0].contains(&format!(
+            "http://localhost:{port}/portal/requests/{id}/download?secret="
+        )),
+        "{}",
+        sent[0]
+    );
+    assert!(
+        second
+            .wait_for("public_url is not set", 1)
+            .contains("localhost")
+    );
     second.stop();
     // The repeated attempt says so in the log.
     let entries = audit_entries(dir, &store, &id);

@@ -823,6 +823,7 @@ async fn the_dpo_extends_once_and_rejects_an_auditor_only_reads() {
     .await;
     let id = created["id"].as_str().unwrap().to_owned();
     let due = created["due_at"].as_str().unwrap().to_owned();
+    let token = created["token"].as_str().unwrap().to_owned();
 
     let list: Value = http
         .get(format!("{}/v1/admin/requests?due_within=40d", s.base))
@@ -909,6 +910,16 @@ async fn the_dpo_extends_once_and_rejects_an_auditor_only_reads() {
         .await
         .unwrap();
     assert_eq!(r.status(), 409, "a second extension");
+    // The person reads the DPO's reasons on the status page, not only in the mail.
+    assert_eq!(
+        s.service()
+            .status(&id, &token)
+            .await
+            .unwrap()
+            .note
+            .as_deref(),
+        Some("the request covers many systems")
+    );
 
     let r = http
         .post(format!("{}/v1/admin/requests/{id}/reject", s.base))
@@ -944,6 +955,28 @@ async fn the_dpo_extends_once_and_rejects_an_auditor_only_reads() {
         .map(|e| e.header.action)
         .collect();
     assert_eq!(actions, ["admin.extended", "admin.rejected"]);
+    assert_eq!(
+        s.service()
+            .status(&id, &token)
+            .await
+            .unwrap()
+            .note
+            .as_deref(),
+        Some("manifestly unfounded")
+    );
+    let page = reqwest::Client::new()
+        .get(format!("{}/portal/requests/{id}", s.base))
+        .header("cookie", format!("lethe_request={token}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("From our data protection officer") && page.contains("manifestly unfounded"),
+        "{page}"
+    );
 }
 
 /// Art. 12(3): "The controller shall inform the data subject of any such extension within
@@ -1334,6 +1367,22 @@ async fn an_erasure_notifies_each_processor_by_its_channel_until_acknowledged() 
         "{view:?}"
     );
     assert!(!view.told.iter().any(|t| t.contains("Google")), "{view:?}");
+    // What was kept, why and until when: the same lines in the e-mail as on the page.
+    assert!(!view.kept.is_empty());
+    let done: Vec<String> = s
+        .mails_with(&id)
+        .iter()
+        .map(|m| unqp(m))
+        .filter(|m| m.contains("except what we must keep"))
+        .collect();
+    assert_eq!(done.len(), 1);
+    for k in &view.kept {
+        let line = format!(
+            "- {} ({}, {} record(s)): {} ({} GDPR)",
+            k.field, k.collection, k.rows, k.reason, k.article
+        );
+        assert!(done[0].contains(&line), "{line} not in {}", done[0]);
+    }
 }
 
 #[tokio::test]

@@ -166,9 +166,17 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let lease = crate::jobs::hold_lease(job_ctx.clone(), specs.clone()).await?;
     let mut scheduler = crate::jobs::schedule(job_ctx, specs).await?;
     tracing::info!(jobs = job_count, "scheduled the jobs");
-    let settings = config.request_settings(&policy)?;
-    let app = Application::build(&config.bind, store.clone(), policy.clone())
-        .await?
+    let mut settings = config.request_settings(&policy)?;
+    let app = Application::build(&config.bind, store.clone(), policy.clone()).await?;
+    if settings.public_url.is_none() {
+        let base = crate::requests::link_base(app.local_addr()?);
+        tracing::warn!(
+            links = %base,
+            "public_url is not set: links in e-mails point at the address lethe listens on; set public_url (LETHE_PUBLIC_URL) to the address people reach"
+        );
+        settings.listen_url = Some(base);
+    }
+    let app = app
         .with_audit(audit, config.key_source())
         .with_mailer(mailer)
         .with_settings(settings)

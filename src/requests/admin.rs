@@ -238,6 +238,7 @@ impl Service<'_> {
         action: &str,
         actor: Actor,
         mail: Option<(&str, String, String)>,
+        note: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), RequestError> {
         let mut tx = self.store.begin().await?;
@@ -298,6 +299,10 @@ impl Service<'_> {
             )
             .await?;
         }
+        if let Some(note) = note {
+            // The person reads it on the status page too.
+            self.seal_reason_in(&mut tx, id, note).await?;
+        }
         if to != current {
             self.callbacks_in(&mut tx, id, to.key(), now).await?;
         }
@@ -319,6 +324,7 @@ impl Service<'_> {
             Status::Verified,
             "admin.approved",
             actor,
+            None,
             None,
             now,
         )
@@ -359,6 +365,7 @@ impl Service<'_> {
             "admin.completed",
             actor,
             Some(("request_completed", text, html)),
+            Some(note),
             now,
         )
         .await
@@ -503,6 +510,7 @@ impl Service<'_> {
             "admin.retried",
             actor,
             None,
+            None,
             now,
         )
         .await
@@ -526,6 +534,7 @@ impl Service<'_> {
             Status::Cancelled,
             "request.cancelled",
             actor,
+            None,
             None,
             now,
         )

@@ -274,6 +274,7 @@ impl Service<'_> {
                     kind,
                     status,
                     result.get("nothing_found") == Some(&serde_json::Value::Bool(true)),
+                    &kept_of(Some(&result.to_string())),
                     download_secret.as_deref(),
                 ),
             )
@@ -509,6 +510,7 @@ impl Service<'_> {
         kind: Kind,
         status: Status,
         nothing_found: bool,
+        kept: &[KeptView],
         secret: Option<&str>,
     ) -> Mail {
         let link = secret.map(|secret| {
@@ -525,7 +527,10 @@ impl Service<'_> {
                 "Your data is ready. Download it within {} days from the link below; keep it to yourself, as it opens your data without any other proof.",
                 self.settings.package_days
             ),
-            (Kind::Erasure, Status::PartiallyCompleted) => "We erased your data, except what the law requires us to keep; the status of your request lists what we keep, why and until when.".to_owned(),
+            (Kind::Erasure, Status::PartiallyCompleted) => format!(
+                "We erased your data, except what we must keep, listed here (and on the status page of your request):\n{}",
+                kept_lines(kept)
+            ),
             (Kind::Erasure, _) => "We erased your data.".to_owned(),
             (Kind::MarketingObjection, _) => "We no longer use your data for direct marketing, from now on and with no exception (Art. 21(3) GDPR). We keep your address on our suppression list, only so that no marketing reaches you again; it stays there even if you have your other data erased.".to_owned(),
             _ => "A person on our team will handle your request and write to you.".to_owned(),
@@ -539,7 +544,7 @@ impl Service<'_> {
                 .map_or(String::new(), |l| format!("\n{l}\n"))
         );
         let html = format!(
-            "<p>Your {} request <code>{id}</code> at {}: {}.</p><p>{}</p>{}",
+            "<p>Your {} request <code>{id}</code> at {}: {}.</p><p style=\"white-space: pre-line\">{}</p>{}",
             kind.key(),
             notify::html_escape(&self.settings.controller),
             status.words(),
@@ -859,4 +864,27 @@ pub async fn suppression_list(
             }
         })
         .collect())
+}
+
+/// What an erasure kept, a line each, in the words the status page uses: the field, the
+/// records, why, under which article, until when.
+pub fn kept_lines(kept: &[KeptView]) -> String {
+    kept.iter()
+        .map(|k| {
+            format!(
+                "- {} ({}, {} record(s)): {} ({} GDPR), {}",
+                k.field,
+                k.collection,
+                k.rows,
+                k.reason,
+                k.article,
+                k.until
+                    .as_ref()
+                    .map_or("while the reason lasts".to_owned(), |u| format!(
+                        "until {u}"
+                    ))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -173,6 +173,10 @@ pub struct View {
     /// After an erasure: the recipients told of it (Art. 19), by name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub told: Vec<String>,
+    /// What the DPO wrote to the person (an extension's or a rejection's reasons, what a
+    /// task's completion did); for the holder of the token only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The recipients an erasure told (Art. 19), by name, from its recorded result.
@@ -305,8 +309,11 @@ pub struct Settings {
     /// Types that wait for the DPO's approval once the identity is verified.
     pub approval: Vec<Kind>,
     /// Where the service is reached from outside (`https://privacy.example.com`), for the
-    /// links in e-mails; without it, links are paths.
+    /// links in e-mails.
     pub public_url: Option<String>,
+    /// Without `public_url`: the address lethe listens on, for links only (see
+    /// [`link_base`]); forms are still checked against the address they were sent to.
+    pub listen_url: Option<String>,
     /// Who is told of manual tasks and approvals: the DPO, else the controller's contact.
     pub dpo_email: Option<String>,
     /// The supervisory authority named in rejections.
@@ -323,6 +330,7 @@ impl Default for Settings {
             controller: String::new(),
             approval: Vec::new(),
             public_url: None,
+            listen_url: None,
             dpo_email: None,
             authority: None,
             package_days: PACKAGE_DAYS,
@@ -350,10 +358,21 @@ impl Settings {
 
     /// A link to `path` on this service.
     pub fn link(&self, path: &str) -> String {
-        match &self.public_url {
+        match self.public_url.as_ref().or(self.listen_url.as_ref()) {
             Some(u) => format!("{}{path}", u.trim_end_matches('/')),
             None => path.to_owned(),
         }
+    }
+}
+
+/// The base of links when no `public_url` is set: the address lethe listens on, named
+/// `localhost` when it is a loopback or the unspecified address.
+pub fn link_base(addr: std::net::SocketAddr) -> String {
+    let ip = addr.ip();
+    if ip.is_loopback() || ip.is_unspecified() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
     }
 }
 
@@ -587,6 +606,7 @@ impl Service<'_> {
             held: held(r.try_get::<Option<String>, _>(5)?.as_deref()),
             stopped: stopped(r.try_get::<Option<String>, _>(5)?.as_deref()),
             told: told(r.try_get::<Option<String>, _>(5)?.as_deref()),
+            note: None,
         })
     }
 
@@ -617,6 +637,8 @@ impl Service<'_> {
             held: held(r.try_get::<Option<String>, _>(6)?.as_deref()),
             stopped: stopped(r.try_get::<Option<String>, _>(6)?.as_deref()),
             told: told(r.try_get::<Option<String>, _>(6)?.as_deref()),
+            // Sealed with the person's identity: gone with it after an erasure.
+            note: self.personal_of(id).await.ok().and_then(|p| p.reason),
         })
     }
 }
