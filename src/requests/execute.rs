@@ -273,8 +273,7 @@ impl Service<'_> {
                     &id,
                     kind,
                     status,
-                    result.get("nothing_found") == Some(&serde_json::Value::Bool(true)),
-                    &kept_of(Some(&result.to_string())),
+                    &result,
                     download_secret.as_deref(),
                 ),
             )
@@ -509,10 +508,11 @@ impl Service<'_> {
         id: &str,
         kind: Kind,
         status: Status,
-        nothing_found: bool,
-        kept: &[KeptView],
+        result: &serde_json::Value,
         secret: Option<&str>,
     ) -> Mail {
+        let nothing_found = result.get("nothing_found") == Some(&serde_json::Value::Bool(true));
+        let kept = kept_of(Some(&result.to_string()));
         let link = secret.map(|secret| {
             self.settings
                 .link(&format!("/portal/requests/{id}/download?secret={secret}"))
@@ -529,7 +529,7 @@ impl Service<'_> {
             ),
             (Kind::Erasure, Status::PartiallyCompleted) => format!(
                 "We erased your data, except what we must keep, listed here (and on the status page of your request):\n{}",
-                kept_lines(kept)
+                kept_lines(&kept)
             ),
             (Kind::Erasure, _) => "We erased your data.".to_owned(),
             (Kind::MarketingObjection, _) => "We no longer use your data for direct marketing, from now on and with no exception (Art. 21(3) GDPR). We keep your address on our suppression list, only so that no marketing reaches you again; it stays there even if you have your other data erased.".to_owned(),
