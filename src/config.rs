@@ -131,8 +131,8 @@ impl Default for Config {
             approval: String::new(),
             public_url: None,
             rate_limit: 60,
-            package_days: crate::requests::PACKAGE_DAYS,
-            verification_mails: crate::requests::VERIFICATION_MAILS_PER_DAY,
+            package_days: PACKAGE_DAYS,
+            verification_mails: VERIFICATION_MAILS_PER_DAY,
             trusted_proxies: String::new(),
             webhooks: WebhookConfig::default(),
         }
@@ -181,51 +181,6 @@ impl Config {
         }
     }
 
-    /// How the request service treats requests, from this configuration and the policy.
-    pub fn request_settings(
-        &self,
-        policy: &crate::policy::Policy,
-    ) -> anyhow::Result<crate::requests::Settings> {
-        let mut approval = Vec::new();
-        for k in self
-            .approval
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-        {
-            match crate::requests::Kind::parse(k) {
-                Some(kind) if !crate::requests::is_manual(kind) => approval.push(kind),
-                _ => anyhow::bail!(
-                    "configuration error: approval: `{k}` is not one of access, portability, erasure"
-                ),
-            }
-        }
-        if let Some(u) = &self.public_url
-            && !(u.starts_with("https://") || u.starts_with("http://"))
-        {
-            anyhow::bail!("configuration error: public_url must be an http(s) URL");
-        }
-        if !(1..=90).contains(&self.package_days) {
-            anyhow::bail!("configuration error: package_days must be 1 to 90");
-        }
-        if !(1..=20).contains(&self.verification_mails) {
-            anyhow::bail!("configuration error: verification_mails must be 1 to 20");
-        }
-        Ok(crate::requests::Settings {
-            approval,
-            public_url: self.public_url.clone(),
-            package_days: self.package_days,
-            verification_mails: self.verification_mails,
-            ..crate::requests::Settings::from_policy(policy)
-        })
-    }
-
-    /// The reverse proxies whose `X-Forwarded-For` names the client.
-    pub fn trusted_proxies(&self) -> anyhow::Result<crate::http::TrustedProxies> {
-        crate::http::TrustedProxies::parse(&self.trusted_proxies)
-            .map_err(|e| anyhow::anyhow!("configuration error: trusted_proxies: {e}"))
-    }
-
     /// The store URL with any password replaced, for logs and messages.
     pub fn database_display(&self) -> String {
         redact_url(self.database.expose_secret())
@@ -249,56 +204,14 @@ fn secret_files() -> anyhow::Result<Serialized<serde_json::Map<String, serde_jso
     Ok(Serialized::defaults(map))
 }
 
-/// A URL fit to print: the password of its user part and the value of every query
-/// parameter that carries a secret (`password`, `sslpassword`, `pass`, `pwd`, `secret`,
-/// `token`, `key`... in any case, percent-encoded or not) replaced by `***`. Anything
-/// that does not parse as a URL prints as a fixed text, never as itself.
-pub fn redact_url(raw: &str) -> String {
-    let Ok(mut u) = url::Url::parse(raw) else {
-        return "<unparsable URL>".to_owned();
-    };
-    if u.password().is_some() {
-        // Only a URL that cannot have a password fails here, and it has none.
-        let _ = u.set_password(Some("***"));
-    }
-    let Some(query) = u.query() else {
-        return u.to_string();
-    };
-    let secret = |name: &str| {
-        let n = name.to_ascii_lowercase();
-        [
-            "pass",
-            "pwd",
-            "secret",
-            "token",
-            "key",
-            "credential",
-            "auth",
-        ]
-        .iter()
-        .any(|w| n.contains(w))
-    };
-    if !url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| secret(&k)) {
-        return u.to_string();
-    }
-    // Rewritten pair by pair, so that names and the other values print as given.
-    let redacted: Vec<String> = query
-        .split('&')
-        .map(|pair| {
-            let (name, _) = pair.split_once('=').unwrap_or((pair, ""));
-            let decoded: String = url::form_urlencoded::parse(name.as_bytes())
-                .map(|(k, _)| k.into_owned())
-                .collect();
-            if secret(&decoded) {
-                format!("{name}=***")
-            } else {
-                pair.to_owned()
-            }
-        })
-        .collect();
-    u.set_query(Some(&redacted.join("&")));
-    u.to_string()
-}
+pub use crate::redact::redact_url;
+
+/// Days an access package can be downloaded, unless `package_days` says otherwise.
+pub const PACKAGE_DAYS: i64 = 7;
+
+/// Verification e-mails one address receives in 24 hours, all its requests together,
+/// unless `verification_mails` says otherwise.
+pub const VERIFICATION_MAILS_PER_DAY: i64 = 3;
 
 #[cfg(test)]
 mod tests {
@@ -400,12 +313,12 @@ mod tests {
                 .unwrap()
                 .into_valid()
                 .unwrap();
-        let ok = Config {
+        let settings = |c: &Config| crate::requests::Settings::from_config(c, &policy);
+        let ok = settings(&Config {
             approval: "erasure, portability".into(),
             public_url: Some("https://privacy.example.com/".into()),
             ..Config::default()
-        }
-        .request_settings(&policy)
+        })
         .unwrap();
         assert_eq!(
             ok.approval,
@@ -442,15 +355,14 @@ mod tests {
                 ..Config::default()
             },
         ] {
-            let e = bad.request_settings(&policy).unwrap_err().to_string();
+            let e = settings(&bad).unwrap_err().to_string();
             assert!(e.starts_with("configuration error"), "{e}");
         }
         let proxies = |list: &str| {
-            Config {
+            crate::http::TrustedProxies::from_config(&Config {
                 trusted_proxies: list.into(),
                 ..Config::default()
-            }
-            .trusted_proxies()
+            })
         };
         assert!(proxies("10.0.0.0/8, ::1").is_ok());
         let e = proxies("10.0.0.0/8, proxy").unwrap_err().to_string();

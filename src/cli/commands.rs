@@ -128,7 +128,7 @@ pub fn write_out(path: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
-    let proxies = config.trusted_proxies()?;
+    let proxies = crate::http::TrustedProxies::from_config(&config)?;
     let mut checked = Policy::load(&config.policies)?;
     let rules = crate::notify::target::Rules::from_config(&config.webhooks)?;
     let findings = crate::notify::target::policy_findings(&checked.policy, &rules);
@@ -166,7 +166,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let lease = crate::jobs::hold_lease(job_ctx.clone(), specs.clone()).await?;
     let mut scheduler = crate::jobs::schedule(job_ctx, specs).await?;
     tracing::info!(jobs = job_count, "scheduled the jobs");
-    let mut settings = config.request_settings(&policy)?;
+    let mut settings = crate::requests::Settings::from_config(&config, &policy)?;
     let app = Application::build(&config.bind, store.clone(), policy.clone()).await?;
     if settings.public_url.is_none() {
         let base = crate::requests::link_base(app.local_addr()?);

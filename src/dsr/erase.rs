@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::plan::{SystemPlan, Via};
-use crate::audit::Identity;
+use crate::identity::Identity;
 use crate::policy::{
     Collection, Direction, ErasureMode, EventBinding, LegalBasis, Masking, Policy, System,
     parse_timestamp,

@@ -15,7 +15,8 @@ use serde::Serialize;
 pub use erase::{CollectionReport, Kept, SystemReport};
 pub use plan::{Plan, Via};
 
-use crate::audit::{Actor, AuditError, AuditLog, Identity, NewEntry};
+use crate::audit::{Actor, AuditError, AuditLog, NewEntry};
+use crate::identity::Identity;
 use crate::policy::{Direction, Policy};
 use crate::sources::SourceError;
 use crate::sources::db::{Found, Lookup, SourceDb, Sources};

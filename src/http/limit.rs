@@ -23,6 +23,12 @@ const WINDOW: Duration = Duration::from_secs(60);
 pub struct TrustedProxies(Vec<ipnet::IpNet>);
 
 impl TrustedProxies {
+    /// The reverse proxies whose `X-Forwarded-For` names the client, as configured.
+    pub fn from_config(config: &crate::config::Config) -> anyhow::Result<Self> {
+        Self::parse(&config.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("configuration error: trusted_proxies: {e}"))
+    }
+
     /// A comma-separated list of addresses and CIDRs (`10.0.0.0/8, ::1`); empty: none.
     pub fn parse(list: &str) -> Result<Self, String> {
         list.split(',')

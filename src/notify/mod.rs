@@ -21,8 +21,9 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 use sqlx::{AnyConnection, Row};
 
-use crate::config::{Config, redact_url};
+use crate::config::Config;
 use crate::crypto::SealingKey;
+use crate::redact::redact_url;
 use crate::store::{Store, timestamp};
 
 #[derive(Debug, thiserror::Error)]

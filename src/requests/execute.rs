@@ -5,7 +5,7 @@
 use super::*;
 
 /// How long a stored access package can be downloaded, unless configured otherwise.
-pub const PACKAGE_DAYS: i64 = 7;
+pub use crate::config::PACKAGE_DAYS;
 /// A claim older than this is taken to belong to a crashed worker and is claimed again.
 const STALE_CLAIM_MINUTES: i64 = 15;
 /// How many times a failing request is executed before it is marked `failed`.

@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::audit::{Actor, AuditError, AuditLog, Identity, NewEntry, SubjectId};
+use crate::audit::{Actor, AuditError, AuditLog, NewEntry, SubjectId};
+use crate::identity::Identity;
 use crate::notify::{self, Mail, Mailer};
 use crate::policy::RetentionPeriod;
 use crate::store::{Store, timestamp};
@@ -36,7 +37,7 @@ pub const CODE_CHECK_WINDOW_HOURS: i64 = 24;
 /// [`CODE_CHECK_WINDOW_HOURS`], unless configured otherwise
 /// ([`Settings::verification_mails`]): beyond them a submission is answered alike but
 /// mails nothing, so nobody can flood an address through the form.
-pub const VERIFICATION_MAILS_PER_DAY: i64 = 3;
+pub use crate::config::VERIFICATION_MAILS_PER_DAY;
 /// How long the link in a verification e-mail confirms the request.
 pub const LINK_TTL_HOURS: i64 = 72;
 /// Random bytes in the link's secret (192 bits).
@@ -354,6 +355,45 @@ impl Settings {
                 .map(|a| a.name.clone()),
             ..Self::default()
         }
+    }
+
+    /// How the request service treats requests, from the configuration and the policy.
+    pub fn from_config(
+        config: &crate::config::Config,
+        policy: &crate::policy::Policy,
+    ) -> anyhow::Result<Self> {
+        let mut approval = Vec::new();
+        for k in config
+            .approval
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+        {
+            match Kind::parse(k) {
+                Some(kind) if !is_manual(kind) => approval.push(kind),
+                _ => anyhow::bail!(
+                    "configuration error: approval: `{k}` is not one of access, portability, erasure"
+                ),
+            }
+        }
+        if let Some(u) = &config.public_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            anyhow::bail!("configuration error: public_url must be an http(s) URL");
+        }
+        if !(1..=90).contains(&config.package_days) {
+            anyhow::bail!("configuration error: package_days must be 1 to 90");
+        }
+        if !(1..=20).contains(&config.verification_mails) {
+            anyhow::bail!("configuration error: verification_mails must be 1 to 20");
+        }
+        Ok(Self {
+            approval,
+            public_url: config.public_url.clone(),
+            package_days: config.package_days,
+            verification_mails: config.verification_mails,
+            ..Self::from_policy(policy)
+        })
     }
 
     /// A link to `path` on this service.

@@ -193,7 +193,7 @@ pub type Restricted = std::collections::BTreeMap<(String, String), Vec<Vec<Strin
 pub async fn restricted(
     policy: &Policy,
     sources: &Sources,
-    identities: &[crate::audit::Identity],
+    identities: &[crate::identity::Identity],
 ) -> Result<Restricted, RetentionError> {
     if identities.is_empty() {
         return Ok(Restricted::new());

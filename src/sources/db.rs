@@ -98,7 +98,7 @@ impl SourceDb {
         sqlx::any::install_default_drivers();
         let connect_error = |e| SourceError::Connect {
             system: system.id.to_string(),
-            url: crate::config::redact_url(&url.url),
+            url: crate::redact::redact_url(&url.url),
             source: e,
         };
         let options = AnyConnectOptions::from_str(&url.url).map_err(connect_error)?;

@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
-use crate::config::redact_url;
+use crate::redact::redact_url;
 
 pub mod lease;
 mod tokens;
@@ -312,7 +312,7 @@ impl Store {
 #[derive(Debug, Clone)]
 pub struct Restriction {
     pub request_id: String,
-    pub identity: crate::audit::Identity,
+    pub identity: crate::identity::Identity,
 }
 
 impl Store {
