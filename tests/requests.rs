@@ -49,6 +49,8 @@ struct Options {
     marketing: bool,
     /// A processor whose `erasure_notice` is taken out of the demo policy.
     no_notice_for: Option<&'static str>,
+    /// How often the background worker looks for work nobody announced.
+    worker_poll: Option<std::time::Duration>,
 }
 
 /// A direct-marketing purpose, appended to the demo's purposes.
@@ -132,7 +134,11 @@ async fn start_with(options: Options) -> Server {
         )
         .unwrap();
     let app = if options.background {
-        app.with_request_worker(Arc::new(lethe::sources::db::Sources::default()))
+        let app = app.with_request_worker(Arc::new(lethe::sources::db::Sources::default()));
+        match options.worker_poll {
+            Some(every) => app.with_worker_poll(every),
+            None => app,
+        }
     } else {
         app.manual_webhooks()
     };
@@ -2627,6 +2633,130 @@ async fn mails_are_capped(url: &SecretString) {
 
 /// Two `lethe serve` instances on one PostgreSQL store, each with its own pool and worker:
 /// every queued request is executed exactly once.
+/// Work starts the moment it exists: with the fallback poll set to ten minutes, a
+/// request verified while the worker is idle completes within seconds.
+#[tokio::test]
+async fn a_verified_request_wakes_the_idle_worker() {
+    let s = start_with(Options {
+        background: true,
+        worker_poll: Some(std::time::Duration::from_secs(600)),
+        ..Options::default()
+    })
+    .await;
+    // The worker has looked once, found nothing, and sleeps.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (id, token) = s.verified("access", "person2@example.org").await;
+    s.until(&id, &token, &["completed"], 10).await;
+    // And again: each announcement wakes it.
+    let (id, token) = s.verified("erasure", "person5@example.org").await;
+    s.until(&id, &token, &["completed", "partially_completed"], 10)
+        .await;
+}
+
+/// Between instances on one PostgreSQL store: an instance that only takes requests (no
+/// worker) announces them, and the other's worker, polling every ten minutes, runs them
+/// at once.
+#[tokio::test]
+async fn an_instance_wakes_the_others_worker_on_postgres() {
+    let Some(url) = common::postgres_store("wakes_the_other").await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = Arc::new(demo(tmp.path(), &Options::default()).await);
+    let keys = KeySource {
+        master: None,
+        signing: None,
+        dir: tmp.path().join(".lethe"),
+    };
+    let outbox = tmp.path().join("outbox");
+    let mut bases = Vec::new();
+    let mut stops = Vec::new();
+    let mut front = None;
+    for worker in [false, true] {
+        let store = Store::open(&url).await.unwrap();
+        let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
+        let mailer = Arc::new(
+            Mailer::from_config(
+                &Config::default(),
+                Some("privacy@example.com"),
+                outbox.clone(),
+            )
+            .unwrap()
+            .with_outbox_key(audit.outbox_key()),
+        );
+        let app = Application::build("127.0.0.1:0", store.clone(), policy.clone())
+            .await
+            .unwrap()
+            .with_audit(audit.clone(), keys.clone())
+            .with_mailer(mailer.clone())
+            .with_settings(lethe::requests::Settings::from_policy(&policy));
+        let app = if worker {
+            app.with_request_worker(Arc::new(lethe::sources::db::Sources::default()))
+                .with_worker_poll(std::time::Duration::from_secs(600))
+        } else {
+            front = Some((store.clone(), audit.clone(), mailer.clone()));
+            app
+        };
+        bases.push(format!("http://127.0.0.1:{}", app.port()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        stops.push(stop);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (store, audit, mailer) = front.unwrap();
+    let svc = lethe::requests::Service {
+        store: &store,
+        audit: &audit,
+        mailer: &mailer,
+        settings: lethe::requests::Settings::from_policy(&policy),
+    };
+    // Submitted and confirmed through the instance without a worker.
+    let (status, created) = post(
+        &format!("{}/v1/requests", bases[0]),
+        json!({ "type": "access", "identity": { "email": "person2@example.org" } }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let code = loop {
+        let found = std::fs::read_dir(&outbox)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .filter(|m| m.contains(&id))
+            .find_map(|m| shown_code(&m));
+        if let Some(c) = found {
+            break c;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let (status, v) = post(
+        &format!("{}/v1/requests/{id}/verify", bases[0]),
+        json!({ "code": code }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v = svc.status(&id, &token).await.unwrap();
+        if v.status == "completed" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other instance's worker was not woken: {}",
+            v.status
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for s in stops {
+        let _ = s.send(());
+    }
+}
+
 #[tokio::test]
 async fn two_instances_on_one_postgres_execute_each_request_once() {
     let Some(url) = common::postgres_store("two_instances_execute_each_request_once").await else {

@@ -423,6 +423,7 @@ async fn approve(
     let svc = service(&state)?;
     svc.approve(&id, Actor::Admin(who), chrono::Utc::now())
         .await?;
+    state.work_queued();
     Ok(Json(svc.full(&id).await?))
 }
 
@@ -452,6 +453,7 @@ async fn retry(
     let svc = service(&state)?;
     svc.retry(&id, Actor::Admin(who), chrono::Utc::now())
         .await?;
+    state.work_queued();
     Ok(Json(svc.full(&id).await?))
 }
 
@@ -502,6 +504,7 @@ async fn lift(
     let svc = service(&state)?;
     svc.lift_restriction(&id, &note, Actor::Admin(who), chrono::Utc::now())
         .await?;
+    state.work_queued();
     Ok(Json(svc.full(&id).await?))
 }
 

@@ -54,6 +54,19 @@ pub struct AppState {
     pub proxies: Arc<TrustedProxies>,
     /// Where webhooks may go: OpenDSR callback URLs are checked against it at intake.
     pub webhook_rules: Arc<crate::notify::target::Rules>,
+    /// Wakes the request worker: work exists.
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+impl AppState {
+    /// Work for the workers exists (a request verified, approved, retried, a restriction
+    /// lifted): this instance's worker starts on it now, and the others on the store are
+    /// told.
+    pub fn work_queued(&self) {
+        self.wake.notify_one();
+        let store = self.store.clone();
+        tokio::spawn(async move { store.announce_work().await });
+    }
 }
 
 pub struct Application {
@@ -64,6 +77,8 @@ pub struct Application {
     manual_webhooks: bool,
     /// The request worker's sources, when this server executes requests itself.
     worker: Option<Arc<crate::sources::db::Sources>>,
+    /// How often the worker looks for work nobody announced (a retry coming due).
+    worker_poll: std::time::Duration,
 }
 
 impl Application {
@@ -82,6 +97,7 @@ impl Application {
             limiter: Arc::new(limit::RateLimiter::new(0)),
             proxies: Arc::new(TrustedProxies::default()),
             webhook_rules: Arc::default(),
+            wake: Arc::new(tokio::sync::Notify::new()),
         };
         let listener = TcpListener::bind(bind)
             .await
@@ -92,6 +108,7 @@ impl Application {
             webhooks: None,
             manual_webhooks: false,
             worker: None,
+            worker_poll: worker::POLL,
         })
     }
 
@@ -139,6 +156,12 @@ impl Application {
     /// databases through `sources`. Needs the audit log and the mailer.
     pub fn with_request_worker(mut self, sources: Arc<crate::sources::db::Sources>) -> Self {
         self.worker = Some(sources);
+        self
+    }
+
+    /// How often the worker looks for work nobody announced (default [`worker::POLL`]).
+    pub fn with_worker_poll(mut self, every: std::time::Duration) -> Self {
+        self.worker_poll = every;
         self
     }
 
@@ -198,10 +221,11 @@ impl Application {
             background.push(crate::notify::webhook::spawn(self.state.store.clone(), d));
         }
         if let Some(sources) = self.worker {
-            match worker::spawn(&self.state, sources) {
+            match worker::spawn(&self.state, sources, self.worker_poll) {
                 Some(h) => background.push(h),
                 None => tracing::error!("the request worker needs the audit log and the mailer"),
             }
+            background.extend(self.state.store.listen_for_work(self.state.wake.clone()));
         }
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app)

@@ -319,6 +319,7 @@ async fn create(
             now,
         )
         .await?;
+    state.work_queued();
     let full = svc.full(&id).await?;
     Ok(signed(
         &state,

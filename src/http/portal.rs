@@ -422,7 +422,10 @@ async fn verify(
         Err(e) => return failure(&state, e),
     };
     match svc.verify(&id, &f.code, chrono::Utc::now()).await {
-        Ok(_) => Redirect::to(&format!("/portal/requests/{id}")).into_response(),
+        Ok(_) => {
+            state.work_queued();
+            Redirect::to(&format!("/portal/requests/{id}")).into_response()
+        }
         Err(
             e @ (RequestError::WrongCode { .. }
             | RequestError::Expired
@@ -471,14 +474,17 @@ async fn confirm(
         return unavailable(&state);
     };
     match svc.verify_link(&id, &f.secret, chrono::Utc::now()).await {
-        Ok(v) => page(
-            StatusCode::OK,
-            "confirm.html",
-            context! {
-                controller => state.settings.controller, id, confirmed => true,
-                due => v.due_at.get(..10).unwrap_or(&v.due_at),
-            },
-        ),
+        Ok(v) => {
+            state.work_queued();
+            page(
+                StatusCode::OK,
+                "confirm.html",
+                context! {
+                    controller => state.settings.controller, id, confirmed => true,
+                    due => v.due_at.get(..10).unwrap_or(&v.due_at),
+                },
+            )
+        }
         Err(RequestError::Unauthorized | RequestError::NotPending) => message(
             &state,
             StatusCode::UNAUTHORIZED,

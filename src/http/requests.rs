@@ -217,15 +217,19 @@ async fn verify(
     let body: VerifyBody = parse(body)?;
     let svc = service(&state)?;
     let now = chrono::Utc::now();
-    match (body.code, body.secret) {
-        (Some(code), None) => Ok(Json(svc.verify(&id, &code, now).await?)),
-        (None, Some(secret)) => Ok(Json(svc.verify_link(&id, &secret, now).await?)),
-        _ => Err(ApiError::client(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            "give either code or secret",
-        )),
-    }
+    let view = match (body.code, body.secret) {
+        (Some(code), None) => svc.verify(&id, &code, now).await?,
+        (None, Some(secret)) => svc.verify_link(&id, &secret, now).await?,
+        _ => {
+            return Err(ApiError::client(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "give either code or secret",
+            ));
+        }
+    };
+    state.work_queued();
+    Ok(Json(view))
 }
 
 #[derive(Deserialize)]

@@ -6,11 +6,18 @@ use std::sync::Arc;
 
 use super::AppState;
 
+/// How often the worker looks for work nobody announced: a retry coming due, a lapsed
+/// lease, a restriction's lift whose message a later delivery sent. Work that is
+/// announced ([`AppState::work_queued`]) starts at once.
+pub const POLL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Starts the worker, or None without the audit log or the mailer.
 pub(super) fn spawn(
     state: &AppState,
     sources: Arc<crate::sources::db::Sources>,
+    poll: std::time::Duration,
 ) -> Option<tokio::task::JoinHandle<()>> {
+    let wake = state.wake.clone();
     let store = state.store.clone();
     let audit = state.audit.clone()?;
     let mailer = state.mailer.clone()?;
@@ -41,7 +48,10 @@ pub(super) fn spawn(
             if let Err(e) = crate::notify::deliver_pending(&store, &mailer).await {
                 tracing::warn!(error = %e, "mail delivery deferred");
             }
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+            }
         }
     }))
 }

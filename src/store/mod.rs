@@ -16,6 +16,7 @@ pub mod lease;
 mod tokens;
 pub use tokens::{AdminToken, Role, TokenLifetime};
 pub mod files;
+pub mod wake;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -42,6 +43,8 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// PostgreSQL: the URL, for the connection that listens for other instances' work.
+    listen_url: Option<std::sync::Arc<SecretString>>,
 }
 
 /// One recorded policy load.
@@ -115,7 +118,13 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Connect { url: shown, source })?;
-        Ok(Self { pool, backend })
+        let listen_url = (backend == Backend::Postgres)
+            .then(|| std::sync::Arc::new(SecretString::from(raw.to_owned())));
+        Ok(Self {
+            pool,
+            backend,
+            listen_url,
+        })
     }
 
     /// Connects and brings the schema up to date.
