@@ -526,3 +526,52 @@ fn the_binary_keeps_its_files_private_and_secrets_out_of_its_log() {
         assert!(!log.contains(secret), "{secret} in the log");
     }
 }
+
+/// The log as a file receives it: no colour codes, none of the scheduler's or the
+/// drivers' chatter at INFO, and a start line with a URL one can open.
+#[test]
+fn the_log_written_to_a_file_is_plain_and_quiet() {
+    let dir = checkout();
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, jobs.join(p.file_name().unwrap())).unwrap();
+    }
+    let log = dir.path().join("lethe.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("APP_DATABASE_URL")
+        .env_remove("LETHE_DATABASE")
+        .env_remove("RUST_LOG")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("lethe is serving") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // A moment for the scheduler to say whatever it says at start.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let text = std::fs::read_to_string(&log).unwrap_or(text);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!text.contains('\u{1b}'), "colour codes in a file:\n{text}");
+    assert!(
+        text.lines()
+            .filter(|l| l.contains(" INFO "))
+            .all(|l| l.contains(" INFO lethe")),
+        "INFO lines from other crates:\n{text}"
+    );
+    let start = text
+        .lines()
+        .find(|l| l.contains("lethe is serving"))
+        .unwrap();
+    assert!(start.contains("url=http://localhost:"), "{start}");
+}

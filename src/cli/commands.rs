@@ -187,8 +187,10 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             Arc::new(crate::notify::target::SystemLookup),
         )?
         .with_request_worker(sources.clone());
+    let addr = app.local_addr()?;
     tracing::info!(
-        address = %app.local_addr()?,
+        address = %addr,
+        url = %settings_url(&addr),
         store = %config.database_display(),
         policy_hash = %policy.hash,
         "lethe is serving"
@@ -275,4 +277,9 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// The URL to open for a server listening on `addr`.
+fn settings_url(addr: &std::net::SocketAddr) -> String {
+    format!("{}/", crate::requests::link_base(*addr))
 }

@@ -179,10 +179,15 @@ pub fn main() -> ExitCode {
 
 fn init_logging(config: &Config, serving: bool) {
     use tracing_subscriber::EnvFilter;
-    let default = if serving { "info" } else { "warn" };
+    // lethe's own lines at INFO when serving; every other crate (the scheduler, the SQL
+    // drivers) only when it warns.
+    let default = if serving { "warn,lethe=info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Colour only for a person at a terminal, never into a file or a log collector.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let _ = match config.log_format {
         LogFormat::Json => builder.json().try_init(),
