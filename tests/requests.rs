@@ -2633,6 +2633,89 @@ async fn mails_are_capped(url: &SecretString) {
 
 /// Two `lethe serve` instances on one PostgreSQL store, each with its own pool and worker:
 /// every queued request is executed exactly once.
+/// What an on-call person reads in /metrics: the law's deadlines, failed requests, and
+/// each job's last success.
+#[tokio::test]
+async fn metrics_show_deadlines_failures_and_jobs() {
+    let s = start().await;
+    let auditor = s.token(lethe::store::Role::Auditor).await;
+    let now = chrono::Utc::now();
+    let stamp = |d: chrono::Duration| lethe::store::timestamp(now + d);
+    let mut ids = Vec::new();
+    for email in [
+        "late@example.org",
+        "soon@example.org",
+        "failed@example.org",
+        "later@example.org",
+    ] {
+        let (_, created) = post(
+            &format!("{}/v1/requests", s.base),
+            json!({ "type": "access", "identity": { "email": email } }).to_string(),
+        )
+        .await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let set_due = |id: String, due: String| {
+        let pool = s.store.pool().clone();
+        async move {
+            sqlx::query("UPDATE dsr_requests SET due_at = $1 WHERE id = $2")
+                .bind(due)
+                .bind(id)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    set_due(ids[0].clone(), stamp(-chrono::Duration::days(2))).await;
+    set_due(ids[1].clone(), stamp(chrono::Duration::days(3))).await;
+    set_due(ids[2].clone(), stamp(chrono::Duration::days(20))).await;
+    set_due(ids[3].clone(), stamp(chrono::Duration::days(20))).await;
+    for status in ["verified", "in_progress", "failed"] {
+        sqlx::query("UPDATE dsr_requests SET status = $1 WHERE id = $2")
+            .bind(status)
+            .bind(&ids[2])
+            .execute(s.store.pool())
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO job_runs (job, kind, tick, holder, started_at, finished_at, status, summary) \
+         VALUES ('nightly-retention', 'retention', 't1', 'h', '2026-11-01T02:00:00.000000Z', '2026-11-01T02:00:30.000000Z', 'completed', '{\"rows_deleted\": 120, \"values_masked\": 7}'), \
+                ('nightly-retention', 'retention', 't2', 'h', '2026-11-02T02:00:00.000000Z', '2026-11-02T02:00:04.500000Z', 'completed', '{\"rows_deleted\": 3, \"values_masked\": 0}'), \
+                ('nightly-retention', 'retention', 't3', 'h', '2026-11-03T02:00:00.000000Z', NULL, 'failed', '{}')",
+    )
+    .execute(s.store.pool())
+    .await
+    .unwrap();
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", s.base))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let last_success = chrono::DateTime::parse_from_rfc3339("2026-11-02T02:00:04.5Z")
+        .unwrap()
+        .timestamp_millis() as f64
+        / 1000.0;
+    for line in [
+        "lethe_requests_overdue 1\n".to_owned(),
+        "lethe_requests_due_within_7_days 2\n".to_owned(),
+        "lethe_requests_failed 1\n".to_owned(),
+        format!(
+            "lethe_job_last_success_timestamp_seconds{{job=\"nightly-retention\"}} {last_success}\n"
+        ),
+        "lethe_job_last_success_duration_seconds{job=\"nightly-retention\"} 4.5\n".to_owned(),
+        "lethe_retention_rows_deleted_total 123\n".to_owned(),
+        "lethe_retention_values_masked_total 7\n".to_owned(),
+        "# HELP lethe_requests_overdue ".to_owned(),
+    ] {
+        assert!(metrics.contains(&line), "no {line:?} in\n{metrics}");
+    }
+}
+
 /// Work starts the moment it exists: with the fallback poll set to ten minutes, a
 /// request verified while the worker is idle completes within seconds.
 #[tokio::test]

@@ -402,6 +402,85 @@ async fn metrics(
         "# HELP lethe_audit_entries Entries in the audit log.\n# TYPE lethe_audit_entries gauge\nlethe_audit_entries {}\n",
         scalar("SELECT next_seq FROM audit_head WHERE id = 1").await?
     ));
+    // What an on-call person acts on: the law's deadlines and what waits for the DPO.
+    let now = chrono::Utc::now();
+    let open = crate::requests::Status::sql_in(
+        "status",
+        crate::requests::Status::ALL
+            .into_iter()
+            .filter(|s| s.is_final()),
+    );
+    let count_due = |until: String| {
+        let sql = format!("SELECT COUNT(*) FROM dsr_requests WHERE NOT ({open}) AND due_at < $1");
+        async move {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+                .bind(until)
+                .fetch_one(pool)
+                .await
+                .map_err(anyhow::Error::from)
+        }
+    };
+    out.push_str(&format!(
+        "# HELP lethe_requests_overdue Open requests past their deadline (Art. 12(3)).\n# TYPE lethe_requests_overdue gauge\nlethe_requests_overdue {}\n",
+        count_due(crate::store::timestamp(now)).await?
+    ));
+    out.push_str(&format!(
+        "# HELP lethe_requests_due_within_7_days Open requests due within 7 days, the overdue included.\n# TYPE lethe_requests_due_within_7_days gauge\nlethe_requests_due_within_7_days {}\n",
+        count_due(crate::store::timestamp(now + chrono::Duration::days(7))).await?
+    ));
+    out.push_str(&format!(
+        "# HELP lethe_requests_failed Requests that failed and wait for the DPO (retry, reject or complete).\n# TYPE lethe_requests_failed gauge\nlethe_requests_failed {}\n",
+        scalar("SELECT COUNT(*) FROM dsr_requests WHERE status = 'failed'").await?
+    ));
+    // Each job's last successful run: when it ended and how long it took.
+    let runs = sqlx::query(
+        "SELECT job, started_at, finished_at, summary, kind FROM job_runs WHERE status = 'completed' AND finished_at IS NOT NULL ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(anyhow::Error::from)?;
+    let mut last: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    let (mut deleted, mut masked) = (0u64, 0u64);
+    for r in &runs {
+        let (job, started, finished, summary, kind): (String, String, String, String, String) = (
+            r.try_get(0).map_err(anyhow::Error::from)?,
+            r.try_get(1).map_err(anyhow::Error::from)?,
+            r.try_get(2).map_err(anyhow::Error::from)?,
+            r.try_get(3).map_err(anyhow::Error::from)?,
+            r.try_get(4).map_err(anyhow::Error::from)?,
+        );
+        let (Some(s), Some(f)) = (
+            crate::policy::parse_timestamp(&started),
+            crate::policy::parse_timestamp(&finished),
+        ) else {
+            continue;
+        };
+        let took = (f - s).num_milliseconds() as f64 / 1000.0;
+        last.insert(job, (f.timestamp_millis() as f64 / 1000.0, took));
+        if kind == "retention" {
+            let v: serde_json::Value = serde_json::from_str(&summary).unwrap_or_default();
+            deleted += v["rows_deleted"].as_u64().unwrap_or(0);
+            masked += v["values_masked"].as_u64().unwrap_or(0);
+        }
+    }
+    out.push_str("# HELP lethe_job_last_success_timestamp_seconds When each job's last successful run ended (Unix time).\n# TYPE lethe_job_last_success_timestamp_seconds gauge\n");
+    for (job, (at, _)) in &last {
+        out.push_str(&format!(
+            "lethe_job_last_success_timestamp_seconds{{job=\"{job}\"}} {at}\n"
+        ));
+    }
+    out.push_str("# HELP lethe_job_last_success_duration_seconds How long each job's last successful run took.\n# TYPE lethe_job_last_success_duration_seconds gauge\n");
+    for (job, (_, took)) in &last {
+        out.push_str(&format!(
+            "lethe_job_last_success_duration_seconds{{job=\"{job}\"}} {took}\n"
+        ));
+    }
+    out.push_str(&format!(
+        "# HELP lethe_retention_rows_deleted_total Rows retention runs deleted, over the job history kept.\n# TYPE lethe_retention_rows_deleted_total counter\nlethe_retention_rows_deleted_total {deleted}\n"
+    ));
+    out.push_str(&format!(
+        "# HELP lethe_retention_values_masked_total Values retention runs masked, over the job history kept.\n# TYPE lethe_retention_values_masked_total counter\nlethe_retention_values_masked_total {masked}\n"
+    ));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }
 
