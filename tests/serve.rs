@@ -314,6 +314,14 @@ mod reqwest {
             .unwrap()
             .block_on(async { ::reqwest::get(url).await.unwrap().text().await.unwrap() })
     }
+
+    /// One GET from a synchronous test: the status and the body.
+    pub fn blocking_status(url: &str) -> (u16, String) {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let r = ::reqwest::get(url).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    }
 }
 
 /// The binary under a umask that would let anyone read what it creates: the store, its
@@ -574,4 +582,90 @@ fn the_log_written_to_a_file_is_plain_and_quiet() {
         .find(|l| l.contains("lethe is serving"))
         .unwrap();
     assert!(start.contains("url=http://localhost:"), "{start}");
+}
+
+/// Ready means ready: a policy naming a column the database does not have passes the
+/// static check, fails `lethe check --live` naming table and column, and `serve`'s
+/// /readyz answers 503 with the same, while /healthz stays 200.
+#[test]
+fn a_schema_that_does_not_match_the_policy_is_not_ready() {
+    let dir = checkout();
+    // The demo database is made by a first start; then the policy drifts from it.
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("APP_DATABASE_URL")
+            .env_remove("LETHE_DATABASE")
+            .output()
+            .unwrap()
+    };
+    let start = |dir: &Path| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
+            .current_dir(dir)
+            .env_remove("APP_DATABASE_URL")
+            .env_remove("LETHE_DATABASE")
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let address = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(&l).ok()?;
+                (v["fields"]["message"] == "lethe is serving")
+                    .then(|| v["fields"]["address"].as_str().map(str::to_owned))
+                    .flatten()
+            })
+            .expect("the server announced its address");
+        // The log keeps being read: a closed pipe would end the server.
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+        (child, address)
+    };
+    let (mut first, address) = start(dir.path());
+    let ready = reqwest::blocking_get(&format!("http://{address}/readyz"));
+    assert!(ready.contains("\"ready\""), "{ready}");
+    let _ = first.kill();
+    let _ = first.wait();
+    let live = run(&["check", "--live"]);
+    assert!(
+        live.status.success(),
+        "{}",
+        String::from_utf8_lossy(&live.stdout)
+    );
+
+    let systems = dir.path().join("policies/systems.yaml");
+    let text = std::fs::read_to_string(&systems).unwrap();
+    std::fs::write(
+        &systems,
+        text.replace("name: full_name", "name: display_name"),
+    )
+    .unwrap();
+    let fixed = run(&["check"]);
+    assert!(fixed.status.success(), "the static check cannot know");
+    let live = run(&["check", "--live"]);
+    let out = String::from_utf8_lossy(&live.stdout);
+    assert_eq!(live.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("live: ") && out.contains("display_name"),
+        "{out}"
+    );
+
+    let (mut child, address) = start(dir.path());
+    let (status, body) = reqwest::blocking_status(&format!("http://{address}/readyz"));
+    let health = reqwest::blocking_get(&format!("http://{address}/healthz"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "not_ready");
+    let problems = v["problems"].to_string();
+    assert!(
+        problems.contains("users") && problems.contains("display_name"),
+        "{v}"
+    );
+    assert!(health.contains("ok"), "{health}");
 }

@@ -20,7 +20,7 @@ const DEMO_PEOPLE: u32 = 200;
 
 pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Check { format } => check(&config, format),
+        Command::Check { format, live } => check(&config, format, live).await,
         Command::Notice { format, out } => {
             let policy = load_valid(&config.policies)?;
             write_out(out.as_deref(), notice::render(&policy, format)?.as_bytes())?;
@@ -58,7 +58,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn check(config: &Config, format: CheckFormat) -> anyhow::Result<ExitCode> {
+async fn check(config: &Config, format: CheckFormat, live: bool) -> anyhow::Result<ExitCode> {
     let mut checked = Policy::load(&config.policies)?;
     // Webhook URLs are checked against the configuration's rules.
     let rules = crate::notify::target::Rules::from_config(&config.webhooks)?;
@@ -69,9 +69,16 @@ fn check(config: &Config, format: CheckFormat) -> anyhow::Result<ExitCode> {
     checked.diagnostics.extend(job_diags);
     let errors = checked.errors().count();
     let warnings = checked.warnings().count();
+    // The live schemas, when asked and when the policy itself is sound.
+    let live_problems = if live && errors == 0 {
+        Some(crate::sources::db::live_problems(&checked.policy).await)
+    } else {
+        None
+    };
+    let live_errors = live_problems.as_ref().map_or(0, Vec::len);
     match format {
         CheckFormat::Json => {
-            let out = serde_json::json!({
+            let mut out = serde_json::json!({
                 "policy_hash": checked.policy.hash,
                 "files": checked.policy.files.len(),
                 "jobs": jobs.len(),
@@ -79,6 +86,9 @@ fn check(config: &Config, format: CheckFormat) -> anyhow::Result<ExitCode> {
                 "warnings": warnings,
                 "diagnostics": checked.diagnostics,
             });
+            if let Some(p) = &live_problems {
+                out["live"] = serde_json::json!({ "problems": p });
+            }
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         CheckFormat::Text => {
@@ -93,9 +103,22 @@ fn check(config: &Config, format: CheckFormat) -> anyhow::Result<ExitCode> {
                 checked.policy.systems.len(),
                 jobs.len(),
             );
+            if let Some(p) = &live_problems {
+                for problem in p {
+                    println!("live: {problem}");
+                }
+                println!(
+                    "live schemas: {}",
+                    if p.is_empty() {
+                        "every connected system matches the policy".to_owned()
+                    } else {
+                        format!("{} system(s) do not match the policy", p.len())
+                    }
+                );
+            }
         }
     }
-    Ok(if errors > 0 {
+    Ok(if errors > 0 || live_errors > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -186,7 +209,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             &config.webhooks,
             Arc::new(crate::notify::target::SystemLookup),
         )?
-        .with_request_worker(sources.clone());
+        .with_request_worker(sources.clone())
+        .with_live_checks(std::time::Duration::from_secs(300))
+        .await;
     let addr = app.local_addr()?;
     tracing::info!(
         address = %addr,

@@ -55,6 +55,10 @@ pub enum Command {
     Check {
         #[arg(long, value_enum, default_value = "text")]
         format: CheckFormat,
+        /// Also connect to every system that has a connection and check its live schema
+        /// against the policy (what `serve`'s /readyz and every erasure check)
+        #[arg(long)]
+        live: bool,
     },
     /// Render the public privacy notice (Art. 13/14)
     Notice {

@@ -56,6 +56,8 @@ pub struct AppState {
     pub webhook_rules: Arc<crate::notify::target::Rules>,
     /// Wakes the request worker: work exists.
     pub wake: Arc<tokio::sync::Notify>,
+    /// What the last check of the systems' live schemas found wrong (none: ready).
+    pub live_problems: Arc<std::sync::RwLock<Vec<String>>>,
 }
 
 impl AppState {
@@ -79,6 +81,8 @@ pub struct Application {
     worker: Option<Arc<crate::sources::db::Sources>>,
     /// How often the worker looks for work nobody announced (a retry coming due).
     worker_poll: std::time::Duration,
+    /// How often the systems' live schemas are checked for `/readyz` (None: never).
+    live_checks: Option<std::time::Duration>,
 }
 
 impl Application {
@@ -98,6 +102,7 @@ impl Application {
             proxies: Arc::new(TrustedProxies::default()),
             webhook_rules: Arc::default(),
             wake: Arc::new(tokio::sync::Notify::new()),
+            live_problems: Arc::default(),
         };
         let listener = TcpListener::bind(bind)
             .await
@@ -109,6 +114,7 @@ impl Application {
             manual_webhooks: false,
             worker: None,
             worker_poll: worker::POLL,
+            live_checks: None,
         })
     }
 
@@ -156,6 +162,23 @@ impl Application {
     /// databases through `sources`. Needs the audit log and the mailer.
     pub fn with_request_worker(mut self, sources: Arc<crate::sources::db::Sources>) -> Self {
         self.worker = Some(sources);
+        self
+    }
+
+    /// Checks every system's live schema against the policy now and then every `every`;
+    /// `/readyz` answers 503, naming what is at fault, while any check fails. The first
+    /// check completes before this returns.
+    pub async fn with_live_checks(mut self, every: std::time::Duration) -> Self {
+        let problems = crate::sources::db::live_problems(&self.state.policy).await;
+        for p in &problems {
+            tracing::error!(problem = %p, "a system does not match the policy: not ready");
+        }
+        *self
+            .state
+            .live_problems
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = problems;
+        self.live_checks = Some(every);
         self
     }
 
@@ -226,6 +249,25 @@ impl Application {
                 None => tracing::error!("the request worker needs the audit log and the mailer"),
             }
             background.extend(self.state.store.listen_for_work(self.state.wake.clone()));
+        }
+        if let Some(every) = self.live_checks {
+            let (policy, problems) = (self.state.policy.clone(), self.state.live_problems.clone());
+            background.push(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let now = crate::sources::db::live_problems(&policy).await;
+                    let mut held = problems.write().unwrap_or_else(|e| e.into_inner());
+                    if *held != now {
+                        if now.is_empty() {
+                            tracing::info!("every system matches the policy again: ready");
+                        }
+                        for p in &now {
+                            tracing::error!(problem = %p, "a system does not match the policy: not ready");
+                        }
+                    }
+                    *held = now;
+                }
+            }));
         }
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app)
@@ -339,11 +381,29 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
         tracing::warn!(error = %e, "readiness: store unreachable");
         return Err(ApiError::Unavailable("the store is unreachable"));
     }
-    Ok(Json(json!({
-        "status": "ready",
-        "policy_hash": state.policy.hash,
-        "backend": format!("{:?}", state.store.backend()).to_lowercase(),
-    })))
+    let problems = state
+        .live_problems
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if !problems.is_empty() {
+        return Ok((
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "not_ready",
+                "error": { "code": "schema_mismatch", "message": "a system does not match the policy" },
+                "problems": problems,
+            })),
+        ));
+    }
+    Ok((
+        axum::http::StatusCode::OK,
+        Json(json!({
+            "status": "ready",
+            "policy_hash": state.policy.hash,
+            "backend": format!("{:?}", state.store.backend()).to_lowercase(),
+        })),
+    ))
 }
 
 /// Prometheus text: requests by type and status, unsent and dead mail, audit entries. The

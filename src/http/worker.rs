@@ -37,7 +37,7 @@ pub(super) fn spawn(
                     .execute_next(&policy, &sources, &holder, chrono::Utc::now())
                     .await
                 {
-                    Ok(Some(id)) => tracing::info!(request = %id, "request executed"),
+                    Ok(Some(id)) => said(&store, &id).await,
                     Ok(None) => break,
                     Err(e) => {
                         tracing::error!(error = %e, "request worker");
@@ -54,4 +54,29 @@ pub(super) fn spawn(
             }
         }
     }))
+}
+
+/// Logs how a request the worker ran ended: executed only when it was.
+async fn said(store: &crate::store::Store, id: &str) {
+    use crate::requests::Status;
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM dsr_requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(store.pool())
+            .await
+            .ok()
+            .flatten();
+    match status.as_deref().and_then(Status::parse) {
+        Some(Status::Completed | Status::PartiallyCompleted) => {
+            tracing::info!(request = %id, "request executed")
+        }
+        Some(Status::Verified) => {
+            tracing::warn!(request = %id, "request failed; it is tried again later")
+        }
+        Some(Status::Failed) => {
+            tracing::error!(request = %id, "request failed for good; it waits for the DPO")
+        }
+        Some(s) => tracing::info!(request = %id, status = %s, "request waits"),
+        None => {}
+    }
 }

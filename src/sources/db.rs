@@ -522,6 +522,23 @@ pub struct Sources {
     open: tokio::sync::Mutex<BTreeMap<String, SourceDb>>,
 }
 
+/// Every system of the policy that has a connection, checked against its live schema
+/// now (the check an erasure runs first): one line per system at fault, naming tables and
+/// columns, never a value. Systems without a connection are not checked.
+pub async fn live_problems(policy: &crate::policy::Policy) -> Vec<String> {
+    let mut problems = Vec::new();
+    for system in &policy.systems {
+        if resolve_url(system).is_none() {
+            continue;
+        }
+        match SourceDb::open(system).await {
+            Ok(db) => db.close().await,
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    problems
+}
+
 impl Sources {
     pub async fn get(&self, system: &System) -> Result<SourceDb, SourceError> {
         let mut open = self.open.lock().await;
