@@ -249,3 +249,53 @@ fn a_webhook_lethe_would_not_call_is_an_error_unless_the_configuration_allows_it
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("webhooks.allow_addresses"));
 }
+
+/// The demo policy with one text edit applied to one file.
+fn demo_with(dir: &Path, file: &str, from: &str, to: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let dst = dir.join("policies");
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        let mut text = std::fs::read_to_string(&p).unwrap();
+        if p.ends_with(file) {
+            assert!(text.contains(from), "{from} not in {file}");
+            text = text.replacen(from, to, 1);
+        }
+        std::fs::write(dst.join(p.file_name().unwrap()), text).unwrap();
+    }
+    dst
+}
+
+/// Errors do not cascade: an indentation slip in one file is one error, not one more in
+/// every file that names what it declares; a purpose with a bad value still counts as
+/// declared, so nothing it uses is called unused.
+#[test]
+fn one_mistake_is_one_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slipped = demo_with(
+        tmp.path(),
+        "processors.yaml",
+        "\n    name: Amazon Web Services",
+        "\n   name: Amazon Web Services",
+    );
+    let checked = Policy::load(&slipped).unwrap();
+    let all: Vec<String> = checked.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert!(all[0].contains("processors.yaml"), "{all:#?}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let bad_value = demo_with(
+        tmp.path(),
+        "purposes.yaml",
+        "keep_for: 90d",
+        "keep_for: ninety days",
+    );
+    let checked = Policy::load(&bad_value).unwrap();
+    let all: Vec<String> = checked.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert!(
+        all[0].contains("purposes.yaml") && all[0].contains("ninety days"),
+        "{all:#?}"
+    );
+}

@@ -65,6 +65,33 @@ pub fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The ids a file names (`id: x`, `- id: x`, `{ id: x, ... }`), read as plain text: for a
+/// file that does not parse, what it meant to declare.
+pub fn ids_in(path: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut ids = BTreeSet::new();
+    for line in text.lines() {
+        let mut rest = line;
+        while let Some(at) = rest.find("id:") {
+            let before = rest[..at].chars().last();
+            rest = &rest[at + 3..];
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                continue; // `legal_id:`, not `id:`
+            }
+            let id: String = rest
+                .trim_start()
+                .trim_start_matches(['"', '\''])
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                .collect();
+            if !id.is_empty() {
+                ids.insert(id);
+            }
+        }
+    }
+    ids
+}
+
 /// Reads and parses one file; problems become diagnostics, `None` means nothing usable.
 pub fn parse_file(path: &Path, diags: &mut Diagnostics) -> Option<(usize, Node, String)> {
     let source = diags.add_file(path);

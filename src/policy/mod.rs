@@ -121,6 +121,10 @@ impl Policy {
             if let Some((_, node, text)) = load::parse_file(path, &mut diags) {
                 load::merge_file(path, &node, &mut raw, &mut diags);
                 texts.push((path.clone(), text));
+            } else {
+                // A file that does not parse is reported once: what it would have declared
+                // counts as declared, so no other file gets errors caused by it.
+                raw.broken_ids.extend(load::ids_in(path));
             }
         }
         let mut policy = raw.policy;

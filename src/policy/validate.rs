@@ -486,11 +486,14 @@ fn check_processor(p: &Processor, policy: &Policy, known: &Known, d: &mut Diagno
         .iter()
         .any(|pu| pu.recipients.iter().any(|r| r.as_str() == p.id.as_str()));
     if !used {
-        d.warning(
-            p.id.span(),
-            &key,
-            "no purpose names this processor as a recipient",
-        );
+        // While something failed to load, who uses what cannot be told.
+        if known.broken.is_empty() {
+            d.warning(
+                p.id.span(),
+                &key,
+                "no purpose names this processor as a recipient",
+            );
+        }
     } else if p.erasure_notice.is_none() {
         d.warning(
             p.id.span(),
