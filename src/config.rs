@@ -29,6 +29,7 @@ const ENV_KEYS: &[&str] = &[
     "package_days",
     "verification_mails",
     "trusted_proxies",
+    "workers",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
@@ -69,6 +70,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Requests per minute one client IP may make to the public routes.
     pub rate_limit: u32,
+    /// Requests `serve` runs side by side (default: one per core, at least two).
+    pub workers: Option<usize>,
     /// Days an access package can be downloaded (1 to 90).
     pub package_days: i64,
     /// Verification e-mails one address receives in 24 hours, all its requests together
@@ -131,6 +134,7 @@ impl Default for Config {
             approval: String::new(),
             public_url: None,
             rate_limit: 60,
+            workers: None,
             package_days: PACKAGE_DAYS,
             verification_mails: VERIFICATION_MAILS_PER_DAY,
             trusted_proxies: String::new(),

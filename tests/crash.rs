@@ -553,3 +553,18 @@ async fn a_second_instance_takes_over_from_a_killed_one_on_postgres() {
     second.stop();
     audit_verifies(dir.path(), &store);
 }
+
+/// Requests run side by side: with one erasure hung in the middle, an access request made
+/// after it still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_request_does_not_hold_up_the_next() {
+    let dir = checkout(QUIET);
+    let _one = ONE_AT_A_TIME.lock().await;
+    let store = sqlite_store(dir.path());
+    let server = Server::start(dir.path(), &store, Some("stall-at:app.page_views"));
+    let _ = submitted(dir.path(), &server.base(), "erasure", "person3@example.org").await;
+    server.wait_for("stalled at app.page_views", 30);
+    let (id, token) = submitted(dir.path(), &server.base(), "access", "person4@example.org").await;
+    assert_eq!(finished(&server.base(), &id, &token, 15).await, "completed");
+    server.kill9();
+}

@@ -210,6 +210,11 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             Arc::new(crate::notify::target::SystemLookup),
         )?
         .with_request_worker(sources.clone())
+        .with_workers(
+            config
+                .workers
+                .unwrap_or_else(crate::http::worker::default_workers),
+        )
         .with_live_checks(std::time::Duration::from_secs(300))
         .await;
     let addr = app.local_addr()?;

@@ -10,7 +10,7 @@ mod opendsr;
 mod origin;
 mod portal;
 mod requests;
-mod worker;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,6 +65,8 @@ impl AppState {
     /// lifted): this instance's worker starts on it now, and the others on the store are
     /// told.
     pub fn work_queued(&self) {
+        // Every idle worker looks; one busy worker finds it when it looks again.
+        self.wake.notify_waiters();
         self.wake.notify_one();
         let store = self.store.clone();
         tokio::spawn(async move { store.announce_work().await });
@@ -83,6 +85,8 @@ pub struct Application {
     worker_poll: std::time::Duration,
     /// How often the systems' live schemas are checked for `/readyz` (None: never).
     live_checks: Option<std::time::Duration>,
+    /// Requests run side by side.
+    workers: usize,
 }
 
 impl Application {
@@ -115,6 +119,7 @@ impl Application {
             worker: None,
             worker_poll: worker::POLL,
             live_checks: None,
+            workers: worker::default_workers(),
         })
     }
 
@@ -182,6 +187,12 @@ impl Application {
         self
     }
 
+    /// How many requests run side by side (default [`worker::default_workers`]).
+    pub fn with_workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
     /// How often the worker looks for work nobody announced (default [`worker::POLL`]).
     pub fn with_worker_poll(mut self, every: std::time::Duration) -> Self {
         self.worker_poll = every;
@@ -244,8 +255,8 @@ impl Application {
             background.push(crate::notify::webhook::spawn(self.state.store.clone(), d));
         }
         if let Some(sources) = self.worker {
-            match worker::spawn(&self.state, sources, self.worker_poll) {
-                Some(h) => background.push(h),
+            match worker::spawn_all(&self.state, &sources, self.worker_poll, self.workers) {
+                Some(h) => background.extend(h),
                 None => tracing::error!("the request worker needs the audit log and the mailer"),
             }
             background.extend(self.state.store.listen_for_work(self.state.wake.clone()));

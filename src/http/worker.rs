@@ -11,8 +11,26 @@ use super::AppState;
 /// announced ([`AppState::work_queued`]) starts at once.
 pub const POLL: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Starts the worker, or None without the audit log or the mailer.
-pub(super) fn spawn(
+/// Workers running requests side by side: one per core, at least two.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+}
+
+/// Starts `workers` workers, or none without the audit log or the mailer. Each claims
+/// its own request (on PostgreSQL skipping rows another is claiming).
+pub(super) fn spawn_all(
+    state: &AppState,
+    sources: &Arc<crate::sources::db::Sources>,
+    poll: std::time::Duration,
+    workers: usize,
+) -> Option<Vec<tokio::task::JoinHandle<()>>> {
+    (0..workers.max(1))
+        .map(|_| spawn(state, sources.clone(), poll))
+        .collect()
+}
+
+/// Starts one worker, or None without the audit log or the mailer.
+fn spawn(
     state: &AppState,
     sources: Arc<crate::sources::db::Sources>,
     poll: std::time::Duration,

@@ -121,7 +121,13 @@ impl Service<'_> {
                 } else {
                     crate::dsr::AccessKind::Portability
                 };
-                match crate::dsr::access(&ctx, std::slice::from_ref(&identity), ak, now).await {
+                match phase(
+                    &id,
+                    "find and package",
+                    crate::dsr::access(&ctx, std::slice::from_ref(&identity), ak, now),
+                )
+                .await
+                {
                     Ok(p) => {
                         crate::fault::point("access");
                         let (ct, bytes) = if kind == Kind::Access {
@@ -146,7 +152,13 @@ impl Service<'_> {
                 }
             }
             Kind::Erasure => {
-                match crate::dsr::erase(&ctx, std::slice::from_ref(&identity), false, now).await {
+                match phase(
+                    &id,
+                    "erase",
+                    crate::dsr::erase(&ctx, std::slice::from_ref(&identity), false, now),
+                )
+                .await
+                {
                     Ok(r) => {
                         let kept = r.kept().count();
                         let status = if kept > 0 {
@@ -287,8 +299,8 @@ impl Service<'_> {
             }
             self.notices_by_hand_in(&mut tx, &notices, &id).await?;
         }
-        tx.commit().await?;
-        self.deliver().await;
+        phase(&id, "commit", tx.commit()).await?;
+        phase(&id, "mail", self.deliver()).await;
         Ok(Some(id))
     }
 
@@ -887,4 +899,17 @@ pub fn kept_lines(kept: &[KeptView]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Runs one phase of a request, and with `RUST_LOG=lethe=debug` says how long it took.
+async fn phase<T>(id: &str, name: &'static str, work: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = work.await;
+    tracing::debug!(
+        request = %id,
+        phase = name,
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request phase"
+    );
+    out
 }
