@@ -82,6 +82,8 @@ pub struct Config {
     pub trusted_proxies: String,
     /// How webhooks and OpenDSR callbacks are delivered (`[webhooks]`).
     pub webhooks: WebhookConfig,
+    /// Where e-mails are written as `.eml` files when no SMTP server is configured.
+    pub outbox: PathBuf,
 }
 
 /// The `[webhooks]` section: where webhooks may go and how hard lethe tries.
@@ -131,6 +133,7 @@ impl Default for Config {
             master_key: None,
             signing_key: None,
             key_dir: PathBuf::from(".lethe"),
+            outbox: PathBuf::from("outbox"),
             approval: String::new(),
             public_url: None,
             rate_limit: 60,

@@ -3,9 +3,10 @@
 //! `policy/` is the model every other module reads; `register/` and `notice/` derive the
 //! Art. 30 register and the privacy notice from it without I/O; `store/` is the engine's
 //! own database; `sources/` talks to the company's databases; `http/` and `cli/` are the
-//! two ways in.
+//! two ways in, and `app` wires the running service for `serve` and the tests.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod config;

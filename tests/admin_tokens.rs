@@ -5,11 +5,8 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 
-use lethe::http::Application;
-use lethe::policy::Policy;
-use lethe::store::{Role, Store, TokenLifetime};
+use lethe::store::{Role, TokenLifetime};
 use secrecy::{ExposeSecret, SecretString};
 
 fn lethe(dir: &Path, db: &str, args: &[&str]) -> (i32, String, String) {
@@ -38,21 +35,9 @@ async fn tokens_are_listed_without_secrets_and_end_when_revoked_or_expired() {
 async fn tokens_end(url: &SecretString) {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, db) = (tmp.path(), url.expose_secret());
-    let store = Store::open(url).await.unwrap();
-    let policy = Arc::new(
-        Policy::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
-            .unwrap()
-            .into_valid()
-            .unwrap(),
-    );
-    let app = Application::build("127.0.0.1:0", store.clone(), policy)
-        .await
-        .unwrap();
-    let register = format!("http://127.0.0.1:{}/v1/admin/register", app.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
+    let app = common::TestApp::demo(dir, Some(url)).await;
+    let store = app.store.clone();
+    let register = format!("{}/v1/admin/register", app.base);
     let http = reqwest::Client::new();
     let status = async |token: &str| {
         let r = http.get(&register).bearer_auth(token).send().await.unwrap();
@@ -143,5 +128,5 @@ async fn tokens_end(url: &SecretString) {
             .unwrap();
         assert_eq!(status(&t).await, expect, "{hours} h");
     }
-    let _ = stop.send(());
+    app.stop().await;
 }

@@ -9,14 +9,8 @@ mod common;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lethe::config::Config;
-use lethe::http::Application;
-use lethe::notify::Mailer;
-use lethe::store::Store;
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 /// The W3C name of an element reference in WebDriver answers.
@@ -245,102 +239,32 @@ impl Browser<'_> {
 }
 
 struct Server {
-    base: String,
-    store: Store,
+    app: common::TestApp,
     mail_dir: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _dirs: Vec<tempfile::TempDir>,
+    _dir: tempfile::TempDir,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
+impl std::ops::Deref for Server {
+    type Target = common::TestApp;
+    fn deref(&self) -> &common::TestApp {
+        &self.app
     }
 }
 
-/// The server as `lethe serve` runs it: the demo policy over an application database of
-/// synthetic people, the request worker in the background.
+/// The service as `lethe serve` builds it: the demo policy over an application database
+/// of synthetic people, the request worker in the background.
 async fn serve() -> Server {
     let tmp = tempfile::tempdir().unwrap();
-    let (url, dir) = common::sqlite_store();
-    let (store, audit, keys) = common::store_and_audit(&url, tmp.path()).await;
-    let policy = Arc::new(demo(tmp.path()).await);
-    let (mailer, mail_dir) = match (
-        std::env::var("LETHE_TEST_SMTP"),
-        std::env::var("LETHE_TEST_SMTP_MAILDIR"),
-    ) {
-        (Ok(smtp), Ok(maildir)) => (
-            Mailer::from_config(
-                &Config {
-                    smtp_url: Some(SecretString::from(smtp)),
-                    ..Config::default()
-                },
-                Some("privacy@example.com"),
-                tmp.path().join("unused"),
-            )
-            .unwrap(),
-            Path::new(&maildir).join("new"),
-        ),
-        _ => {
-            common::skipped(
-                "browser (reading mail from SMTP; using the .eml outbox)",
-                "SMTP",
-                "LETHE_TEST_SMTP",
-            );
-            let outbox = tmp.path().join("outbox");
-            (common::file_mailer(&outbox), outbox)
-        }
-    };
-    let mailer = Arc::new(mailer.with_outbox_key(audit.outbox_key()));
-    let app = Application::build("127.0.0.1:0", store.clone(), policy.clone())
-        .await
-        .unwrap()
-        .with_audit(audit, keys)
-        .with_mailer(mailer)
-        .with_settings(lethe::requests::Settings::from_policy(&policy))
-        .with_request_worker(Arc::new(lethe::sources::db::Sources::default()));
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
+    let app_db = common::testapp::demo_app_db(tmp.path(), 20).await;
+    common::testapp::demo_policies(tmp.path(), &app_db, |_, t| t);
+    let mut config = common::testapp::config(tmp.path());
+    let mail_dir = common::testapp::use_smtp(&mut config, "browser");
+    let app = common::TestApp::start(&config, lethe::app::Options::default()).await;
     Server {
-        base,
-        store,
+        app,
         mail_dir,
-        stop: Some(stop),
-        _dirs: vec![tmp, dir],
+        _dir: tmp,
     }
-}
-
-/// The demo policies, with the application database in `dir` filled with synthetic people.
-async fn demo(dir: &Path) -> lethe::policy::Policy {
-    use sqlx::Connection;
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let dst = dir.join("policies");
-    std::fs::create_dir_all(&dst).unwrap();
-    let app = format!("sqlite://{}?mode=rwc", dir.join("app.db").display());
-    for e in std::fs::read_dir(src).unwrap() {
-        let p = e.unwrap().path();
-        let text = std::fs::read_to_string(&p)
-            .unwrap()
-            .replace("sqlite://demo-app.db?mode=rwc", &app);
-        std::fs::write(dst.join(p.file_name().unwrap()), text).unwrap();
-    }
-    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&app)
-        .unwrap()
-        .create_if_missing(true);
-    let mut conn = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .unwrap();
-    lethe::sources::demo::seed(&mut conn, 20).await.unwrap();
-    conn.close().await.unwrap();
-    lethe::policy::Policy::load(&dst)
-        .unwrap()
-        .into_valid()
-        .unwrap()
 }
 
 impl Server {

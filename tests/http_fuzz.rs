@@ -6,11 +6,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
-use lethe::http::Application;
-use lethe::policy::Policy;
 use lethe::store::Role;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -22,32 +19,16 @@ struct Fixture {
     id: String,
     token: String,
     dpo: String,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    _app: common::TestApp,
+    _dir: tempfile::TempDir,
 }
 
 static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let (url, dir) = common::sqlite_store();
-    let (base, id, token, dpo) = rt.block_on(async {
-        let (store, audit, keys) = common::store_and_audit(&url, tmp.path()).await;
-        let policy = Arc::new(
-            Policy::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
-                .unwrap()
-                .into_valid()
-                .unwrap(),
-        );
-        let mailer =
-            common::file_mailer(&tmp.path().join("outbox")).with_outbox_key(audit.outbox_key());
-        let settings = lethe::requests::Settings::from_policy(&policy);
-        let app = Application::build("127.0.0.1:0", store.clone(), policy)
-            .await
-            .unwrap()
-            .with_audit(audit, keys)
-            .with_mailer(Arc::new(mailer))
-            .with_settings(settings);
-        let base = format!("http://127.0.0.1:{}", app.port());
-        tokio::spawn(app.run_until(std::future::pending()));
+    let (app, base, id, token, dpo) = rt.block_on(async {
+        let app = common::TestApp::demo(tmp.path(), None).await;
+        let (base, store) = (app.base.clone(), app.store.clone());
         let created: Value = reqwest::Client::new()
             .post(format!("{base}/v1/requests"))
             .json(&json!({ "type": "erasure", "identity": { "email": "fuzz@example.org" } }))
@@ -59,6 +40,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
             .unwrap();
         let (_, dpo) = store.create_admin_token(Role::Dpo).await.unwrap();
         (
+            app,
             base,
             created["id"].as_str().unwrap().to_owned(),
             created["token"].as_str().unwrap().to_owned(),
@@ -71,7 +53,8 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         id,
         token,
         dpo,
-        _dirs: (tmp, dir),
+        _app: app,
+        _dir: tmp,
     }
 });
 

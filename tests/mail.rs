@@ -632,16 +632,8 @@ async fn refused_messages_never_hold_the_queue_and_end_as_dead_letters() {
 
     // The DPO sees them: a count in /metrics, the list in the admin API.
     // The recipients are sealed in the store: the server opens them with its mailer.
-    let app = lethe::http::Application::build("127.0.0.1:0", store.clone(), ctx.policy.clone())
-        .await
-        .unwrap()
-        .with_audit(ctx.audit.clone(), ctx.keys.clone())
-        .with_mailer(ctx.mailer.clone());
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
+    let app = common::TestApp::demo(tmp.path(), None).await;
+    let base = app.base.clone();
     let (_, token) = store
         .create_admin_token(lethe::store::Role::Auditor)
         .await
@@ -728,7 +720,7 @@ async fn refused_messages_never_hold_the_queue_and_end_as_dead_letters() {
     assert!(to_fixed());
     let entries = ctx.audit.entries(&Default::default()).await.unwrap();
     assert!(entries.iter().any(|e| e.header.action == "mail.requeued"));
-    let _ = stop.send(());
+    app.stop().await;
 }
 
 /// A mail server on 127.0.0.1 that refuses (550) recipients containing "refused", defers

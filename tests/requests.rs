@@ -9,26 +9,28 @@ use std::sync::Arc;
 
 use lethe::audit::{AuditLog, KeySource};
 use lethe::config::Config;
-use lethe::http::Application;
 use lethe::notify::Mailer;
 use lethe::policy::Policy;
 use lethe::store::Store;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
+/// The service as `lethe serve` builds it, on the demo policies and a demo application
+/// database of its own.
 struct Server {
-    base: String,
-    store: Store,
-    audit: AuditLog,
-    settings: lethe::requests::Settings,
-    mailer: Arc<Mailer>,
-    policy: Arc<Policy>,
+    app: common::TestApp,
     app_db: PathBuf,
     /// Where the sent mail can be read.
     mail_dir: PathBuf,
     webhooks: Arc<lethe::notify::webhook::Delivery>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _dirs: Vec<tempfile::TempDir>,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Server {
+    type Target = common::TestApp;
+    fn deref(&self) -> &common::TestApp {
+        &self.app
+    }
 }
 
 /// What a test server differs in.
@@ -83,99 +85,45 @@ async fn start() -> Server {
 
 async fn start_with(options: Options) -> Server {
     let tmp = tempfile::tempdir().unwrap();
-    let (url, dir) = common::sqlite_store();
-    let (store, audit, keys) = common::store_and_audit(&url, tmp.path()).await;
-    let policy = Arc::new(demo(tmp.path(), &options).await);
-    let settings = lethe::requests::Settings {
-        approval: options.approval.clone(),
-        ..lethe::requests::Settings::from_policy(&policy)
-    };
-    let (mailer, mail_dir) = match (
-        std::env::var("LETHE_TEST_SMTP"),
-        std::env::var("LETHE_TEST_SMTP_MAILDIR"),
-    ) {
-        (Ok(smtp), Ok(maildir)) => {
-            let config = Config {
-                smtp_url: Some(SecretString::from(smtp)),
-                ..Config::default()
-            };
-            (
-                Mailer::from_config(
-                    &config,
-                    Some("privacy@example.com"),
-                    tmp.path().join("unused"),
-                )
-                .unwrap(),
-                Path::new(&maildir).join("new"),
-            )
-        }
-        _ => {
-            common::skipped(
-                "requests (reading mail from SMTP; using the .eml outbox)",
-                "SMTP",
-                "LETHE_TEST_SMTP",
-            );
-            let outbox = tmp.path().join("outbox");
-            (common::file_mailer(&outbox), outbox)
-        }
-    };
-    let mailer = Arc::new(mailer.with_outbox_key(audit.outbox_key()));
-    let app = Application::build("127.0.0.1:0", store.clone(), policy.clone())
-        .await
-        .unwrap()
-        .with_audit(audit.clone(), keys.clone())
-        .with_mailer(mailer.clone())
-        .with_settings(settings.clone())
-        .with_rate_limit(options.rate_limit)
-        .with_trusted_proxies(lethe::http::TrustedProxies::parse(options.trusted_proxies).unwrap())
-        .with_webhooks(
-            &local_webhooks(),
-            Arc::new(lethe::notify::target::SystemLookup),
-        )
-        .unwrap();
-    let app = if options.background {
-        let app = app.with_request_worker(Arc::new(lethe::sources::db::Sources::default()));
-        match options.worker_poll {
-            Some(every) => app.with_worker_poll(every),
-            None => app,
-        }
-    } else {
-        app.manual_webhooks()
-    };
-    let webhooks = app.webhooks().unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-    let app_db = tmp.path().join("app.db");
+    demo(tmp.path(), &options).await;
+    let mut config = common::testapp::config(tmp.path());
+    let mail_dir = common::testapp::use_smtp(&mut config, "requests");
+    config.approval = options
+        .approval
+        .iter()
+        .map(|k| k.key())
+        .collect::<Vec<_>>()
+        .join(",");
+    config.rate_limit = options.rate_limit;
+    config.trusted_proxies = options.trusted_proxies.to_owned();
+    config.webhooks = local_webhooks();
+    let app = common::TestApp::start(
+        &config,
+        lethe::app::Options {
+            run_requests: options.background,
+            manual_webhooks: !options.background,
+            // A test that moves the clock runs no lease: its own would look lapsed.
+            jobs: options.background,
+            worker_poll: options.worker_poll.unwrap_or(lethe::http::worker::POLL),
+            ..Default::default()
+        },
+    )
+    .await;
+    let webhooks = app.webhooks.clone().unwrap();
     Server {
-        base,
-        store,
-        audit,
-        settings,
-        mailer,
-        policy,
-        app_db,
+        app,
+        app_db: tmp.path().join("app.db"),
         mail_dir,
         webhooks,
-        stop: Some(stop),
-        _dirs: vec![tmp, dir],
+        _dir: tmp,
     }
 }
 
-/// The demo policies, with the application database in `dir` filled with synthetic people.
+/// The demo policies as `options` changes them, with the application database in `dir`
+/// filled with synthetic people.
 async fn demo(dir: &Path, options: &Options) -> Policy {
-    use sqlx::Connection;
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let dst = dir.join("policies");
-    std::fs::create_dir_all(&dst).unwrap();
-    let app = format!("sqlite://{}?mode=rwc", dir.join("app.db").display());
-    for e in std::fs::read_dir(src).unwrap() {
-        let p = e.unwrap().path();
-        let mut text = std::fs::read_to_string(&p)
-            .unwrap()
-            .replace("sqlite://demo-app.db?mode=rwc", &app);
+    let app = common::testapp::demo_app_db(dir, 20).await;
+    common::testapp::demo_policies(dir, &app, |name, mut text| {
         if let Some(w) = &options.webhook {
             text = text.replace(
                 "erasure_notice: { email: aws-privacy@example.net }",
@@ -194,28 +142,15 @@ async fn demo(dir: &Path, options: &Options) -> Policy {
                 text.replace_range(start + at..end, "");
             }
         }
-        if options.marketing && p.ends_with("purposes.yaml") {
+        if options.marketing && name == "purposes.yaml" {
             text.push_str(NEWSLETTER);
         }
-        std::fs::write(dst.join(p.file_name().unwrap()), text).unwrap();
-    }
-    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&app)
+        text
+    });
+    Policy::load(&dir.join("policies"))
         .unwrap()
-        .create_if_missing(true);
-    let mut conn = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .unwrap();
-    lethe::sources::demo::seed(&mut conn, 20).await.unwrap();
-    conn.close().await.unwrap();
-    Policy::load(&dst).unwrap().into_valid().unwrap()
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
+        .into_valid()
+        .unwrap()
 }
 
 impl Server {
@@ -268,15 +203,6 @@ impl Server {
             )
             .await
             .unwrap()
-    }
-
-    fn service(&self) -> lethe::requests::Service<'_> {
-        lethe::requests::Service {
-            store: &self.store,
-            audit: &self.audit,
-            mailer: &self.mailer,
-            settings: self.settings.clone(),
-        }
     }
 
     /// Delivers the webhooks due at `now`, as the delivery task of `lethe serve` does.
@@ -419,6 +345,7 @@ fn code_and_link(mail: &str) -> Option<(String, String)> {
 
 /// The request service alone on a fresh store at `url`, mailing `.eml` files.
 struct Bare {
+    url: SecretString,
     store: Store,
     audit: AuditLog,
     mailer: Arc<Mailer>,
@@ -433,6 +360,7 @@ impl Bare {
         let outbox = tmp.path().join("outbox");
         let mailer = Arc::new(common::file_mailer(&outbox).with_outbox_key(audit.outbox_key()));
         Self {
+            url: url.clone(),
             store,
             audit,
             mailer,
@@ -2253,6 +2181,26 @@ async fn public_routes_are_limited_per_address() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
+    // Nor is OpenDSR, which a controller system calls with its token for every request
+    // it hands over and every status it polls, from one address.
+    let dpo = s.token(lethe::store::Role::Dpo).await;
+    for n in 0..5 {
+        let r = http
+            .post(format!("{}/opendsr/v1/requests", s.base))
+            .bearer_auth(&dpo)
+            .json(&json!({
+                "subject_request_id": format!("00000000-0000-4000-8000-{n:012}"),
+                "regulation": "gdpr",
+                "subject_request_type": "access",
+                "submitted_time": "2026-12-01T10:00:00Z",
+                "api_version": "2.0",
+                "subject_identities": [{ "identity_type": "email", "identity_value": unique_email(), "identity_format": "raw" }],
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
 }
 
 /// Behind a trusted proxy each client is limited by the address the proxy forwards; a
@@ -2745,56 +2693,22 @@ async fn an_instance_wakes_the_others_worker_on_postgres() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let policy = Arc::new(demo(tmp.path(), &Options::default()).await);
-    let keys = KeySource {
-        master: None,
-        signing: None,
-        dir: tmp.path().join(".lethe"),
-    };
-    let outbox = tmp.path().join("outbox");
-    let mut bases = Vec::new();
-    let mut stops = Vec::new();
-    let mut front = None;
-    for worker in [false, true] {
-        let store = Store::open(&url).await.unwrap();
-        let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
-        let mailer = Arc::new(
-            Mailer::from_config(
-                &Config::default(),
-                Some("privacy@example.com"),
-                outbox.clone(),
-            )
-            .unwrap()
-            .with_outbox_key(audit.outbox_key()),
-        );
-        let app = Application::build("127.0.0.1:0", store.clone(), policy.clone())
-            .await
-            .unwrap()
-            .with_audit(audit.clone(), keys.clone())
-            .with_mailer(mailer.clone())
-            .with_settings(lethe::requests::Settings::from_policy(&policy));
-        let app = if worker {
-            app.with_request_worker(Arc::new(lethe::sources::db::Sources::default()))
-                .with_worker_poll(std::time::Duration::from_secs(600))
-        } else {
-            front = Some((store.clone(), audit.clone(), mailer.clone()));
-            app
+    demo(tmp.path(), &Options::default()).await;
+    let mut config = common::testapp::config(tmp.path());
+    config.database = url;
+    let outbox = config.outbox.clone();
+    let mut instances = Vec::new();
+    for run_requests in [false, true] {
+        let options = lethe::app::Options {
+            run_requests,
+            worker_poll: std::time::Duration::from_secs(600),
+            ..Default::default()
         };
-        bases.push(format!("http://127.0.0.1:{}", app.port()));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(app.run_until(async {
-            let _ = stopped.await;
-        }));
-        stops.push(stop);
+        instances.push(common::TestApp::start(&config, options).await);
     }
+    let bases: Vec<String> = instances.iter().map(|i| i.base.clone()).collect();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let (store, audit, mailer) = front.unwrap();
-    let svc = lethe::requests::Service {
-        store: &store,
-        audit: &audit,
-        mailer: &mailer,
-        settings: lethe::requests::Settings::from_policy(&policy),
-    };
+    let svc = instances[0].service();
     // Submitted and confirmed through the instance without a worker.
     let (status, created) = post(
         &format!("{}/v1/requests", bases[0]),
@@ -2834,9 +2748,6 @@ async fn an_instance_wakes_the_others_worker_on_postgres() {
             v.status
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    for s in stops {
-        let _ = s.send(());
     }
 }
 
@@ -3751,28 +3662,22 @@ async fn reasons_sealed_on(url: &SecretString) {
 
 /// Starts the server on `b`'s store, as `lethe serve` does, and stops it once it answers.
 async fn serve_once(b: &Bare) {
-    let policy = Arc::new(
-        Policy::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
-            .unwrap()
-            .into_valid()
-            .unwrap(),
-    );
-    let keys = KeySource {
-        master: None,
-        signing: None,
-        dir: b._tmp.path().join(".lethe"),
-    };
-    let app = Application::build("127.0.0.1:0", b.store.clone(), policy)
-        .await
-        .unwrap()
-        .with_audit(b.audit.clone(), keys)
-        .with_mailer(b.mailer.clone());
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
+    let dir = b._tmp.path();
+    let app_db = format!("sqlite://{}?mode=rwc", dir.join("app.db").display());
+    common::testapp::demo_policies(dir, &app_db, |_, t| t);
+    let mut config = common::testapp::config(dir);
+    config.database = b.url.clone();
+    let app = common::TestApp::start(
+        &config,
+        lethe::app::Options {
+            run_requests: false,
+            live_checks: None,
+            ..Default::default()
+        },
+    )
+    .await;
+    let base = app.base.clone();
     // What was left in clear is sealed before the server answers anything.
     reqwest::get(format!("{base}/healthz")).await.unwrap();
-    let _ = stop.send(());
+    app.stop().await;
 }

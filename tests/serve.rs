@@ -6,29 +6,14 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 
-use lethe::http::Application;
-use lethe::policy::Policy;
 use lethe::store::Store;
 use secrecy::SecretString;
 
-fn demo_policy() -> Arc<Policy> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    Arc::new(Policy::load(&dir).unwrap().into_valid().unwrap())
-}
-
 async fn health_ready_privacy(url: SecretString, backend: &str) {
-    let store = Store::open(&url).await.unwrap();
-    let policy = demo_policy();
-    let app = Application::build("127.0.0.1:0", store.clone(), policy.clone())
-        .await
-        .unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
+    let dir = tempfile::tempdir().unwrap();
+    let app = common::TestApp::demo(dir.path(), Some(&url)).await;
+    let (base, store, policy) = (app.base.clone(), app.store.clone(), app.policy.clone());
     let http = reqwest::Client::new();
 
     let r = http.get(format!("{base}/healthz")).send().await.unwrap();
@@ -90,9 +75,8 @@ async fn health_ready_privacy(url: SecretString, backend: &str) {
             .status(),
         200
     );
-
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    // The store is closed: stopping cannot free this instance's claims.
+    drop(app);
 }
 
 #[tokio::test]
@@ -202,17 +186,9 @@ fn the_binary_serves_on_a_fresh_directory_and_stops_on_sigterm() {
 
 #[tokio::test]
 async fn the_admin_audit_routes_verify_and_checkpoint() {
-    let (url, _dir) = common::sqlite_store();
-    let keydir = tempfile::tempdir().unwrap();
-    let keys = lethe::audit::KeySource {
-        master: None,
-        signing: None,
-        dir: keydir.path().to_path_buf(),
-    };
-    let store = Store::open(&url).await.unwrap();
-    let audit = lethe::audit::AuditLog::open(store.clone(), &keys)
-        .await
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = common::TestApp::demo(dir.path(), None).await;
+    let (store, audit) = (app.store.clone(), app.audit.clone());
     for i in 0..3 {
         audit
             .append(
@@ -226,15 +202,7 @@ async fn the_admin_audit_routes_verify_and_checkpoint() {
         .create_admin_token(lethe::store::Role::Auditor)
         .await
         .unwrap();
-    let app = Application::build("127.0.0.1:0", store, demo_policy())
-        .await
-        .unwrap()
-        .with_audit(audit, keys);
-    let base = format!("http://127.0.0.1:{}/v1/admin/audit", app.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
+    let base = format!("{}/v1/admin/audit", app.base);
     let plain = reqwest::Client::new();
     // Without a token, or with a made-up one: 401.
     assert_eq!(
@@ -281,7 +249,8 @@ async fn the_admin_audit_routes_verify_and_checkpoint() {
         .json()
         .await
         .unwrap();
-    assert_eq!(report["entries"], 3);
+    // The start's `policy.loaded` and the three.
+    assert_eq!(report["entries"], 4);
     assert_eq!(report["problems"].as_array().unwrap().len(), 0);
     let r = http
         .post(format!("{base}/checkpoint"))
@@ -290,7 +259,7 @@ async fn the_admin_audit_routes_verify_and_checkpoint() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let cp: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(cp["tree_size"], 3);
+    assert_eq!(cp["tree_size"], 4);
     assert_eq!(cp["root_hash"], report["root_hash"]);
     let latest: serde_json::Value = http
         .get(format!("{base}/checkpoint"))
@@ -301,8 +270,7 @@ async fn the_admin_audit_routes_verify_and_checkpoint() {
         .await
         .unwrap();
     assert_eq!(latest, cp);
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    app.stop().await;
 }
 
 mod reqwest {

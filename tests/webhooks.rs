@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use lethe::audit::{AuditLog, KeySource};
 use lethe::config::WebhookConfig;
-use lethe::notify::target::SystemLookup;
 use lethe::notify::webhook::{self, Delivery, Kind, Signing, Webhook};
-use lethe::policy::Policy;
 use lethe::store::Store;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -31,57 +29,47 @@ fn local(timeout: u64, concurrency: usize, give_up_hours: u64) -> WebhookConfig 
 }
 
 struct Env {
-    base: String,
-    store: Store,
-    audit: AuditLog,
+    app: common::TestApp,
+    url: SecretString,
     delivery: Arc<Delivery>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
     dir: tempfile::TempDir,
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
+impl std::ops::Deref for Env {
+    type Target = common::TestApp;
+    fn deref(&self) -> &common::TestApp {
+        &self.app
     }
+}
+
+/// The service on the store at `url` with keys and demo policies in `dir`, delivering
+/// webhooks only when told.
+async fn serve(url: &SecretString, dir: &Path, config: WebhookConfig) -> common::TestApp {
+    let app_db = format!("sqlite://{}?mode=rwc", dir.join("app.db").display());
+    common::testapp::demo_policies(dir, &app_db, |_, t| t);
+    let mut c = common::testapp::config(dir);
+    c.database = url.clone();
+    c.webhooks = config;
+    let options = lethe::app::Options {
+        run_requests: false,
+        manual_webhooks: true,
+        live_checks: None,
+        // The tests move the clock: this process's own lease would look lapsed.
+        jobs: false,
+        ..Default::default()
+    };
+    common::TestApp::start(&c, options).await
 }
 
 /// The real server over the store at `url`, delivering webhooks only when told.
 async fn env(url: &SecretString, config: WebhookConfig) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(url).await.unwrap();
-    let keys = KeySource {
-        master: None,
-        signing: None,
-        dir: dir.path().join(".lethe"),
-    };
-    let audit = AuditLog::open(store.clone(), &keys).await.unwrap();
-    let policy = Arc::new(
-        Policy::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
-            .unwrap()
-            .into_valid()
-            .unwrap(),
-    );
-    let app = lethe::http::Application::build("127.0.0.1:0", store.clone(), policy)
-        .await
-        .unwrap()
-        .with_audit(audit.clone(), keys)
-        .with_webhooks(&config, Arc::new(SystemLookup))
-        .unwrap()
-        .manual_webhooks();
-    let delivery = app.webhooks().unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
+    let app = serve(url, dir.path(), config).await;
+    let delivery = app.webhooks.clone().unwrap();
     Env {
-        base,
-        store,
-        audit,
+        app,
+        url: url.clone(),
         delivery,
-        stop: Some(stop),
         dir,
     }
 }
@@ -590,30 +578,8 @@ async fn webhook_bodies_rest_sealed_and_clear_ones_are_sealed_at_start() {
 
 /// Starts another server on `e`'s store and keys, waits until it answers, and stops it.
 async fn restart(e: &Env) {
-    let keys = KeySource {
-        master: None,
-        signing: None,
-        dir: e.dir.path().join(".lethe"),
-    };
-    let policy = Arc::new(
-        Policy::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
-            .unwrap()
-            .into_valid()
-            .unwrap(),
-    );
-    let app = lethe::http::Application::build("127.0.0.1:0", e.store.clone(), policy)
-        .await
-        .unwrap()
-        .with_audit(e.audit.clone(), keys)
-        .with_webhooks(&local(5, 4, 72), Arc::new(SystemLookup))
-        .unwrap()
-        .manual_webhooks();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
+    let app = serve(&e.url, e.dir.path(), local(5, 4, 72)).await;
     // Sealing runs before the server answers anything.
-    reqwest::get(format!("{base}/healthz")).await.unwrap();
-    let _ = stop.send(());
+    reqwest::get(format!("{}/healthz", app.base)).await.unwrap();
+    app.stop().await;
 }

@@ -385,10 +385,22 @@ impl AuditLog {
     /// that it did. Entries under the subject stay and still verify; their payloads are
     /// gone for good.
     pub async fn shred(&self, subject: &SubjectId, actor: Actor) -> Result<(), AuditError> {
+        self.shred_after(subject, actor, None).await
+    }
+
+    /// Appends `before` (what was done with the person's data, written with their key
+    /// still in place) and shreds the subject's key, in one transaction: one commit.
+    pub async fn shred_after(
+        &self,
+        subject: &SubjectId,
+        actor: Actor,
+        before: Option<NewEntry>,
+    ) -> Result<(), AuditError> {
         let mut tx = self.store.begin().await?;
         let entry = NewEntry::new(actor, "subject.shredded")
             .summary(serde_json::json!({ "subject_id": subject.as_str() }));
-        self.append_in(&mut tx, &[entry]).await?;
+        let entries: Vec<NewEntry> = before.into_iter().chain([entry]).collect();
+        self.append_in(&mut tx, &entries).await?;
         let n = sqlx::query("UPDATE audit_keys SET wrapped = NULL, shredded_at = $1 WHERE key_id = $2 AND kind = 'subject'")
             .bind(timestamp(Utc::now()))
             .bind(subject.as_str())

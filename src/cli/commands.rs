@@ -3,20 +3,14 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 
 use super::{CheckFormat, Command, RegisterAction, RegisterFormat};
-use crate::audit::{Actor, AuditLog, NewEntry};
 use crate::config::Config;
-use crate::http::Application;
 use crate::policy::{Checked, Policy, Severity};
 use crate::store::Store;
-use crate::{notice, register, sources};
-
-/// Synthetic people in a new demo database.
-const DEMO_PEOPLE: u32 = 200;
+use crate::{notice, register};
 
 pub async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
@@ -151,139 +145,11 @@ pub fn write_out(path: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
-    let proxies = crate::http::TrustedProxies::from_config(&config)?;
-    let mut checked = Policy::load(&config.policies)?;
-    let rules = crate::notify::target::Rules::from_config(&config.webhooks)?;
-    let findings = crate::notify::target::policy_findings(&checked.policy, &rules);
-    checked.diagnostics.extend(findings);
-    for d in &checked.diagnostics {
-        match d.severity {
-            Severity::Error => tracing::error!(target: "lethe::policy", "{d}"),
-            Severity::Warning => tracing::warn!(target: "lethe::policy", "{d}"),
-        }
-    }
-    let policy = Arc::new(checked.into_valid()?);
-    let store = Store::open(&config.database).await?;
-    let audit = AuditLog::open(store.clone(), &config.key_source()).await?;
-    record_policy_load(&audit, &policy, "serve").await?;
-    if config.demo_data {
-        sources::demo::ensure(&policy, DEMO_PEOPLE).await?;
-    }
-    let (specs, job_diags) = crate::policy::jobs::load_jobs(&config.jobs);
-    if let Some(e) = job_diags.iter().find(|d| d.severity == Severity::Error) {
-        anyhow::bail!("{e}");
-    }
-    let sources = Arc::new(crate::sources::db::Sources::default());
-    let mailer = Arc::new(mailer(&config, &policy, &audit)?);
-    let job_ctx = crate::jobs::JobContext {
-        policy: policy.clone(),
-        store: store.clone(),
-        audit: audit.clone(),
-        sources: sources.clone(),
-        keys: config.key_source(),
-        holder: crate::store::lease::this().id.clone(),
-        progress: None,
-        mailer: mailer.clone(),
-    };
-    let job_count = specs.len();
-    let lease = crate::jobs::hold_lease(job_ctx.clone(), specs.clone()).await?;
-    let mut scheduler = crate::jobs::schedule(job_ctx, specs).await?;
-    tracing::info!(jobs = job_count, "scheduled the jobs");
-    let mut settings = crate::requests::Settings::from_config(&config, &policy)?;
-    let app = Application::build(&config.bind, store.clone(), policy.clone()).await?;
-    if settings.public_url.is_none() {
-        let base = crate::requests::link_base(app.local_addr()?);
-        tracing::warn!(
-            links = %base,
-            "public_url is not set: links in e-mails point at the address lethe listens on; set public_url (LETHE_PUBLIC_URL) to the address people reach"
-        );
-        settings.listen_url = Some(base);
-    }
-    let app = app
-        .with_audit(audit, config.key_source())
-        .with_mailer(mailer)
-        .with_settings(settings)
-        .with_rate_limit(config.rate_limit)
-        .with_trusted_proxies(proxies)
-        .with_webhooks(
-            &config.webhooks,
-            Arc::new(crate::notify::target::SystemLookup),
-        )?
-        .with_request_worker(sources.clone())
-        .with_workers(
-            config
-                .workers
-                .unwrap_or_else(crate::http::worker::default_workers),
-        )
-        .with_live_checks(std::time::Duration::from_secs(300))
-        .await;
-    let addr = app.local_addr()?;
-    tracing::info!(
-        address = %addr,
-        url = %settings_url(&addr),
-        store = %config.database_display(),
-        policy_hash = %policy.hash,
-        "lethe is serving"
-    );
-    app.run_until(shutdown_signal()).await?;
-    let _ = scheduler.shutdown().await;
-    lease.abort();
-    // What this instance still held is free for the others at once.
-    store
-        .stop_instance(crate::store::lease::this(), chrono::Utc::now())
+    crate::app::Application::build(&config)
+        .await?
+        .run_until(shutdown_signal())
         .await?;
-    sources.close().await;
-    store.close().await;
-    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// The mailer: SMTP when `LETHE_SMTP_URL` is set, else `.eml` files in `./outbox`;
-/// queued mail sealed under the audit log's outbox key.
-pub fn mailer(
-    config: &Config,
-    policy: &Policy,
-    audit: &AuditLog,
-) -> anyhow::Result<crate::notify::Mailer> {
-    let contact = policy
-        .controller
-        .as_ref()
-        .map(|c| c.contact_email.to_string());
-    let m = crate::notify::Mailer::from_config(
-        config,
-        contact.as_deref(),
-        std::path::PathBuf::from("outbox"),
-    )?
-    .with_outbox_key(audit.outbox_key());
-    if config.smtp_url.is_none() {
-        tracing::info!(
-            "no SMTP configured (LETHE_SMTP_URL): e-mails are written to ./outbox as .eml files"
-        );
-    }
-    Ok(m)
-}
-
-/// Records the policy set in force, with its audit entry, in one transaction.
-async fn record_policy_load(audit: &AuditLog, policy: &Policy, by: &str) -> anyhow::Result<()> {
-    let mut tx = audit.store().begin().await?;
-    let entry = NewEntry::new(Actor::System, "policy.loaded").summary(serde_json::json!({
-        "policy_hash": policy.hash,
-        "files": policy.files.len(),
-        "purposes": policy.purposes.len(),
-        "systems": policy.systems.len(),
-        "loaded_by": by,
-    }));
-    audit.append_in(&mut tx, &[entry]).await?;
-    Store::record_policy_load_in(
-        &mut tx,
-        &policy.hash,
-        policy.files.len(),
-        by,
-        chrono::Utc::now(),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -307,9 +173,4 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down: finishing requests in flight");
-}
-
-/// The URL to open for a server listening on `addr`.
-fn settings_url(addr: &std::net::SocketAddr) -> String {
-    format!("{}/", crate::requests::link_base(*addr))
 }

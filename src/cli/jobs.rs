@@ -58,7 +58,7 @@ async fn context(config: &Config) -> anyhow::Result<JobContext> {
     let policy = Arc::new(super::commands::load_valid(&config.policies)?);
     let store = Store::open(&config.database).await?;
     let audit = AuditLog::open(store.clone(), &config.key_source()).await?;
-    let mailer = Arc::new(super::commands::mailer(config, &policy, &audit)?);
+    let mailer = Arc::new(crate::app::mailer(config, &policy, &audit)?);
     Ok(JobContext {
         store,
         audit,

@@ -355,7 +355,13 @@ pub async fn erase(
     };
     let masker = AuditMasker(ctx.audit);
     let mut reports = Vec::new();
+    // Each system's entry is written once the next system starts; the last one goes in
+    // one commit with the shredding of the person's key.
+    let mut pending: Option<NewEntry> = None;
     for s in searched {
+        if let Some(e) = pending.take() {
+            ctx.audit.append(e).await?;
+        }
         let Some(system) = ctx.policy.system(&s.db.system) else {
             continue;
         };
@@ -413,15 +419,24 @@ pub async fn erase(
             if let Some(r) = &ctx.request_id {
                 entry = entry.request(r);
             }
-            ctx.audit.append(entry).await?;
+            pending = Some(entry);
         }
         reports.push(report);
     }
     // The person's audit payloads go with their data; the clear counts stay. Under a
     // restriction in force their data stays, and so does their key: it also seals the
     // restriction itself, and the request the person is told through when it is lifted.
-    if let Some(sub) = subject.as_ref().filter(|_| ctx.restriction.is_none()) {
-        ctx.audit.shred(sub, ctx.actor.clone()).await?;
+    match subject.as_ref().filter(|_| ctx.restriction.is_none()) {
+        Some(sub) => {
+            ctx.audit
+                .shred_after(sub, ctx.actor.clone(), pending.take())
+                .await?
+        }
+        None => {
+            if let Some(e) = pending.take() {
+                ctx.audit.append(e).await?;
+            }
+        }
     }
     Ok(ErasureReport {
         dry_run,
@@ -461,44 +476,44 @@ async fn shared_keys(
             }
             let child = c.name.as_str();
             let key = s.db.primary_key(system, child);
-            let mut read = key.clone();
-            if !read.iter().any(|k| k == f.name.as_str()) {
-                read.push(f.name.to_string());
-            }
-            let referrers =
-                s.db.fetch(
-                    child,
-                    &read,
-                    &key,
-                    &[Lookup::Values {
-                        field: f.name.to_string(),
-                        values,
-                    }],
-                    &BTreeMap::new(),
-                )
-                .await?;
-            let own: std::collections::BTreeSet<Vec<Option<String>>> = s
+            // Counted, not read: a product that a million order lines refer to costs one
+            // count. A value is someone else's too when more rows refer to it than the
+            // person's own rows do.
+            let counts =
+                s.db.count_referrers(child, f.name.as_str(), &values)
+                    .await?;
+            let own_rows: Vec<&crate::sources::db::Row> = s
                 .found
                 .get(child)
-                .map(|fd| {
-                    fd.rows
-                        .iter()
-                        .map(|row| key.iter().map(|k| row.get(k).cloned().flatten()).collect())
-                        .collect()
-                })
+                .map(|fd| fd.rows.iter().collect())
                 .unwrap_or_default();
-            for row in &referrers.rows {
-                let id: Vec<Option<String>> =
-                    key.iter().map(|k| row.get(k).cloned().flatten()).collect();
+            let entry = (parent.to_owned(), parent_field.to_owned());
+            for (v, n) in counts {
                 // Without a key no row can be told from another: count it as someone else's.
-                if (key.is_empty() || !own.contains(&id))
-                    && let Some(v) = row.get(f.name.as_str()).cloned().flatten()
-                {
-                    let entry = (parent.to_owned(), parent_field.to_owned());
+                let own = if key.is_empty() {
+                    0
+                } else {
+                    own_rows
+                        .iter()
+                        .filter(|row| {
+                            row.get(f.name.as_str())
+                                .cloned()
+                                .flatten()
+                                .is_some_and(|x| crate::sources::matching::same_key(&x, &v))
+                        })
+                        .map(|row| {
+                            key.iter()
+                                .map(|k| row.get(k).cloned().flatten())
+                                .collect::<Vec<_>>()
+                        })
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len() as i64
+                };
+                if n > own {
                     if matches!(f.follows(), Direction::To | Direction::Both) {
                         reached.entry(entry.clone()).or_default().insert(v.clone());
                     }
-                    shared.entry(entry).or_default().insert(v);
+                    shared.entry(entry.clone()).or_default().insert(v);
                 }
             }
         }

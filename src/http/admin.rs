@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::requests::{parse, service};
 use super::{ApiError, AppState};
-use crate::audit::{Actor, AuditLog, Checkpoint};
+use crate::audit::{Actor, Checkpoint};
 use crate::store::Role;
 use crate::vendors;
 
@@ -83,13 +83,6 @@ pub(super) async fn admin(
     Ok(id)
 }
 
-fn audit_log(state: &AppState) -> Result<&AuditLog, ApiError> {
-    state
-        .audit
-        .as_ref()
-        .ok_or(ApiError::Unavailable("the audit log is not open"))
-}
-
 async fn vendors_matrix(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -123,10 +116,7 @@ async fn verify(
 ) -> Result<Json<crate::audit::VerifyReport>, ApiError> {
     admin(&state, &headers, Role::Auditor).await?;
     Ok(Json(
-        audit_log(&state)?
-            .verify()
-            .await
-            .map_err(anyhow::Error::from)?,
+        state.audit.verify().await.map_err(anyhow::Error::from)?,
     ))
 }
 
@@ -135,7 +125,8 @@ async fn latest_checkpoint(
     headers: HeaderMap,
 ) -> Result<Json<Checkpoint>, ApiError> {
     admin(&state, &headers, Role::Auditor).await?;
-    let all = audit_log(&state)?
+    let all = state
+        .audit
         .checkpoints()
         .await
         .map_err(anyhow::Error::from)?;
@@ -148,12 +139,8 @@ async fn create_checkpoint(
 ) -> Result<Json<Checkpoint>, ApiError> {
     // Signing a tree head records what is there; an auditor may ask for it.
     admin(&state, &headers, Role::Auditor).await?;
-    let audit = audit_log(&state)?;
-    let signer = state
-        .signer
-        .as_ref()
-        .ok_or(ApiError::Unavailable("no signing key is configured"))?;
-    match audit.checkpoint(signer).await {
+    let audit = &state.audit;
+    match audit.checkpoint(&state.signer).await {
         Ok(cp) => Ok(Json(cp)),
         Err(crate::audit::AuditError::DoesNotVerify(_)) => Err(ApiError::Conflict(
             "the audit log does not verify; run the verification",
@@ -192,7 +179,7 @@ async fn list_requests(
         }
     };
     Ok(Json(
-        service(&state)?
+        service(&state)
             .list_open(within, chrono::Utc::now())
             .await?,
     ))
@@ -221,7 +208,7 @@ async fn extend(
         ));
     }
     Ok(Json(
-        service(&state)?
+        service(&state)
             .extend(
                 &id,
                 body.months,
@@ -260,7 +247,7 @@ async fn reject(
         .as_ref()
         .and_then(|c| c.supervisory_authority.as_ref())
         .map(|a| a.name.clone());
-    service(&state)?
+    service(&state)
         .reject(
             &id,
             body.reason.trim(),
@@ -279,7 +266,7 @@ async fn one_request(
     Path(id): Path<String>,
 ) -> Result<Json<crate::requests::Full>, ApiError> {
     admin(&state, &headers, Role::Auditor).await?;
-    Ok(Json(service(&state)?.full(&id).await?))
+    Ok(Json(service(&state).full(&id).await?))
 }
 
 /// Messages the mail transport refused for good, newest first, with their recipients,
@@ -289,10 +276,7 @@ async fn dead_mail(
     headers: HeaderMap,
 ) -> Result<Json<Vec<crate::notify::DeadLetter>>, ApiError> {
     admin(&state, &headers, Role::Auditor).await?;
-    let mailer = state
-        .mailer
-        .as_ref()
-        .ok_or(ApiError::Unavailable("no mailer"))?;
+    let mailer = &state.mailer;
     Ok(Json(
         crate::notify::dead_letters(&state.store, mailer)
             .await
@@ -330,11 +314,8 @@ async fn requeue_dead(
             "recipient is not an address the mail transport can send to",
         ));
     }
-    let mailer = state
-        .mailer
-        .clone()
-        .ok_or(ApiError::Unavailable("no mailer"))?;
-    let audit = audit_log(&state)?;
+    let mailer = state.mailer.clone();
+    let audit = &state.audit;
     let mut tx = state.store.begin().await.map_err(anyhow::Error::from)?;
     if !crate::notify::requeue_dead_in(&mut tx, &mailer, id, recipient)
         .await
@@ -399,7 +380,8 @@ async fn requeue_webhook(
     {
         return Err(not_found());
     }
-    audit_log(&state)?
+    state
+        .audit
         .append_in(
             &mut tx,
             &[
@@ -420,7 +402,7 @@ async fn approve(
     Path(id): Path<String>,
 ) -> Result<Json<crate::requests::Full>, ApiError> {
     let who = admin(&state, &headers, Role::Dpo).await?;
-    let svc = service(&state)?;
+    let svc = service(&state);
     svc.approve(&id, Actor::Admin(who), chrono::Utc::now())
         .await?;
     state.work_queued();
@@ -434,12 +416,8 @@ async fn suppression(
     headers: HeaderMap,
 ) -> Result<Json<Vec<crate::requests::Suppressed>>, ApiError> {
     admin(&state, &headers, Role::Dpo).await?;
-    let audit = state
-        .audit
-        .as_ref()
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no audit log")))?;
     Ok(Json(
-        crate::requests::suppression_list(&state.store, audit).await?,
+        crate::requests::suppression_list(&state.store, &state.audit).await?,
     ))
 }
 
@@ -450,7 +428,7 @@ async fn retry(
     Path(id): Path<String>,
 ) -> Result<Json<crate::requests::Full>, ApiError> {
     let who = admin(&state, &headers, Role::Dpo).await?;
-    let svc = service(&state)?;
+    let svc = service(&state);
     svc.retry(&id, Actor::Admin(who), chrono::Utc::now())
         .await?;
     state.work_queued();
@@ -486,7 +464,7 @@ async fn complete(
 ) -> Result<Json<crate::requests::Full>, ApiError> {
     let who = admin(&state, &headers, Role::Dpo).await?;
     let note = note(body)?;
-    let svc = service(&state)?;
+    let svc = service(&state);
     svc.complete_task(&id, &note, Actor::Admin(who), chrono::Utc::now())
         .await?;
     Ok(Json(svc.full(&id).await?))
@@ -501,7 +479,7 @@ async fn lift(
 ) -> Result<Json<crate::requests::Full>, ApiError> {
     let who = admin(&state, &headers, Role::Dpo).await?;
     let note = note(body)?;
-    let svc = service(&state)?;
+    let svc = service(&state);
     svc.lift_restriction(&id, &note, Actor::Admin(who), chrono::Utc::now())
         .await?;
     state.work_queued();
@@ -526,11 +504,8 @@ async fn retention_plan(
     admin(&state, &headers, Role::Auditor).await?;
     let sources = crate::sources::db::Sources::default();
     let planned = async {
-        let audit = state
-            .audit
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("the audit log is not open"))?;
-        let requested = crate::retention::requested_in(&state.policy, &sources, audit).await?;
+        let requested =
+            crate::retention::requested_in(&state.policy, &sources, &state.audit).await?;
         let due =
             crate::retention::plan(&state.policy, &sources, chrono::Utc::now(), &requested).await?;
         Ok::<_, anyhow::Error>(due)

@@ -1,5 +1,5 @@
-//! `lethe serve`: the HTTP service. [`Application::build`] binds the listener first, so
-//! tests start the real server on port 0 and read the port back.
+//! `lethe serve`: the HTTP service. [`Server::bind`] binds the listener first, so tests
+//! start the real server on port 0 and read the port back.
 
 mod admin;
 mod error;
@@ -28,7 +28,7 @@ use tower_http::trace::TraceLayer;
 pub use error::ApiError;
 pub use limit::TrustedProxies;
 
-use crate::audit::{AuditLog, KeySource};
+use crate::audit::AuditLog;
 use crate::notice;
 use crate::notify::Mailer;
 use crate::notify::webhook::Delivery;
@@ -42,10 +42,10 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     /// The notice is rendered once per policy load, not per request.
     pub notice_html: Arc<String>,
-    pub audit: Option<AuditLog>,
+    pub audit: AuditLog,
     /// The Ed25519 key signing checkpoints and OpenDSR answers, loaded once.
-    pub signer: Option<Arc<crate::crypto::Signer>>,
-    pub mailer: Option<Arc<Mailer>>,
+    pub signer: Arc<crate::crypto::Signer>,
+    pub mailer: Arc<Mailer>,
     /// How requests are handled (approvals, links in e-mails).
     pub settings: Arc<crate::requests::Settings>,
     /// The per-IP limit on the public routes.
@@ -73,7 +73,21 @@ impl AppState {
     }
 }
 
-pub struct Application {
+/// What the server cannot run without; [`crate::app::Application::build`] opens them
+/// from the configuration.
+pub struct Parts {
+    pub store: Store,
+    pub policy: Arc<Policy>,
+    pub audit: AuditLog,
+    pub signer: Arc<crate::crypto::Signer>,
+    pub mailer: Arc<Mailer>,
+    pub settings: crate::requests::Settings,
+}
+
+/// The HTTP server with its background work (request workers, webhook delivery, live
+/// schema checks). Built by [`crate::app::Application`], which `lethe serve` and the
+/// tests share.
+pub struct Server {
     listener: TcpListener,
     state: AppState,
     /// Webhook delivery, run by a task of its own while serving (unless `manual`).
@@ -89,19 +103,18 @@ pub struct Application {
     workers: usize,
 }
 
-impl Application {
+impl Server {
     /// Renders what the routes serve and binds `bind` (`127.0.0.1:0` for a free port).
-    pub async fn build(bind: &str, store: Store, policy: Arc<Policy>) -> anyhow::Result<Self> {
-        let notice_html = Arc::new(notice::render(&policy, notice::Format::Html)?);
-        let settings = Arc::new(crate::requests::Settings::from_policy(&policy));
+    pub async fn bind(bind: &str, parts: Parts) -> anyhow::Result<Self> {
+        let notice_html = Arc::new(notice::render(&parts.policy, notice::Format::Html)?);
         let state = AppState {
-            store,
-            policy,
+            store: parts.store,
+            policy: parts.policy,
             notice_html,
-            audit: None,
-            signer: None,
-            mailer: None,
-            settings,
+            audit: parts.audit,
+            signer: parts.signer,
+            mailer: parts.mailer,
+            settings: Arc::new(parts.settings),
             limiter: Arc::new(limit::RateLimiter::new(0)),
             proxies: Arc::new(TrustedProxies::default()),
             webhook_rules: Arc::default(),
@@ -123,23 +136,30 @@ impl Application {
         })
     }
 
+    /// What the handlers reach.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Links in e-mails point at `base` when no `public_url` is set.
+    pub fn with_listen_url(mut self, base: String) -> Self {
+        let mut settings = (*self.state.settings).clone();
+        settings.listen_url = Some(base);
+        self.state.settings = Arc::new(settings);
+        self
+    }
+
     /// Delivers webhooks as `config` (`[webhooks]`) says, by a task of its own while
-    /// serving, resolving names with `lookup` (`SystemLookup`; a stub in tests). Needs the
-    /// audit log: call after [`Self::with_audit`] and [`Self::with_settings`].
+    /// serving, resolving names with `lookup` (`SystemLookup`; a stub in tests).
     pub fn with_webhooks(
         mut self,
         config: &crate::config::WebhookConfig,
         lookup: Arc<dyn crate::notify::target::Lookup>,
     ) -> anyhow::Result<Self> {
-        let audit = self
-            .state
-            .audit
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("webhook delivery needs the audit log"))?;
         let bind = self.local_addr()?.ip().to_string();
         let signers = crate::notify::webhook::Signers {
-            audit,
-            ed25519: self.state.signer.clone(),
+            audit: self.state.audit.clone(),
+            ed25519: Some(self.state.signer.clone()),
             domain: crate::notify::webhook::domain(
                 self.state.settings.public_url.as_deref(),
                 &format!("{bind}:0"),
@@ -164,7 +184,7 @@ impl Application {
     }
 
     /// Executes verified requests in the background while serving, reading the company's
-    /// databases through `sources`. Needs the audit log and the mailer.
+    /// databases through `sources`.
     pub fn with_request_worker(mut self, sources: Arc<crate::sources::db::Sources>) -> Self {
         self.worker = Some(sources);
         self
@@ -199,31 +219,6 @@ impl Application {
         self
     }
 
-    /// Serves the request API, e-mailing through `mailer` (needs the audit log too).
-    pub fn with_mailer(mut self, mailer: Arc<Mailer>) -> Self {
-        self.state.mailer = Some(mailer);
-        self
-    }
-
-    /// Serves the audit admin routes from `audit`, signing checkpoints with `keys`.
-    pub fn with_audit(mut self, audit: AuditLog, keys: KeySource) -> Self {
-        self.state.audit = Some(audit);
-        self.state.signer = match crate::audit::keys::load_or_create_signer(&keys) {
-            Ok(s) => Some(Arc::new(s)),
-            Err(e) => {
-                tracing::error!(error = %e, "no signing key: checkpoints and OpenDSR answers go unsigned");
-                None
-            }
-        };
-        self
-    }
-
-    /// Handles requests with `settings` (approvals, the public URL).
-    pub fn with_settings(mut self, settings: crate::requests::Settings) -> Self {
-        self.state.settings = Arc::new(settings);
-        self
-    }
-
     /// Limits each client IP to `per_minute` requests on the public routes (0: no limit).
     pub fn with_rate_limit(mut self, per_minute: u32) -> Self {
         self.state.limiter = Arc::new(limit::RateLimiter::new(per_minute));
@@ -255,10 +250,12 @@ impl Application {
             background.push(crate::notify::webhook::spawn(self.state.store.clone(), d));
         }
         if let Some(sources) = self.worker {
-            match worker::spawn_all(&self.state, &sources, self.worker_poll, self.workers) {
-                Some(h) => background.extend(h),
-                None => tracing::error!("the request worker needs the audit log and the mailer"),
-            }
+            background.extend(worker::spawn_all(
+                &self.state,
+                &sources,
+                self.worker_poll,
+                self.workers,
+            ));
             background.extend(self.state.store.listen_for_work(self.state.wake.clone()));
         }
         if let Some(every) = self.live_checks {
@@ -295,8 +292,7 @@ impl Application {
 /// webhook bodies, and the DPO's reasons on requests. Idempotent: a second start, or a
 /// second instance, finds nothing left.
 async fn seal_left_in_clear(state: &AppState) {
-    let Some(audit) = &state.audit else { return };
-    match crate::notify::webhook::seal_clear_bodies(&state.store, &audit.outbox_key()).await {
+    match crate::notify::webhook::seal_clear_bodies(&state.store, &state.audit.outbox_key()).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             webhooks = n,
@@ -304,15 +300,13 @@ async fn seal_left_in_clear(state: &AppState) {
         ),
         Err(e) => tracing::error!(error = %e, "webhook bodies left in clear could not be sealed"),
     }
-    if let Ok(svc) = requests::service(state) {
-        match svc.seal_clear_reasons().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                requests = n,
-                "sealed the DPO's reasons an earlier version kept in clear"
-            ),
-            Err(e) => tracing::error!(error = %e, "reasons left in clear could not be sealed"),
-        }
+    match requests::service(state).seal_clear_reasons().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            requests = n,
+            "sealed the DPO's reasons an earlier version kept in clear"
+        ),
+        Err(e) => tracing::error!(error = %e, "reasons left in clear could not be sealed"),
     }
 }
 
@@ -324,9 +318,12 @@ pub fn router(state: AppState) -> Router {
     ));
     // The JSON API reads JSON only: no cross-site form reaches it.
     let api = requests::routes().route_layer(axum::middleware::from_fn(json_only::require));
-    let public = api.merge(portal).merge(opendsr::routes()).route_layer(
-        axum::middleware::from_fn_with_state(state.clone(), limit::limit),
-    );
+    let public = api
+        .merge(portal)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit::limit,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -338,6 +335,9 @@ pub fn router(state: AppState) -> Router {
             admin::routes().route_layer(axum::middleware::from_fn(json_only::require)),
         )
         .merge(public)
+        // Controller systems call OpenDSR with their token for every request they hand
+        // over and every status they poll: not limited per address, like the admin API.
+        .merge(opendsr::routes())
         .fallback(|| async {
             ApiError::client(
                 axum::http::StatusCode::NOT_FOUND,

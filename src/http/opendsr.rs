@@ -134,11 +134,9 @@ fn signed(state: &AppState, status: StatusCode, body: Value) -> Response {
     if let Ok(v) = HeaderValue::from_str(&domain) {
         resp.headers_mut().insert("X-OpenDSR-Processor-Domain", v);
     }
-    if let Some(signer) = &state.signer {
-        let sig = base64::engine::general_purpose::STANDARD.encode(signer.sign(bytes.as_bytes()));
-        if let Ok(v) = HeaderValue::from_str(&sig) {
-            resp.headers_mut().insert("X-OpenDSR-Signature", v);
-        }
+    let sig = base64::engine::general_purpose::STANDARD.encode(state.signer.sign(bytes.as_bytes()));
+    if let Ok(v) = HeaderValue::from_str(&sig) {
+        resp.headers_mut().insert("X-OpenDSR-Signature", v);
     }
     resp
 }
@@ -158,10 +156,7 @@ async fn discovery(State(state): State<AppState>) -> Response {
 
 /// The Ed25519 key that signs responses and callbacks, as a PEM public key.
 async fn public_key(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let signer = state
-        .signer
-        .as_ref()
-        .ok_or(ApiError::Unavailable("no signing key is configured"))?;
+    let signer = &state.signer;
     // SubjectPublicKeyInfo for Ed25519 (RFC 8410): a fixed prefix, then the 32-byte key.
     let mut der = vec![
         0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
@@ -306,7 +301,7 @@ async fn create(
             });
         }
     }
-    let svc = service(&state)?;
+    let svc = service(&state);
     let now = chrono::Utc::now();
     let (id, _existing) = svc
         .submit_trusted(
@@ -341,7 +336,7 @@ async fn status(
     headers: HeaderMap,
 ) -> Result<Response, SpecError> {
     let ctrl = controller(&state, &headers).await?;
-    let svc = service(&state)?;
+    let svc = service(&state);
     let full = svc.by_external_id(&external).await?;
     let mut body = json!({
         "controller_id": ctrl,
@@ -368,7 +363,7 @@ async fn cancel(
     headers: HeaderMap,
 ) -> Result<Response, SpecError> {
     let ctrl = controller(&state, &headers).await?;
-    let svc = service(&state)?;
+    let svc = service(&state);
     let full = svc.by_external_id(&external).await?;
     let now = chrono::Utc::now();
     svc.cancel(&full.id, Actor::Admin(ctrl.clone()), now)

@@ -158,15 +158,6 @@ fn code_page(
     )
 }
 
-fn unavailable(state: &AppState) -> Response {
-    message(
-        state,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Not available",
-        "Requests cannot be handled here right now.",
-    )
-}
-
 fn unreadable(state: &AppState) -> Response {
     message(
         state,
@@ -321,12 +312,7 @@ async fn submit(
             Some("The details may be at most 4000 characters."),
         );
     }
-    let svc = match service(&state) {
-        Ok(s) => s,
-        Err(_) => {
-            return unavailable(&state);
-        }
-    };
+    let svc = service(&state);
     let details = Some(f.details.trim()).filter(|d| !d.is_empty());
     match svc
         .submit(kind, &identity, details, chrono::Utc::now())
@@ -366,7 +352,7 @@ fn holder<'s>(
     state: &'s AppState,
     headers: &HeaderMap,
 ) -> Result<(crate::requests::Service<'s>, String), Box<Response>> {
-    let svc = service(state).map_err(|_| Box::new(unavailable(state)))?;
+    let svc = service(state);
     let token = cookie_token(headers)
         .ok_or_else(|| Box::new(failure(state, RequestError::Unauthorized)))?;
     Ok((svc, token))
@@ -470,9 +456,7 @@ async fn confirm(
     let Ok(Form(f)) = form else {
         return unreadable(&state);
     };
-    let Ok(svc) = service(&state) else {
-        return unavailable(&state);
-    };
+    let svc = service(&state);
     match svc.verify_link(&id, &f.secret, chrono::Utc::now()).await {
         Ok(v) => {
             state.work_queued();
@@ -607,9 +591,7 @@ async fn download(
     let Ok(Form(f)) = form else {
         return unreadable(&state);
     };
-    let Ok(svc) = service(&state) else {
-        return unavailable(&state);
-    };
+    let svc = service(&state);
     match svc.package(&id, &f.secret, chrono::Utc::now()).await {
         Ok(d) => super::requests::download(&id, d),
         Err(RequestError::Unauthorized) => message(

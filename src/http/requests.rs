@@ -27,17 +27,12 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The request service over the server's store, audit log and mailer.
-pub(super) fn service(state: &AppState) -> Result<Service<'_>, ApiError> {
-    match (&state.audit, &state.mailer) {
-        (Some(audit), Some(mailer)) => Ok(Service {
-            store: &state.store,
-            audit,
-            mailer,
-            settings: (*state.settings).clone(),
-        }),
-        _ => Err(ApiError::Unavailable(
-            "the request service is not configured",
-        )),
+pub(super) fn service(state: &AppState) -> Service<'_> {
+    Service {
+        store: &state.store,
+        audit: &state.audit,
+        mailer: &state.mailer,
+        settings: (*state.settings).clone(),
     }
 }
 
@@ -187,7 +182,7 @@ async fn submit(
             "details may be at most 4000 characters",
         ));
     }
-    let svc = service(&state)?;
+    let svc = service(&state);
     let s = svc
         .submit(kind, &identity, body.details.as_deref(), chrono::Utc::now())
         .await?;
@@ -215,7 +210,7 @@ async fn verify(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<crate::requests::View>, ApiError> {
     let body: VerifyBody = parse(body)?;
-    let svc = service(&state)?;
+    let svc = service(&state);
     let now = chrono::Utc::now();
     let view = match (body.code, body.secret) {
         (Some(code), None) => svc.verify(&id, &code, now).await?,
@@ -265,7 +260,7 @@ async fn status(
     headers: HeaderMap,
 ) -> Result<Json<crate::requests::View>, ApiError> {
     let token = token(&headers, q)?;
-    let svc = service(&state)?;
+    let svc = service(&state);
     Ok(Json(svc.status(&id, &token).await?))
 }
 
@@ -283,7 +278,7 @@ async fn package(
             "the download secret of the completion e-mail is needed",
         )
     })?;
-    let svc = service(&state)?;
+    let svc = service(&state);
     match svc.package(&id, &secret, chrono::Utc::now()).await {
         Err(RequestError::Unauthorized) => Err(ApiError::client(
             StatusCode::UNAUTHORIZED,
@@ -329,7 +324,7 @@ async fn cancel(
     headers: HeaderMap,
 ) -> Result<Json<crate::requests::View>, ApiError> {
     let token = token(&headers, q)?;
-    let svc = service(&state)?;
+    let svc = service(&state);
     svc.withdraw(&id, &token, chrono::Utc::now()).await?;
     Ok(Json(svc.status(&id, &token).await?))
 }
@@ -342,7 +337,7 @@ async fn resend(
     headers: HeaderMap,
 ) -> Result<Json<crate::requests::View>, ApiError> {
     let token = token(&headers, q)?;
-    let svc = service(&state)?;
+    let svc = service(&state);
     Ok(Json(
         svc.resend_code(&id, &token, chrono::Utc::now()).await?,
     ))

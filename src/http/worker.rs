@@ -16,33 +16,33 @@ pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
 }
 
-/// Starts `workers` workers, or none without the audit log or the mailer. Each claims
-/// its own request (on PostgreSQL skipping rows another is claiming).
+/// Starts `workers` workers. Each claims its own request (on PostgreSQL skipping rows
+/// another is claiming).
 pub(super) fn spawn_all(
     state: &AppState,
     sources: &Arc<crate::sources::db::Sources>,
     poll: std::time::Duration,
     workers: usize,
-) -> Option<Vec<tokio::task::JoinHandle<()>>> {
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..workers.max(1))
         .map(|_| spawn(state, sources.clone(), poll))
         .collect()
 }
 
-/// Starts one worker, or None without the audit log or the mailer.
+/// Starts one worker.
 fn spawn(
     state: &AppState,
     sources: Arc<crate::sources::db::Sources>,
     poll: std::time::Duration,
-) -> Option<tokio::task::JoinHandle<()>> {
+) -> tokio::task::JoinHandle<()> {
     let wake = state.wake.clone();
     let store = state.store.clone();
-    let audit = state.audit.clone()?;
-    let mailer = state.mailer.clone()?;
+    let audit = state.audit.clone();
+    let mailer = state.mailer.clone();
     let policy = state.policy.clone();
     let settings = (*state.settings).clone();
     let holder = crate::store::lease::this().id.clone();
-    Some(tokio::spawn(async move {
+    tokio::spawn(async move {
         let svc = crate::requests::Service {
             store: &store,
             audit: &audit,
@@ -71,7 +71,7 @@ fn spawn(
                 () = tokio::time::sleep(poll) => {}
             }
         }
-    }))
+    })
 }
 
 /// Logs how a request the worker ran ended: executed only when it was.

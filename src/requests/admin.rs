@@ -1,6 +1,7 @@
 //! What the DPO does with requests: list, read, approve, extend, reject, complete a
 //! task, lift a restriction; and what a subject may do after submitting: withdraw.
 
+use super::transition::Move;
 use super::*;
 
 /// A request as the DPO lists it.
@@ -173,20 +174,6 @@ impl Service<'_> {
         now: DateTime<Utc>,
     ) -> Result<(), RequestError> {
         let OpenRequest { kind, email, .. } = self.open_request(id).await?;
-        let mut tx = self.store.begin().await?;
-        self.audit
-            .append_in(
-                &mut tx,
-                &[NewEntry::new(actor, "admin.rejected").request(id)],
-            )
-            .await?;
-        sqlx::query("UPDATE dsr_requests SET status = 'rejected', updated_at = $1 WHERE id = $2")
-            .bind(timestamp(now))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        self.seal_reason_in(&mut tx, id, reason).await?;
-        self.callbacks_in(&mut tx, id, "rejected", now).await?;
         let complain = match authority {
             Some(a) => format!("You may lodge a complaint with the supervisory authority, {a}, and seek a judicial remedy (Art. 77-79 GDPR)."),
             None => "You may lodge a complaint with a supervisory authority and seek a judicial remedy (Art. 77-79 GDPR).".to_owned(),
@@ -197,18 +184,20 @@ impl Service<'_> {
             notify::html_escape(reason),
             notify::html_escape(&complain)
         );
-        notify::enqueue_in(
-            &mut tx,
-            self.mailer,
-            &Mail {
-                kind: "rejection".into(),
-                to: email,
-                subject: format!("Your request {id}: rejected"),
-                text,
-                html,
-            },
-        )
-        .await?;
+        let open: Vec<Status> = Status::ALL.into_iter().filter(|s| !s.is_final()).collect();
+        let mut m = Move::new(id, &open, Status::Rejected, "reject");
+        m.entries = vec![NewEntry::new(actor, "admin.rejected").request(id)];
+        m.set.release_claim = true;
+        m.mail = Some(Mail {
+            kind: "rejection".into(),
+            to: email,
+            subject: format!("Your request {id}: rejected"),
+            text,
+            html,
+        });
+        let mut tx = self.store.begin().await?;
+        self.move_in(&mut tx, m, now).await?;
+        self.seal_reason_in(&mut tx, id, reason).await?;
         tx.commit().await?;
         let _ = notify::deliver_pending(self.store, self.mailer).await;
         Ok(())
@@ -248,63 +237,38 @@ impl Service<'_> {
             .await?
             .ok_or(RequestError::NotFound)?;
         let (status, kind): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-        let current = status::stored(&status);
-        if !from.contains(&current) || !current.can_go(to) {
-            return Err(RequestError::WrongState {
-                status,
-                action: action.rsplit('.').next().unwrap_or(action).to_owned(),
-            });
+        let verb = action.rsplit('.').next().unwrap_or(action);
+        let mut m = Move::new(id, from, to, verb);
+        m.entries = vec![
+            NewEntry::new(actor, action)
+                .request(id)
+                .summary(serde_json::json!({ "type": kind, "from": status, "to": to.key() })),
+        ];
+        // A retry starts afresh: its attempts and backoff are counted again, and no
+        // worker holds it.
+        if status::stored(&status) == Status::Failed {
+            m.set.release_claim = true;
+            if to == Status::Verified {
+                m.set.attempts = Some(0);
+            }
         }
-        // A retry starts afresh: its attempts and backoff are counted again.
-        let changed = sqlx::query(
-            "UPDATE dsr_requests SET status = $1, updated_at = $2, \
-             attempts = CASE WHEN $1 = 'verified' AND status = 'failed' THEN 0 ELSE attempts END, \
-             next_attempt_at = CASE WHEN $1 = 'verified' THEN NULL ELSE next_attempt_at END, \
-             claimed_by = CASE WHEN status = 'failed' THEN NULL ELSE claimed_by END \
-             WHERE id = $3 AND status = $4",
-        )
-        .bind(to.key())
-        .bind(timestamp(now))
-        .bind(id)
-        .bind(&status)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed != 1 {
-            return Err(RequestError::WrongState {
-                status,
-                action: action.rsplit('.').next().unwrap_or(action).to_owned(),
-            });
+        if to == Status::Verified {
+            m.set.next_attempt_at = Some(None);
         }
-        self.audit
-            .append_in(
-                &mut tx,
-                &[NewEntry::new(actor, action)
-                    .request(id)
-                    .summary(serde_json::json!({ "type": kind, "from": status, "to": to.key() }))],
-            )
-            .await?;
         if let Some((mkind, text, html)) = mail {
             let email = self.personal(&mut tx, id).await?.value().to_owned();
-            notify::enqueue_in(
-                &mut tx,
-                self.mailer,
-                &Mail {
-                    kind: mkind.to_owned(),
-                    to: email,
-                    subject: format!("Your request {id}: {}", to.words()),
-                    text,
-                    html,
-                },
-            )
-            .await?;
+            m.mail = Some(Mail {
+                kind: mkind.to_owned(),
+                to: email,
+                subject: format!("Your request {id}: {}", to.words()),
+                text,
+                html,
+            });
         }
+        self.move_in(&mut tx, m, now).await?;
         if let Some(note) = note {
             // The person reads it on the status page too.
             self.seal_reason_in(&mut tx, id, note).await?;
-        }
-        if to != current {
-            self.callbacks_in(&mut tx, id, to.key(), now).await?;
         }
         tx.commit().await?;
         self.deliver().await;
@@ -472,24 +436,23 @@ impl Service<'_> {
             .bind(&rid)
             .fetch_all(&mut *tx)
             .await?;
-            let mut entries =
-                vec![NewEntry::new(Actor::System, "restriction.lifted").request(&rid)];
+            self.audit
+                .append_in(
+                    &mut tx,
+                    &[NewEntry::new(Actor::System, "restriction.lifted").request(&rid)],
+                )
+                .await?;
             for w in &waiting {
-                sqlx::query("UPDATE dsr_requests SET status = $1, result = NULL, updated_at = $2 WHERE id = $3")
-                    .bind(Status::Verified.key())
-                    .bind(timestamp(now))
-                    .bind(w)
-                    .execute(&mut *tx)
-                    .await?;
-                self.callbacks_in(&mut tx, w, Status::Verified.key(), now)
-                    .await?;
-                entries.push(
+                let mut m = Move::new(w, &[Status::AwaitingApproval], Status::Verified, "resume");
+                m.entries = vec![
                     NewEntry::new(Actor::System, "request.resumed")
                         .request(w)
                         .summary(serde_json::json!({ "after_lift_of": rid })),
-                );
+                ];
+                m.set.result = Some(None);
+                m.set.next_attempt_at = Some(None);
+                self.move_in(&mut tx, m, now).await?;
             }
-            self.audit.append_in(&mut tx, &entries).await?;
             tx.commit().await?;
             ended += 1;
         }

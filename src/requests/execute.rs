@@ -2,6 +2,7 @@
 //! databases, stores the package or the erasure report, tells the subject and, after an
 //! erasure, the processors (Art. 19).
 
+use super::transition::{Move, Set};
 use super::*;
 
 /// How long a stored access package can be downloaded, unless configured otherwise.
@@ -46,6 +47,8 @@ impl Service<'_> {
             crate::store::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             crate::store::Backend::Sqlite => "",
         };
+        // The claim and its audit entry are one commit.
+        let mut tx = self.store.begin().await?;
         let claimed = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE dsr_requests SET status = 'in_progress', \
              taken_over_from = CASE WHEN status = 'in_progress' THEN claimed_by END, \
@@ -57,7 +60,7 @@ impl Service<'_> {
         .bind(timestamp(now))
         .bind(&stale)
         .bind(crate::store::lease::lease_cutoff(now))
-        .fetch_optional(self.store.pool())
+        .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = claimed else { return Ok(None) };
         let (id, kind, attempts): (String, String, i64) =
@@ -71,7 +74,6 @@ impl Service<'_> {
             summary["resumed_after_stop_of"] = serde_json::json!(from);
             tracing::info!(request = %id, from = %from, "took over a request whose worker stopped");
         }
-        let mut tx = self.store.begin().await?;
         self.audit
             .append_in(
                 &mut tx,
@@ -226,14 +228,6 @@ impl Service<'_> {
         } else {
             format!("request.{status}")
         };
-        self.audit
-            .append_in(
-                &mut tx,
-                &[NewEntry::new(Actor::System, &action)
-                    .request(&id)
-                    .summary(serde_json::json!({ "type": kind.key(), "attempt": attempts + 1 }))],
-            )
-            .await?;
         // The completion e-mail's link opens the package with a secret of its own; only
         // its hash is stored, and it ends with the package.
         let mut download_secret = None;
@@ -257,40 +251,42 @@ impl Service<'_> {
             download_secret = Some(secret);
         }
         // A task goes back to the DPO unclaimed; a retry waits for its time.
-        sqlx::query(
-            "UPDATE dsr_requests SET status = $1, result = $2, updated_at = $3, attempts = $4, next_attempt_at = $5, \
-             claimed_by = CASE WHEN $1 = 'in_progress' OR $1 = 'verified' THEN NULL ELSE claimed_by END WHERE id = $6",
-        )
-        .bind(status.key())
-        .bind(result.to_string())
-        .bind(timestamp(now))
-        .bind(if outcome.is_err() { attempts + 1 } else { attempts })
-        .bind(retry_at.map(timestamp))
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
+        let mut m = Move::new(&id, &[Status::InProgress], status, "execute");
+        m.entries = vec![
+            NewEntry::new(Actor::System, &action)
+                .request(&id)
+                .summary(serde_json::json!({ "type": kind.key(), "attempt": attempts + 1 })),
+        ];
+        m.set = Set {
+            result: Some(Some(result.to_string())),
+            attempts: Some(if outcome.is_err() {
+                attempts + 1
+            } else {
+                attempts
+            }),
+            next_attempt_at: Some(retry_at.map(timestamp)),
+            release_claim: matches!(status, Status::InProgress | Status::Verified),
+            clear_codes: false,
+        };
+        // The person and the controller systems hear of the end, not of a retry.
+        m.callbacks = retry_at.is_none();
+        if retry_at.is_none() && status != Status::InProgress {
+            m.mail = Some(self.outcome_mail(
+                &identity,
+                &id,
+                kind,
+                status,
+                &result,
+                download_secret.as_deref(),
+            ));
+        }
+        self.move_in(&mut tx, m, now).await?;
         if kind == Kind::Erasure && outcome.is_ok() {
             self.forget_in(&mut tx, &identity).await?;
         }
         if kind == Kind::MarketingObjection && outcome.is_ok() {
             self.suppress_in(&mut tx, &id, &identity, &result, now)
                 .await?;
-        }
-        if retry_at.is_none() && status != Status::InProgress {
-            notify::enqueue_in(
-                &mut tx,
-                self.mailer,
-                &self.outcome_mail(
-                    &identity,
-                    &id,
-                    kind,
-                    status,
-                    &result,
-                    download_secret.as_deref(),
-                ),
-            )
-            .await?;
-            self.callbacks_in(&mut tx, &id, status.key(), now).await?;
         }
         if outcome.is_ok() {
             for n in &notices {
@@ -314,21 +310,15 @@ impl Service<'_> {
     ) -> Result<(), RequestError> {
         let held = serde_json::json!({ "waiting_for": "restriction", "restriction": by });
         let mut tx = self.store.begin().await?;
-        self.audit
-            .append_in(
-                &mut tx,
-                &[NewEntry::new(Actor::System, "request.held")
-                    .request(id)
-                    .summary(held.clone())],
-            )
-            .await?;
-        sqlx::query("UPDATE dsr_requests SET status = $1, result = $2, updated_at = $3, claimed_by = NULL WHERE id = $4")
-            .bind(Status::AwaitingApproval.key())
-            .bind(held.to_string())
-            .bind(timestamp(now))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let mut m = Move::new(id, &[Status::InProgress], Status::AwaitingApproval, "hold");
+        m.entries = vec![
+            NewEntry::new(Actor::System, "request.held")
+                .request(id)
+                .summary(held.clone()),
+        ];
+        m.set.result = Some(Some(held.to_string()));
+        m.set.release_claim = true;
+        self.move_in(&mut tx, m, now).await?;
         let email = self.personal(&mut tx, id).await?.value().to_owned();
         let text = format!(
             "Your erasure request {id} waits: {HELD}\n\nThe restriction was placed by your request {by}.\n"
@@ -494,20 +484,18 @@ impl Service<'_> {
     /// A request whose person's data was erased meanwhile cannot run: it fails, once.
     async fn fail_erased(&self, id: &str, now: DateTime<Utc>) -> Result<(), RequestError> {
         let mut tx = self.store.begin().await?;
-        self.audit
-            .append_in(
-                &mut tx,
-                &[NewEntry::new(Actor::System, "request.failed")
-                    .request(id)
-                    .summary(serde_json::json!({ "error": "erased" }))],
-            )
-            .await?;
-        sqlx::query("UPDATE dsr_requests SET status = 'failed', result = $1, updated_at = $2, claimed_by = NULL WHERE id = $3")
-            .bind(serde_json::json!({ "error": "the person's data was erased by another request" }).to_string())
-            .bind(timestamp(now))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let mut m = Move::new(id, &[Status::InProgress], Status::Failed, "execute");
+        m.entries = vec![
+            NewEntry::new(Actor::System, "request.failed")
+                .request(id)
+                .summary(serde_json::json!({ "error": "erased" })),
+        ];
+        m.set.result = Some(Some(
+            serde_json::json!({ "error": "the person's data was erased by another request" })
+                .to_string(),
+        ));
+        m.set.release_claim = true;
+        self.move_in(&mut tx, m, now).await?;
         tx.commit().await?;
         Ok(())
     }

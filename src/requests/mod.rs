@@ -522,7 +522,7 @@ impl Service<'_> {
         due: &str,
         actor: Actor,
         now: DateTime<Utc>,
-    ) -> Result<&'static str, RequestError> {
+    ) -> Result<Status, RequestError> {
         let identity = person.identity()?;
         let subject = self.audit.subject_in(&mut *tx, &identity).await?;
         let sealed = self.seal_for(&mut *tx, id, &subject, person).await?;
@@ -533,11 +533,11 @@ impl Service<'_> {
             .execute(&mut *tx)
             .await?;
         let next = if is_manual(kind) {
-            "in_progress"
+            Status::InProgress
         } else if self.settings.approval.contains(&kind) {
-            "awaiting_approval"
+            Status::AwaitingApproval
         } else {
-            "verified"
+            Status::Verified
         };
         self.audit
             .append_in(
@@ -545,7 +545,7 @@ impl Service<'_> {
                 &[NewEntry::new(actor, "request.verified")
                     .request(id)
                     .subject(&subject)
-                    .summary(serde_json::json!({ "type": kind.key(), "next": next }))
+                    .summary(serde_json::json!({ "type": kind.key(), "next": next.key() }))
                     .payload(serde_json::json!({ "identity": person.identity, "details": person.details }))],
             )
             .await?;
@@ -578,7 +578,7 @@ impl Service<'_> {
             (Kind::Objection, _) => Some(
                 "objection (Art. 21): stop the processing objected to unless there are compelling legitimate grounds, then complete the request",
             ),
-            (_, "awaiting_approval") => {
+            (_, Status::AwaitingApproval) => {
                 Some("approval: approve the request to run it, or reject it with a reason")
             }
             _ => None,
@@ -603,7 +603,7 @@ impl Service<'_> {
                 &Mail {
                     kind: format!(
                         "dpo_{}",
-                        if next == "awaiting_approval" {
+                        if next == Status::AwaitingApproval {
                             "approval"
                         } else {
                             "task"
@@ -689,6 +689,7 @@ mod opendsr;
 mod personal;
 mod purge;
 mod status;
+mod transition;
 mod verify;
 
 use crate::dsr::restriction_label;

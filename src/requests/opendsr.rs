@@ -1,6 +1,7 @@
 //! Requests handed over by a controller system over OpenDSR, and the status callbacks
 //! they ask for.
 
+use super::transition::Move;
 use super::*;
 
 /// The OpenDSR API version spoken.
@@ -134,12 +135,12 @@ impl Service<'_> {
                 now,
             )
             .await?;
-        sqlx::query("UPDATE dsr_requests SET status = $1 WHERE id = $2")
-            .bind(next)
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        self.callbacks_in(&mut tx, &id, next, now).await?;
+        self.move_in(
+            &mut tx,
+            Move::new(&id, &[Status::Received], next, "accept"),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         self.deliver().await;
         Ok((id, false))

@@ -3,6 +3,7 @@
 //! device. Every code check is counted before the code is compared, in single statements
 //! that take one attempt or none, so concurrent guesses cannot outrun the limits.
 
+use super::transition::Move;
 use super::*;
 
 /// A check of a code is allowed: one attempt of the request and one of the person's
@@ -208,17 +209,13 @@ impl Service<'_> {
         let next = self
             .accept_in(&mut tx, id, kind, &person, &due, Actor::Subject, now)
             .await?;
-        let changed = sqlx::query("UPDATE dsr_requests SET status = $1, code_hash = NULL, code_expires_at = NULL, link_hash = NULL, link_expires_at = NULL, updated_at = $2 WHERE id = $3 AND status = 'identity_pending'")
-            .bind(next)
-            .bind(timestamp(now))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if changed != 1 {
+        let mut m = Move::new(id, &[Status::IdentityPending], next, "verify");
+        m.set.clear_codes = true;
+        match self.move_in(&mut tx, m, now).await {
+            Ok(_) => {}
             // Confirmed meanwhile by another check: nothing of this one is kept.
-            drop(tx);
-            return Err(RequestError::NotPending);
+            Err(RequestError::WrongState { .. }) => return Err(RequestError::NotPending),
+            Err(e) => return Err(e),
         }
         tx.commit().await?;
         self.deliver().await;

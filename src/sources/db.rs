@@ -356,6 +356,66 @@ impl SourceDb {
         Ok(out)
     }
 
+    /// How many rows of `collection` hold each of `values` in `field` (the same key, as
+    /// [`Lookup::Values`] matches), read as counts: rows that refer to something are
+    /// counted, not loaded, however many there are.
+    pub async fn count_referrers(
+        &self,
+        collection: &str,
+        field: &str,
+        values: &[String],
+    ) -> Result<BTreeMap<String, i64>, SourceError> {
+        let table = ident(collection)?;
+        let column = ident(field)?;
+        let mut out = BTreeMap::new();
+        let mut conn = self.pool.acquire().await.map_err(|e| SourceError::Query {
+            system: self.system.clone(),
+            what: "connecting".into(),
+            cause: e,
+        })?;
+        for chunk in values.chunks(IN_CHUNK) {
+            let statement = sql::count_in(
+                self.dialect,
+                &table,
+                &self.col(collection, &column),
+                chunk.len(),
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(statement));
+            for v in chunk {
+                q = q.bind(v.clone());
+            }
+            let rows = q
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|e| SourceError::Query {
+                    system: self.system.clone(),
+                    what: format!("counting `{collection}.{field}`"),
+                    cause: e,
+                })?;
+            for r in rows {
+                let (stored, n): (Option<String>, i64) = (
+                    r.try_get(0).map_err(|e| SourceError::Query {
+                        system: self.system.clone(),
+                        what: format!("decoding `{collection}.{field}`"),
+                        cause: e,
+                    })?,
+                    r.try_get(1).map_err(|e| SourceError::Query {
+                        system: self.system.clone(),
+                        what: format!("counting `{collection}.{field}`"),
+                        cause: e,
+                    })?,
+                );
+                let Some(stored) = stored else { continue };
+                // The database's collation may group more than the rule matches: each
+                // count goes to the values it is the same key as.
+                for v in chunk.iter().filter(|v| matching::same_key(&stored, v)) {
+                    *out.entry(v.clone()).or_insert(0) += n;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Applies the actions in one transaction. `after_collection` runs after each
     /// collection, before the commit (a fault-injection point for tests).
     pub async fn apply(

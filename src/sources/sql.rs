@@ -116,6 +116,20 @@ pub fn select_in(
     )
 }
 
+/// `SELECT <key as text>, COUNT(*) FROM t WHERE key IN (p1..pn) GROUP BY key`: how many
+/// rows hold each value, without reading the rows.
+pub fn count_in(d: Dialect, table: &Identifier, key: &Col, n: usize) -> String {
+    let params: Vec<String> = (1..=n).map(|i| d.typed_param(i, key.sql_type)).collect();
+    format!(
+        "SELECT {}, COUNT(*) FROM {} WHERE {} IN ({}) GROUP BY {}",
+        d.as_text(key.name),
+        d.quote(table),
+        d.quote(key.name),
+        params.join(", "),
+        d.quote(key.name)
+    )
+}
+
 /// `SELECT <cols as text> FROM t WHERE LOWER(key) LIKE p1 ESCAPE '!'`.
 pub fn select_like_lower(
     d: Dialect,

@@ -3,6 +3,10 @@
 #![allow(dead_code)]
 
 pub mod appdb;
+pub mod testapp;
+
+#[allow(unused_imports)]
+pub use testapp::TestApp;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
