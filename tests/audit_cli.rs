@@ -66,6 +66,14 @@ async fn verify_checkpoint_consistency_show_export_and_rotate() {
     let (code, out, err) = lethe(dir, &["audit", "verify"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("5 entries") && out.contains("OK"), "{out}");
+    // Not on a terminal: no bar, one summary line for the stage.
+    let stage: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("verifying the audit log: "))
+        .collect();
+    assert_eq!(stage.len(), 1, "{err}");
+    assert!(stage[0].starts_with("verifying the audit log: 5 entries in "), "{err}");
+    assert!(!err.contains('\u{1b}') && !err.contains('\r'), "{err}");
 
     let (code, out, err) = lethe(dir, &["audit", "checkpoint"]);
     assert_eq!(code, 0, "{err}");
@@ -119,6 +127,7 @@ async fn verify_checkpoint_consistency_show_export_and_rotate() {
     let (code, _, err) = lethe(dir, &["keys", "rotate"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("rotated 6 key(s)"), "{err}"); // system, mac, index, masking, packages, outbox: dana was shredded
+    assert!(err.contains("re-wrapping keys: 6 keys in "), "{err}");
     assert!(!dir.join(".lethe/master.key.next").exists());
     let (code, out, _) = lethe(dir, &["audit", "verify"]);
     assert_eq!(code, 0, "{out}");

@@ -557,6 +557,15 @@ impl AuditLog {
     /// Re-wraps every live data key under `new` in one transaction. Entries are not
     /// touched. The log must be reopened with the new key afterwards.
     pub async fn rotate_master(&self, new: &MasterKey) -> Result<usize, AuditError> {
+        self.rotate_master_with(new, &|_| {}).await
+    }
+
+    /// [`Self::rotate_master`], calling `tick(1)` for each key re-wrapped.
+    pub async fn rotate_master_with(
+        &self,
+        new: &MasterKey,
+        tick: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<usize, AuditError> {
         let mut tx = self.store.begin().await?;
         let rows = sqlx::query(
             "SELECT key_id, wrapped FROM audit_keys WHERE wrapped IS NOT NULL ORDER BY key_id",
@@ -573,6 +582,7 @@ impl AuditLog {
                 .bind(&key_id)
                 .execute(&mut *tx)
                 .await?;
+            tick(1);
         }
         let entry = NewEntry::new(Actor::Cli, "keys.rotated")
             .summary(serde_json::json!({ "keys": rows.len(), "from": self.keys.master.id(), "to": new.id() }));

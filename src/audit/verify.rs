@@ -157,6 +157,14 @@ impl AuditLog {
     /// Recomputes everything: every entry's leaf and MAC, the sequence, the head counter,
     /// and every stored checkpoint's signature and tree head.
     pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
+        self.verify_with(&|_| {}).await
+    }
+
+    /// [`Self::verify`], calling `tick(1)` for each entry checked (a progress bar).
+    pub async fn verify_with(
+        &self,
+        tick: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<VerifyReport, AuditError> {
         let checkpoints = self.checkpoints().await?;
         let mut sizes: Vec<u64> = checkpoints.iter().map(|c| c.tree_size).collect();
         sizes.sort_unstable();
@@ -167,6 +175,7 @@ impl AuditLog {
         }
         let (count, bytes, mut problems) = self
             .scan(|h| {
+                tick(1);
                 builder.push(h);
                 if sizes.binary_search(&builder.size()).is_ok() {
                     roots_at.push((builder.size(), builder.root()));

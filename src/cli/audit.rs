@@ -1,5 +1,6 @@
 //! `lethe audit ...` and `lethe keys rotate`.
 
+use super::progress::Stage;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -80,7 +81,16 @@ pub async fn run(action: AuditAction, config: &Config) -> anyhow::Result<ExitCod
     let log = open(config).await?;
     match action {
         AuditAction::Verify { format } => {
-            let report = log.verify().await?;
+            let total: i64 = sqlx::query_scalar("SELECT next_seq FROM audit_head WHERE id = 1")
+                .fetch_one(log.store().pool())
+                .await?;
+            let stage = Stage::start(
+                "verifying the audit log",
+                "entries",
+                u64::try_from(total).ok(),
+            );
+            let report = log.verify_with(&*stage.ticker()).await?;
+            stage.finish();
             match format {
                 TextOrJson::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 TextOrJson::Text => {
@@ -218,7 +228,13 @@ pub async fn rotate(new_key_file: Option<PathBuf>, config: &Config) -> anyhow::R
         keys::write_key_file(&staging, &k.to_hex())?;
         k
     };
-    let count = log.rotate_master(&new).await?;
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_keys WHERE wrapped IS NOT NULL")
+            .fetch_one(log.store().pool())
+            .await?;
+    let stage = Stage::start("re-wrapping keys", "keys", u64::try_from(total).ok());
+    let count = log.rotate_master_with(&new, &*stage.ticker()).await?;
+    stage.finish();
     if let Some(file) = final_path {
         std::fs::rename(&staging, &file)
             .with_context(|| format!("replacing {}", file.display()))?;

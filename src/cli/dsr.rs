@@ -1,5 +1,6 @@
 //! `lethe dsr plan|access|erase`.
 
+use super::progress::Stage;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -87,7 +88,10 @@ pub async fn run(action: DsrAction, config: &Config) -> anyhow::Result<ExitCode>
         DsrAction::Access { target, kind, out } => {
             let ids = identities(&target)?;
             let ctx = cli_context(&policy, &audit, &sources, target.strict, None);
+            let stage = Stage::start("finding the person's records", "records", None);
             let package = dsr::access(&ctx, &ids, kind, now).await?;
+            stage.inc(package.row_counts().values().sum::<usize>() as u64);
+            stage.finish();
             let bytes = match kind {
                 AccessKind::Access => package.to_zip()?,
                 AccessKind::Portability => package.data_json(),
@@ -113,7 +117,25 @@ pub async fn run(action: DsrAction, config: &Config) -> anyhow::Result<ExitCode>
                 );
             }
             let ctx = cli_context(&policy, &audit, &sources, target.strict, restriction);
+            let stage = Stage::start(
+                if dry_run {
+                    "deciding what to erase"
+                } else {
+                    "erasing"
+                },
+                "rows",
+                None,
+            );
             let report = dsr::erase(&ctx, &ids, dry_run, now).await?;
+            stage.inc(
+                report
+                    .systems
+                    .iter()
+                    .flat_map(|s| &s.collections)
+                    .map(|c| (c.rows_deleted + c.rows_masked) as u64)
+                    .sum(),
+            );
+            stage.finish();
             // Art. 19: this command tells no recipient; it says so, and whom to tell.
             let notices = crate::requests::erasure_notices(&policy, &report);
             let to_tell: Vec<serde_json::Value> = notices

@@ -1,5 +1,6 @@
 //! `lethe retention plan|run` and `lethe jobs list|run|history`.
 
+use super::progress::Stage;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -145,23 +146,17 @@ pub async fn retention(action: RetentionAction, config: &Config) -> anyhow::Resu
                 .store
                 .start_run("retention (manual)", "retention", None, &ctx.holder, now)
                 .await?;
-            let bar = progress_bar(&ctx, now).await?;
+            let stage = retention_stage(&ctx, now).await?;
             let options = RunOptions {
                 batch_size,
                 max_duration: None,
                 max_batches: None,
-                progress: bar.as_ref().map(|b| {
-                    let b = b.clone();
-                    std::sync::Arc::new(move |n: u64| b.inc(n))
-                        as std::sync::Arc<dyn Fn(u64) + Send + Sync>
-                }),
+                progress: Some(stage.ticker()),
                 requested: ctx.requested().await?,
             };
             let report =
                 retention::run(&ctx.policy, &ctx.sources, &ctx.audit, now, &options).await?;
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
+            stage.finish();
             let summary = serde_json::json!({ "rows_deleted": report.rows_deleted, "values_masked": report.values_masked, "batches": report.batches, "longest_batch_ms": report.longest_batch_ms });
             if let Some(id) = id {
                 ctx.store
@@ -180,27 +175,24 @@ pub async fn retention(action: RetentionAction, config: &Config) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-/// A progress bar over what is due, when stderr is a terminal.
-async fn progress_bar(
+/// The retention run as a stage: a bar over what is due when stderr is a terminal (the
+/// plan is read first to know the total), else one summary line at the end.
+async fn retention_stage(
     ctx: &JobContext,
     now: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<Option<indicatif::ProgressBar>> {
+) -> anyhow::Result<Arc<Stage>> {
     use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return Ok(None);
-    }
-    let due = retention::plan(&ctx.policy, &ctx.sources, now, &ctx.requested().await?).await?;
-    let total: u64 = due
-        .iter()
-        .map(|d| d.rows + d.fields.iter().map(|(_, n)| n).sum::<u64>())
-        .sum();
-    let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} rows and values, {per_sec}, eta {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    Ok(Some(bar))
+    let total = if std::io::stderr().is_terminal() {
+        let due = retention::plan(&ctx.policy, &ctx.sources, now, &ctx.requested().await?).await?;
+        Some(
+            due.iter()
+                .map(|d| d.rows + d.fields.iter().map(|(_, n)| n).sum::<u64>())
+                .sum(),
+        )
+    } else {
+        None
+    };
+    Ok(Stage::start("retention", "rows and values", total))
 }
 
 pub async fn run(action: JobsAction, config: &Config) -> anyhow::Result<ExitCode> {
@@ -236,19 +228,16 @@ pub async fn run(action: JobsAction, config: &Config) -> anyhow::Result<ExitCode
             };
             let mut ctx = context(config).await?;
             let now = chrono::Utc::now();
-            let bar =
+            let stage =
                 if spec.kind == crate::policy::jobs::JobKind::Retention && !spec.options.dry_run {
-                    progress_bar(&ctx, now).await?
+                    Some(retention_stage(&ctx, now).await?)
                 } else {
                     None
                 };
-            if let Some(b) = &bar {
-                let b = b.clone();
-                ctx.progress = Some(Arc::new(move |n| b.inc(n)));
-            }
+            ctx.progress = stage.as_ref().map(|s| s.ticker());
             let outcome = jobs::run(&ctx, spec, None, now).await?;
-            if let Some(b) = bar {
-                b.finish_and_clear();
+            if let Some(s) = stage {
+                s.finish();
             }
             println!(
                 "{}: {}\n{}",

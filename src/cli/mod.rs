@@ -6,6 +6,7 @@ mod audit;
 mod commands;
 mod dsr;
 mod jobs;
+mod progress;
 mod vendors;
 
 use std::path::PathBuf;

@@ -476,45 +476,46 @@ async fn shared_keys(
             }
             let child = c.name.as_str();
             let key = s.db.primary_key(system, child);
-            // Counted, not read: a product that a million order lines refer to costs one
-            // count. A value is someone else's too when more rows refer to it than the
-            // person's own rows do.
-            let counts =
-                s.db.count_referrers(child, f.name.as_str(), &values)
-                    .await?;
+            // Counted, not read, and each count stops once it passes the person's own
+            // rows: a value is someone else's too when more rows refer to it than the
+            // person's own rows do. Without a key no row can be told from another: every
+            // referrer counts as someone else's.
             let own_rows: Vec<&crate::sources::db::Row> = s
                 .found
                 .get(child)
                 .map(|fd| fd.rows.iter().collect())
                 .unwrap_or_default();
+            let own: Vec<(String, u64)> = values
+                .into_iter()
+                .map(|v| {
+                    let mine = if key.is_empty() {
+                        0
+                    } else {
+                        own_rows
+                            .iter()
+                            .filter(|row| {
+                                row.get(f.name.as_str())
+                                    .cloned()
+                                    .flatten()
+                                    .is_some_and(|x| crate::sources::matching::same_key(&x, &v))
+                            })
+                            .map(|row| {
+                                key.iter()
+                                    .map(|k| row.get(k).cloned().flatten())
+                                    .collect::<Vec<_>>()
+                            })
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .len() as u64
+                    };
+                    (v, mine)
+                })
+                .collect();
             let entry = (parent.to_owned(), parent_field.to_owned());
-            for (v, n) in counts {
-                // Without a key no row can be told from another: count it as someone else's.
-                let own = if key.is_empty() {
-                    0
-                } else {
-                    own_rows
-                        .iter()
-                        .filter(|row| {
-                            row.get(f.name.as_str())
-                                .cloned()
-                                .flatten()
-                                .is_some_and(|x| crate::sources::matching::same_key(&x, &v))
-                        })
-                        .map(|row| {
-                            key.iter()
-                                .map(|k| row.get(k).cloned().flatten())
-                                .collect::<Vec<_>>()
-                        })
-                        .collect::<std::collections::BTreeSet<_>>()
-                        .len() as i64
-                };
-                if n > own {
-                    if matches!(f.follows(), Direction::To | Direction::Both) {
-                        reached.entry(entry.clone()).or_default().insert(v.clone());
-                    }
-                    shared.entry(entry.clone()).or_default().insert(v);
+            for v in s.db.referred_beyond(child, f.name.as_str(), &own).await? {
+                if matches!(f.follows(), Direction::To | Direction::Both) {
+                    reached.entry(entry.clone()).or_default().insert(v.clone());
                 }
+                shared.entry(entry.clone()).or_default().insert(v);
             }
         }
     }

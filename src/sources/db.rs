@@ -356,32 +356,31 @@ impl SourceDb {
         Ok(out)
     }
 
-    /// How many rows of `collection` hold each of `values` in `field` (the same key, as
-    /// [`Lookup::Values`] matches), read as counts: rows that refer to something are
-    /// counted, not loaded, however many there are.
-    pub async fn count_referrers(
+    /// Whether more rows of `collection` hold each value in `field` than `own[value]`
+    /// (the rows of it that are the person's): the values also referred to by rows of
+    /// other people. Each value's rows are counted only up to one more than its own, on
+    /// the index: a product that a million order lines refer to costs a few index entries.
+    pub async fn referred_beyond(
         &self,
         collection: &str,
         field: &str,
-        values: &[String],
-    ) -> Result<BTreeMap<String, i64>, SourceError> {
+        own: &[(String, u64)],
+    ) -> Result<Vec<String>, SourceError> {
+        const PER_STATEMENT: usize = 100;
         let table = ident(collection)?;
         let column = ident(field)?;
-        let mut out = BTreeMap::new();
+        let mut out = Vec::new();
         let mut conn = self.pool.acquire().await.map_err(|e| SourceError::Query {
             system: self.system.clone(),
             what: "connecting".into(),
             cause: e,
         })?;
-        for chunk in values.chunks(IN_CHUNK) {
-            let statement = sql::count_in(
-                self.dialect,
-                &table,
-                &self.col(collection, &column),
-                chunk.len(),
-            );
+        for chunk in own.chunks(PER_STATEMENT) {
+            let caps: Vec<u64> = chunk.iter().map(|(_, n)| n + 1).collect();
+            let statement =
+                sql::count_up_to(self.dialect, &table, &self.col(collection, &column), &caps);
             let mut q = sqlx::query(sqlx::AssertSqlSafe(statement));
-            for v in chunk {
+            for (v, _) in chunk {
                 q = q.bind(v.clone());
             }
             let rows = q
@@ -393,23 +392,19 @@ impl SourceDb {
                     cause: e,
                 })?;
             for r in rows {
-                let (stored, n): (Option<String>, i64) = (
-                    r.try_get(0).map_err(|e| SourceError::Query {
-                        system: self.system.clone(),
-                        what: format!("decoding `{collection}.{field}`"),
-                        cause: e,
-                    })?,
-                    r.try_get(1).map_err(|e| SourceError::Query {
-                        system: self.system.clone(),
-                        what: format!("counting `{collection}.{field}`"),
-                        cause: e,
-                    })?,
+                let counted = |e| SourceError::Query {
+                    system: self.system.clone(),
+                    what: format!("counting `{collection}.{field}`"),
+                    cause: e,
+                };
+                let (i, n): (i64, i64) = (
+                    r.try_get(0).map_err(counted)?,
+                    r.try_get(1).map_err(counted)?,
                 );
-                let Some(stored) = stored else { continue };
-                // The database's collation may group more than the rule matches: each
-                // count goes to the values it is the same key as.
-                for v in chunk.iter().filter(|v| matching::same_key(&stored, v)) {
-                    *out.entry(v.clone()).or_insert(0) += n;
+                if let Some((v, mine)) = usize::try_from(i).ok().and_then(|i| chunk.get(i))
+                    && u64::try_from(n).unwrap_or(0) > *mine
+                {
+                    out.push(v.clone());
                 }
             }
         }

@@ -116,18 +116,27 @@ pub fn select_in(
     )
 }
 
-/// `SELECT <key as text>, COUNT(*) FROM t WHERE key IN (p1..pn) GROUP BY key`: how many
-/// rows hold each value, without reading the rows.
-pub fn count_in(d: Dialect, table: &Identifier, key: &Col, n: usize) -> String {
-    let params: Vec<String> = (1..=n).map(|i| d.typed_param(i, key.sql_type)).collect();
-    format!(
-        "SELECT {}, COUNT(*) FROM {} WHERE {} IN ({}) GROUP BY {}",
-        d.as_text(key.name),
-        d.quote(table),
-        d.quote(key.name),
-        params.join(", "),
-        d.quote(key.name)
-    )
+/// For each i, how many rows hold the i-th parameter in `key`, counted up to `caps[i]`
+/// only: `SELECT 0, (SELECT COUNT(*) FROM (SELECT 1 FROM t WHERE key = p1 LIMIT c1) AS x)
+/// UNION ALL ...`. Each count stops at its cap, on the index, however many rows there are.
+pub fn count_up_to(d: Dialect, table: &Identifier, key: &Col, caps: &[u64]) -> String {
+    caps.iter()
+        .enumerate()
+        .map(|(i, cap)| {
+            // The position comes back as a 64-bit integer on every dialect.
+            let n = match d {
+                Dialect::Postgres => format!("CAST({i} AS BIGINT)"),
+                _ => i.to_string(),
+            };
+            format!(
+                "SELECT {n}, (SELECT COUNT(*) FROM (SELECT 1 FROM {} WHERE {} = {} LIMIT {cap}) AS x)",
+                d.quote(table),
+                d.quote(key.name),
+                d.typed_param(i + 1, key.sql_type)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
 }
 
 /// `SELECT <cols as text> FROM t WHERE LOWER(key) LIKE p1 ESCAPE '!'`.
