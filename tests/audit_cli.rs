@@ -72,7 +72,10 @@ async fn verify_checkpoint_consistency_show_export_and_rotate() {
         .filter(|l| l.starts_with("verifying the audit log: "))
         .collect();
     assert_eq!(stage.len(), 1, "{err}");
-    assert!(stage[0].starts_with("verifying the audit log: 5 entries in "), "{err}");
+    assert!(
+        stage[0].starts_with("verifying the audit log: 5 entries in "),
+        "{err}"
+    );
     assert!(!err.contains('\u{1b}') && !err.contains('\r'), "{err}");
 
     let (code, out, err) = lethe(dir, &["audit", "checkpoint"]);

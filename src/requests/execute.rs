@@ -512,7 +512,7 @@ impl Service<'_> {
         secret: Option<&str>,
     ) -> Mail {
         let nothing_found = result.get("nothing_found") == Some(&serde_json::Value::Bool(true));
-        let kept = kept_of(Some(&result.to_string()));
+        let kept = kept_of(result);
         let link = secret.map(|secret| {
             self.settings
                 .link(&format!("/portal/requests/{id}/download?secret={secret}"))

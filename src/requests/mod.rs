@@ -180,21 +180,26 @@ pub struct View {
     pub note: Option<String>,
 }
 
-/// The recipients an erasure told (Art. 19), by name, from its recorded result.
-fn told(result: Option<&str>) -> Vec<String> {
+/// A request's recorded result (JSON, or NULL before it ran), parsed once.
+fn result_of(result: Option<&str>) -> serde_json::Value {
     result
-        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-        .and_then(|v| v.get("told").and_then(|t| t.as_array()).cloned())
+        .and_then(|r| serde_json::from_str(r).ok())
         .unwrap_or_default()
-        .iter()
+}
+
+/// The recipients an erasure told (Art. 19), by name.
+fn told(result: &serde_json::Value) -> Vec<String> {
+    result["told"]
+        .as_array()
+        .into_iter()
+        .flatten()
         .filter_map(|t| t["name"].as_str().map(str::to_owned))
         .collect()
 }
 
-/// The purposes an objection to direct marketing stopped, from its recorded result.
-fn stopped(result: Option<&str>) -> Option<Vec<String>> {
-    let v = result.and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())?;
-    let list = v.get("stopped")?.as_array()?;
+/// The purposes an objection to direct marketing stopped, by name.
+fn stopped(result: &serde_json::Value) -> Option<Vec<String>> {
+    let list = result.get("stopped")?.as_array()?;
     Some(
         list.iter()
             .filter_map(|p| p["name"].as_str().map(str::to_owned))
@@ -202,20 +207,14 @@ fn stopped(result: Option<&str>) -> Option<Vec<String>> {
     )
 }
 
-/// Why a request waits, from its recorded result.
-fn held(result: Option<&str>) -> Option<&'static str> {
-    result
-        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-        .filter(|v| v.get("waiting_for").and_then(serde_json::Value::as_str) == Some("restriction"))
-        .map(|_| execute::HELD)
+/// Why a request waits.
+fn held(result: &serde_json::Value) -> Option<&'static str> {
+    (result["waiting_for"].as_str() == Some("restriction")).then_some(execute::HELD)
 }
 
-/// Whether an access result recorded that nothing was found.
-fn nothing_found(result: Option<&str>) -> bool {
-    result
-        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-        .and_then(|v| v.get("nothing_found").and_then(serde_json::Value::as_bool))
-        .unwrap_or(false)
+/// Whether an access found nothing.
+fn nothing_found(result: &serde_json::Value) -> bool {
+    result["nothing_found"].as_bool().unwrap_or(false)
 }
 
 /// One kept field of an erasure, as the subject reads it.
@@ -230,12 +229,9 @@ pub struct KeptView {
 }
 
 /// The kept fields recorded in an erasure's result.
-fn kept_of(result: Option<&str>) -> Vec<KeptView> {
-    let Some(v) = result.and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok()) else {
-        return Vec::new();
-    };
+fn kept_of(result: &serde_json::Value) -> Vec<KeptView> {
     let mut out = Vec::new();
-    for sys in v["systems"].as_array().into_iter().flatten() {
+    for sys in result["systems"].as_array().into_iter().flatten() {
         for c in sys["collections"].as_array().into_iter().flatten() {
             for k in c["kept"].as_array().into_iter().flatten() {
                 out.push(KeptView {
@@ -635,25 +631,13 @@ impl Service<'_> {
         .fetch_optional(self.store.pool())
         .await?
         .ok_or(RequestError::NotFound)?;
-        Ok(View {
-            id: r.try_get(0)?,
-            kind: r.try_get(1)?,
-            status: r.try_get(2)?,
-            received_at: r.try_get(3)?,
-            due_at: r.try_get(4)?,
-            kept: kept_of(r.try_get::<Option<String>, _>(5)?.as_deref()),
-            nothing_found: nothing_found(r.try_get::<Option<String>, _>(5)?.as_deref()),
-            held: held(r.try_get::<Option<String>, _>(5)?.as_deref()),
-            stopped: stopped(r.try_get::<Option<String>, _>(5)?.as_deref()),
-            told: told(r.try_get::<Option<String>, _>(5)?.as_deref()),
-            note: None,
-        })
+        view_of(&r)
     }
 
     /// The request, for the holder of its token.
     pub async fn status(&self, id: &str, token: &str) -> Result<View, RequestError> {
         let r = sqlx::query(
-            "SELECT token_hash, id, kind, status, received_at, due_at, result FROM dsr_requests WHERE id = $1",
+            "SELECT id, kind, status, received_at, due_at, result, token_hash FROM dsr_requests WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.store.pool())
@@ -662,25 +646,34 @@ impl Service<'_> {
         let Some(r) = r else {
             return Err(RequestError::Unauthorized);
         };
-        let hash: String = r.try_get(0)?;
+        let hash: String = r.try_get(6)?;
         if !same(&hash, &sha256_hex(token)) {
             return Err(RequestError::Unauthorized);
         }
-        Ok(View {
-            id: r.try_get(1)?,
-            kind: r.try_get(2)?,
-            status: r.try_get(3)?,
-            received_at: r.try_get(4)?,
-            due_at: r.try_get(5)?,
-            kept: kept_of(r.try_get::<Option<String>, _>(6)?.as_deref()),
-            nothing_found: nothing_found(r.try_get::<Option<String>, _>(6)?.as_deref()),
-            held: held(r.try_get::<Option<String>, _>(6)?.as_deref()),
-            stopped: stopped(r.try_get::<Option<String>, _>(6)?.as_deref()),
-            told: told(r.try_get::<Option<String>, _>(6)?.as_deref()),
-            // Sealed with the person's identity: gone with it after an erasure.
-            note: self.personal_of(id).await.ok().and_then(|p| p.reason),
-        })
+        let mut v = view_of(&r)?;
+        // Sealed with the person's identity: gone with it after an erasure.
+        v.note = self.personal_of(id).await.ok().and_then(|p| p.reason);
+        Ok(v)
     }
+}
+
+/// The view of a row that starts `id, kind, status, received_at, due_at, result`; its
+/// result parsed once.
+fn view_of(r: &sqlx::any::AnyRow) -> Result<View, RequestError> {
+    let result = result_of(r.try_get::<Option<String>, _>(5)?.as_deref());
+    Ok(View {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        status: r.try_get(2)?,
+        received_at: r.try_get(3)?,
+        due_at: r.try_get(4)?,
+        kept: kept_of(&result),
+        nothing_found: nothing_found(&result),
+        held: held(&result),
+        stopped: stopped(&result),
+        told: told(&result),
+        note: None,
+    })
 }
 
 mod admin;
