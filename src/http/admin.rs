@@ -2,7 +2,6 @@
 //! auditor reads, a DPO also acts. Every action is audited under the token's id.
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -16,8 +15,8 @@ use crate::audit::{Actor, Checkpoint};
 use crate::store::Role;
 use crate::vendors;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> super::Routes {
+    super::Routes::new()
         .route("/audit/verify", get(verify))
         .route(
             "/audit/checkpoint",

@@ -310,21 +310,71 @@ async fn seal_left_in_clear(state: &AppState) {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    // What anyone may call is limited per client IP.
-    let portal = portal::routes().route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        origin::check,
-    ));
+/// Routes that keep the paths they were given, so that [`paths`] can list what the router
+/// serves (the test comparing the router with `/openapi.json` walks them).
+pub(crate) struct Routes {
+    router: Router<AppState>,
+    paths: Vec<String>,
+}
+
+impl Routes {
+    pub(crate) fn new() -> Self {
+        Self {
+            router: Router::new(),
+            paths: Vec::new(),
+        }
+    }
+
+    pub(crate) fn route(
+        mut self,
+        path: &'static str,
+        methods: axum::routing::MethodRouter<AppState>,
+    ) -> Self {
+        self.router = self.router.route(path, methods);
+        self.paths.push(path.to_owned());
+        self
+    }
+
+    /// Layers on the router; the paths stay.
+    pub(crate) fn map(mut self, f: impl FnOnce(Router<AppState>) -> Router<AppState>) -> Self {
+        self.router = f(self.router);
+        self
+    }
+
+    fn merge(mut self, other: Routes) -> Self {
+        self.router = self.router.merge(other.router);
+        self.paths.extend(other.paths);
+        self
+    }
+
+    fn nest(mut self, prefix: &str, other: Routes) -> Self {
+        self.router = self.router.nest(prefix, other.router);
+        self.paths
+            .extend(other.paths.into_iter().map(|p| format!("{prefix}{p}")));
+        self
+    }
+}
+
+/// The routes with their layers; without `state` (listing the paths only), the layers
+/// that need it are left out.
+fn routes(state: Option<&AppState>) -> Routes {
+    let with_state =
+        |r: Routes, layer: &dyn Fn(Router<AppState>, AppState) -> Router<AppState>| match state {
+            Some(s) => r.map(|router| layer(router, s.clone())),
+            None => r,
+        };
+    // Portal forms are refused from other sites.
+    let portal = with_state(portal::routes(), &|r, s| {
+        r.route_layer(axum::middleware::from_fn_with_state(s, origin::check))
+    });
     // The JSON API reads JSON only: no cross-site form reaches it.
-    let api = requests::routes().route_layer(axum::middleware::from_fn(json_only::require));
-    let public = api
-        .merge(portal)
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limit::limit,
-        ));
-    Router::new()
+    let api =
+        requests::routes().map(|r| r.route_layer(axum::middleware::from_fn(json_only::require)));
+    // What anyone may call is limited per client IP.
+    let public = with_state(api.merge(portal), &|r, s| {
+        r.route_layer(axum::middleware::from_fn_with_state(s, limit::limit))
+    });
+    Routes::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/privacy", get(privacy))
@@ -332,12 +382,22 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .nest(
             "/v1/admin",
-            admin::routes().route_layer(axum::middleware::from_fn(json_only::require)),
+            admin::routes().map(|r| r.route_layer(axum::middleware::from_fn(json_only::require))),
         )
         .merge(public)
         // Controller systems call OpenDSR with their token for every request they hand
         // over and every status they poll: not limited per address, like the admin API.
         .merge(opendsr::routes())
+}
+
+/// Every path the router serves (each with one or more methods).
+pub fn paths() -> Vec<String> {
+    routes(None).paths
+}
+
+pub fn router(state: AppState) -> Router {
+    routes(Some(&state))
+        .router
         .fallback(|| async {
             ApiError::client(
                 axum::http::StatusCode::NOT_FOUND,

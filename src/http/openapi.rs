@@ -216,6 +216,18 @@ pub fn routes() -> Vec<Route> {
             "portal",
         ),
         r(
+            "post",
+            "/portal/requests/{id}/code",
+            "Portal: send a new code (the old one stops working); at most one a minute, a few per request",
+            RequestToken,
+            None,
+            &[
+                (200, "HTML: enter the new code"),
+                (429, "HTML: no new code yet"),
+            ],
+            "portal",
+        ),
+        r(
             "get",
             "/portal/requests/{id}/confirm",
             "Portal: the link from the e-mail (`?secret=`): a page with a confirm button",
@@ -288,6 +300,23 @@ pub fn routes() -> Vec<Route> {
                 (429, "rate limited"),
             ],
             "requests",
+        ),
+        r(
+            "post",
+            "/v1/requests/{id}/code",
+            "Send a new code and link to the holder of the request's token (the old ones stop working)",
+            RequestToken,
+            None,
+            &[
+                (200, "the request"),
+                (401, "no or wrong token"),
+                (409, "not waiting for a code"),
+                (
+                    429,
+                    "too soon after the last code, or no more codes for this request",
+                ),
+            ],
+            "public",
         ),
         r(
             "post",
@@ -523,6 +552,24 @@ pub fn routes() -> Vec<Route> {
         ),
         r(
             "get",
+            "/v1/admin/register",
+            "The record of processing activities (Art. 30(1)), one row per purpose",
+            Admin(false),
+            None,
+            &[(200, "the register")],
+            "admin",
+        ),
+        r(
+            "get",
+            "/v1/admin/retention/plan",
+            "What retention would delete or mask now, per collection, changing nothing; rows of people with a restriction in force counted apart",
+            Admin(false),
+            None,
+            &[(200, "the plan"), (503, "a system cannot be read")],
+            "admin",
+        ),
+        r(
+            "get",
             "/v1/admin/vendors/matrix",
             "Controls × agreements",
             Admin(false),
@@ -616,9 +663,22 @@ pub fn document() -> Value {
                 &[]
             })
         {
-            responses
-                .entry(code.to_string())
-                .or_insert(json!({ "description": what }));
+            let html = r.path == "/" || r.path == "/privacy" || r.path.starts_with("/portal/");
+            let content = if html {
+                // Pages, in every case: the portal answers errors with a page too.
+                json!({ "text/html": { "schema": { "type": "string" } } })
+            } else if *code >= 400 && r.path.starts_with("/opendsr/") {
+                json!({ "application/json": { "schema": { "$ref": "#/components/schemas/OpenDsrError" } } })
+            } else if *code >= 400 {
+                json!({ "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } })
+            } else {
+                Value::Null
+            };
+            let mut response = json!({ "description": what });
+            if !content.is_null() {
+                response["content"] = content;
+            }
+            responses.entry(code.to_string()).or_insert(response);
         }
         op["responses"] = Value::Object(responses);
         if let Some(body) = r.body {
@@ -669,10 +729,32 @@ pub fn document() -> Value {
             "description": "Data-subject requests (GDPR Art. 12-22), the privacy notice, audit and vendor views. Errors are {\"error\": {\"code\", \"message\"}}; OpenDSR routes use the OpenDSR error format."
         },
         "paths": paths,
-        "components": { "securitySchemes": {
+        "components": {
+          "schemas": {
+            "Error": {
+                "type": "object", "required": ["error"],
+                "properties": { "error": { "type": "object", "required": ["code", "message"],
+                    "properties": {
+                        "code": { "type": "string", "description": "stable, for programs (`no_route`, `rate_limited`, `wrong_state`, ...)" },
+                        "message": { "type": "string", "description": "for people; never personal data" }
+                    } } }
+            },
+            "OpenDsrError": {
+                "type": "object", "required": ["error"],
+                "properties": { "error": { "type": "object", "required": ["code", "message"],
+                    "properties": {
+                        "code": { "type": "integer" },
+                        "message": { "type": "string" },
+                        "errors": { "type": "array", "items": { "type": "object", "properties": {
+                            "domain": { "type": "string" }, "reason": { "type": "string" }, "message": { "type": "string" } } } }
+                    } } }
+            }
+          },
+          "securitySchemes": {
             "adminToken": { "type": "http", "scheme": "bearer", "description": "lethe admin token create --role dpo|auditor" },
             "requestToken": { "type": "http", "scheme": "bearer", "description": "the token returned when the request was made" },
             "downloadSecret": { "type": "http", "scheme": "bearer", "description": "the secret of the link in the completion e-mail (`?secret=`)" }
-        } }
+          }
+        }
     })
 }

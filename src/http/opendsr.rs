@@ -5,7 +5,6 @@
 //! (`X-OpenDSR-Signature`, base64 over the body); errors use the specification's format.
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -22,13 +21,13 @@ use crate::audit::{Actor, Identity};
 use crate::requests::{Kind, OPENDSR_API_VERSION, RequestError, opendsr_status};
 use crate::store::Role;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> super::Routes {
+    super::Routes::new()
         .route("/opendsr/v1/discovery", get(discovery))
         .route("/opendsr/v1/public-key", get(public_key))
         .route("/opendsr/v1/requests", axum::routing::post(create))
         .route("/opendsr/v1/requests/{id}", get(status).delete(cancel))
-        .route_layer(axum::middleware::from_fn(json_only))
+        .map(|r| r.route_layer(axum::middleware::from_fn(json_only)))
 }
 
 /// A write with a body that is not JSON: 415, in the OpenDSR format.

@@ -3,7 +3,6 @@
 //! has a label and a hint, errors are announced (`role="alert"`).
 
 use axum::Form;
-use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -17,8 +16,8 @@ use super::requests::service;
 use crate::audit::Identity;
 use crate::requests::{CODE_TTL_MINUTES, Kind, RequestError};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> super::Routes {
+    super::Routes::new()
         .route("/", get(form))
         .route("/portal/requests", post(submit))
         .route("/portal/requests/{id}", get(status))

@@ -2,7 +2,6 @@
 //! malformed one gets the JSON error format; bodies over 64 KiB are refused.
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -16,14 +15,14 @@ use crate::requests::{Kind, RequestError, Service};
 
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> super::Routes {
+    super::Routes::new()
         .route("/v1/requests", post(submit))
         .route("/v1/requests/{id}/verify", post(verify))
         .route("/v1/requests/{id}/code", post(resend))
         .route("/v1/requests/{id}", get(status).delete(cancel))
         .route("/v1/requests/{id}/package", get(package))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .map(|r| r.layer(DefaultBodyLimit::max(BODY_LIMIT)))
 }
 
 /// The request service over the server's store, audit log and mailer.
