@@ -34,6 +34,8 @@ pub struct Options {
     pub run_requests: bool,
     /// How often the worker looks for work nobody announced.
     pub worker_poll: Duration,
+    /// How often the webhook sender looks for webhooks nobody announced.
+    pub webhook_poll: Duration,
     /// Leave webhook delivery to the caller ([`Application::webhooks`]).
     pub manual_webhooks: bool,
     /// Resolves webhook host names (a stub in tests of address rules).
@@ -49,6 +51,7 @@ impl Default for Options {
         Self {
             run_requests: true,
             worker_poll: crate::http::worker::POLL,
+            webhook_poll: crate::notify::webhook::POLL,
             manual_webhooks: false,
             lookup: Arc::new(SystemLookup),
             live_checks: Some(LIVE_CHECK_EVERY),
@@ -138,7 +141,8 @@ impl Application {
                     .workers
                     .unwrap_or_else(crate::http::worker::default_workers),
             )
-            .with_worker_poll(options.worker_poll);
+            .with_worker_poll(options.worker_poll)
+            .with_webhook_poll(options.webhook_poll);
         if options.manual_webhooks {
             server = server.manual_webhooks();
         }

@@ -53,6 +53,8 @@ struct Options {
     no_notice_for: Option<&'static str>,
     /// How often the background worker looks for work nobody announced.
     worker_poll: Option<std::time::Duration>,
+    /// How often the background webhook sender looks for webhooks nobody announced.
+    webhook_poll: Option<std::time::Duration>,
 }
 
 /// A direct-marketing purpose, appended to the demo's purposes.
@@ -105,6 +107,7 @@ async fn start_with(options: Options) -> Server {
             // A test that moves the clock runs no lease: its own would look lapsed.
             jobs: options.background,
             worker_poll: options.worker_poll.unwrap_or(lethe::http::worker::POLL),
+            webhook_poll: options.webhook_poll.unwrap_or(lethe::notify::webhook::POLL),
             ..Default::default()
         },
     )
@@ -2758,6 +2761,35 @@ async fn a_verified_request_wakes_the_idle_worker() {
     let (id, token) = s.verified("erasure", "person5@example.org").await;
     s.until(&id, &token, &["completed", "partially_completed"], 10)
         .await;
+}
+
+/// An erasure's notice to a processor leaves as soon as the request has run, not at the
+/// webhook sender's next look (ten minutes here).
+#[tokio::test]
+async fn an_erasure_notice_leaves_as_soon_as_the_request_has_run() {
+    let hook = receiver(0).await;
+    let s = start_with(Options {
+        background: true,
+        webhook: Some(format!("{}/privacy/erasure", hook.url)),
+        worker_poll: Some(std::time::Duration::from_secs(600)),
+        webhook_poll: Some(std::time::Duration::from_secs(600)),
+        ..Options::default()
+    })
+    .await;
+    // The sender has looked once, found nothing, and sleeps.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (id, token) = s.verified("erasure", "person3@example.org").await;
+    s.until(&id, &token, &["completed", "partially_completed"], 10)
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while hook.count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the notice waited for the sender's next look"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(String::from_utf8_lossy(&hook.last().1).contains("Art. 19"));
 }
 
 /// Between instances on one PostgreSQL store: an instance that only takes requests (no

@@ -56,6 +56,8 @@ pub struct AppState {
     pub webhook_rules: Arc<crate::notify::target::Rules>,
     /// Wakes the request worker: work exists.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Wakes the webhook sender: webhooks were queued.
+    pub webhook_wake: Arc<tokio::sync::Notify>,
     /// What the last check of the systems' live schemas found wrong (none: ready).
     pub live_problems: Arc<std::sync::RwLock<Vec<String>>>,
 }
@@ -68,6 +70,8 @@ impl AppState {
         // Every idle worker looks; one busy worker finds it when it looks again.
         self.wake.notify_waiters();
         self.wake.notify_one();
+        // What the DPO did may have queued callbacks.
+        self.webhook_wake.notify_one();
         let store = self.store.clone();
         tokio::spawn(async move { store.announce_work().await });
     }
@@ -97,6 +101,8 @@ pub struct Server {
     worker: Option<Arc<crate::sources::db::Sources>>,
     /// How often the worker looks for work nobody announced (a retry coming due).
     worker_poll: std::time::Duration,
+    /// How often the webhook sender looks for webhooks nobody announced.
+    webhook_poll: std::time::Duration,
     /// How often the systems' live schemas are checked for `/readyz` (None: never).
     live_checks: Option<std::time::Duration>,
     /// Requests run side by side.
@@ -119,6 +125,7 @@ impl Server {
             proxies: Arc::new(TrustedProxies::default()),
             webhook_rules: Arc::default(),
             wake: Arc::new(tokio::sync::Notify::new()),
+            webhook_wake: Arc::new(tokio::sync::Notify::new()),
             live_problems: Arc::default(),
         };
         let listener = TcpListener::bind(bind)
@@ -131,6 +138,7 @@ impl Server {
             manual_webhooks: false,
             worker: None,
             worker_poll: worker::POLL,
+            webhook_poll: crate::notify::webhook::POLL,
             live_checks: None,
             workers: worker::default_workers(),
         })
@@ -219,6 +227,13 @@ impl Server {
         self
     }
 
+    /// How often the webhook sender looks for webhooks nobody announced (default
+    /// [`crate::notify::webhook::POLL`]).
+    pub fn with_webhook_poll(mut self, every: std::time::Duration) -> Self {
+        self.webhook_poll = every;
+        self
+    }
+
     /// Limits each client IP to `per_minute` requests on the public routes (0: no limit).
     pub fn with_rate_limit(mut self, per_minute: u32) -> Self {
         self.state.limiter = Arc::new(limit::RateLimiter::new(per_minute));
@@ -247,7 +262,12 @@ impl Server {
         seal_left_in_clear(&self.state).await;
         let mut background = Vec::new();
         if let Some(d) = self.webhooks.filter(|_| !self.manual_webhooks) {
-            background.push(crate::notify::webhook::spawn(self.state.store.clone(), d));
+            background.push(crate::notify::webhook::spawn(
+                self.state.store.clone(),
+                d,
+                self.state.webhook_wake.clone(),
+                self.webhook_poll,
+            ));
         }
         if let Some(sources) = self.worker {
             background.extend(worker::spawn_all(

@@ -36,6 +36,7 @@ fn spawn(
     poll: std::time::Duration,
 ) -> tokio::task::JoinHandle<()> {
     let wake = state.wake.clone();
+    let webhooks = state.webhook_wake.clone();
     let store = state.store.clone();
     let audit = state.audit.clone();
     let mailer = state.mailer.clone();
@@ -55,7 +56,11 @@ fn spawn(
                     .execute_next(&policy, &sources, &holder, chrono::Utc::now())
                     .await
                 {
-                    Ok(Some(id)) => said(&store, &id).await,
+                    Ok(Some(id)) => {
+                        // Its callbacks and erasure notices leave now.
+                        webhooks.notify_one();
+                        said(&store, &id).await;
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         tracing::error!(error = %e, "request worker");

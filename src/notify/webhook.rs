@@ -481,13 +481,27 @@ async fn record(
 }
 
 /// Delivers webhooks in the background until aborted: whatever is due, then a pause.
-pub fn spawn(store: Store, delivery: Arc<Delivery>) -> tokio::task::JoinHandle<()> {
+/// How often the sender looks for webhooks nobody announced (a retry coming due, one
+/// queued by another instance). Announced ones leave at once.
+pub const POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Delivers what is due, then again whenever `wake` is notified (a request ran, a DPO
+/// acted), or after `poll` at the latest.
+pub fn spawn(
+    store: Store,
+    delivery: Arc<Delivery>,
+    wake: Arc<tokio::sync::Notify>,
+    poll: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             if let Err(e) = deliver_due(&store, &delivery).await {
                 tracing::warn!(error = %e, "webhook delivery deferred");
             }
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+            }
         }
     })
 }
