@@ -583,36 +583,41 @@ async fn metrics(
         "# HELP lethe_requests_failed Requests that failed and wait for the DPO (retry, reject or complete).\n# TYPE lethe_requests_failed gauge\nlethe_requests_failed {}\n",
         scalar("SELECT COUNT(*) FROM dsr_requests WHERE status = 'failed'").await?
     ));
-    // Each job's last successful run: when it ended and how long it took.
+    // Each job's last successful run (the store picks it): when it ended, how long it took.
     let runs = sqlx::query(
-        "SELECT job, started_at, finished_at, summary, kind FROM job_runs WHERE status = 'completed' AND finished_at IS NOT NULL ORDER BY id",
+        "SELECT job, started_at, finished_at FROM job_runs j WHERE id = \
+         (SELECT MAX(id) FROM job_runs WHERE job = j.job AND status = 'completed' AND finished_at IS NOT NULL)",
     )
     .fetch_all(pool)
     .await
     .map_err(anyhow::Error::from)?;
     let mut last: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
-    let (mut deleted, mut masked) = (0u64, 0u64);
     for r in &runs {
-        let (job, started, finished, summary, kind): (String, String, String, String, String) = (
+        let (job, started, finished): (String, String, String) = (
             r.try_get(0).map_err(anyhow::Error::from)?,
             r.try_get(1).map_err(anyhow::Error::from)?,
             r.try_get(2).map_err(anyhow::Error::from)?,
-            r.try_get(3).map_err(anyhow::Error::from)?,
-            r.try_get(4).map_err(anyhow::Error::from)?,
         );
-        let (Some(s), Some(f)) = (
+        if let (Some(s), Some(f)) = (
             crate::policy::parse_timestamp(&started),
             crate::policy::parse_timestamp(&finished),
-        ) else {
-            continue;
-        };
-        let took = (f - s).num_milliseconds() as f64 / 1000.0;
-        last.insert(job, (f.timestamp_millis() as f64 / 1000.0, took));
-        if kind == "retention" {
-            let v: serde_json::Value = serde_json::from_str(&summary).unwrap_or_default();
-            deleted += v["rows_deleted"].as_u64().unwrap_or(0);
-            masked += v["values_masked"].as_u64().unwrap_or(0);
+        ) {
+            let took = (f - s).num_milliseconds() as f64 / 1000.0;
+            last.insert(job, (f.timestamp_millis() as f64 / 1000.0, took));
         }
+    }
+    // What retention deleted and masked: only the summaries of retention runs are read.
+    let summaries: Vec<String> = sqlx::query_scalar(
+        "SELECT summary FROM job_runs WHERE kind = 'retention' AND status = 'completed' AND summary IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(anyhow::Error::from)?;
+    let (mut deleted, mut masked) = (0u64, 0u64);
+    for summary in &summaries {
+        let v: serde_json::Value = serde_json::from_str(summary).unwrap_or_default();
+        deleted += v["rows_deleted"].as_u64().unwrap_or(0);
+        masked += v["values_masked"].as_u64().unwrap_or(0);
     }
     out.push_str("# HELP lethe_job_last_success_timestamp_seconds When each job's last successful run ended (Unix time).\n# TYPE lethe_job_last_success_timestamp_seconds gauge\n");
     for (job, (at, _)) in &last {
