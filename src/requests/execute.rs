@@ -47,8 +47,8 @@ impl Service<'_> {
             crate::store::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             crate::store::Backend::Sqlite => "",
         };
-        // The claim and its audit entry are one commit.
-        let mut tx = self.store.begin().await?;
+        // The claim is a statement of its own: it takes the store's write lock (on SQLite)
+        // only for its own moment, also when there is nothing to claim.
         let claimed = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE dsr_requests SET status = 'in_progress', \
              taken_over_from = CASE WHEN status = 'in_progress' THEN claimed_by END, \
@@ -60,7 +60,7 @@ impl Service<'_> {
         .bind(timestamp(now))
         .bind(&stale)
         .bind(crate::store::lease::lease_cutoff(now))
-        .fetch_optional(&mut *tx)
+        .fetch_optional(self.store.pool())
         .await?;
         let Some(row) = claimed else { return Ok(None) };
         let (id, kind, attempts): (String, String, i64) =
@@ -74,6 +74,7 @@ impl Service<'_> {
             summary["resumed_after_stop_of"] = serde_json::json!(from);
             tracing::info!(request = %id, from = %from, "took over a request whose worker stopped");
         }
+        let mut tx = self.store.begin().await?;
         self.audit
             .append_in(
                 &mut tx,
