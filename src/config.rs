@@ -68,7 +68,8 @@ pub struct Config {
     /// The service's address as the outside sees it, for links in e-mails and for the
     /// OpenDSR processor domain.
     pub public_url: Option<String>,
-    /// Requests per minute one client IP may make to the public routes.
+    /// Requests per minute one client IP may make to the public routes (the request API
+    /// and the portal; OpenDSR and the admin API take a token and are not limited).
     pub rate_limit: u32,
     /// Requests `serve` runs side by side (default: one per core, at least two).
     pub workers: Option<usize>,
