@@ -296,7 +296,7 @@ pub fn mailer(config: &Config, policy: &Policy, audit: &AuditLog) -> anyhow::Res
 }
 
 /// Records the policy set in force, with its audit entry, in one transaction.
-pub async fn record_policy_load(audit: &AuditLog, policy: &Policy, by: &str) -> anyhow::Result<()> {
+async fn record_policy_load(audit: &AuditLog, policy: &Policy, by: &str) -> anyhow::Result<()> {
     let mut tx = audit.store().begin().await?;
     let entry = NewEntry::new(Actor::System, "policy.loaded").summary(serde_json::json!({
         "policy_hash": policy.hash,

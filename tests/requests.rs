@@ -2267,9 +2267,29 @@ async fn the_router_serves_exactly_what_openapi_describes() {
         .json()
         .await
         .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    // Errors have a schema, the one the server answers with; pages are HTML.
+    assert_eq!(
+        doc["paths"]["/v1/requests"]["post"]["responses"]["422"]["content"]["application/json"]["schema"]
+            ["$ref"],
+        "#/components/schemas/Error"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["Error"]["properties"]["error"]["required"],
+        json!(["code", "message"])
+    );
+    assert!(
+        doc["paths"]["/portal/requests"]["post"]["responses"]["422"]["content"]["text/html"]
+            .is_object()
+    );
     let documented = doc["paths"].as_object().unwrap();
     let served_paths = lethe::http::paths();
     assert!(served_paths.len() >= 30, "{served_paths:?}");
+    let operations: usize = documented
+        .values()
+        .map(|ops| ops.as_object().unwrap().len())
+        .sum();
+    assert!(operations >= 30, "{operations} operations");
     for path in documented.keys() {
         assert!(
             served_paths.contains(path),
@@ -2311,70 +2331,14 @@ async fn the_router_serves_exactly_what_openapi_describes() {
         "served but not in /openapi.json: {undocumented:?}"
     );
     assert!(missing.is_empty(), "documented but not served: {missing:?}");
-}
-
-#[tokio::test]
-async fn openapi_describes_every_route_the_server_answers() {
-    let s = start().await;
-    let dpo = s.token(lethe::store::Role::Dpo).await;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let doc: Value = http
-        .get(format!("{}/openapi.json", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(doc["openapi"], "3.1.0");
-    // Errors have a schema, the one the server answers with; pages are HTML.
-    assert_eq!(
-        doc["paths"]["/v1/requests"]["post"]["responses"]["422"]["content"]["application/json"]["schema"]
-            ["$ref"],
-        "#/components/schemas/Error"
-    );
-    assert_eq!(
-        doc["components"]["schemas"]["Error"]["properties"]["error"]["required"],
-        json!(["code", "message"])
-    );
-    assert!(
-        doc["paths"]["/portal/requests"]["post"]["responses"]["422"]["content"]["text/html"]
-            .is_object()
-    );
-    let paths = doc["paths"].as_object().unwrap();
-    let mut n = 0;
-    for (path, ops) in paths {
-        for method in ops.as_object().unwrap().keys() {
-            let url = format!("{}{}", s.base, path.replace("{id}", "r_unknown"));
-            let r = http
-                .request(method.to_uppercase().parse().unwrap(), &url)
-                .bearer_auth(&dpo)
-                .header("content-type", "application/json")
-                .body("{}")
-                .send()
-                .await
-                .unwrap();
-            let status = r.status();
-            assert_ne!(status, 405, "{method} {path} is documented but not served");
-            let body = r.text().await.unwrap_or_default();
-            assert!(
-                !(status == 404 && body.contains("\"no_route\"")),
-                "{method} {path} is documented but not served"
-            );
-            n += 1;
-        }
-    }
-    assert!(n >= 30, "{n} operations");
+    // Anything else is the fallback's 404, in the error format.
     let r = http
         .get(format!("{}/v1/nothing", s.base))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    assert!(r.text().await.unwrap().contains("no_route"));
+    assert!(r.text().await.unwrap().contains("\"no_route\""));
 }
 
 #[tokio::test]
