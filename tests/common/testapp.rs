@@ -136,6 +136,15 @@ impl TestApp {
         let done = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
         }));
+        // Serving: what the start does first (sealing what was left in clear) is done.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while reqwest::get(format!("{base}/healthz")).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         Self {
             base,
             store,
