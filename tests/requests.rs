@@ -2275,7 +2275,11 @@ async fn the_router_serves_exactly_what_openapi_describes() {
         "#/components/schemas/Error"
     );
     assert_eq!(
-        doc["components"]["schemas"]["Error"]["properties"]["error"]["required"],
+        doc["components"]["schemas"]["Error"]["properties"]["error"]["$ref"],
+        "#/components/schemas/ErrorDetail"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["ErrorDetail"]["required"],
         json!(["code", "message"])
     );
     assert!(
@@ -2339,6 +2343,437 @@ async fn the_router_serves_exactly_what_openapi_describes() {
         .unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().contains("\"no_route\""));
+}
+
+/// The schema `/openapi.json` gives for `method path` answering `status`, in a root that
+/// carries the document's components so that its references resolve.
+fn documented_schema(doc: &Value, method: &str, path: &str, status: u16) -> Value {
+    let response = &doc["paths"][path][method]["responses"][status.to_string()];
+    assert!(
+        response.is_object(),
+        "{method} {path} answered {status}, which /openapi.json does not list"
+    );
+    let schema = response["content"]["application/json"]["schema"].clone();
+    assert!(
+        schema.is_object(),
+        "{method} {path} answered JSON with {status}; /openapi.json gives it no JSON schema"
+    );
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "allOf": [schema],
+        "components": doc["components"],
+    })
+}
+
+/// Reads `r`'s JSON body and asserts that it matches what `/openapi.json` documents for
+/// `method path` at its status; the body.
+async fn conforms(doc: &Value, method: &str, path: &str, r: reqwest::Response) -> Value {
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    let root = documented_schema(doc, method, path, status);
+    let validator = jsonschema::validator_for(&root).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&body)
+        .map(|e| format!("{e} (at {})", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {status}: the answer does not match /openapi.json: {errors:?}\n{body:#}"
+    );
+    body
+}
+
+/// Every JSON answer, success or error, matches the schema `/openapi.json` gives its route
+/// and status: requests made, confirmed, read and withdrawn; the DPO's actions and views;
+/// OpenDSR's hand-over, status and withdrawal. A schema that says less than the answer
+/// (a missing field with `additionalProperties: false`, a wrong type, a state outside the
+/// enum) fails here.
+#[tokio::test]
+async fn every_json_answer_matches_the_schema_openapi_gives_it() {
+    use lethe::requests::Kind;
+    let s = start_with(Options {
+        approval: vec![Kind::Erasure],
+        ..Options::default()
+    })
+    .await;
+    let dpo = s.token(lethe::store::Role::Dpo).await;
+    let base = s.base.clone();
+    let http = reqwest::Client::new();
+    let doc: Value = http
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Every success but "no content" and a redirect says what it carries.
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            for (code, response) in op["responses"].as_object().unwrap() {
+                if code.starts_with('2') && code != "204" {
+                    let content = response["content"].as_object();
+                    assert!(
+                        content.is_some_and(
+                            |c| !c.is_empty() && c.values().all(|m| m["schema"].is_object())
+                        ),
+                        "{method} {path} {code} has no schema"
+                    );
+                }
+            }
+        }
+    }
+    let get = |path: &str| http.get(format!("{base}{path}")).bearer_auth(&dpo).send();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(&dpo)
+            .json(&body)
+            .send()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut check = async |method: &str, path: &str, r: reqwest::Response| {
+        seen.insert(format!("{method} {path}"));
+        conforms(&doc, method, path, r).await
+    };
+    check("get", "/healthz", get("/healthz").await.unwrap()).await;
+    check("get", "/readyz", get("/readyz").await.unwrap()).await;
+
+    // A person's access: made, refused a wrong code, confirmed, run, read.
+    let submit = |kind: &str, email: &str| {
+        http.post(format!("{base}/v1/requests"))
+            .json(&json!({ "type": kind, "identity": { "email": email } }))
+            .send()
+    };
+    let made = check(
+        "post",
+        "/v1/requests",
+        submit("access", "person1@example.org").await.unwrap(),
+    )
+    .await;
+    let (id, token) = (
+        made["id"].as_str().unwrap().to_owned(),
+        made["token"].as_str().unwrap().to_owned(),
+    );
+    check(
+        "post",
+        "/v1/requests",
+        submit("nonsense", "person1@example.org").await.unwrap(),
+    )
+    .await;
+    let code = s.code(&id).await;
+    let wrong = if code == "0000000000" {
+        "1111111111"
+    } else {
+        "0000000000"
+    };
+    let verify = |id: &str, code: &str| {
+        http.post(format!("{base}/v1/requests/{id}/verify"))
+            .json(&json!({ "code": code }))
+            .send()
+    };
+    check(
+        "post",
+        "/v1/requests/{id}/verify",
+        verify(&id, wrong).await.unwrap(),
+    )
+    .await;
+    check(
+        "post",
+        "/v1/requests/{id}/verify",
+        verify(&id, &code).await.unwrap(),
+    )
+    .await;
+    s.execute().await.expect("the access runs");
+    let mine = |id: &str, token: &str| {
+        http.get(format!("{base}/v1/requests/{id}"))
+            .bearer_auth(token)
+            .send()
+    };
+    let done = check("get", "/v1/requests/{id}", mine(&id, &token).await.unwrap()).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    check(
+        "get",
+        "/v1/requests/{id}",
+        mine(&id, "wrong-token").await.unwrap(),
+    )
+    .await;
+    // Too late to withdraw a completed one; a new one is withdrawn; a new code too soon.
+    let withdraw = |id: &str, token: &str| {
+        http.delete(format!("{base}/v1/requests/{id}"))
+            .bearer_auth(token)
+            .send()
+    };
+    check(
+        "delete",
+        "/v1/requests/{id}",
+        withdraw(&id, &token).await.unwrap(),
+    )
+    .await;
+    let other = check(
+        "post",
+        "/v1/requests",
+        submit("portability", "person2@example.org").await.unwrap(),
+    )
+    .await;
+    let (oid, otoken) = (
+        other["id"].as_str().unwrap(),
+        other["token"].as_str().unwrap(),
+    );
+    let resend = http
+        .post(format!("{base}/v1/requests/{oid}/code"))
+        .bearer_auth(otoken)
+        .send()
+        .await
+        .unwrap();
+    check("post", "/v1/requests/{id}/code", resend).await;
+    let cancelled = check(
+        "delete",
+        "/v1/requests/{id}",
+        withdraw(oid, otoken).await.unwrap(),
+    )
+    .await;
+    assert_eq!(cancelled["status"], "cancelled");
+
+    // The DPO: an erasure waiting for approval, approved and run; another extended and
+    // rejected; a rectification completed.
+    let svc = s.service();
+    let now = chrono::Utc::now();
+    let identity = |email: &str| lethe::audit::Identity::parse(&format!("email={email}")).unwrap();
+    let confirmed = async |kind: Kind, email: &str| {
+        let made = svc.submit(kind, &identity(email), None, now).await.unwrap();
+        let code = s.code(&made.id).await;
+        svc.verify(&made.id, &code, now).await.unwrap();
+        made.id
+    };
+    let erasure = confirmed(Kind::Erasure, "person3@example.org").await;
+    let listed = check(
+        "get",
+        "/v1/admin/requests",
+        get("/v1/admin/requests").await.unwrap(),
+    )
+    .await;
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == erasure.as_str())
+    );
+    check(
+        "get",
+        "/v1/admin/requests/{id}",
+        get(&format!("/v1/admin/requests/{erasure}")).await.unwrap(),
+    )
+    .await;
+    check(
+        "get",
+        "/v1/admin/requests/{id}",
+        get("/v1/admin/requests/r_unknown").await.unwrap(),
+    )
+    .await;
+    check(
+        "post",
+        "/v1/admin/requests/{id}/approve",
+        post(&format!("/v1/admin/requests/{erasure}/approve"), json!({}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    s.execute().await.expect("the erasure runs");
+    let erased = check(
+        "get",
+        "/v1/admin/requests/{id}",
+        get(&format!("/v1/admin/requests/{erasure}")).await.unwrap(),
+    )
+    .await;
+    assert!(erased["result"].is_object(), "{erased}");
+    check(
+        "post",
+        "/v1/admin/requests/{id}/retry",
+        post(&format!("/v1/admin/requests/{erasure}/retry"), json!({}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let slow = confirmed(Kind::Erasure, "person4@example.org").await;
+    let extend = |body: Value| post(&format!("/v1/admin/requests/{slow}/extend"), body);
+    check(
+        "post",
+        "/v1/admin/requests/{id}/extend",
+        extend(json!({ "months": 7, "reason": "many systems" }))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let extended = check(
+        "post",
+        "/v1/admin/requests/{id}/extend",
+        extend(json!({ "months": 2, "reason": "many systems" }))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(extended["extended"].as_bool().unwrap());
+    check(
+        "post",
+        "/v1/admin/requests/{id}/reject",
+        post(&format!("/v1/admin/requests/{slow}/reject"), json!({}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let task = confirmed(Kind::Rectification, "person5@example.org").await;
+    s.execute().await;
+    check(
+        "post",
+        "/v1/admin/requests/{id}/complete",
+        post(
+            &format!("/v1/admin/requests/{task}/complete"),
+            json!({ "note": "Your address is corrected." }),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    check(
+        "post",
+        "/v1/admin/requests/{id}/lift",
+        post(
+            &format!("/v1/admin/requests/{task}/lift"),
+            json!({ "note": "nothing" }),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    for path in [
+        "/v1/admin/mail/dead",
+        "/v1/admin/webhooks/failed",
+        "/v1/admin/suppression",
+        "/v1/admin/audit/verify",
+        "/v1/admin/register",
+        "/v1/admin/retention/plan",
+        "/v1/admin/vendors/matrix",
+        "/v1/admin/vendors/obligations",
+        "/v1/admin/vendors/check",
+    ] {
+        check("get", path, get(path).await.unwrap()).await;
+    }
+    check(
+        "post",
+        "/v1/admin/audit/checkpoint",
+        post("/v1/admin/audit/checkpoint", json!({})).await.unwrap(),
+    )
+    .await;
+    check(
+        "get",
+        "/v1/admin/audit/checkpoint",
+        get("/v1/admin/audit/checkpoint").await.unwrap(),
+    )
+    .await;
+    check(
+        "post",
+        "/v1/admin/mail/dead/{id}/requeue",
+        post("/v1/admin/mail/dead/999999/requeue", json!({}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    // Without a token: the error format.
+    let anonymous = http
+        .get(format!("{base}/v1/admin/register"))
+        .send()
+        .await
+        .unwrap();
+    check("get", "/v1/admin/register", anonymous).await;
+
+    // OpenDSR: discovery, a hand-over, a bad one, its status and its withdrawal.
+    check(
+        "get",
+        "/opendsr/v1/discovery",
+        get("/opendsr/v1/discovery").await.unwrap(),
+    )
+    .await;
+    let handed = json!({
+        "subject_request_id": "00000000-0000-4000-8000-00000000a001",
+        "regulation": "gdpr",
+        "subject_request_type": "access",
+        "submitted_time": "2026-12-01T10:00:00Z",
+        "api_version": "2.0",
+        "subject_identities": [{ "identity_type": "email", "identity_value": "person6@example.org", "identity_format": "raw" }],
+    });
+    check(
+        "post",
+        "/opendsr/v1/requests",
+        post("/opendsr/v1/requests", handed).await.unwrap(),
+    )
+    .await;
+    check(
+        "post",
+        "/opendsr/v1/requests",
+        post("/opendsr/v1/requests", json!({ "regulation": "gdpr" }))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let external = "/opendsr/v1/requests/00000000-0000-4000-8000-00000000a001";
+    check(
+        "get",
+        "/opendsr/v1/requests/{id}",
+        get(external).await.unwrap(),
+    )
+    .await;
+    let cancel = http
+        .delete(format!("{base}{external}"))
+        .bearer_auth(&dpo)
+        .send();
+    check("delete", "/opendsr/v1/requests/{id}", cancel.await.unwrap()).await;
+    let again = http
+        .delete(format!("{base}{external}"))
+        .bearer_auth(&dpo)
+        .send();
+    check("delete", "/opendsr/v1/requests/{id}", again.await.unwrap()).await;
+    s.execute().await;
+    check(
+        "get",
+        "/opendsr/v1/requests/{id}",
+        get(external).await.unwrap(),
+    )
+    .await;
+
+    // Every route that answers JSON was called at least once.
+    let json_routes: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .iter()
+                .filter(|(_, op)| {
+                    op["responses"]
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .any(|(code, r)| {
+                            code.starts_with('2')
+                                && r["content"]["application/json"]["schema"].is_object()
+                        })
+                })
+                // The description itself, and the packages (a file, its secret mailed).
+                .filter(|_| {
+                    path.as_str() != "/openapi.json"
+                        && !path.ends_with("/package")
+                        && !path.ends_with("/download")
+                })
+                .map(move |(method, _)| format!("{method} {path}"))
+        })
+        .collect();
+    let uncalled: Vec<&String> = json_routes.iter().filter(|r| !seen.contains(*r)).collect();
+    assert!(
+        uncalled.is_empty(),
+        "not checked against their schema: {uncalled:?}"
+    );
 }
 
 #[tokio::test]

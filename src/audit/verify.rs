@@ -14,14 +14,14 @@ use crate::store::timestamp;
 pub const LOG_ID: &str = "lethe-audit-v1";
 
 /// Something wrong with the log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Problem {
     /// The first entry concerned, when one can be named.
     pub seq: Option<u64>,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct VerifyReport {
     pub entries: u64,
     pub root_hash: String,
@@ -43,7 +43,7 @@ impl VerifyReport {
 }
 
 /// A signed tree head. An auditor keeps these outside lethe.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Checkpoint {
     pub log: String,

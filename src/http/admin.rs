@@ -7,7 +7,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::requests::{parse, service};
 use super::{ApiError, AppState};
@@ -101,12 +102,13 @@ async fn vendors_obligations(
 async fn vendors_check(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<VendorCheck>, ApiError> {
     admin(&state, &headers, Role::Auditor).await?;
     let findings = vendors::check(&state.policy, chrono::Utc::now().date_naive());
-    Ok(Json(
-        serde_json::json!({ "ok": findings.is_empty(), "findings": findings }),
-    ))
+    Ok(Json(VendorCheck {
+        ok: findings.is_empty(),
+        findings,
+    }))
 }
 
 async fn verify(
@@ -184,9 +186,11 @@ async fn list_requests(
     ))
 }
 
-#[derive(Deserialize)]
+/// An extension of the deadline (Art. 12(3)): by how long, and why, in words the person reads.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ExtendBody {
+pub(crate) struct ExtendBody {
+    #[schemars(range(min = 1, max = 2))]
     months: u32,
     reason: String,
 }
@@ -219,9 +223,10 @@ async fn extend(
     ))
 }
 
-#[derive(Deserialize)]
+/// Why a request is refused (Art. 12(4)); the person reads it.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RejectBody {
+pub(crate) struct RejectBody {
     reason: String,
 }
 
@@ -283,12 +288,28 @@ async fn dead_mail(
     ))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RequeueBody {
+pub(crate) struct RequeueBody {
     /// The corrected address, when the old one was at fault.
     #[serde(default)]
+    #[schemars(email)]
     recipient: Option<String>,
+}
+
+/// A dead letter back in the queue.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Requeued {
+    id: i64,
+    #[schemars(extend("const" = "queued"))]
+    status: &'static str,
+}
+
+/// The findings of `vendors check`; `ok` when there are none.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct VendorCheck {
+    ok: bool,
+    findings: Vec<vendors::Finding>,
 }
 
 /// Puts a dead letter back in the queue once the DPO fixed the transport or the address
@@ -298,7 +319,7 @@ async fn requeue_dead(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Requeued>, ApiError> {
     let who = admin(&state, &headers, Role::Dpo).await?;
     let id: i64 = id.parse().map_err(|_| ApiError::NotFound)?;
     let body: RequeueBody = match body {
@@ -340,7 +361,10 @@ async fn requeue_dead(
             tracing::warn!(error = %e, "mail delivery deferred");
         }
     });
-    Ok(Json(serde_json::json!({ "id": id, "status": "queued" })))
+    Ok(Json(Requeued {
+        id,
+        status: "queued",
+    }))
 }
 
 /// Webhooks given up as failed, newest first, for the DPO or an auditor to act on.
@@ -434,17 +458,21 @@ async fn retry(
     Ok(Json(svc.full(&id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NoteBody {
+pub(crate) struct NoteBody {
     /// What was done (complete) or why (lift); the subject reads it.
+    #[schemars(length(min = 1, max = NOTE_MAX))]
     note: String,
 }
+
+/// The longest note, in characters.
+const NOTE_MAX: usize = 4000;
 
 fn note(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
     let b: NoteBody = parse(body)?;
     let n = b.note.trim();
-    if n.is_empty() || n.chars().count() > 4000 {
+    if n.is_empty() || n.chars().count() > NOTE_MAX {
         return Err(ApiError::client(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_note",

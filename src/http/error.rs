@@ -4,7 +4,21 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+
+/// The body of every error but OpenDSR's.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Error")]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs (`no_route`, `rate_limited`, `wrong_state`, ...).
+    pub code: &'static str,
+    /// For people; never personal data.
+    pub message: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -84,10 +98,9 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{e:#}"), "request failed");
         }
         let (status, code, message) = self.parts();
-        (
-            status,
-            Json(json!({ "error": { "code": code, "message": message } })),
-        )
-            .into_response()
+        let body = ErrorBody {
+            error: ErrorDetail { code, message },
+        };
+        (status, Json(body)).into_response()
     }
 }

@@ -462,12 +462,29 @@ fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
 }
 
 /// The process is up.
-async fn healthz() -> impl IntoResponse {
-    Json(json!({ "status": "ok" }))
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct Health {
+    #[schemars(extend("const" = "ok"))]
+    status: &'static str,
 }
 
-/// The store answers and a valid policy is loaded.
-async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// The store answers, the policy is loaded and every system matches it.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct Ready {
+    #[schemars(extend("const" = "ready"))]
+    status: &'static str,
+    /// The SHA-256 of the policy files in force.
+    policy_hash: String,
+    /// The store's database: `sqlite`, `postgres` or `mysql`.
+    backend: String,
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(Health { status: "ok" })
+}
+
+/// The store answers, the policy is loaded and every system matches it.
+async fn readyz(State(state): State<AppState>) -> Result<axum::response::Response, ApiError> {
     if let Err(e) = state.store.ping().await {
         tracing::warn!(error = %e, "readiness: store unreachable");
         return Err(ApiError::Unavailable("the store is unreachable"));
@@ -485,16 +502,15 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
                 "error": { "code": "schema_mismatch", "message": "a system does not match the policy" },
                 "problems": problems,
             })),
-        ));
+        )
+            .into_response());
     }
-    Ok((
-        axum::http::StatusCode::OK,
-        Json(json!({
-            "status": "ready",
-            "policy_hash": state.policy.hash,
-            "backend": format!("{:?}", state.store.backend()).to_lowercase(),
-        })),
-    ))
+    let ready = Ready {
+        status: "ready",
+        policy_hash: state.policy.hash.clone(),
+        backend: format!("{:?}", state.store.backend()).to_lowercase(),
+    };
+    Ok((axum::http::StatusCode::OK, Json(ready)).into_response())
 }
 
 /// Prometheus text: requests by type and status, unsent and dead mail, audit entries. The

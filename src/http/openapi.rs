@@ -1,8 +1,13 @@
-//! `/openapi.json`: an OpenAPI 3.1 description of every route, built from one table. A
-//! test calls each documented route on the real server to keep the table and the router
-//! in step.
+//! `/openapi.json`: an OpenAPI 3.1 description of every route, built from one table whose
+//! bodies and answers are the schemas of the handlers' own types (schemars). Tests walk the
+//! router against the table, and check the answers of every JSON route against their
+//! schemas.
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
+
+use super::{admin, opendsr, portal, requests};
+use crate::requests::{AdminView, Full, Submitted, View};
 
 /// Who may call a route.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -16,91 +21,65 @@ pub enum Auth {
     Admin(bool),
 }
 
+impl Auth {
+    /// The answers of a call without the right credentials.
+    fn refusals(self) -> &'static [(u16, &'static str)] {
+        match self {
+            Self::Public => &[],
+            Self::RequestToken => &[(401, "no or wrong token")],
+            Self::DownloadSecret => &[(401, "no or wrong download secret")],
+            Self::Admin(false) => &[(401, "no or bad token")],
+            Self::Admin(true) => &[(401, "no or bad token"), (403, "not a DPO token")],
+        }
+    }
+}
+
 pub struct Route {
     pub method: &'static str,
     pub path: &'static str,
     pub summary: &'static str,
     pub auth: Auth,
-    /// The JSON body schema, for routes that take one.
-    pub body: Option<fn() -> Value>,
+    /// The body's schema (JSON, or the portal's form fields), for routes that take one.
+    pub body: Option<SchemaFn>,
+    /// The schema of a JSON success (2xx) answer.
+    pub ok: Option<SchemaFn>,
     /// `(status, description)`.
     pub responses: &'static [(u16, &'static str)],
     pub tag: &'static str,
 }
 
 const ERR: &[(u16, &str)] = &[(400, "malformed body"), (422, "invalid field")];
+/// Any route, when something fails on the server's side; the cause goes to its log.
+const INTERNAL: &[(u16, &str)] = &[(500, "internal error; the operator's log has the cause")];
 /// Every portal form POST: refused unless it comes from the portal's own origin.
 const CROSS_SITE: &[(u16, &str)] = &[(
     403,
     "HTML: the form was not sent from the portal's own page (Origin, else Referer)",
 )];
 
-fn requeue_body() -> Value {
-    json!({
-        "type": "object", "additionalProperties": false,
-        "properties": { "recipient": { "type": "string", "format": "email" } }
+/// A schema generated from a handler's own type, its named parts going to
+/// `#/components/schemas`.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+/// The schema of `T`: a reference to its component when it has a name.
+fn of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+/// This document: an OpenAPI 3.1 object.
+fn openapi_document(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({
+        "type": "object", "required": ["openapi", "info", "paths"],
+        "properties": { "openapi": { "const": "3.1.0" } }
     })
 }
 
-fn submit_body() -> Value {
-    json!({
-        "type": "object", "required": ["type", "identity"], "additionalProperties": false,
-        "properties": {
-            "type": { "enum": ["access", "portability", "erasure", "rectification", "restriction", "objection", "marketing_objection"] },
-            "identity": { "type": "object", "required": ["email"], "additionalProperties": false,
-                "properties": { "email": { "type": "string", "format": "email" } } },
-            "details": { "type": "string", "maxLength": 4000 }
-        }
-    })
-}
-
-fn code_body() -> Value {
-    json!({ "type": "object", "additionalProperties": false,
-        "oneOf": [{ "required": ["code"] }, { "required": ["secret"] }],
-        "properties": {
-            "code": { "type": "string", "pattern": "^[0-9 -]{10,16}$" },
-            "secret": { "type": "string", "description": "the secret of the link in the e-mail" }
-        } })
-}
-
-fn extend_body() -> Value {
-    json!({ "type": "object", "required": ["months", "reason"], "additionalProperties": false,
-        "properties": { "months": { "type": "integer", "minimum": 1, "maximum": 2 }, "reason": { "type": "string" } } })
-}
-
-fn reason_body() -> Value {
-    json!({ "type": "object", "required": ["reason"], "additionalProperties": false,
-        "properties": { "reason": { "type": "string" } } })
-}
-
-fn note_body() -> Value {
-    json!({ "type": "object", "required": ["note"], "additionalProperties": false,
-        "properties": { "note": { "type": "string", "maxLength": 4000 } } })
-}
-
-fn opendsr_body() -> Value {
-    json!({
-        "type": "object",
-        "required": ["regulation", "subject_request_id", "subject_request_type", "subject_identities", "submitted_time"],
-        "properties": {
-            "regulation": { "const": "gdpr" },
-            "subject_request_id": { "type": "string", "format": "uuid" },
-            "subject_request_type": { "enum": ["access", "portability", "erasure"] },
-            "subject_identities": { "type": "array", "items": { "type": "object",
-                "required": ["identity_type", "identity_value", "identity_format"],
-                "properties": { "identity_type": { "const": "email" }, "identity_value": { "type": "string" }, "identity_format": { "const": "raw" } } } },
-            "submitted_time": { "type": "string", "format": "date-time" },
-            "api_version": { "type": "string" },
-            "status_callback_urls": { "type": "array", "items": { "type": "string", "format": "uri" } },
-            "extensions": { "type": "object" }
-        }
-    })
-}
-
-fn form_body() -> Value {
-    json!({ "type": "object", "properties": {
-        "type": { "type": "string" }, "email": { "type": "string" }, "details": { "type": "string" },
-        "code": { "type": "string" }, "token": { "type": "string" } } })
+impl Route {
+    /// The JSON its success answers with.
+    fn returns(mut self, schema: SchemaFn) -> Self {
+        self.ok = Some(schema);
+        self
+    }
 }
 
 /// Every route `lethe serve` answers.
@@ -112,6 +91,7 @@ pub fn routes() -> Vec<Route> {
         summary,
         auth,
         body,
+        ok: None,
         responses,
         tag,
     };
@@ -124,7 +104,8 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "ok")],
             "ops",
-        ),
+        )
+        .returns(of::<super::Health>),
         r(
             "get",
             "/readyz",
@@ -133,7 +114,8 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "ready"), (503, "not ready")],
             "ops",
-        ),
+        )
+        .returns(of::<super::Ready>),
         r(
             "get",
             "/metrics",
@@ -151,7 +133,8 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "OpenAPI 3.1")],
             "ops",
-        ),
+        )
+        .returns(openapi_document),
         r(
             "get",
             "/privacy",
@@ -175,7 +158,7 @@ pub fn routes() -> Vec<Route> {
             "/portal/requests",
             "Portal: make a request (form)",
             Public,
-            Some(form_body),
+            Some(of::<portal::SubmitForm>),
             &[
                 (201, "HTML: enter the code"),
                 (422, "HTML: the form again, with the error"),
@@ -208,7 +191,7 @@ pub fn routes() -> Vec<Route> {
             "/portal/requests/{id}/verify",
             "Portal: confirm with the e-mailed code (form)",
             RequestToken,
-            Some(form_body),
+            Some(of::<portal::VerifyForm>),
             &[
                 (303, "to the status page"),
                 (422, "HTML: wrong or expired code"),
@@ -241,7 +224,7 @@ pub fn routes() -> Vec<Route> {
             "/portal/requests/{id}/confirm",
             "Portal: confirm with the link's secret (form)",
             Public,
-            Some(form_body),
+            Some(of::<portal::SecretForm>),
             &[
                 (200, "HTML: confirmed"),
                 (401, "HTML: the link does not confirm a request"),
@@ -263,7 +246,7 @@ pub fn routes() -> Vec<Route> {
             "/portal/requests/{id}/download",
             "Portal: download the package with the link's secret (form field `secret`)",
             Public,
-            Some(form_body),
+            Some(of::<portal::SecretForm>),
             &[
                 (200, "application/zip or application/json"),
                 (401, "HTML: the secret does not open a package"),
@@ -276,7 +259,7 @@ pub fn routes() -> Vec<Route> {
             "/portal/requests/{id}/cancel",
             "Portal: withdraw the request (form)",
             RequestToken,
-            Some(form_body),
+            None,
             &[
                 (303, "to the status page"),
                 (409, "HTML: too late to withdraw"),
@@ -288,7 +271,7 @@ pub fn routes() -> Vec<Route> {
             "/v1/requests",
             "Make a request; a verification code is e-mailed",
             Public,
-            Some(submit_body),
+            Some(of::<requests::SubmitBody>),
             &[
                 (
                     201,
@@ -300,7 +283,8 @@ pub fn routes() -> Vec<Route> {
                 (429, "rate limited"),
             ],
             "requests",
-        ),
+        )
+        .returns(of::<Submitted>),
         r(
             "post",
             "/v1/requests/{id}/code",
@@ -317,13 +301,14 @@ pub fn routes() -> Vec<Route> {
                 ),
             ],
             "public",
-        ),
+        )
+        .returns(of::<View>),
         r(
             "post",
             "/v1/requests/{id}/verify",
             "Confirm the request with the e-mailed code or the link's secret (Art. 12(6))",
             Public,
-            Some(code_body),
+            Some(of::<requests::VerifyBody>),
             &[
                 (200, "the request"),
                 (401, "the secret does not confirm this request"),
@@ -336,7 +321,8 @@ pub fn routes() -> Vec<Route> {
                 ),
             ],
             "requests",
-        ),
+        )
+        .returns(of::<View>),
         r(
             "get",
             "/v1/requests/{id}",
@@ -345,7 +331,8 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "the request"), (401, "no or wrong token")],
             "requests",
-        ),
+        )
+        .returns(of::<View>),
         r(
             "delete",
             "/v1/requests/{id}",
@@ -358,7 +345,8 @@ pub fn routes() -> Vec<Route> {
                 (409, "too late"),
             ],
             "requests",
-        ),
+        )
+        .returns(of::<View>),
         r(
             "get",
             "/v1/requests/{id}/package",
@@ -380,7 +368,8 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "requests"), (401, "no or bad token")],
             "admin",
-        ),
+        )
+        .returns(of::<Vec<AdminView>>),
         r(
             "get",
             "/v1/admin/mail/dead",
@@ -389,13 +378,14 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "dead letters"), (401, "no or bad token")],
             "admin",
-        ),
+        )
+        .returns(of::<Vec<crate::notify::DeadLetter>>),
         r(
             "post",
             "/v1/admin/mail/dead/{id}/requeue",
             "Put a dead letter back in the queue once the transport or the address is fixed; `{\"recipient\"}` (optional) replaces the address",
             Admin(true),
-            Some(requeue_body),
+            Some(of::<admin::RequeueBody>),
             &[
                 (200, "queued"),
                 (401, "no or bad token"),
@@ -403,7 +393,8 @@ pub fn routes() -> Vec<Route> {
                 (404, "not a dead letter"),
             ],
             "admin",
-        ),
+        )
+        .returns(of::<admin::Requeued>),
         r(
             "get",
             "/v1/admin/webhooks/failed",
@@ -412,7 +403,8 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "failed webhooks"), (401, "no or bad token")],
             "admin",
-        ),
+        )
+        .returns(of::<Vec<crate::notify::webhook::Failed>>),
         r(
             "get",
             "/v1/admin/suppression",
@@ -425,7 +417,8 @@ pub fn routes() -> Vec<Route> {
                 (403, "not a DPO token"),
             ],
             "admin",
-        ),
+        )
+        .returns(of::<Vec<crate::requests::Suppressed>>),
         r(
             "post",
             "/v1/admin/webhooks/{id}/requeue",
@@ -447,7 +440,8 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "request"), (404, "no such request")],
             "admin",
-        ),
+        )
+        .returns(of::<Full>),
         r(
             "post",
             "/v1/admin/requests/{id}/approve",
@@ -460,7 +454,8 @@ pub fn routes() -> Vec<Route> {
                 (409, "not waiting for approval"),
             ],
             "admin",
-        ),
+        )
+        .returns(of::<Full>),
         r(
             "post",
             "/v1/admin/requests/{id}/retry",
@@ -473,26 +468,28 @@ pub fn routes() -> Vec<Route> {
                 (409, "not failed"),
             ],
             "admin",
-        ),
+        )
+        .returns(of::<Full>),
         r(
             "post",
             "/v1/admin/requests/{id}/extend",
             "Extend the deadline once by 1-2 months, with a reason told to the subject",
             Admin(true),
-            Some(extend_body),
+            Some(of::<admin::ExtendBody>),
             &[
                 (200, "request"),
                 (409, "already extended"),
                 (422, "invalid extension"),
             ],
             "admin",
-        ),
+        )
+        .returns(of::<AdminView>),
         r(
             "post",
             "/v1/admin/requests/{id}/reject",
             "Reject with a reason (Art. 12(5)); the subject is told of the right to complain",
             Admin(true),
-            Some(reason_body),
+            Some(of::<admin::RejectBody>),
             &[(204, "rejected"), (422, "no reason")],
             "admin",
         ),
@@ -501,7 +498,7 @@ pub fn routes() -> Vec<Route> {
             "/v1/admin/requests/{id}/deny",
             "Same as reject",
             Admin(true),
-            Some(reason_body),
+            Some(of::<admin::RejectBody>),
             &[(204, "rejected")],
             "admin",
         ),
@@ -510,19 +507,21 @@ pub fn routes() -> Vec<Route> {
             "/v1/admin/requests/{id}/complete",
             "Complete a task (rectification, restriction, objection) with a note to the subject",
             Admin(true),
-            Some(note_body),
+            Some(of::<admin::NoteBody>),
             &[(200, "request"), (409, "not a task")],
             "admin",
-        ),
+        )
+        .returns(of::<Full>),
         r(
             "post",
             "/v1/admin/requests/{id}/lift",
             "Lift a restriction (Art. 18(3)) with a note to the subject",
             Admin(true),
-            Some(note_body),
+            Some(of::<admin::NoteBody>),
             &[(200, "request"), (404, "no restriction in force")],
             "admin",
-        ),
+        )
+        .returns(of::<Full>),
         r(
             "get",
             "/v1/admin/audit/verify",
@@ -531,7 +530,8 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "report")],
             "admin",
-        ),
+        )
+        .returns(of::<crate::audit::VerifyReport>),
         r(
             "get",
             "/v1/admin/audit/checkpoint",
@@ -540,7 +540,8 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "checkpoint")],
             "admin",
-        ),
+        )
+        .returns(of::<crate::audit::Checkpoint>),
         r(
             "post",
             "/v1/admin/audit/checkpoint",
@@ -549,7 +550,8 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "checkpoint")],
             "admin",
-        ),
+        )
+        .returns(of::<crate::audit::Checkpoint>),
         r(
             "get",
             "/v1/admin/register",
@@ -558,7 +560,8 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "the register")],
             "admin",
-        ),
+        )
+        .returns(of::<Vec<crate::register::RegisterRow>>),
         r(
             "get",
             "/v1/admin/retention/plan",
@@ -567,7 +570,8 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "the plan"), (503, "a system cannot be read")],
             "admin",
-        ),
+        )
+        .returns(of::<Vec<crate::retention::Due>>),
         r(
             "get",
             "/v1/admin/vendors/matrix",
@@ -576,7 +580,8 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "matrix")],
             "admin",
-        ),
+        )
+        .returns(of::<crate::vendors::Matrix>),
         r(
             "get",
             "/v1/admin/vendors/obligations",
@@ -585,7 +590,8 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "obligations")],
             "admin",
-        ),
+        )
+        .returns(of::<Vec<crate::vendors::Obligation>>),
         r(
             "get",
             "/v1/admin/vendors/check",
@@ -594,7 +600,8 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "findings")],
             "admin",
-        ),
+        )
+        .returns(of::<admin::VendorCheck>),
         r(
             "get",
             "/opendsr/v1/discovery",
@@ -603,7 +610,8 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "what is supported")],
             "opendsr",
-        ),
+        )
+        .returns(of::<opendsr::Discovery>),
         r(
             "get",
             "/opendsr/v1/public-key",
@@ -618,14 +626,15 @@ pub fn routes() -> Vec<Route> {
             "/opendsr/v1/requests",
             "OpenDSR: hand over a verified request",
             Admin(true),
-            Some(opendsr_body),
+            Some(of::<opendsr::CreateBody>),
             &[
                 (201, "accepted, signed"),
                 (400, "validation error in the OpenDSR format"),
                 (401, "no or bad token"),
             ],
             "opendsr",
-        ),
+        )
+        .returns(of::<opendsr::Accepted>),
         r(
             "get",
             "/opendsr/v1/requests/{id}",
@@ -634,7 +643,8 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(200, "status, signed"), (404, "unknown")],
             "opendsr",
-        ),
+        )
+        .returns(of::<opendsr::RequestStatus>),
         r(
             "delete",
             "/opendsr/v1/requests/{id}",
@@ -643,12 +653,14 @@ pub fn routes() -> Vec<Route> {
             None,
             &[(202, "cancelled, signed"), (400, "not pending")],
             "opendsr",
-        ),
+        )
+        .returns(of::<opendsr::Cancelled>),
     ]
 }
 
 /// The document served at `/openapi.json`.
 pub fn document() -> Value {
+    let (mut bodies, mut answers) = generators();
     let mut paths: Map<String, Value> = Map::new();
     for r in routes() {
         let mut op = json!({ "summary": r.summary, "tags": [r.tag] });
@@ -662,15 +674,22 @@ pub fn document() -> Value {
             } else {
                 &[]
             })
+            .chain(r.auth.refusals())
+            .chain(INTERNAL)
         {
             let html = r.path == "/" || r.path == "/privacy" || r.path.starts_with("/portal/");
-            let content = if html {
+            let media = (*code < 300).then(|| other_media(r.path)).flatten();
+            let content = if let Some(media) = media {
+                media
+            } else if html {
                 // Pages, in every case: the portal answers errors with a page too.
                 json!({ "text/html": { "schema": { "type": "string" } } })
             } else if *code >= 400 && r.path.starts_with("/opendsr/") {
                 json!({ "application/json": { "schema": { "$ref": "#/components/schemas/OpenDsrError" } } })
             } else if *code >= 400 {
                 json!({ "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } })
+            } else if let Some(ok) = r.ok {
+                json!({ "application/json": { "schema": ok(&mut answers) } })
             } else {
                 Value::Null
             };
@@ -688,7 +707,7 @@ pub fn document() -> Value {
                 "application/json"
             };
             op["requestBody"] =
-                json!({ "required": true, "content": { media: { "schema": body() } } });
+                json!({ "required": true, "content": { media: { "schema": body(&mut bodies) } } });
         }
         let mut params = Vec::new();
         if r.path.contains("{id}") {
@@ -721,6 +740,12 @@ pub fn document() -> Value {
             .or_insert_with(|| Value::Object(Map::new()));
         item[r.method] = op;
     }
+    // The error formats, named whether or not a route's table entry mentions them.
+    of::<super::error::ErrorBody>(&mut answers);
+    of::<opendsr::SpecErrorBody>(&mut answers);
+    let mut schemas = answers.take_definitions(true);
+    // No type is both a body and an answer (a test keeps it so): the names do not meet.
+    schemas.extend(bodies.take_definitions(true));
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -730,26 +755,7 @@ pub fn document() -> Value {
         },
         "paths": paths,
         "components": {
-          "schemas": {
-            "Error": {
-                "type": "object", "required": ["error"],
-                "properties": { "error": { "type": "object", "required": ["code", "message"],
-                    "properties": {
-                        "code": { "type": "string", "description": "stable, for programs (`no_route`, `rate_limited`, `wrong_state`, ...)" },
-                        "message": { "type": "string", "description": "for people; never personal data" }
-                    } } }
-            },
-            "OpenDsrError": {
-                "type": "object", "required": ["error"],
-                "properties": { "error": { "type": "object", "required": ["code", "message"],
-                    "properties": {
-                        "code": { "type": "integer" },
-                        "message": { "type": "string" },
-                        "errors": { "type": "array", "items": { "type": "object", "properties": {
-                            "domain": { "type": "string" }, "reason": { "type": "string" }, "message": { "type": "string" } } } }
-                    } } }
-            }
-          },
+          "schemas": schemas,
           "securitySchemes": {
             "adminToken": { "type": "http", "scheme": "bearer", "description": "lethe admin token create --role dpo|auditor" },
             "requestToken": { "type": "http", "scheme": "bearer", "description": "the token returned when the request was made" },
@@ -757,4 +763,56 @@ pub fn document() -> Value {
           }
         }
     })
+}
+
+/// The generators of the bodies' schemas (how they are read) and of the answers' (how
+/// they are written: a field left out when empty is not required).
+fn generators() -> (SchemaGenerator, SchemaGenerator) {
+    let settings = SchemaSettings::draft2020_12().with(|s| {
+        s.definitions_path = "/components/schemas".into();
+        s.meta_schema = None;
+    });
+    (
+        settings.clone().for_deserialize().into_generator(),
+        settings.for_serialize().into_generator(),
+    )
+}
+
+/// The media type of a success that is not JSON, by path.
+fn other_media(path: &str) -> Option<Value> {
+    let string = json!({ "schema": { "type": "string" } });
+    let binary = json!({ "schema": { "type": "string", "contentEncoding": "binary" } });
+    Some(match path {
+        "/metrics" => json!({ "text/plain; version=0.0.4": string }),
+        "/opendsr/v1/public-key" => json!({ "application/x-pem-file": string }),
+        p if p.ends_with("/package") || p.ends_with("/download") => {
+            json!({ "application/zip": binary, "application/json": { "schema": { "type": "object" } } })
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A type named both among the bodies and among the answers would have one schema
+    /// where two are needed.
+    #[test]
+    fn bodies_and_answers_do_not_share_a_name() {
+        let (mut bodies, mut answers) = generators();
+        for r in routes() {
+            if let Some(b) = r.body {
+                b(&mut bodies);
+            }
+            if let Some(ok) = r.ok {
+                ok(&mut answers);
+            }
+        }
+        let bodies = bodies.take_definitions(true);
+        let answers = answers.take_definitions(true);
+        assert!(bodies.len() >= 8 && answers.len() >= 20);
+        let shared: Vec<&String> = bodies.keys().filter(|k| answers.contains_key(*k)).collect();
+        assert!(shared.is_empty(), "{shared:?}");
+    }
 }

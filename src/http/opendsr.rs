@@ -12,8 +12,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::requests::{BODY_LIMIT, service};
 use super::{ApiError, AppState};
@@ -55,6 +56,30 @@ impl SpecError {
     }
 }
 
+/// The body of an OpenDSR error.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "OpenDsrError")]
+pub(crate) struct SpecErrorBody {
+    error: SpecErrorDetail,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct SpecErrorDetail {
+    /// The HTTP status.
+    code: u16,
+    message: String,
+    errors: Vec<SpecErrorItem>,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct SpecErrorItem {
+    /// `Validation` for a bad body, else `Request`.
+    domain: &'static str,
+    /// Stable, for programs (`MissingField`, `NotFound`, ...).
+    reason: &'static str,
+    message: String,
+}
+
 impl IntoResponse for SpecError {
     fn into_response(self) -> Response {
         let domain = if matches!(
@@ -65,11 +90,17 @@ impl IntoResponse for SpecError {
         } else {
             "Request"
         };
-        let body = json!({ "error": {
-            "code": self.status.as_u16(),
-            "message": self.message,
-            "errors": [{ "domain": domain, "reason": self.reason, "message": self.message }],
-        }});
+        let body = SpecErrorBody {
+            error: SpecErrorDetail {
+                code: self.status.as_u16(),
+                errors: vec![SpecErrorItem {
+                    domain,
+                    reason: self.reason,
+                    message: self.message.clone(),
+                }],
+                message: self.message,
+            },
+        };
         (
             self.status,
             [
@@ -121,8 +152,11 @@ async fn controller(state: &AppState, headers: &HeaderMap) -> Result<String, Spe
 }
 
 /// Signs `body` with the server's Ed25519 key and names the processor domain.
-fn signed(state: &AppState, status: StatusCode, body: Value) -> Response {
-    let bytes = body.to_string();
+fn signed(state: &AppState, status: StatusCode, body: &impl Serialize) -> Response {
+    let bytes = match serde_json::to_string(body) {
+        Ok(b) => b,
+        Err(e) => return ApiError::Internal(e.into()).into_response(),
+    };
     let mut resp = (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -140,17 +174,71 @@ fn signed(state: &AppState, status: StatusCode, body: Value) -> Response {
     resp
 }
 
+/// What `discovery` answers.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Discovery {
+    api_version: &'static str,
+    supported_identities: Vec<SupportedIdentity>,
+    supported_subject_request_types: Vec<&'static str>,
+    /// Where the key signing responses and callbacks is published.
+    processor_certificate: String,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct SupportedIdentity {
+    identity_type: &'static str,
+    identity_format: &'static str,
+}
+
+/// A request handed over: the answer to `POST /opendsr/v1/requests`.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Accepted {
+    controller_id: String,
+    expected_completion_time: String,
+    received_time: String,
+    /// The body as received, base64.
+    encoded_request: String,
+    subject_request_id: String,
+    api_version: &'static str,
+}
+
+/// A request's status in OpenDSR's words, and in lethe's.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct RequestStatus {
+    controller_id: String,
+    expected_completion_time: String,
+    subject_request_id: String,
+    request_status: &'static str,
+    #[schemars(schema_with = "crate::requests::status_schema")]
+    lethe_status: String,
+    api_version: &'static str,
+    /// Rows found, once an access or portability request has run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    results_count: Option<u64>,
+}
+
+/// A request withdrawn by its controller system.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Cancelled {
+    controller_id: String,
+    received_time: String,
+    subject_request_id: String,
+    api_version: &'static str,
+}
+
 async fn discovery(State(state): State<AppState>) -> Response {
-    signed(
-        &state,
-        StatusCode::OK,
-        json!({
-            "api_version": OPENDSR_API_VERSION,
-            "supported_identities": [{ "identity_type": "email", "identity_format": "raw" }],
-            "supported_subject_request_types": ["access", "portability", "erasure"],
-            "processor_certificate": state.settings.link("/opendsr/v1/public-key"),
-        }),
-    )
+    let body = Discovery {
+        api_version: OPENDSR_API_VERSION,
+        supported_identities: vec![SupportedIdentity {
+            identity_type: "email",
+            identity_format: "raw",
+        }],
+        supported_subject_request_types: [Kind::Access, Kind::Portability, Kind::Erasure]
+            .map(Kind::key)
+            .to_vec(),
+        processor_certificate: state.settings.link("/opendsr/v1/public-key"),
+    };
+    signed(&state, StatusCode::OK, &body)
 }
 
 /// The Ed25519 key that signs responses and callbacks, as a PEM public key.
@@ -168,21 +256,32 @@ async fn public_key(State(state): State<AppState>) -> Result<Response, ApiError>
     Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct IdentityBody {
+    #[schemars(extend("const" = "email"))]
     identity_type: String,
     identity_value: String,
+    #[schemars(extend("const" = "raw"))]
     identity_format: String,
 }
 
-#[derive(Deserialize)]
-struct CreateBody {
+/// A request handed over. The fields are read one by one so that a missing one gets the
+/// specification's `MissingField`; the schema says which are required.
+#[derive(Deserialize, JsonSchema)]
+#[schemars(extend("required" = ["regulation", "subject_request_id", "subject_request_type", "subject_identities", "submitted_time"]))]
+pub(crate) struct CreateBody {
+    #[schemars(extend("const" = "gdpr"))]
     regulation: Option<String>,
+    /// A lowercase UUID.
+    #[schemars(extend("format" = "uuid"))]
     subject_request_id: Option<String>,
+    #[schemars(extend("enum" = ["access", "portability", "erasure"]))]
     subject_request_type: Option<String>,
     subject_identities: Option<Vec<IdentityBody>>,
+    #[schemars(extend("format" = "date-time"))]
     submitted_time: Option<String>,
     #[serde(default)]
+    #[schemars(length(max = MAX_CALLBACKS))]
     status_callback_urls: Vec<String>,
     // `api_version` and `extensions` are accepted and not needed.
 }
@@ -315,18 +414,15 @@ async fn create(
         .await?;
     state.work_queued();
     let full = svc.full(&id).await?;
-    Ok(signed(
-        &state,
-        StatusCode::CREATED,
-        json!({
-            "controller_id": ctrl,
-            "expected_completion_time": full.due_at,
-            "received_time": crate::store::timestamp(now),
-            "encoded_request": base64::engine::general_purpose::STANDARD.encode(&body),
-            "subject_request_id": external,
-            "api_version": OPENDSR_API_VERSION,
-        }),
-    ))
+    let accepted = Accepted {
+        controller_id: ctrl,
+        expected_completion_time: full.due_at,
+        received_time: crate::store::timestamp(now),
+        encoded_request: base64::engine::general_purpose::STANDARD.encode(&body),
+        subject_request_id: external,
+        api_version: OPENDSR_API_VERSION,
+    };
+    Ok(signed(&state, StatusCode::CREATED, &accepted))
 }
 
 async fn status(
@@ -337,23 +433,22 @@ async fn status(
     let ctrl = controller(&state, &headers).await?;
     let svc = service(&state);
     let full = svc.by_external_id(&external).await?;
-    let mut body = json!({
-        "controller_id": ctrl,
-        "expected_completion_time": full.due_at,
-        "subject_request_id": external,
-        "request_status": opendsr_status(&full.status),
-        "lethe_status": full.status,
-        "api_version": OPENDSR_API_VERSION,
-    });
-    if let Some(rows) = full
+    let results_count = full
         .result
         .as_ref()
         .and_then(|r| r.get("rows"))
         .and_then(Value::as_object)
-    {
-        body["results_count"] = json!(rows.values().filter_map(Value::as_u64).sum::<u64>());
-    }
-    Ok(signed(&state, StatusCode::OK, body))
+        .map(|rows| rows.values().filter_map(Value::as_u64).sum());
+    let body = RequestStatus {
+        controller_id: ctrl,
+        expected_completion_time: full.due_at,
+        subject_request_id: external,
+        request_status: opendsr_status(&full.status),
+        lethe_status: full.status,
+        api_version: OPENDSR_API_VERSION,
+        results_count,
+    };
+    Ok(signed(&state, StatusCode::OK, &body))
 }
 
 async fn cancel(
@@ -367,14 +462,11 @@ async fn cancel(
     let now = chrono::Utc::now();
     svc.cancel(&full.id, Actor::Admin(ctrl.clone()), now)
         .await?;
-    Ok(signed(
-        &state,
-        StatusCode::ACCEPTED,
-        json!({
-            "controller_id": ctrl,
-            "received_time": crate::store::timestamp(now),
-            "subject_request_id": external,
-            "api_version": OPENDSR_API_VERSION,
-        }),
-    ))
+    let body = Cancelled {
+        controller_id: ctrl,
+        received_time: crate::store::timestamp(now),
+        subject_request_id: external,
+        api_version: OPENDSR_API_VERSION,
+    };
+    Ok(signed(&state, StatusCode::ACCEPTED, &body))
 }

@@ -241,8 +241,9 @@ fn types() -> Vec<TypeChoice> {
     ]
 }
 
-#[derive(Deserialize, Default)]
-struct SubmitForm {
+/// The request form.
+#[derive(Deserialize, Default, schemars::JsonSchema)]
+pub(crate) struct SubmitForm {
     #[serde(default, rename = "type")]
     kind: String,
     #[serde(default)]
@@ -340,8 +341,9 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct VerifyForm {
+/// The code form.
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct VerifyForm {
     #[serde(default)]
     code: String,
 }
@@ -427,8 +429,9 @@ async fn verify(
     }
 }
 
-#[derive(Deserialize)]
-struct SecretForm {
+/// The button of a link from an e-mail: the link's secret.
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct SecretForm {
     #[serde(default)]
     secret: String,
 }

@@ -7,6 +7,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{ApiError, AppState};
@@ -135,26 +136,34 @@ impl From<RequestError> for ApiError {
     }
 }
 
-#[derive(Deserialize)]
+/// A request, as a person or a front end makes it.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct SubmitBody {
+pub(crate) struct SubmitBody {
     #[serde(rename = "type")]
+    #[schemars(schema_with = "crate::requests::kind_schema")]
     kind: String,
     identity: IdentityBody,
+    /// What the person wants, in their words (a rectification's correct value, say).
     #[serde(default)]
+    #[schemars(length(max = DETAILS_MAX))]
     details: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// The longest `details`, in characters.
+const DETAILS_MAX: usize = 4000;
+
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct IdentityBody {
+    #[schemars(email)]
     email: String,
 }
 
 async fn submit(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<crate::requests::Submitted>), ApiError> {
     let body: SubmitBody = parse(body)?;
     let kind = Kind::parse(&body.kind).ok_or_else(|| {
         ApiError::client(
@@ -173,12 +182,12 @@ async fn submit(
     if body
         .details
         .as_ref()
-        .is_some_and(|d| d.chars().count() > 4000)
+        .is_some_and(|d| d.chars().count() > DETAILS_MAX)
     {
         return Err(ApiError::client(
             StatusCode::UNPROCESSABLE_ENTITY,
             "details_too_long",
-            "details may be at most 4000 characters",
+            format!("details may be at most {DETAILS_MAX} characters"),
         ));
     }
     let svc = service(&state);
@@ -186,17 +195,17 @@ async fn submit(
         .submit(kind, &identity, body.details.as_deref(), chrono::Utc::now())
         .await?;
     // The same answer whatever was open for the address: it tells nobody what exists.
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::to_value(&s).map_err(anyhow::Error::from)?),
-    ))
+    Ok((StatusCode::CREATED, Json(s)))
 }
 
-#[derive(Deserialize)]
+/// The code or the link's secret that confirms a request: one of the two.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct VerifyBody {
+#[schemars(extend("oneOf" = [{ "required": ["code"] }, { "required": ["secret"] }]))]
+pub(crate) struct VerifyBody {
     /// The ten-digit code from the e-mail (spaces and dashes ignored), or
     #[serde(default)]
+    #[schemars(regex(pattern = r"^[0-9 -]{10,16}$"))]
     code: Option<String>,
     /// the secret of the link in the e-mail.
     #[serde(default)]

@@ -414,7 +414,7 @@ pub async fn deliver_pending_at(
 }
 
 /// A message retired after the transport refused it for good, as the DPO lists it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct DeadLetter {
     pub id: i64,
     pub kind: String,

@@ -507,7 +507,7 @@ pub fn spawn(
 }
 
 /// A webhook given up as failed, as the DPO lists it. The URL is shown without its query.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct Failed {
     pub id: i64,
     pub kind: String,

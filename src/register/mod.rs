@@ -26,7 +26,7 @@ pub const CSV_HEADER: [&str; 14] = [
 ];
 
 /// One processing activity. List fields are joined with `; ` in CSV.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct RegisterRow {
     pub purpose_id: String,
     /// Art. 30(1)(b)

@@ -5,11 +5,13 @@ use super::transition::Move;
 use super::*;
 
 /// A request as the DPO lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AdminView {
     pub id: String,
     #[serde(rename = "type")]
+    #[schemars(schema_with = "kind_schema")]
     pub kind: String,
+    #[schemars(schema_with = "status_schema")]
     pub status: String,
     pub received_at: String,
     pub due_at: String,
@@ -559,11 +561,13 @@ impl Service<'_> {
 }
 
 /// A request with everything the DPO needs to act on it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Full {
     pub id: String,
     #[serde(rename = "type")]
+    #[schemars(schema_with = "kind_schema")]
     pub kind: String,
+    #[schemars(schema_with = "status_schema")]
     pub status: String,
     pub received_at: String,
     pub due_at: String,

@@ -828,7 +828,7 @@ pub async fn suppress_in(
 }
 
 /// One entry of the suppression list, opened.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Suppressed {
     pub identity_kind: String,
     pub value: String,

@@ -61,6 +61,16 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Self::Access,
+        Self::Portability,
+        Self::Erasure,
+        Self::Rectification,
+        Self::Restriction,
+        Self::Objection,
+        Self::MarketingObjection,
+    ];
+
     pub fn key(self) -> &'static str {
         match self {
             Self::Access => "access",
@@ -74,18 +84,18 @@ impl Kind {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Access,
-            Self::Portability,
-            Self::Erasure,
-            Self::Rectification,
-            Self::Restriction,
-            Self::Objection,
-            Self::MarketingObjection,
-        ]
-        .into_iter()
-        .find(|k| k.key() == s)
+        Self::ALL.into_iter().find(|k| k.key() == s)
     }
+}
+
+/// The schema of a request's `type`: one of the kinds, as the API spells them.
+pub fn kind_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string", "enum": Kind::ALL.map(Kind::key) })
+}
+
+/// The schema of a request's `status`: one of the states, as the API spells them.
+pub fn status_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string", "enum": Status::ALL.map(Status::key) })
 }
 
 /// The deadline of Art. 12(3): one month after receipt, on the same day of the month, or
@@ -141,9 +151,10 @@ pub enum RequestError {
 }
 
 /// What the submitter gets back.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Submitted {
     pub id: String,
+    #[schemars(schema_with = "status_schema")]
     pub status: String,
     pub due_at: String,
     /// The secret that opens the request.
@@ -151,11 +162,13 @@ pub struct Submitted {
 }
 
 /// A request as its subject may see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct View {
     pub id: String,
     #[serde(rename = "type")]
+    #[schemars(schema_with = "kind_schema")]
     pub kind: String,
+    #[schemars(schema_with = "status_schema")]
     pub status: String,
     pub received_at: String,
     pub due_at: String,
@@ -218,7 +231,7 @@ fn nothing_found(result: &serde_json::Value) -> bool {
 }
 
 /// One kept field of an erasure, as the subject reads it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KeptView {
     pub collection: String,
     pub field: String,

@@ -277,7 +277,7 @@ fn rules_with(policy: &Policy, now: DateTime<Utc>, requested: &Requested) -> Vec
 }
 
 /// What is due in one collection now.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Due {
     pub system: String,
     pub collection: String,

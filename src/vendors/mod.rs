@@ -27,7 +27,7 @@ pub const ART28: &[(&str, &str)] = &[
 ];
 
 /// One column of the matrix: our measures, or one agreement.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Column {
     pub id: String,
     pub counterparty: String,
@@ -35,7 +35,7 @@ pub struct Column {
     pub side: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct MatrixRow {
     pub family: String,
     pub parameter: String,
@@ -44,14 +44,14 @@ pub struct MatrixRow {
     pub cells: Vec<Option<String>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Matrix {
     pub columns: Vec<Column>,
     pub rows: Vec<MatrixRow>,
 }
 
 /// The strictest requirement on us for one parameter.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Obligation {
     pub family: String,
     pub parameter: String,
@@ -66,7 +66,7 @@ pub struct Obligation {
     pub met: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
     /// Our measures fall short of an agreement's requirement.
@@ -82,7 +82,7 @@ pub enum FindingKind {
     FlowDown,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Finding {
     pub kind: FindingKind,
     pub agreement: Option<String>,
