@@ -15,7 +15,7 @@ use serde::Serialize;
 pub use erase::{CollectionReport, Kept, SystemReport};
 pub use plan::{Plan, Via};
 
-use crate::audit::{Actor, AuditError, AuditLog, NewEntry};
+use crate::audit::{Actor, AuditError, AuditLog, NewEntry, SubjectId};
 use crate::identity::Identity;
 use crate::policy::{Direction, Policy};
 use crate::sources::SourceError;
@@ -288,6 +288,21 @@ pub async fn access(
 ) -> Result<package::Package, DsrError> {
     let package = collect(ctx, identities, kind, now).await?;
     let subject = ctx.audit.subject_for(&identities[0]).await?;
+    let entry = access_entry(ctx, identities, &subject, kind, &package.row_counts());
+    ctx.audit.append(entry).await?;
+    Ok(package)
+}
+
+/// The audit entry of an access or portability package built for `subject`: the rows
+/// per collection in clear (`rows`), the identities sealed under the subject's key. A
+/// caller that records the request's outcome appends it in the same commit.
+pub fn access_entry(
+    ctx: &Context<'_>,
+    identities: &[Identity],
+    subject: &SubjectId,
+    kind: AccessKind,
+    rows: &BTreeMap<String, usize>,
+) -> NewEntry {
     let mut entry = NewEntry::new(
         ctx.actor.clone(),
         if kind == AccessKind::Access {
@@ -296,14 +311,13 @@ pub async fn access(
             "dsr.portability.executed"
         },
     )
-    .subject(&subject)
-    .summary(serde_json::json!({ "rows": package.row_counts() }))
+    .subject(subject)
+    .summary(serde_json::json!({ "rows": rows }))
     .payload(identity_payload(identities));
     if let Some(r) = &ctx.request_id {
         entry = entry.request(r);
     }
-    ctx.audit.append(entry).await?;
-    Ok(package)
+    entry
 }
 
 /// The outcome of an erasure, per system and collection.

@@ -74,26 +74,34 @@ impl Service<'_> {
             summary["resumed_after_stop_of"] = serde_json::json!(from);
             tracing::info!(request = %id, from = %from, "took over a request whose worker stopped");
         }
-        let mut tx = self.store.begin().await?;
-        self.audit
-            .append_in(
-                &mut tx,
-                &[NewEntry::new(Actor::System, "request.in_progress")
-                    .request(&id)
-                    .summary(summary)],
-            )
-            .await?;
-        self.callbacks_in(&mut tx, &id, "in_progress", now).await?;
-        tx.commit().await?;
+        let started = NewEntry::new(Actor::System, "request.in_progress")
+            .request(&id)
+            .summary(summary);
+        let kind = Kind::parse(&kind).unwrap_or(Kind::Rectification);
+        // An access changes nothing but the store: its start is recorded in the commit
+        // of its outcome (one commit fewer). Any other request records its start first,
+        // before the company's databases change.
+        let reads_only = matches!(kind, Kind::Access | Kind::Portability);
+        let mut started = Some(started);
+        if !reads_only {
+            let mut tx = self.store.begin().await?;
+            self.audit
+                .append_in(&mut tx, &started.take().into_iter().collect::<Vec<_>>())
+                .await?;
+            self.callbacks_in(&mut tx, &id, "in_progress", now).await?;
+            tx.commit().await?;
+        }
         let identity = match self.personal_of(&id).await.and_then(|p| p.identity()) {
             Ok(i) => i,
             Err(RequestError::Erased) => {
+                if let Some(e) = started.take() {
+                    self.audit.append(e).await?;
+                }
                 self.fail_erased(&id, now).await?;
                 return Ok(Some(id));
             }
             Err(e) => return Err(e),
         };
-        let kind = Kind::parse(&kind).unwrap_or(Kind::Rectification);
         let restriction = if kind == Kind::Erasure {
             crate::dsr::restriction_for(self.audit, std::slice::from_ref(&identity))
                 .await
@@ -117,6 +125,8 @@ impl Service<'_> {
             restriction: None,
         };
         let mut notices = Vec::new();
+        // The package's audit entry, appended with the outcome.
+        let mut accessed = None;
         let outcome: Result<(Status, serde_json::Value, Option<Download>), String> = match kind {
             Kind::Access | Kind::Portability => {
                 let ak = if kind == Kind::Access {
@@ -127,11 +137,12 @@ impl Service<'_> {
                 match phase(
                     &id,
                     "find and package",
-                    crate::dsr::access(&ctx, std::slice::from_ref(&identity), ak, now),
+                    crate::dsr::collect(&ctx, std::slice::from_ref(&identity), ak, now),
                 )
                 .await
                 {
                     Ok(p) => {
+                        accessed = Some((ak, p.row_counts()));
                         crate::fault::point("access");
                         let (ct, bytes) = if kind == Kind::Access {
                             ("application/zip", p.to_zip().map_err(|e| e.to_string()))
@@ -251,13 +262,38 @@ impl Service<'_> {
                 .await?;
             download_secret = Some(secret);
         }
-        // A task goes back to the DPO unclaimed; a retry waits for its time.
-        let mut m = Move::new(&id, &[Status::InProgress], status, "execute");
-        m.entries = vec![
+        // An access's start, its package and its end, in the order they happened.
+        let mut entries: Vec<NewEntry> = started.into_iter().collect();
+        if !entries.is_empty() {
+            self.callbacks_in(&mut tx, &id, "in_progress", now).await?;
+        }
+        if let (Some((ak, rows)), Ok(_)) = (&accessed, &outcome) {
+            let subject = self.audit.subject_in(&mut tx, &identity).await?;
+            let ctx = crate::dsr::Context {
+                policy,
+                audit: self.audit,
+                sources,
+                actor: Actor::Subject,
+                request_id: Some(id.clone()),
+                strict: false,
+                restriction: None,
+            };
+            entries.push(crate::dsr::access_entry(
+                &ctx,
+                std::slice::from_ref(&identity),
+                &subject,
+                *ak,
+                rows,
+            ));
+        }
+        entries.push(
             NewEntry::new(Actor::System, &action)
                 .request(&id)
                 .summary(serde_json::json!({ "type": kind.key(), "attempt": attempts + 1 })),
-        ];
+        );
+        // A task goes back to the DPO unclaimed; a retry waits for its time.
+        let mut m = Move::new(&id, &[Status::InProgress], status, "execute");
+        m.entries = entries;
         m.set = Set {
             result: Some(Some(result.to_string())),
             attempts: Some(if outcome.is_err() {
@@ -281,7 +317,10 @@ impl Service<'_> {
                 download_secret.as_deref(),
             ));
         }
-        self.move_in(&mut tx, m, now).await?;
+        // Nothing else is queued for the person with an access: its mail goes out at once.
+        m.send_mail_now = reads_only;
+        let mail = m.mail.clone();
+        let claimed = self.move_in(&mut tx, m, now).await?;
         if kind == Kind::Erasure && outcome.is_ok() {
             self.forget_in(&mut tx, &identity).await?;
         }
@@ -297,7 +336,15 @@ impl Service<'_> {
             self.notices_by_hand_in(&mut tx, &notices, &id).await?;
         }
         phase(&id, "commit", tx.commit()).await?;
-        phase(&id, "mail", self.deliver()).await;
+        match (claimed, &mail) {
+            (Some(outbox), Some(mail)) => {
+                let sent = notify::deliver_claimed(self.store, self.mailer, outbox, mail);
+                if let Err(e) = phase(&id, "mail", sent).await {
+                    tracing::warn!(error = %e, "mail delivery deferred");
+                }
+            }
+            _ => phase(&id, "mail", self.deliver()).await,
+        }
         Ok(Some(id))
     }
 

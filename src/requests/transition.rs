@@ -28,6 +28,11 @@ pub(super) struct Move<'a> {
     pub entries: Vec<NewEntry>,
     /// The message to the person.
     pub mail: Option<Mail>,
+    /// The message is queued already claimed by this process, which sends it right after
+    /// the commit (`notify::deliver_claimed`): one write fewer than a
+    /// claim by the next delivery round. Should the process stop first, the claim lapses
+    /// and any sender takes the message over.
+    pub send_mail_now: bool,
     /// Tell the controller systems that asked for callbacks (OpenDSR), when the status
     /// changes.
     pub callbacks: bool,
@@ -56,6 +61,7 @@ impl<'a> Move<'a> {
             action,
             entries: Vec::new(),
             mail: None,
+            send_mail_now: false,
             callbacks: true,
             set: Set::default(),
         }
@@ -63,7 +69,8 @@ impl<'a> Move<'a> {
 }
 
 impl Service<'_> {
-    /// Performs `m` inside `tx`; returns the status the request was in. A request that is
+    /// Performs `m` inside `tx`; the outbox id of the message it queued claimed by this
+    /// process (`send_mail_now`), if any. A request that is
     /// not in one of `m.from`, or may not go to `m.to` from where it is, is refused with
     /// `WrongState` and nothing is written. Staying in the same status (a task handed
     /// back to the DPO) is no move: allowed, and no callback is sent.
@@ -72,7 +79,7 @@ impl Service<'_> {
         tx: &mut sqlx::AnyConnection,
         m: Move<'_>,
         now: DateTime<Utc>,
-    ) -> Result<Status, RequestError> {
+    ) -> Result<Option<i64>, RequestError> {
         let wrong = |status: &str| RequestError::WrongState {
             status: status.to_owned(),
             action: m.action.to_owned(),
@@ -123,13 +130,18 @@ impl Service<'_> {
         if !m.entries.is_empty() {
             self.audit.append_in(&mut *tx, &m.entries).await?;
         }
+        let mut claimed = None;
         if let Some(mail) = &m.mail {
-            notify::enqueue_in(&mut *tx, self.mailer, mail).await?;
+            if m.send_mail_now {
+                claimed = Some(notify::enqueue_claimed_in(&mut *tx, self.mailer, mail).await?);
+            } else {
+                notify::enqueue_in(&mut *tx, self.mailer, mail).await?;
+            }
         }
         if m.callbacks && m.to != current {
             self.callbacks_in(&mut *tx, m.id, m.to.key(), now).await?;
         }
-        Ok(current)
+        Ok(claimed)
     }
 }
 
