@@ -397,25 +397,38 @@ impl AuditLog {
         before: Option<NewEntry>,
     ) -> Result<(), AuditError> {
         let mut tx = self.store.begin().await?;
+        self.shred_after_in(&mut tx, subject, actor, before).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`AuditLog::shred_after`] inside the caller's transaction; an unknown subject is
+    /// an error and the caller's transaction should be dropped.
+    pub async fn shred_after_in(
+        &self,
+        conn: &mut AnyConnection,
+        subject: &SubjectId,
+        actor: Actor,
+        before: Option<NewEntry>,
+    ) -> Result<(), AuditError> {
         let entry = NewEntry::new(actor, "subject.shredded")
             .summary(serde_json::json!({ "subject_id": subject.as_str() }));
         let entries: Vec<NewEntry> = before.into_iter().chain([entry]).collect();
-        self.append_in(&mut tx, &entries).await?;
+        self.append_in(&mut *conn, &entries).await?;
         let n = sqlx::query("UPDATE audit_keys SET wrapped = NULL, shredded_at = $1 WHERE key_id = $2 AND kind = 'subject'")
             .bind(timestamp(Utc::now()))
             .bind(subject.as_str())
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?
             .rows_affected();
         if n == 0 {
-            tx.rollback().await?;
             return Err(AuditError::UnknownSubject(subject.to_string()));
         }
         sqlx::query("DELETE FROM audit_subjects WHERE subject_id = $1")
             .bind(subject.as_str())
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
-        tx.commit().await?;
+        // Dropped from the cache now: should the commit fail, it is read again.
         if let Ok(mut m) = self.keys.subjects.lock() {
             m.remove(subject.as_str());
         }

@@ -369,12 +369,14 @@ pub async fn erase(
     };
     let masker = AuditMasker(ctx.audit);
     let mut reports = Vec::new();
-    // Each system's entry is written once the next system starts; the last one goes in
-    // one commit with the shredding of the person's key.
-    let mut pending: Option<NewEntry> = None;
+    // Each system's entry, with the rows it left in place for an obligation, is written
+    // in one commit once the next system starts; the last one in the commit that shreds
+    // the person's key. Should the process stop between a system's writes and that
+    // commit, the resumed erasure finds the rows left in place again and records them.
+    let mut pending: Option<Recorded> = None;
     for s in searched {
-        if let Some(e) = pending.take() {
-            ctx.audit.append(e).await?;
+        if let Some(p) = pending.take() {
+            p.commit(ctx, None).await?;
         }
         let Some(system) = ctx.policy.system(&s.db.system) else {
             continue;
@@ -405,19 +407,11 @@ pub async fn erase(
             &shared,
         );
         if !dry_run {
-            // Recorded first: once asked, the rows left in place for an obligation go when
-            // it ends, even if this erasure stops before its writes and is resumed.
             let left: Vec<(String, String, Vec<String>)> = report
                 .left_in_place
                 .iter()
                 .map(|(c, k)| (report.system.clone(), c.clone(), k.clone()))
                 .collect();
-            if !left.is_empty() {
-                ctx.audit
-                    .store()
-                    .record_erased_rows(&left, ctx.request_id.as_deref(), now)
-                    .await?;
-            }
             s.db.apply(&actions, fault_hook).await?;
             let mut entry = NewEntry::new(ctx.actor.clone(), "erasure.executed")
                 .summary(serde_json::json!({
@@ -433,30 +427,57 @@ pub async fn erase(
             if let Some(r) = &ctx.request_id {
                 entry = entry.request(r);
             }
-            pending = Some(entry);
+            pending = Some(Recorded { entry, left, now });
         }
         reports.push(report);
     }
     // The person's audit payloads go with their data; the clear counts stay. Under a
     // restriction in force their data stays, and so does their key: it also seals the
     // restriction itself, and the request the person is told through when it is lifted.
-    match subject.as_ref().filter(|_| ctx.restriction.is_none()) {
-        Some(sub) => {
-            ctx.audit
-                .shred_after(sub, ctx.actor.clone(), pending.take())
-                .await?
-        }
-        None => {
-            if let Some(e) = pending.take() {
-                ctx.audit.append(e).await?;
-            }
-        }
+    let shred = subject.as_ref().filter(|_| ctx.restriction.is_none());
+    match (pending, shred) {
+        (Some(p), shred) => p.commit(ctx, shred).await?,
+        (None, Some(sub)) => ctx.audit.shred_after(sub, ctx.actor.clone(), None).await?,
+        (None, None) => {}
     }
     Ok(ErasureReport {
         dry_run,
         executed_at: crate::store::timestamp(now),
         systems: reports,
     })
+}
+
+/// What one system's erasure wrote, to be recorded in the store.
+struct Recorded {
+    entry: NewEntry,
+    /// `(system, collection, key)` of the rows left in place for an obligation: they go
+    /// when it ends.
+    left: Vec<(String, String, Vec<String>)>,
+    now: DateTime<Utc>,
+}
+
+impl Recorded {
+    /// One commit: the rows left in place, the entry and, with `shred`, the shredding of
+    /// the person's key.
+    async fn commit(self, ctx: &Context<'_>, shred: Option<&SubjectId>) -> Result<(), DsrError> {
+        let mut tx = ctx.audit.store().begin().await.map_err(AuditError::from)?;
+        let request = ctx.request_id.as_deref();
+        crate::store::Store::record_erased_rows_in(&mut tx, &self.left, request, self.now).await?;
+        match shred {
+            Some(sub) => {
+                ctx.audit
+                    .shred_after_in(&mut tx, sub, ctx.actor.clone(), Some(self.entry))
+                    .await?
+            }
+            None => {
+                ctx.audit
+                    .append_in(&mut tx, std::slice::from_ref(&self.entry))
+                    .await?;
+            }
+        }
+        tx.commit().await.map_err(AuditError::from)?;
+        Ok(())
+    }
 }
 
 /// The key values of the person's rows that rows outside the person's own still

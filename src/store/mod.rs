@@ -359,6 +359,18 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        Self::record_erased_rows_in(&mut tx, rows, request_id, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Store::record_erased_rows`] inside the caller's transaction.
+    pub async fn record_erased_rows_in(
+        conn: &mut AnyConnection,
+        rows: &[(String, String, Vec<String>)],
+        request_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         for (system, collection, key) in rows {
             sqlx::query(
                 "INSERT INTO erased_rows (system, collection, row_key, request_id, erased_at) \
@@ -369,10 +381,9 @@ impl Store {
             .bind(key_text(key))
             .bind(request_id.map(str::to_owned))
             .bind(timestamp(at))
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
