@@ -266,7 +266,9 @@ def table(res, n):
         (f"burst of {res['burst']['Fides']['requests']} access requests",
          f"{rate['Fides']:.2f} req/s", f"{rate['lethe']:.2f} req/s",
          f"lethe / Fides = {ratio(rate['lethe'] / rate['Fides'])}"),
-        ("  makespan", f"{res['burst']['Fides']['makespan']:.2f} s", f"{res['burst']['lethe']['makespan']:.2f} s", ""),
+        ("  makespan", f"{res['burst']['Fides']['makespan']:.2f} s", f"{res['burst']['lethe']['makespan']:.2f} s",
+         "lethe's makespan / its one access = "
+         f"{res['burst']['lethe']['makespan'] / med['access']['lethe']:.1f}x (aim <= 10x)"),
         ("memory after the access rounds, peak RSS", f"{mem1['Fides']['hwm_mib']:.0f} MiB",
          f"{mem1['lethe']['hwm_mib']:.0f} MiB", f"Fides / lethe = {ratio(mem1['Fides']['hwm_mib'] / mem1['lethe']['hwm_mib'])}"),
         ("memory at the end, peak RSS (sum of VmHWM)", f"{mem['Fides']['hwm_mib']:.0f} MiB",
