@@ -11,6 +11,7 @@ mod origin;
 mod portal;
 mod requests;
 pub mod worker;
+mod workspace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -390,8 +391,15 @@ fn routes(state: Option<&AppState>) -> Routes {
     // The JSON API reads JSON only: no cross-site form reaches it.
     let api =
         requests::routes().map(|r| r.route_layer(axum::middleware::from_fn(json_only::require)));
+    // The workspace's sign-in page is open to anyone; the rest needs a session.
+    let workspace = with_state(workspace::routes(), &|r, s| {
+        r.route_layer(axum::middleware::from_fn_with_state(s, origin::check))
+    });
+    let sign_in = with_state(workspace::sign_in_routes(), &|r, s| {
+        r.route_layer(axum::middleware::from_fn_with_state(s, origin::check))
+    });
     // What anyone may call is limited per client IP.
-    let public = with_state(api.merge(portal), &|r, s| {
+    let public = with_state(api.merge(portal).merge(sign_in), &|r, s| {
         r.route_layer(axum::middleware::from_fn_with_state(s, limit::limit))
     });
     Routes::new()
@@ -405,6 +413,7 @@ fn routes(state: Option<&AppState>) -> Routes {
             admin::routes().map(|r| r.route_layer(axum::middleware::from_fn(json_only::require))),
         )
         .merge(public)
+        .merge(workspace)
         // Controller systems call OpenDSR with their token for every request they hand
         // over and every status they poll: not limited per address, like the admin API.
         .merge(opendsr::routes())

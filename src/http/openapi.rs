@@ -6,7 +6,7 @@
 use schemars::{JsonSchema, Schema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
 
-use super::{admin, opendsr, portal, requests};
+use super::{admin, opendsr, portal, requests, workspace};
 use crate::requests::{AdminView, Full, Submitted, View};
 
 /// Who may call a route.
@@ -19,6 +19,9 @@ pub enum Auth {
     DownloadSecret,
     /// An admin token; `true` when it must be a DPO's.
     Admin(bool),
+    /// A workspace session (its cookie); `true` when it must be a DPO's. Without one the
+    /// page redirects to the sign-in page.
+    Session(bool),
 }
 
 impl Auth {
@@ -26,6 +29,14 @@ impl Auth {
     fn refusals(self) -> &'static [(u16, &'static str)] {
         match self {
             Self::Public => &[],
+            Self::Session(false) => &[(303, "not signed in: to /admin/login")],
+            Self::Session(true) => &[
+                (303, "not signed in: to /admin/login"),
+                (
+                    403,
+                    "HTML: an auditor's session, or a form of another session",
+                ),
+            ],
             Self::RequestToken => &[(401, "no or wrong token")],
             Self::DownloadSecret => &[(401, "no or wrong download secret")],
             Self::Admin(false) => &[(401, "no or bad token")],
@@ -604,6 +615,114 @@ pub fn routes() -> Vec<Route> {
         .returns(of::<admin::VendorCheck>),
         r(
             "get",
+            "/admin/login",
+            "Workspace: the sign-in page",
+            Public,
+            None,
+            &[(200, "HTML")],
+            "workspace",
+        ),
+        r(
+            "post",
+            "/admin/login",
+            "Workspace: sign in with an admin token (form field `token`); the session cookie is set",
+            Public,
+            Some(of::<workspace::LoginForm>),
+            &[(303, "signed in: to /admin"), (401, "HTML: the token is unknown, revoked or expired")],
+            "workspace",
+        ),
+        r(
+            "post",
+            "/admin/logout",
+            "Workspace: sign out (the session ends)",
+            Session(false),
+            Some(of::<workspace::CsrfForm>),
+            &[(303, "to /admin/login")],
+            "workspace",
+        ),
+        r(
+            "get",
+            "/admin",
+            "Workspace: the overview (requests due, overdue, failed, waiting; vendor findings; agreements to review; the last retention and checkpoint runs)",
+            Session(false),
+            None,
+            &[(200, "HTML")],
+            "workspace",
+        ),
+        r(
+            "get",
+            "/admin/requests",
+            "Workspace: every request, filtered by `status` (open, all, or a state), `type` and `due_by`, soonest due first, 50 a `page`",
+            Session(false),
+            None,
+            &[(200, "HTML"), (400, "HTML: a filter that does not work")],
+            "workspace",
+        ),
+        r(
+            "get",
+            "/admin/requests/{id}",
+            "Workspace: one request: the person, the outcome, the timeline from the audit log, and the actions its state allows",
+            Session(false),
+            None,
+            &[(200, "HTML"), (404, "HTML: no such request")],
+            "workspace",
+        ),
+        r(
+            "post",
+            "/admin/requests/{id}/approve",
+            "Workspace: approve a request waiting for the DPO",
+            Session(true),
+            Some(of::<workspace::ActionForm>),
+            &[(303, "done: to the request's page"), (409, "HTML: not in a state that allows it"), (422, "HTML: something missing")],
+            "workspace",
+        ),
+        r(
+            "post",
+            "/admin/requests/{id}/retry",
+            "Workspace: run a failed request again",
+            Session(true),
+            Some(of::<workspace::ActionForm>),
+            &[(303, "done: to the request's page"), (409, "HTML: not in a state that allows it"), (422, "HTML: something missing")],
+            "workspace",
+        ),
+        r(
+            "post",
+            "/admin/requests/{id}/extend",
+            "Workspace: extend the deadline once by `months` (1-2) with a `reason`",
+            Session(true),
+            Some(of::<workspace::ActionForm>),
+            &[(303, "done: to the request's page"), (409, "HTML: not in a state that allows it"), (422, "HTML: something missing")],
+            "workspace",
+        ),
+        r(
+            "post",
+            "/admin/requests/{id}/reject",
+            "Workspace: reject with a `reason`",
+            Session(true),
+            Some(of::<workspace::ActionForm>),
+            &[(303, "done: to the request's page"), (409, "HTML: not in a state that allows it"), (422, "HTML: something missing")],
+            "workspace",
+        ),
+        r(
+            "post",
+            "/admin/requests/{id}/complete",
+            "Workspace: complete a task or a failed request with a `note`",
+            Session(true),
+            Some(of::<workspace::ActionForm>),
+            &[(303, "done: to the request's page"), (409, "HTML: not in a state that allows it"), (422, "HTML: something missing")],
+            "workspace",
+        ),
+        r(
+            "post",
+            "/admin/requests/{id}/lift",
+            "Workspace: lift a restriction with a `note`",
+            Session(true),
+            Some(of::<workspace::ActionForm>),
+            &[(303, "done: to the request's page"), (409, "HTML: not in a state that allows it"), (422, "HTML: something missing")],
+            "workspace",
+        ),
+        r(
+            "get",
             "/opendsr/v1/discovery",
             "OpenDSR discovery",
             Public,
@@ -669,7 +788,7 @@ pub fn document() -> Value {
             .responses
             .iter()
             .chain(if r.body.is_some() { ERR } else { &[] })
-            .chain(if r.method == "post" && r.path.starts_with("/portal/") {
+            .chain(if r.method == "post" && is_page(r.path) {
                 CROSS_SITE
             } else {
                 &[]
@@ -677,7 +796,7 @@ pub fn document() -> Value {
             .chain(r.auth.refusals())
             .chain(INTERNAL)
         {
-            let html = r.path == "/" || r.path == "/privacy" || r.path.starts_with("/portal/");
+            let html = is_page(r.path);
             let media = (*code < 300).then(|| other_media(r.path)).flatten();
             let content = if let Some(media) = media {
                 media
@@ -701,7 +820,7 @@ pub fn document() -> Value {
         }
         op["responses"] = Value::Object(responses);
         if let Some(body) = r.body {
-            let media = if r.path.starts_with("/portal/") {
+            let media = if is_page(r.path) {
                 "application/x-www-form-urlencoded"
             } else {
                 "application/json"
@@ -722,6 +841,14 @@ pub fn document() -> Value {
             }
             Auth::DownloadSecret => {
                 op["security"] = json!([{ "downloadSecret": [] }]);
+            }
+            Auth::Session(dpo) => {
+                op["security"] = json!([{ "workspaceSession": [] }]);
+                op["description"] = json!(if dpo {
+                    "Needs a DPO's session; the form carries the session's `csrf` token."
+                } else {
+                    "A DPO's or an auditor's session."
+                });
             }
             Auth::Admin(dpo) => {
                 op["security"] = json!([{ "adminToken": [] }]);
@@ -759,7 +886,8 @@ pub fn document() -> Value {
           "securitySchemes": {
             "adminToken": { "type": "http", "scheme": "bearer", "description": "lethe admin token create --role dpo|auditor" },
             "requestToken": { "type": "http", "scheme": "bearer", "description": "the token returned when the request was made" },
-            "downloadSecret": { "type": "http", "scheme": "bearer", "description": "the secret of the link in the completion e-mail (`?secret=`)" }
+            "downloadSecret": { "type": "http", "scheme": "bearer", "description": "the secret of the link in the completion e-mail (`?secret=`)" },
+            "workspaceSession": { "type": "apiKey", "in": "cookie", "name": "lethe_admin", "description": "the session of the DPO workspace, opened at /admin/login with an admin token" }
           }
         }
     })
@@ -776,6 +904,15 @@ fn generators() -> (SchemaGenerator, SchemaGenerator) {
         settings.clone().for_deserialize().into_generator(),
         settings.for_serialize().into_generator(),
     )
+}
+
+/// Whether a path serves pages (HTML), the portal's or the workspace's.
+fn is_page(path: &str) -> bool {
+    path == "/"
+        || path == "/privacy"
+        || path.starts_with("/portal/")
+        || path == "/admin"
+        || path.starts_with("/admin/")
 }
 
 /// The media type of a success that is not JSON, by path.

@@ -19,6 +19,30 @@ pub struct AdminView {
     pub extended: bool,
 }
 
+/// Requests a page of the workspace's queue shows.
+pub const PAGE_SIZE: i64 = 50;
+
+/// Which requests the queue shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Listing {
+    pub status: StatusFilter,
+    pub kind: Option<Kind>,
+    /// Due on or before this day.
+    pub due_by: Option<chrono::NaiveDate>,
+    /// From 1.
+    pub page: u32,
+}
+
+/// The states the queue shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// Not ended for good (a failed request is open).
+    #[default]
+    Open,
+    All,
+    Is(Status),
+}
+
 /// Requests not ended for good; a failed one stays until the DPO retries, rejects or
 /// completes it.
 fn open() -> String {
@@ -61,6 +85,60 @@ impl Service<'_> {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(RequestError::from)
+    }
+
+    /// Requests in every state, as the workspace's queue lists them: filtered by `which`,
+    /// soonest due first, a page of [`PAGE_SIZE`] at a time; with how many match in all.
+    /// `overdue` is set on requests still open only.
+    pub async fn list(
+        &self,
+        which: &Listing,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<AdminView>, i64), RequestError> {
+        let state = match which.status {
+            StatusFilter::Open => format!("AND {}", open()),
+            StatusFilter::All => String::new(),
+            StatusFilter::Is(s) => format!("AND {}", Status::sql_in("status", [s])),
+        };
+        let filter = format!(
+            "FROM dsr_requests WHERE (CAST($1 AS TEXT) IS NULL OR kind = $1) \
+             AND (CAST($2 AS TEXT) IS NULL OR due_at <= $2) {state}"
+        );
+        let kind = which.kind.map(Kind::key);
+        let due_by = which.due_by.map(|d| format!("{d}T23:59:59.999999Z"));
+        let total: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) {filter}")))
+                .bind(kind)
+                .bind(due_by.clone())
+                .fetch_one(self.store.pool())
+                .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id, kind, status, received_at, due_at, extended_at {filter} ORDER BY due_at, id LIMIT {PAGE_SIZE} OFFSET $3"
+        )))
+        .bind(kind)
+        .bind(due_by)
+        .bind(i64::from(which.page.saturating_sub(1)) * PAGE_SIZE)
+        .fetch_all(self.store.pool())
+        .await?;
+        let now_s = timestamp(now);
+        let views = rows
+            .iter()
+            .map(|r| {
+                let due: String = r.try_get(4)?;
+                let status: String = r.try_get(2)?;
+                let extended: Option<String> = r.try_get(5)?;
+                Ok(AdminView {
+                    id: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    overdue: due < now_s && !status::stored(&status).is_final(),
+                    status,
+                    received_at: r.try_get(3)?,
+                    due_at: due,
+                    extended: extended.is_some(),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok((views, total))
     }
 
     async fn open_request(&self, id: &str) -> Result<OpenRequest, RequestError> {

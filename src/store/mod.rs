@@ -14,7 +14,7 @@ use crate::redact::redact_url;
 
 pub mod lease;
 mod tokens;
-pub use tokens::{AdminToken, Role, TokenLifetime};
+pub use tokens::{AdminToken, Role, SESSION_IDLE_MINUTES, Session, TokenLifetime};
 pub mod files;
 pub mod wake;
 

@@ -24,7 +24,7 @@ impl Role {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         [Self::Auditor, Self::Dpo]
             .into_iter()
             .find(|r| r.key() == s)
@@ -203,6 +203,101 @@ impl Store {
         .await?
         .rows_affected();
         Ok(changed == 1)
+    }
+}
+
+/// A session ends after this long without a page.
+pub const SESSION_IDLE_MINUTES: i64 = 30;
+
+/// A signed-in workspace session: who, with which role.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The admin token it was opened with: every action is audited under it.
+    pub token_id: String,
+    pub role: Role,
+}
+
+fn session_hash(secret: &str) -> String {
+    hex::encode(crate::crypto::sha256(&[
+        b"lethe-admin-session:",
+        secret.as_bytes(),
+    ]))
+}
+
+impl Store {
+    /// Opens a workspace session with admin token `token`, if it is valid; the session's
+    /// secret (for the cookie; only its hash is kept) and who it is.
+    pub async fn open_session(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(String, Session)>, StoreError> {
+        let Some((token_id, role)) = self.admin_token(token).await? else {
+            return Ok(None);
+        };
+        let secret = crate::crypto::random_base64url(32)
+            .map_err(|e| StoreError::Query(sqlx::Error::Protocol(e.to_string())))?;
+        // Sessions that ended are removed as new ones open.
+        sqlx::query("DELETE FROM admin_sessions WHERE last_seen_at < $1")
+            .bind(timestamp(
+                now - chrono::Duration::minutes(SESSION_IDLE_MINUTES),
+            ))
+            .execute(self.pool())
+            .await?;
+        sqlx::query(
+            "INSERT INTO admin_sessions (secret_hash, token_id, created_at, last_seen_at) VALUES ($1, $2, $3, $3)",
+        )
+        .bind(session_hash(&secret))
+        .bind(&token_id)
+        .bind(timestamp(now))
+        .execute(self.pool())
+        .await?;
+        Ok(Some((secret, Session { token_id, role })))
+    }
+
+    /// The session whose secret is `secret`, if it is in force at `now`: used within
+    /// [`SESSION_IDLE_MINUTES`], its token neither revoked nor expired. Its use is
+    /// recorded (at most once a minute).
+    pub async fn session(
+        &self,
+        secret: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Session>, StoreError> {
+        let hash = session_hash(secret);
+        let now_s = timestamp(now);
+        let row = sqlx::query(
+            "SELECT s.token_id, t.role, s.last_seen_at FROM admin_sessions s JOIN admin_tokens t ON t.id = s.token_id \
+             WHERE s.secret_hash = $1 AND s.last_seen_at >= $2 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > $3)",
+        )
+        .bind(&hash)
+        .bind(timestamp(now - chrono::Duration::minutes(SESSION_IDLE_MINUTES)))
+        .bind(&now_s)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let (token_id, role, seen): (String, String, String) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let Some(role) = Role::parse(&role) else {
+            return Ok(None);
+        };
+        if seen < timestamp(now - chrono::Duration::seconds(LAST_USED_EVERY_SECONDS)) {
+            sqlx::query("UPDATE admin_sessions SET last_seen_at = $1 WHERE secret_hash = $2")
+                .bind(&now_s)
+                .bind(&hash)
+                .execute(self.pool())
+                .await?;
+        }
+        Ok(Some(Session { token_id, role }))
+    }
+
+    /// Ends the session whose secret is `secret` (sign-out); whether there was one.
+    pub async fn close_session(&self, secret: &str) -> Result<bool, StoreError> {
+        let n = sqlx::query("DELETE FROM admin_sessions WHERE secret_hash = $1")
+            .bind(session_hash(secret))
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        Ok(n == 1)
     }
 }
 

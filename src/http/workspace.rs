@@ -1,0 +1,822 @@
+//! The DPO workspace under `/admin`: pages rendered on the server, no JavaScript. A DPO
+//! or an auditor signs in with an admin token (`lethe admin token create`) and gets a
+//! session cookie (HttpOnly, SameSite=Strict, Secure behind an https `public_url`) whose
+//! secret the store keeps only as a hash; the session ends after
+//! [`SESSION_IDLE_MINUTES`] without a page, on sign-out, and with its token. Every form
+//! carries a token derived from the session's secret, checked on POST (with the origin
+//! check the portal's forms have). An auditor reads everything and is offered no action;
+//! an action posted by an auditor is 403. Every action is audited under the token's id,
+//! through the same request service as the JSON API.
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use minijinja::{AutoEscape, Environment, context};
+use serde::Deserialize;
+
+use super::requests::service;
+use super::{ApiError, AppState};
+use crate::audit::{Actor, NewEntry};
+use crate::requests::{Kind, Listing, PAGE_SIZE, Status, StatusFilter};
+use crate::store::{Role, SESSION_IDLE_MINUTES, Session};
+
+/// The cookie carrying the session's secret.
+const COOKIE: &str = "lethe_admin";
+
+/// What a DPO does to a request from its page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Approve,
+    Retry,
+    Extend,
+    Reject,
+    Complete,
+    Lift,
+}
+
+impl Action {
+    const ALL: [Action; 6] = [
+        Self::Approve,
+        Self::Retry,
+        Self::Extend,
+        Self::Reject,
+        Self::Complete,
+        Self::Lift,
+    ];
+
+    fn key(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Retry => "retry",
+            Self::Extend => "extend",
+            Self::Reject => "reject",
+            Self::Complete => "complete",
+            Self::Lift => "lift",
+        }
+    }
+
+    /// What the page says once it is done.
+    fn done(self) -> &'static str {
+        match self {
+            Self::Approve => "Approved: the request runs now.",
+            Self::Retry => "The request runs again.",
+            Self::Extend => "The deadline is extended; the person is told why.",
+            Self::Reject => "Rejected; the person is told why and of their right to complain.",
+            Self::Complete => "Completed; the person is told what was done.",
+            Self::Lift => {
+                "The lift is announced to the person; the restriction ends once the message is sent."
+            }
+        }
+    }
+}
+
+pub fn routes() -> super::Routes {
+    let act = |a: Action| {
+        post(
+            move |state: State<AppState>,
+                  headers: HeaderMap,
+                  id: Path<String>,
+                  form: Result<Form<ActionForm>, FormRejection>| {
+                act(state, headers, id, form, a)
+            },
+        )
+    };
+    super::Routes::new()
+        .route("/admin/logout", post(logout))
+        .route("/admin", get(overview))
+        .route("/admin/requests", get(queue))
+        .route("/admin/requests/{id}", get(request_page))
+        .route("/admin/requests/{id}/approve", act(Action::Approve))
+        .route("/admin/requests/{id}/retry", act(Action::Retry))
+        .route("/admin/requests/{id}/extend", act(Action::Extend))
+        .route("/admin/requests/{id}/reject", act(Action::Reject))
+        .route("/admin/requests/{id}/complete", act(Action::Complete))
+        .route("/admin/requests/{id}/lift", act(Action::Lift))
+}
+
+/// The sign-in page, which anyone may call (and which is limited per client address).
+pub fn sign_in_routes() -> super::Routes {
+    super::Routes::new().route("/admin/login", get(login_page).post(login))
+}
+
+fn templates() -> &'static Environment<'static> {
+    static ENV: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_auto_escape_callback(|_| AutoEscape::Html);
+        for (name, text) in [
+            (
+                "base.html",
+                include_str!("../../templates/workspace/base.html"),
+            ),
+            (
+                "login.html",
+                include_str!("../../templates/workspace/login.html"),
+            ),
+            (
+                "message.html",
+                include_str!("../../templates/workspace/message.html"),
+            ),
+            (
+                "overview.html",
+                include_str!("../../templates/workspace/overview.html"),
+            ),
+            (
+                "requests.html",
+                include_str!("../../templates/workspace/requests.html"),
+            ),
+            (
+                "request.html",
+                include_str!("../../templates/workspace/request.html"),
+            ),
+        ] {
+            // The templates are part of the binary and checked by the tests.
+            if let Err(e) = env.add_template(name, text) {
+                tracing::error!(template = name, error = %e, "workspace template");
+            }
+        }
+        env
+    })
+}
+
+/// A rendered page, never kept by a cache; a template error is logged and answered with
+/// a plain 500.
+fn page(status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+    match templates().get_template(name).and_then(|t| t.render(ctx)) {
+        Ok(html) => (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(template = name, error = %e, "workspace page");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+fn controller(state: &AppState) -> String {
+    state
+        .policy
+        .controller
+        .as_ref()
+        .map_or_else(|| "the controller".to_owned(), |c| c.name.clone())
+}
+
+/// A page saying what went wrong (or right), with a way back.
+fn message(
+    state: &AppState,
+    signed: Option<&Signed>,
+    status: StatusCode,
+    heading: &str,
+    text: &str,
+    back: Option<&str>,
+) -> Response {
+    let kind = if status.is_success() { "ok" } else { "error" };
+    page(
+        status,
+        "message.html",
+        context! {
+            controller => controller(state),
+            who => signed.map(Signed::who),
+            csrf => signed.map(|s| csrf(&s.secret)),
+            heading, text, back, kind,
+        },
+    )
+}
+
+/// The signed-in session of a page's request.
+struct Signed {
+    session: Session,
+    secret: String,
+}
+
+impl Signed {
+    fn who(&self) -> minijinja::Value {
+        context! { token_id => self.session.token_id, role => self.session.role.key() }
+    }
+
+    fn actor(&self) -> Actor {
+        Actor::Admin(self.session.token_id.clone())
+    }
+}
+
+/// The form token of a session: derived from its secret, which only the session's
+/// browser holds (in an HttpOnly cookie another site cannot read).
+fn csrf(secret: &str) -> String {
+    hex::encode(crate::crypto::sha256(&[
+        b"lethe-admin-csrf:",
+        secret.as_bytes(),
+    ]))
+}
+
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// `Set-Cookie` for the session `secret`; an empty secret clears it.
+fn session_cookie(state: &AppState, secret: &str) -> Option<HeaderValue> {
+    let secure = state
+        .settings
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    let mut v = format!("{COOKIE}={secret}; Path=/admin; HttpOnly; SameSite=Strict");
+    if secret.is_empty() {
+        v.push_str("; Max-Age=0");
+    }
+    if secure {
+        v.push_str("; Secure");
+    }
+    HeaderValue::from_str(&v).ok()
+}
+
+fn to_login() -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, "/admin/login")]).into_response()
+}
+
+fn internal(state: &AppState, e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "workspace");
+    message(
+        state,
+        None,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "The page could not be made; the operator can find the cause in the log.",
+        Some("/admin"),
+    )
+}
+
+/// The session of this browser, if it is signed in; else the answer to give (to the
+/// sign-in page).
+async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Signed, Box<Response>> {
+    let Some(secret) = cookie(headers) else {
+        return Err(Box::new(to_login()));
+    };
+    match state.store.session(&secret, Utc::now()).await {
+        Ok(Some(session)) => Ok(Signed { session, secret }),
+        Ok(None) => Err(Box::new(to_login())),
+        Err(e) => Err(Box::new(internal(state, e))),
+    }
+}
+
+/// A form posted by the session's own pages, by a DPO: else the page saying why not.
+fn may_act(state: &AppState, signed: &Signed, form_csrf: &str) -> Result<(), Box<Response>> {
+    let expected = csrf(&signed.secret);
+    if !crate::crypto::constant_time_eq(expected.as_bytes(), form_csrf.as_bytes()) {
+        return Err(Box::new(message(
+            state,
+            Some(signed),
+            StatusCode::FORBIDDEN,
+            "The form has expired",
+            "This form does not belong to your session. Open the page again and repeat.",
+            Some("/admin"),
+        )));
+    }
+    if signed.session.role != Role::Dpo {
+        return Err(Box::new(message(
+            state,
+            Some(signed),
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            "You are signed in as an auditor: you can read everything and change nothing.",
+            Some("/admin"),
+        )));
+    }
+    Ok(())
+}
+
+async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if signed_in(&state, &headers).await.is_ok() {
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, "/admin")]).into_response();
+    }
+    login_form(&state, StatusCode::OK, None)
+}
+
+fn login_form(state: &AppState, status: StatusCode, error: Option<&str>) -> Response {
+    page(
+        status,
+        "login.html",
+        context! { controller => controller(state), error, idle_minutes => SESSION_IDLE_MINUTES },
+    )
+}
+
+/// The sign-in form.
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct LoginForm {
+    /// An admin token.
+    #[serde(default)]
+    token: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return login_form(
+            &state,
+            StatusCode::BAD_REQUEST,
+            Some("The form could not be read. Paste the token and try again."),
+        );
+    };
+    let now = Utc::now();
+    let opened = match state.store.open_session(form.token.trim(), now).await {
+        Ok(o) => o,
+        Err(e) => return internal(&state, e),
+    };
+    let Some((secret, session)) = opened else {
+        return login_form(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            Some("This token does not open the workspace: it is unknown, revoked or expired."),
+        );
+    };
+    let entry = NewEntry::new(Actor::Admin(session.token_id.clone()), "admin.signed_in")
+        .summary(serde_json::json!({ "role": session.role.key() }));
+    if let Err(e) = state.audit.append(entry).await {
+        return internal(&state, e);
+    }
+    let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, "/admin")]).into_response();
+    if let Some(v) = session_cookie(&state, &secret) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// A form with nothing but the session's form token.
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let given = form.map(|Form(f)| f.csrf).unwrap_or_default();
+    if !crate::crypto::constant_time_eq(csrf(&signed.secret).as_bytes(), given.as_bytes()) {
+        return message(
+            &state,
+            Some(&signed),
+            StatusCode::FORBIDDEN,
+            "The form has expired",
+            "This form does not belong to your session. Open the page again and repeat.",
+            Some("/admin"),
+        );
+    }
+    if let Err(e) = state.store.close_session(&signed.secret).await {
+        return internal(&state, e);
+    }
+    let entry = NewEntry::new(signed.actor(), "admin.signed_out");
+    if let Err(e) = state.audit.append(entry).await {
+        return internal(&state, e);
+    }
+    let mut resp = to_login();
+    if let Some(v) = session_cookie(&state, "") {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// How the overview counts the open requests.
+#[derive(Default, serde::Serialize)]
+struct Counts {
+    overdue: usize,
+    due_soon: usize,
+    failed: usize,
+    approval: usize,
+    tasks: usize,
+}
+
+async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let now = Utc::now();
+    let open = match service(&state).list_open(None, now).await {
+        Ok(v) => v,
+        Err(e) => return internal(&state, e),
+    };
+    let week = now + chrono::Duration::days(7);
+    let week_s = crate::store::timestamp(week);
+    let mut counts = Counts::default();
+    let mut urgent = Vec::new();
+    for r in &open {
+        let status = Status::parse(&r.status);
+        let failed = status == Some(Status::Failed);
+        let soon = !r.overdue && r.due_at <= week_s;
+        counts.overdue += usize::from(r.overdue);
+        counts.due_soon += usize::from(soon);
+        counts.failed += usize::from(failed);
+        counts.approval += usize::from(status == Some(Status::AwaitingApproval));
+        counts.tasks += usize::from(status == Some(Status::InProgress) && is_task(&r.kind));
+        if r.overdue || failed || soon {
+            urgent.push(r);
+        }
+    }
+    let today = now.date_naive();
+    let findings = crate::vendors::check(&state.policy, today);
+    let reviews = crate::vendors::reviews_due(&state.policy, today, 30);
+    let runs = match state.store.job_runs(200).await {
+        Ok(r) => r,
+        Err(e) => return internal(&state, e),
+    };
+    let last = |kind: &str| runs.iter().find(|r| r.kind == kind);
+    let jobs = [
+        ("Retention", last("retention")),
+        ("Audit checkpoint", last("audit_checkpoint")),
+    ]
+    .map(|(what, run)| context! { what, run });
+    page(
+        StatusCode::OK,
+        "overview.html",
+        context! {
+            controller => controller(&state),
+            who => signed.who(),
+            csrf => csrf(&signed.secret),
+            here => "overview",
+            counts, urgent, findings, reviews, jobs,
+            week => week.date_naive().to_string(),
+        },
+    )
+}
+
+/// A request the DPO carries out by hand once verified (the service's tasks).
+fn is_task(kind: &str) -> bool {
+    matches!(
+        Kind::parse(kind),
+        Some(Kind::Rectification | Kind::Restriction | Kind::Objection)
+    )
+}
+
+#[derive(Deserialize, Default)]
+struct QueueQuery {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    due_by: Option<String>,
+    #[serde(default)]
+    page: Option<String>,
+}
+
+/// The queue's filter from the query; what is wrong with it, in words.
+fn listing(q: &QueueQuery) -> Result<Listing, String> {
+    let status = match q.status.as_deref().unwrap_or("open") {
+        "" | "open" => StatusFilter::Open,
+        "all" => StatusFilter::All,
+        s => StatusFilter::Is(Status::parse(s).ok_or_else(|| {
+            format!(
+                "`status` is open, all, or one of: {}",
+                Status::ALL.map(Status::key).join(", ")
+            )
+        })?),
+    };
+    let kind =
+        match q.kind.as_deref().unwrap_or("") {
+            "" => None,
+            k => Some(Kind::parse(k).ok_or_else(|| {
+                format!("`type` is one of: {}", Kind::ALL.map(Kind::key).join(", "))
+            })?),
+        };
+    let due_by = match q.due_by.as_deref().unwrap_or("") {
+        "" => None,
+        d => Some(
+            chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .map_err(|_| "`due_by` is a date, YYYY-MM-DD".to_owned())?,
+        ),
+    };
+    let page = match q.page.as_deref().unwrap_or("") {
+        "" => 1,
+        p => p
+            .parse::<u32>()
+            .ok()
+            .filter(|p| (1..=1_000_000).contains(p))
+            .ok_or_else(|| "`page` is a page number, from 1".to_owned())?,
+    };
+    Ok(Listing {
+        status,
+        kind,
+        due_by,
+        page,
+    })
+}
+
+async fn queue(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<QueueQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let q = query.map(|Query(q)| q).unwrap_or_default();
+    let which = match listing(&q) {
+        Ok(w) => w,
+        Err(why) => {
+            return message(
+                &state,
+                Some(&signed),
+                StatusCode::BAD_REQUEST,
+                "Those filters do not work",
+                &why,
+                Some("/admin/requests"),
+            );
+        }
+    };
+    let (rows, total) = match service(&state).list(&which, Utc::now()).await {
+        Ok(r) => r,
+        Err(e) => return internal(&state, e),
+    };
+    let status = match which.status {
+        StatusFilter::Open => "open".to_owned(),
+        StatusFilter::All => "all".to_owned(),
+        StatusFilter::Is(s) => s.key().to_owned(),
+    };
+    let kind = which.kind.map(Kind::key).unwrap_or("");
+    let due_by = which.due_by.map(|d| d.to_string()).unwrap_or_default();
+    let mut statuses = vec![
+        ("open".to_owned(), "open (not ended)".to_owned()),
+        ("all".to_owned(), "every state".to_owned()),
+    ];
+    statuses.extend(Status::ALL.map(|s| (s.key().to_owned(), s.key().replace('_', " "))));
+    let link = format!("/admin/requests?status={status}&type={kind}&due_by={due_by}");
+    let pages = ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
+    page(
+        StatusCode::OK,
+        "requests.html",
+        context! {
+            controller => controller(&state),
+            who => signed.who(),
+            csrf => csrf(&signed.secret),
+            here => "requests",
+            rows, total, pages, link, statuses,
+            page => which.page,
+            kinds => Kind::ALL.map(Kind::key),
+            filter => context! { status, type => kind, due_by },
+        },
+    )
+}
+
+/// The actions a request's state allows.
+fn actions(r: &crate::requests::Full, now: DateTime<Utc>) -> Vec<&'static str> {
+    let status = Status::parse(&r.status);
+    let open = status.is_some_and(|s| !s.is_final());
+    let held = r
+        .result
+        .as_ref()
+        .is_some_and(|v| v["waiting_for"] == "restriction");
+    let mut out = Vec::new();
+    if status == Some(Status::AwaitingApproval) && !held {
+        out.push(Action::Approve);
+    }
+    if status == Some(Status::Failed) {
+        out.push(Action::Retry);
+    }
+    // Once, and before the first deadline (Art. 12(3)).
+    if open && r.extended_at.is_none() && r.due_at > crate::store::timestamp(now) {
+        out.push(Action::Extend);
+    }
+    if status == Some(Status::Failed) || (status == Some(Status::InProgress) && is_task(&r.kind)) {
+        out.push(Action::Complete);
+    }
+    if r.restriction_in_force {
+        out.push(Action::Lift);
+    }
+    if open {
+        out.push(Action::Reject);
+    }
+    out.into_iter().map(Action::key).collect()
+}
+
+async fn request_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<DoneQuery>,
+) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    request_view(&state, &signed, &id, q.done.as_deref(), StatusCode::OK).await
+}
+
+#[derive(Deserialize, Default)]
+struct DoneQuery {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+async fn request_view(
+    state: &AppState,
+    signed: &Signed,
+    id: &str,
+    done: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let r = match service(state).full(id).await {
+        Ok(r) => r,
+        Err(crate::requests::RequestError::NotFound) => {
+            return message(
+                state,
+                Some(signed),
+                StatusCode::NOT_FOUND,
+                "No such request",
+                "There is no request with this id.",
+                Some("/admin/requests"),
+            );
+        }
+        Err(e) => return internal(state, e),
+    };
+    let filter = crate::audit::Filter {
+        request_id: Some(id.to_owned()),
+        ..Default::default()
+    };
+    let entries = match state.audit.entries(&filter).await {
+        Ok(e) => e,
+        Err(e) => return internal(state, e),
+    };
+    let timeline: Vec<minijinja::Value> = entries
+        .iter()
+        .map(|e| {
+            let payload = match &e.payload {
+                crate::audit::Payload::Clear(v) if v.is_null() => String::new(),
+                crate::audit::Payload::Clear(v) => v.to_string(),
+                crate::audit::Payload::Shredded => {
+                    "(the person's details: shredded with their key)".to_owned()
+                }
+            };
+            context! {
+                seq => e.header.seq,
+                recorded_at => e.header.recorded_at,
+                actor => e.header.actor,
+                action => e.header.action,
+                summary => e.header.summary,
+                payload,
+            }
+        })
+        .collect();
+    let now = Utc::now();
+    let overdue = Status::parse(&r.status).is_some_and(|s| !s.is_final())
+        && r.due_at < crate::store::timestamp(now);
+    let result_json = r
+        .result
+        .as_ref()
+        .and_then(|v| serde_json::to_string_pretty(v).ok())
+        .unwrap_or_default();
+    let done = done.and_then(|d| Action::ALL.into_iter().find(|a| a.key() == d));
+    page(
+        status,
+        "request.html",
+        context! {
+            controller => controller(state),
+            who => signed.who(),
+            csrf => csrf(&signed.secret),
+            here => "requests",
+            actions => actions(&r, now),
+            can_act => signed.session.role == Role::Dpo,
+            done => done.map(Action::done),
+            r, timeline, overdue, result_json,
+        },
+    )
+}
+
+/// The form of an action on a request: the session's form token, and what the action
+/// needs (`reason` to extend or reject, `note` to complete or lift, `months` to extend).
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    note: String,
+    #[serde(default)]
+    months: String,
+}
+
+/// The longest reason or note, in characters (as in the JSON API).
+const TEXT_MAX: usize = 4000;
+
+async fn act(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<ActionForm>, FormRejection>,
+    action: Action,
+) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let back = format!("/admin/requests/{id}");
+    let Ok(Form(form)) = form else {
+        return message(
+            &state,
+            Some(&signed),
+            StatusCode::BAD_REQUEST,
+            "The form could not be read",
+            "Open the request's page again and repeat.",
+            Some(&back),
+        );
+    };
+    if let Err(r) = may_act(&state, &signed, &form.csrf) {
+        return *r;
+    }
+    let text = match action {
+        Action::Reject | Action::Extend => form.reason.trim(),
+        _ => form.note.trim(),
+    };
+    let needs_text = !matches!(action, Action::Approve | Action::Retry);
+    if needs_text && (text.is_empty() || text.chars().count() > TEXT_MAX) {
+        return message(
+            &state,
+            Some(&signed),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Something is missing",
+            &format!("Write what the person will read: 1 to {TEXT_MAX} characters."),
+            Some(&back),
+        );
+    }
+    let svc = service(&state);
+    let now = Utc::now();
+    let actor = signed.actor();
+    let done = match action {
+        Action::Approve => svc.approve(&id, actor, now).await,
+        Action::Retry => svc.retry(&id, actor, now).await,
+        Action::Extend => {
+            let Some(months) = form
+                .months
+                .parse::<u32>()
+                .ok()
+                .filter(|m| (1..=2).contains(m))
+            else {
+                return message(
+                    &state,
+                    Some(&signed),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Something is missing",
+                    "Extend by 1 or 2 months (Art. 12(3)).",
+                    Some(&back),
+                );
+            };
+            svc.extend(&id, months, text, actor, now).await.map(|_| ())
+        }
+        Action::Reject => {
+            let authority = state
+                .policy
+                .controller
+                .as_ref()
+                .and_then(|c| c.supervisory_authority.as_ref())
+                .map(|a| a.name.clone());
+            svc.reject(&id, text, authority.as_deref(), actor, now)
+                .await
+        }
+        Action::Complete => svc.complete_task(&id, text, actor, now).await,
+        Action::Lift => svc.lift_restriction(&id, text, actor, now).await,
+    };
+    match done {
+        Ok(()) => {
+            if matches!(action, Action::Approve | Action::Retry | Action::Lift) {
+                state.work_queued();
+            }
+            let to = format!("{back}?done={}", action.key());
+            match HeaderValue::from_str(&to) {
+                Ok(v) => (StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response(),
+                Err(e) => internal(&state, e),
+            }
+        }
+        Err(e) => {
+            let e = ApiError::from(e);
+            let status = e.status();
+            if status.is_server_error() {
+                return internal(&state, e.public_message());
+            }
+            message(
+                &state,
+                Some(&signed),
+                status,
+                "That cannot be done",
+                &e.public_message(),
+                Some(&back),
+            )
+        }
+    }
+}

@@ -1,0 +1,616 @@
+//! The DPO workspace (`/admin`) through the real server: sign-in and sessions, the form
+//! token, roles, the queue and a request's page, and every action, each checked against
+//! what the store and the audit log then hold.
+
+mod common;
+
+use lethe::requests::Kind;
+use lethe::store::Role;
+
+struct Workspace {
+    app: common::TestApp,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// The demo policies, erasures waiting for the DPO's approval; no background worker, no
+/// jobs.
+async fn start() -> Workspace {
+    let dir = tempfile::tempdir().unwrap();
+    let app_db = common::testapp::demo_app_db(dir.path(), 5).await;
+    common::testapp::demo_policies(dir.path(), &app_db, |_, t| t);
+    let mut config = common::testapp::config(dir.path());
+    config.approval = "erasure".into();
+    // The test reads each state an action leaves: nothing runs the requests meanwhile.
+    let options = lethe::app::Options {
+        run_requests: false,
+        jobs: false,
+        ..Default::default()
+    };
+    let app = common::TestApp::start(&config, options).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    Workspace {
+        app,
+        http,
+        _dir: dir,
+    }
+}
+
+/// A signed-in browser: its cookie and the form token of its pages.
+struct Browser {
+    cookie: String,
+    csrf: String,
+    token_id: String,
+}
+
+/// The value of `name="csrf"` in a page.
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("the page has a form token");
+    let rest = &html[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+impl Workspace {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.app.base)
+    }
+
+    /// A form posted from the workspace's own pages.
+    fn post(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> reqwest::RequestBuilder {
+        let mut r = self
+            .http
+            .post(self.url(path))
+            .header("origin", &self.app.base)
+            .form(form);
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        r
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> reqwest::Response {
+        let mut r = self.http.get(self.url(path));
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        r.send().await.unwrap()
+    }
+
+    /// Signs in with a new token of `role`.
+    async fn sign_in(&self, role: Role) -> Browser {
+        let (token_id, token) = self.app.store.create_admin_token(role).await.unwrap();
+        let r = self
+            .post("/admin/login", None, &[("token", &token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        assert_eq!(r.headers()["location"], "/admin");
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+        let cookie = set.split(';').next().unwrap().to_owned();
+        let page = self
+            .get("/admin", Some(&cookie))
+            .await
+            .text()
+            .await
+            .unwrap();
+        Browser {
+            csrf: csrf_of(&page),
+            cookie,
+            token_id,
+        }
+    }
+
+    /// A request handed over by a controller system (no code), for `email`.
+    async fn request(&self, kind: Kind, email: &str) -> String {
+        let identity = lethe::audit::Identity::parse(&format!("email={email}")).unwrap();
+        let now = chrono::Utc::now();
+        let external = format!(
+            "00000000-0000-4000-8000-{}",
+            lethe::crypto::random_hex(6).unwrap()
+        );
+        let (id, _) = self
+            .app
+            .service()
+            .submit_trusted(kind, &identity, &external, &[], now, "test", now)
+            .await
+            .unwrap();
+        id
+    }
+
+    async fn status(&self, id: &str) -> String {
+        self.app.service().full(id).await.unwrap().status
+    }
+
+    /// `(actor, action)` of the audit entries of request `id`, or of every entry.
+    async fn entries(&self, id: Option<&str>) -> Vec<(String, String)> {
+        let filter = lethe::audit::Filter {
+            request_id: id.map(str::to_owned),
+            ..Default::default()
+        };
+        self.app
+            .audit
+            .entries(&filter)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.header.actor, e.header.action))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn signing_in_opens_a_session_that_signing_out_ends() {
+    let w = start().await;
+    // Without a session: to the sign-in page, whatever page.
+    for path in ["/admin", "/admin/requests", "/admin/requests/r_x"] {
+        let r = w.get(path, None).await;
+        assert_eq!(r.status(), 303, "{path}");
+        assert_eq!(r.headers()["location"], "/admin/login");
+    }
+    let form = w.get("/admin/login", None).await.text().await.unwrap();
+    assert!(form.contains("<label for=\"token\">"), "{form}");
+    assert!(form.contains("name=\"token\""));
+    // A wrong token, and a revoked one: no session.
+    let (revoked_id, revoked) = w.app.store.create_admin_token(Role::Dpo).await.unwrap();
+    w.app
+        .store
+        .revoke_admin_token(&revoked_id, chrono::Utc::now())
+        .await
+        .unwrap();
+    for bad in ["lt_nothing_here", revoked.as_str(), ""] {
+        let r = w
+            .post("/admin/login", None, &[("token", bad)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{bad}");
+        assert!(r.headers().get("set-cookie").is_none());
+        assert!(
+            r.text()
+                .await
+                .unwrap()
+                .contains("does not open the workspace")
+        );
+    }
+    // From another site: refused before the token is read.
+    let (_, token) = w.app.store.create_admin_token(Role::Dpo).await.unwrap();
+    let r = w
+        .http
+        .post(w.url("/admin/login"))
+        .header("origin", "https://evil.example.net")
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("set-cookie").is_none());
+
+    let r = w
+        .post("/admin/login", None, &[("token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/admin"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    // Served over http (no https public_url): not Secure, or the browser would drop it.
+    assert!(!set.contains("Secure"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let secret = cookie.split_once('=').unwrap().1.to_owned();
+    assert!(secret.len() >= 40, "{secret}");
+    // The store keeps a hash of the session's secret, never the secret.
+    let kept: Vec<String> = sqlx::query_scalar("SELECT secret_hash FROM admin_sessions")
+        .fetch_all(w.app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_ne!(kept[0], secret);
+    assert!(!kept[0].contains(&secret));
+
+    let page = w.get("/admin", Some(&cookie)).await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    let page = page.text().await.unwrap();
+    assert!(page.contains("<h1>Overview</h1>"), "{page}");
+    let csrf = csrf_of(&page);
+    // Signing out needs the session's own form token.
+    let r = w
+        .post("/admin/logout", Some(&cookie), &[("csrf", "0")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(w.get("/admin", Some(&cookie)).await.status(), 200);
+    let r = w
+        .post("/admin/logout", Some(&cookie), &[("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/admin/login");
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    // The old cookie opens nothing any more.
+    let r = w.get("/admin", Some(&cookie)).await;
+    assert_eq!(r.status(), 303);
+    let actions: Vec<String> = w.entries(None).await.into_iter().map(|(_, a)| a).collect();
+    assert!(
+        actions.contains(&"admin.signed_in".to_owned()),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&"admin.signed_out".to_owned()),
+        "{actions:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_session_ends_after_thirty_idle_minutes_and_with_its_token() {
+    let w = start().await;
+    let b = w.sign_in(Role::Dpo).await;
+    assert_eq!(w.get("/admin", Some(&b.cookie)).await.status(), 200);
+    // 29 minutes without a page: still open.
+    let set_seen = async |minutes: i64| {
+        let then = chrono::Utc::now() - chrono::Duration::minutes(minutes);
+        sqlx::query("UPDATE admin_sessions SET last_seen_at = $1")
+            .bind(lethe::store::timestamp(then))
+            .execute(w.app.store.pool())
+            .await
+            .unwrap();
+    };
+    set_seen(29).await;
+    assert_eq!(w.get("/admin", Some(&b.cookie)).await.status(), 200);
+    // The page counted as use: 29 more minutes would not end it either.
+    let seen: String = sqlx::query_scalar("SELECT last_seen_at FROM admin_sessions")
+        .fetch_one(w.app.store.pool())
+        .await
+        .unwrap();
+    assert!(seen > lethe::store::timestamp(chrono::Utc::now() - chrono::Duration::minutes(1)));
+    set_seen(31).await;
+    let r = w.get("/admin", Some(&b.cookie)).await;
+    assert_eq!(r.status(), 303);
+    // A fresh session ends when its token is revoked.
+    let c = w.sign_in(Role::Dpo).await;
+    assert_eq!(
+        w.get("/admin/requests", Some(&c.cookie)).await.status(),
+        200
+    );
+    w.app
+        .store
+        .revoke_admin_token(&c.token_id, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        w.get("/admin/requests", Some(&c.cookie)).await.status(),
+        303
+    );
+}
+
+#[tokio::test]
+async fn the_queue_filters_pages_and_marks_what_is_late() {
+    let w = start().await;
+    let b = w.sign_in(Role::Auditor).await;
+    let mut access = Vec::new();
+    for i in 0..52 {
+        access.push(
+            w.request(Kind::Access, &format!("queue{i}@example.org"))
+                .await,
+        );
+    }
+    let erasure = w.request(Kind::Erasure, "person1@example.org").await;
+    // One access overdue; one failed.
+    sqlx::query("UPDATE dsr_requests SET due_at = '2026-01-05T00:00:00.000000Z' WHERE id = $1")
+        .bind(&access[3])
+        .execute(w.app.store.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE dsr_requests SET status = 'in_progress' WHERE id = $1")
+        .bind(&access[4])
+        .execute(w.app.store.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE dsr_requests SET status = 'failed' WHERE id = $1")
+        .bind(&access[4])
+        .execute(w.app.store.pool())
+        .await
+        .unwrap();
+    let page = |q: &'static str| {
+        let w = &w;
+        let cookie = b.cookie.clone();
+        async move {
+            let r = w.get(&format!("/admin/requests{q}"), Some(&cookie)).await;
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, first) = page("").await;
+    assert_eq!(status, 200);
+    assert!(first.contains("53 requests"), "{first}");
+    assert!(first.contains("page 1 of 2"));
+    // Soonest due first: the overdue one opens the list, marked.
+    let rows: Vec<&str> = first
+        .split("<tr><td><a href=\"/admin/requests/")
+        .skip(1)
+        .collect();
+    assert_eq!(rows.len(), 50);
+    assert!(rows[0].starts_with(&access[3]), "{}", rows[0]);
+    assert!(rows[0].contains("class=\"mark\">overdue"));
+    assert!(first.contains(&format!("{}\">{}", access[4], access[4])));
+    let failed_row = rows.iter().find(|r| r.starts_with(&access[4])).unwrap();
+    assert!(failed_row.contains("class=\"mark\">failed"), "{failed_row}");
+    let (_, second) = page("?page=2").await;
+    assert_eq!(
+        second.split("<tr><td><a href=\"/admin/requests/").count() - 1,
+        3
+    );
+    let (_, erasures) = page("?type=erasure").await;
+    assert!(erasures.contains("1 request,"), "{erasures}");
+    assert!(erasures.contains(&erasure));
+    let (_, failed) = page("?status=failed").await;
+    assert!(failed.contains("1 request,") && failed.contains(&access[4]));
+    let (_, due) = page("?due_by=2026-02-01").await;
+    assert!(
+        due.contains("1 request,") && due.contains(&access[3]),
+        "{due}"
+    );
+    for bad in [
+        "?status=lost",
+        "?type=gossip",
+        "?due_by=tomorrow",
+        "?page=0",
+        "?page=x",
+    ] {
+        let (status, text) = page(bad).await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(text.contains("Those filters do not work"), "{bad}: {text}");
+    }
+    // The overview counts them.
+    let overview = w.get("/admin", Some(&b.cookie)).await.text().await.unwrap();
+    assert!(
+        overview.contains("<strong>1</strong> overdue"),
+        "{overview}"
+    );
+    assert!(overview.contains("<strong>1</strong> failed"));
+    assert!(overview.contains("<strong>1</strong> waiting for approval"));
+}
+
+#[tokio::test]
+async fn a_dpo_acts_from_a_requests_page_and_an_auditor_cannot() {
+    let w = start().await;
+    let dpo = w.sign_in(Role::Dpo).await;
+    let auditor = w.sign_in(Role::Auditor).await;
+    let id = w.request(Kind::Erasure, "person2@example.org").await;
+    assert_eq!(w.status(&id).await, "awaiting_approval");
+    let path = format!("/admin/requests/{id}");
+
+    // The auditor reads everything (the person, the timeline) and is offered nothing.
+    let seen = w
+        .get(&path, Some(&auditor.cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(seen.contains("person2@example.org"), "{seen}");
+    assert!(seen.contains("request.submitted"));
+    assert!(seen.contains("change nothing"));
+    assert!(!seen.contains(&format!("action=\"{path}/approve\"")));
+    let r = w
+        .post(
+            &format!("{path}/approve"),
+            Some(&auditor.cookie),
+            &[("csrf", &auditor.csrf)],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(w.status(&id).await, "awaiting_approval");
+
+    // The DPO is offered what the state allows.
+    let page = w.get(&path, Some(&dpo.cookie)).await.text().await.unwrap();
+    for action in ["approve", "extend", "reject"] {
+        assert!(
+            page.contains(&format!("action=\"{path}/{action}\"")),
+            "{action}"
+        );
+    }
+    for action in ["retry", "complete", "lift"] {
+        assert!(
+            !page.contains(&format!("action=\"{path}/{action}\"")),
+            "{action}"
+        );
+    }
+    // Without the form token, or with another session's: refused, nothing changes.
+    for csrf in ["", auditor.csrf.as_str()] {
+        let r = w
+            .post(
+                &format!("{path}/approve"),
+                Some(&dpo.cookie),
+                &[("csrf", csrf)],
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{csrf}");
+    }
+    // From another site: refused.
+    let r = w
+        .http
+        .post(w.url(&format!("{path}/approve")))
+        .header("origin", "https://evil.example.net")
+        .header("cookie", &dpo.cookie)
+        .form(&[("csrf", dpo.csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(w.status(&id).await, "awaiting_approval");
+
+    // An extension needs 1 or 2 months and a reason.
+    for form in [
+        vec![("months", "1"), ("reason", " ")],
+        vec![("months", "3"), ("reason", "many systems")],
+        vec![("months", "x"), ("reason", "many systems")],
+    ] {
+        let mut f = form.clone();
+        f.push(("csrf", &dpo.csrf));
+        let r = w
+            .post(&format!("{path}/extend"), Some(&dpo.cookie), &f)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{form:?}");
+    }
+    let r = w
+        .post(
+            &format!("{path}/extend"),
+            Some(&dpo.cookie),
+            &[
+                ("csrf", &dpo.csrf),
+                ("months", "2"),
+                ("reason", "We hold data in many systems."),
+            ],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        format!("{path}?done=extend").as_str()
+    );
+    let full = w.app.service().full(&id).await.unwrap();
+    assert!(full.extended_at.is_some());
+    // Once only: the second is refused with the reason, and the page no longer offers it.
+    let again = w
+        .post(
+            &format!("{path}/extend"),
+            Some(&dpo.cookie),
+            &[("csrf", &dpo.csrf), ("months", "1"), ("reason", "again")],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    let page = w
+        .get(&format!("{path}?done=extend"), Some(&dpo.cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("The deadline is extended"), "{page}");
+    assert!(!page.contains(&format!("action=\"{path}/extend\"")));
+
+    let r = w
+        .post(
+            &format!("{path}/approve"),
+            Some(&dpo.cookie),
+            &[("csrf", &dpo.csrf)],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(w.status(&id).await, "verified");
+
+    // A task: completed with a note, which the person reads.
+    let task = w.request(Kind::Rectification, "person3@example.org").await;
+    assert_eq!(w.status(&task).await, "in_progress");
+    let tpath = format!("/admin/requests/{task}");
+    let page = w.get(&tpath, Some(&dpo.cookie)).await.text().await.unwrap();
+    assert!(
+        page.contains(&format!("action=\"{tpath}/complete\"")),
+        "{page}"
+    );
+    let r = w
+        .post(
+            &format!("{tpath}/complete"),
+            Some(&dpo.cookie),
+            &[("csrf", &dpo.csrf), ("note", "")],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let r = w
+        .post(
+            &format!("{tpath}/complete"),
+            Some(&dpo.cookie),
+            &[("csrf", &dpo.csrf), ("note", "Your address is corrected.")],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(w.status(&task).await, "completed");
+    assert_eq!(
+        w.app.service().full(&task).await.unwrap().reason.as_deref(),
+        Some("Your address is corrected.")
+    );
+
+    // A rejection, with its reason; then nothing more is offered.
+    let other = w.request(Kind::Erasure, "person4@example.org").await;
+    let opath = format!("/admin/requests/{other}");
+    let r = w
+        .post(
+            &format!("{opath}/reject"),
+            Some(&dpo.cookie),
+            &[("csrf", &dpo.csrf), ("reason", "The account is not yours.")],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(w.status(&other).await, "rejected");
+    let page = w.get(&opath, Some(&dpo.cookie)).await.text().await.unwrap();
+    assert!(page.contains("Nothing to do in this state."), "{page}");
+
+    // Every action is audited under the DPO's token.
+    let who = format!("admin:{}", dpo.token_id);
+    let done: Vec<(String, String)> = [
+        w.entries(Some(&id)).await,
+        w.entries(Some(&task)).await,
+        w.entries(Some(&other)).await,
+    ]
+    .concat();
+    for action in [
+        "admin.extended",
+        "admin.approved",
+        "admin.completed",
+        "admin.rejected",
+    ] {
+        assert!(
+            done.iter().any(|(a, x)| *a == who && x == action),
+            "{action} by {who}: {done:?}"
+        );
+    }
+    // An unknown request.
+    let r = w.get("/admin/requests/r_nothing", Some(&dpo.cookie)).await;
+    assert_eq!(r.status(), 404);
+    let r = w
+        .post(
+            "/admin/requests/r_nothing/approve",
+            Some(&dpo.cookie),
+            &[("csrf", &dpo.csrf)],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+}
