@@ -614,3 +614,232 @@ async fn a_dpo_acts_from_a_requests_page_and_an_auditor_cannot() {
         .unwrap();
     assert!(r.status().is_client_error(), "{}", r.status());
 }
+
+#[tokio::test]
+async fn the_register_vendors_retention_and_audit_pages_show_what_the_policy_and_store_hold() {
+    let w = start().await;
+    let b = w.sign_in(Role::Auditor).await;
+    let policy = &w.app.policy;
+    // The register: every purpose, with its downloads.
+    let page = w
+        .get("/admin/register", Some(&b.cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Record of processing activities"), "{page}");
+    for p in &policy.purposes {
+        assert!(
+            page.contains(&format!("<code>{}</code>", p.id.as_str())),
+            "{}",
+            p.id.as_str()
+        );
+    }
+    let csv = w.get("/admin/register.csv", Some(&b.cookie)).await;
+    assert_eq!(csv.status(), 200);
+    assert!(
+        csv.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(
+        csv.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("register.csv")
+    );
+    let csv = csv.text().await.unwrap();
+    assert_eq!(
+        csv.as_bytes(),
+        lethe::register::to_csv(&lethe::register::rows(policy))
+            .unwrap()
+            .as_slice()
+    );
+    let json: Vec<serde_json::Value> = w
+        .get("/admin/register.json", Some(&b.cookie))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json.len(), policy.purposes.len());
+    // Without a session, no download.
+    assert_eq!(w.get("/admin/register.csv", None).await.status(), 303);
+
+    // Vendors: the same findings and obligations as `lethe vendors check`.
+    let page = w
+        .get("/admin/vendors", Some(&b.cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let today = chrono::Utc::now().date_naive();
+    let findings = lethe::vendors::check(policy, today);
+    if findings.is_empty() {
+        assert!(page.contains("No findings"), "{page}");
+    }
+    for f in &findings {
+        let shown = minijinja_escape(&f.message);
+        assert!(page.contains(&shown), "{} not in the page", f.message);
+    }
+    let obligations = lethe::vendors::obligations(policy);
+    assert!(!obligations.is_empty());
+    for o in &obligations {
+        assert!(page.contains(&minijinja_escape(&o.label)), "{}", o.label);
+    }
+
+    // Retention: the plan over the demo database, and no run yet.
+    let page = w
+        .get("/admin/retention", Some(&b.cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("What is due now"), "{page}");
+    assert!(!page.contains("could not be made"), "{page}");
+    assert!(page.contains("No retention run yet."));
+
+    // The audit log verifies; its export is every entry, and is itself audited.
+    let page = w
+        .get("/admin/audit", Some(&b.cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("The log verifies"), "{page}");
+    let before = w.entries(None).await.len();
+    let export = w.get("/admin/audit/export.jsonl", Some(&b.cookie)).await;
+    assert_eq!(export.status(), 200);
+    let lines = export.text().await.unwrap().lines().count();
+    assert_eq!(lines, before);
+    let after = w.entries(None).await;
+    assert_eq!(
+        after.last().unwrap(),
+        &(
+            format!("admin:{}", b.token_id),
+            "admin.audit_exported".to_owned()
+        )
+    );
+}
+
+/// What minijinja's HTML escaping makes of `text`.
+fn minijinja_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;")
+        .replace('/', "&#x2f;")
+}
+
+#[tokio::test]
+async fn a_dpo_creates_and_revokes_tokens_and_an_auditor_cannot() {
+    let w = start().await;
+    let auditor = w.sign_in(Role::Auditor).await;
+    assert_eq!(
+        w.get("/admin/tokens", Some(&auditor.cookie)).await.status(),
+        403
+    );
+    let r = w
+        .post(
+            "/admin/tokens",
+            Some(&auditor.cookie),
+            &[("csrf", &auditor.csrf), ("role", "dpo")],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let dpo = w.sign_in(Role::Dpo).await;
+    let page = w
+        .get("/admin/tokens", Some(&dpo.cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("<code>{}</code>", auditor.token_id)),
+        "{page}"
+    );
+    for (form, why) in [
+        (vec![("role", "root"), ("expires", "90d")], "Choose a role"),
+        (
+            vec![("role", "auditor"), ("expires", "forever")],
+            "is not a lifetime",
+        ),
+        (
+            vec![("role", "auditor"), ("expires", "0d")],
+            "is not a lifetime",
+        ),
+    ] {
+        let mut f = form.clone();
+        f.push(("csrf", &dpo.csrf));
+        let r = w
+            .post("/admin/tokens", Some(&dpo.cookie), &f)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{form:?}");
+        assert!(r.text().await.unwrap().contains(why), "{form:?}");
+    }
+    let r = w
+        .post(
+            "/admin/tokens",
+            Some(&dpo.cookie),
+            &[
+                ("csrf", &dpo.csrf),
+                ("role", "auditor"),
+                ("label", "grafana"),
+                ("expires", "12h"),
+            ],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let page = r.text().await.unwrap();
+    let at = page.find("<p><code>lt_").expect("the new token is shown");
+    let token = page[at + "<p><code>".len()..]
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    // It works, as an auditor's, with its label and its end.
+    let (new_id, role) = w.app.store.admin_token(&token).await.unwrap().unwrap();
+    assert_eq!(role, Role::Auditor);
+    let listed = w.app.store.admin_tokens().await.unwrap();
+    let t = listed.iter().find(|t| t.id == new_id).unwrap();
+    assert_eq!(t.label.as_deref(), Some("grafana"));
+    assert!(t.expires_at.is_some());
+    // Shown once: the list page holds its id, never its secret.
+    let page = w
+        .get("/admin/tokens", Some(&dpo.cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&new_id) && !page.contains(&token));
+    // Revoked, it opens nothing; a second revocation finds nothing in force.
+    let revoke = format!("/admin/tokens/{new_id}/revoke");
+    let r = w
+        .post(&revoke, Some(&dpo.cookie), &[("csrf", &dpo.csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(w.app.store.admin_token(&token).await.unwrap().is_none());
+    let r = w
+        .post(&revoke, Some(&dpo.cookie), &[("csrf", &dpo.csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let who = format!("admin:{}", dpo.token_id);
+    let done = w.entries(None).await;
+    for action in ["admin.token_created", "admin.token_revoked"] {
+        assert!(
+            done.iter().any(|(a, x)| *a == who && x == action),
+            "{action}: {done:?}"
+        );
+    }
+}

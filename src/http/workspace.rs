@@ -95,6 +95,15 @@ pub fn routes() -> super::Routes {
         .route("/admin/requests/{id}/reject", act(Action::Reject))
         .route("/admin/requests/{id}/complete", act(Action::Complete))
         .route("/admin/requests/{id}/lift", act(Action::Lift))
+        .route("/admin/register", get(register))
+        .route("/admin/register.csv", get(register_csv))
+        .route("/admin/register.json", get(register_json))
+        .route("/admin/vendors", get(vendors))
+        .route("/admin/retention", get(retention))
+        .route("/admin/audit", get(audit))
+        .route("/admin/audit/export.jsonl", get(audit_export))
+        .route("/admin/tokens", get(tokens).post(create_token))
+        .route("/admin/tokens/{id}/revoke", post(revoke_token))
 }
 
 /// The sign-in page, which anyone may call (and which is limited per client address).
@@ -131,6 +140,26 @@ fn templates() -> &'static Environment<'static> {
             (
                 "request.html",
                 include_str!("../../templates/workspace/request.html"),
+            ),
+            (
+                "tokens.html",
+                include_str!("../../templates/workspace/tokens.html"),
+            ),
+            (
+                "retention.html",
+                include_str!("../../templates/workspace/retention.html"),
+            ),
+            (
+                "audit.html",
+                include_str!("../../templates/workspace/audit.html"),
+            ),
+            (
+                "vendors.html",
+                include_str!("../../templates/workspace/vendors.html"),
+            ),
+            (
+                "register.html",
+                include_str!("../../templates/workspace/register.html"),
             ),
         ] {
             // The templates are part of the binary and checked by the tests.
@@ -819,4 +848,406 @@ async fn act(
             )
         }
     }
+}
+
+/// A file to download, never cached.
+fn download(content_type: &'static str, name: &str, body: Vec<u8>) -> Response {
+    let disposition = format!("attachment; filename=\"{name}\"");
+    let mut resp = (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp
+}
+
+async fn register(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let rows = crate::register::rows(&state.policy);
+    let (controller_line, dpo) = match &state.policy.controller {
+        Some(c) => (
+            format!("{}, {}, {}", c.name, c.address, c.contact_email),
+            c.dpo.as_ref().map(|d| format!("{} <{}>", d.name, d.email)),
+        ),
+        None => ("not stated in the policy".to_owned(), None),
+    };
+    page(
+        StatusCode::OK,
+        "register.html",
+        context! {
+            controller => controller(&state),
+            who => signed.who(),
+            csrf => csrf(&signed.secret),
+            here => "register",
+            policy_hash => state.policy.hash,
+            measures => crate::register::view::measures_text(&state.policy),
+            rows, controller_line, dpo,
+        },
+    )
+}
+
+async fn register_csv(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = signed_in(&state, &headers).await {
+        return *r;
+    }
+    match crate::register::to_csv(&crate::register::rows(&state.policy)) {
+        Ok(csv) => download("text/csv; charset=utf-8", "register.csv", csv),
+        Err(e) => internal(&state, e),
+    }
+}
+
+async fn register_json(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = signed_in(&state, &headers).await {
+        return *r;
+    }
+    match serde_json::to_vec_pretty(&crate::register::rows(&state.policy)) {
+        Ok(json) => download("application/json", "register.json", json),
+        Err(e) => internal(&state, e),
+    }
+}
+
+async fn vendors(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let today = Utc::now().date_naive();
+    page(
+        StatusCode::OK,
+        "vendors.html",
+        context! {
+            controller => controller(&state),
+            who => signed.who(),
+            csrf => csrf(&signed.secret),
+            here => "vendors",
+            findings => crate::vendors::check(&state.policy, today),
+            reviews => crate::vendors::reviews_due(&state.policy, today, 90),
+            obligations => crate::vendors::obligations(&state.policy),
+            matrix => crate::vendors::matrix(&state.policy),
+        },
+    )
+}
+
+async fn retention(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let sources = crate::sources::db::Sources::default();
+    let planned = async {
+        let requested =
+            crate::retention::requested_in(&state.policy, &sources, &state.audit).await?;
+        let due = crate::retention::plan(&state.policy, &sources, Utc::now(), &requested).await?;
+        Ok::<_, anyhow::Error>(due)
+    }
+    .await;
+    sources.close().await;
+    // A system that cannot be read is named; the cause goes to the log.
+    let (plan, plan_error) = match planned {
+        Ok(p) => (p, None),
+        Err(e) => {
+            tracing::warn!(error = %e, "workspace: retention plan");
+            (
+                Vec::new(),
+                Some("The plan could not be made: a system cannot be read. The log names it."),
+            )
+        }
+    };
+    let runs: Vec<crate::store::JobRun> = match state.store.job_runs(200).await {
+        Ok(r) => r
+            .into_iter()
+            .filter(|r| r.kind == "retention")
+            .take(10)
+            .collect(),
+        Err(e) => return internal(&state, e),
+    };
+    page(
+        StatusCode::OK,
+        "retention.html",
+        context! {
+            controller => controller(&state),
+            who => signed.who(),
+            csrf => csrf(&signed.secret),
+            here => "retention",
+            plan, plan_error, runs,
+        },
+    )
+}
+
+async fn audit(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let report = match state.audit.verify().await {
+        Ok(r) => r,
+        Err(e) => return internal(&state, e),
+    };
+    let mut checkpoints = match state.audit.checkpoints().await {
+        Ok(c) => c,
+        Err(e) => return internal(&state, e),
+    };
+    checkpoints.reverse();
+    checkpoints.truncate(20);
+    page(
+        StatusCode::OK,
+        "audit.html",
+        context! {
+            controller => controller(&state),
+            who => signed.who(),
+            csrf => csrf(&signed.secret),
+            here => "audit",
+            report, checkpoints,
+        },
+    )
+}
+
+async fn audit_export(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let entries = match state.audit.entries(&crate::audit::Filter::default()).await {
+        Ok(e) => e,
+        Err(e) => return internal(&state, e),
+    };
+    let mut buf = Vec::new();
+    for e in &entries {
+        if let Err(e) = serde_json::to_writer(&mut buf, e) {
+            return internal(&state, e);
+        }
+        buf.push(b'\n');
+    }
+    let entry = NewEntry::new(signed.actor(), "admin.audit_exported")
+        .summary(serde_json::json!({ "entries": entries.len() }));
+    if let Err(e) = state.audit.append(entry).await {
+        return internal(&state, e);
+    }
+    download("application/x-ndjson", "audit.jsonl", buf)
+}
+
+/// The tokens page is the DPO's: an auditor gets 403.
+async fn dpo_only(state: &AppState, headers: &HeaderMap) -> Result<Signed, Box<Response>> {
+    let signed = signed_in(state, headers).await?;
+    if signed.session.role != Role::Dpo {
+        return Err(Box::new(message(
+            state,
+            Some(&signed),
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            "Only a DPO's session manages tokens.",
+            Some("/admin"),
+        )));
+    }
+    Ok(signed)
+}
+
+#[derive(Deserialize, Default)]
+struct TokensQuery {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+async fn tokens(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<TokensQuery>,
+) -> Response {
+    let signed = match dpo_only(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let done = (q.done.as_deref() == Some("revoked"))
+        .then_some("The token is revoked: it opens nothing from now on.");
+    tokens_page(&state, &signed, StatusCode::OK, None, done).await
+}
+
+async fn tokens_page(
+    state: &AppState,
+    signed: &Signed,
+    status: StatusCode,
+    created: Option<minijinja::Value>,
+    done: Option<&str>,
+) -> Response {
+    let list = match state.store.admin_tokens().await {
+        Ok(l) => l,
+        Err(e) => return internal(state, e),
+    };
+    let now = crate::store::timestamp(Utc::now());
+    let tokens: Vec<minijinja::Value> = list
+        .iter()
+        .map(|t| {
+            let state = if t.revoked_at.is_some() {
+                "revoked"
+            } else if t.expires_at.as_ref().is_some_and(|e| *e <= now) {
+                "expired"
+            } else {
+                "valid"
+            };
+            context! {
+                id => t.id, role => t.role, label => t.label, created_at => t.created_at,
+                expires_at => t.expires_at, last_used_at => t.last_used_at, state,
+            }
+        })
+        .collect();
+    page(
+        status,
+        "tokens.html",
+        context! {
+            controller => controller(state),
+            who => signed.who(),
+            csrf => csrf(&signed.secret),
+            here => "tokens",
+            tokens, created, done,
+        },
+    )
+}
+
+/// The form creating a token.
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+    /// `auditor` or `dpo`.
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    label: String,
+    /// `90d`, `12h`, ... or `never`.
+    #[serde(default)]
+    expires: String,
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<TokenForm>, FormRejection>,
+) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let back = Some("/admin/tokens");
+    let Ok(Form(form)) = form else {
+        return message(
+            &state,
+            Some(&signed),
+            StatusCode::BAD_REQUEST,
+            "The form could not be read",
+            "Open the page again and repeat.",
+            back,
+        );
+    };
+    if let Err(r) = may_act(&state, &signed, &form.csrf) {
+        return *r;
+    }
+    let role = match form.role.as_str() {
+        "dpo" => Role::Dpo,
+        "auditor" => Role::Auditor,
+        _ => {
+            return message(
+                &state,
+                Some(&signed),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Something is missing",
+                "Choose a role: auditor or dpo.",
+                back,
+            );
+        }
+    };
+    let lifetime = match form.expires.trim() {
+        "" => crate::store::TokenLifetime::DEFAULT,
+        e => match e.parse::<crate::store::TokenLifetime>() {
+            Ok(l) => l,
+            Err(why) => {
+                return message(
+                    &state,
+                    Some(&signed),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Something is missing",
+                    &why,
+                    back,
+                );
+            }
+        },
+    };
+    let label = form.label.trim();
+    if label.chars().count() > 200 {
+        return message(
+            &state,
+            Some(&signed),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Something is missing",
+            "A label has at most 200 characters.",
+            back,
+        );
+    }
+    let label = (!label.is_empty()).then_some(label);
+    let now = Utc::now();
+    let (id, token) = match state
+        .store
+        .create_admin_token_with(role, label, lifetime, now)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return internal(&state, e),
+    };
+    let entry = NewEntry::new(signed.actor(), "admin.token_created")
+        .summary(serde_json::json!({ "token_id": id, "role": role.key() }));
+    if let Err(e) = state.audit.append(entry).await {
+        return internal(&state, e);
+    }
+    let created = context! { id, token, role => role.key() };
+    tokens_page(&state, &signed, StatusCode::CREATED, Some(created), None).await
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let given = form.map(|Form(f)| f.csrf).unwrap_or_default();
+    if let Err(r) = may_act(&state, &signed, &given) {
+        return *r;
+    }
+    match state.store.revoke_admin_token(&id, Utc::now()).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return message(
+                &state,
+                Some(&signed),
+                StatusCode::NOT_FOUND,
+                "No such token",
+                "There is no token in force with this id.",
+                Some("/admin/tokens"),
+            );
+        }
+        Err(e) => return internal(&state, e),
+    }
+    let entry = NewEntry::new(signed.actor(), "admin.token_revoked")
+        .summary(serde_json::json!({ "token_id": id }));
+    if let Err(e) = state.audit.append(entry).await {
+        return internal(&state, e);
+    }
+    // Had the session been opened with that token, the page leads to the sign-in page.
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, "/admin/tokens?done=revoked")],
+    )
+        .into_response()
 }
