@@ -227,6 +227,26 @@ impl Browser<'_> {
             .collect()
     }
 
+    /// The page as the browser shows it at `width` × `height`, saved as a PNG to `path`.
+    async fn screenshot(&self, width: u32, height: u32, path: &Path) {
+        use base64::Engine;
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            json!({ "width": width, "height": height }),
+        )
+        .await;
+        let png = self
+            .call(reqwest::Method::GET, "/screenshot", Value::Null)
+            .await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
     async fn quit(self) {
         self.driver
             .call(
@@ -436,5 +456,115 @@ async fn a_page_on_another_origin_cannot_post_into_the_portal_or_the_api() {
         before,
         "a cross-site text/plain post made a request"
     );
+    b.quit().await;
+}
+
+/// Where the workspace's screenshots are kept for a reviewer: `target/tmp/screenshots`.
+fn screenshots() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
+}
+
+/// A DPO signs in to the workspace with a token, finds a task in the queue, extends its
+/// deadline with a reason, downloads the register as CSV and signs out; each page is
+/// saved at 1280 and 390 px wide.
+#[tokio::test]
+async fn a_dpo_works_the_queue_extends_a_request_and_downloads_the_register_in_a_browser() {
+    let Some(driver) = Driver::start("a_dpo_works_the_queue_in_a_browser").await else {
+        return;
+    };
+    let s = serve().await;
+    let (_, token) = s
+        .store
+        .create_admin_token(lethe::store::Role::Dpo)
+        .await
+        .unwrap();
+    let identity = lethe::audit::Identity::parse("email=person7@example.org").unwrap();
+    let now = chrono::Utc::now();
+    let (task, _) = s
+        .service()
+        .submit_trusted(
+            lethe::requests::Kind::Rectification,
+            &identity,
+            "00000000-0000-4000-8000-00000000b001",
+            &[],
+            now,
+            "test",
+            now,
+        )
+        .await
+        .unwrap();
+    let downloads = tempfile::tempdir().unwrap();
+    let b = driver.browser(downloads.path()).await;
+    let shots = screenshots();
+    let shoot = async |name: &str| {
+        for (w, h) in [(1280, 900), (390, 844)] {
+            b.screenshot(w, h, &shots.join(format!("workspace-{name}-{w}.png")))
+                .await;
+        }
+    };
+
+    // Not signed in: the sign-in page.
+    b.go(&format!("{}/admin", s.base)).await;
+    b.wait_for("Sign in to the workspace").await;
+    assert!(b.url().await.ends_with("/admin/login"));
+    shoot("sign-in").await;
+    b.type_in("#token", &token).await;
+    b.click("main button[type=submit]").await;
+    let overview = b.wait_for("<h1>Overview</h1>").await;
+    assert!(overview.contains("tasks to carry out"), "{overview}");
+    shoot("overview").await;
+
+    // The queue, then the task's page.
+    b.go(&format!("{}/admin/requests", s.base)).await;
+    b.wait_for(&task).await;
+    shoot("requests").await;
+    b.click(&format!("a[href='/admin/requests/{task}']")).await;
+    let page = b.wait_for("Extend the deadline").await;
+    assert!(page.contains("person7@example.org"), "{page}");
+    b.click("#months option[value='2']").await;
+    b.type_in(
+        "#extend-reason",
+        "We are checking the correction with our shop system.",
+    )
+    .await;
+    b.click("form[action$='/extend'] button").await;
+    let done = b.wait_for("The deadline is extended").await;
+    assert!(done.contains("(extended on"), "{done}");
+    shoot("request").await;
+    let full = s.service().full(&task).await.unwrap();
+    assert!(full.extended_at.is_some());
+    assert_eq!(
+        full.reason.as_deref(),
+        Some("We are checking the correction with our shop system.")
+    );
+
+    // The register, downloaded as CSV: the file is the register's CSV.
+    b.go(&format!("{}/admin/register", s.base)).await;
+    b.wait_for("Record of processing activities").await;
+    shoot("register").await;
+    b.click("a[href='/admin/register.csv']").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let csv = loop {
+        if let Some(p) = b
+            .downloaded()
+            .into_iter()
+            .find(|p| p.ends_with("register.csv"))
+        {
+            break std::fs::read(p).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no register.csv downloaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        csv,
+        lethe::register::to_csv(&lethe::register::rows(&s.policy)).unwrap()
+    );
+
+    // Signing out ends the session: the workspace asks to sign in again.
+    b.click("form[action='/admin/logout'] button").await;
+    b.wait_for("Sign in to the workspace").await;
+    b.go(&format!("{}/admin/requests", s.base)).await;
+    b.wait_for("Sign in to the workspace").await;
+    assert!(b.url().await.ends_with("/admin/login"));
     b.quit().await;
 }
