@@ -3,7 +3,9 @@
 # submit (POST /v1/requests, a new person each time: insert, audit entry, code e-mail to
 # the outbox, all in one transaction, then the .eml written) and status (GET
 # /v1/requests/{id} with the token), on a SQLite and a PostgreSQL store. The ceiling is
-# axum's own /healthz on the same server in the same run.
+# axum's own /healthz on the same server in the same run. Then, with at least 10,000
+# requests in the store, the DPO workspace's overview, queue (first and 100th page) and
+# register pages on one connection, against /healthz on one connection.
 #
 #   scripts/bench-http.sh            # SQLite, and PostgreSQL at postgres://postgres@127.0.0.1:5432
 #   BENCH_PG=postgres://... DURATION=20s CONNECTIONS=64 scripts/bench-http.sh
@@ -68,6 +70,28 @@ run_store() {
     "$(awk -v a="$s_rps" -v b="$h_rps" 'BEGIN {printf "%.3f", a/b}')" "$s_err"
   printf '%-10s %-24s %12s %10s %8s %10s\n' "$label" "GET /v1/requests/{id}" "$g_rps" "$g_p99" \
     "$(awk -v a="$g_rps" -v b="$h_rps" 'BEGIN {printf "%.3f", a/b}')" "$g_err"
+  # The workspace's pages with at least 10,000 requests in the store, one connection (the
+  # time to render a page), against /healthz on one connection in the same run.
+  local admin cookie count
+  admin=$(cd "$dir" && "$bin" admin token create --role dpo --database "$url" 2>/dev/null | sed -nE 's/.*(lt_[0-9a-f_]+).*/\1/p' | head -n 1)
+  cookie=$(curl -fs -o /dev/null -D - -X POST "http://127.0.0.1:$port/admin/login" \
+    -H "origin: http://127.0.0.1:$port" --data-urlencode "token=$admin" |
+    sed -nE 's/^[Ss]et-[Cc]ookie: (lethe_admin=[^;]+).*/\1/p')
+  [ -n "$cookie" ] || { echo "$label: could not sign in to the workspace" >&2; return 1; }
+  count() { curl -fs -H "cookie: $cookie" "http://127.0.0.1:$port/admin/requests?status=all" | sed -nE 's/.*<p>([0-9]+) requests?, .*/\1/p'; }
+  count=$(count)
+  while [ "${count:-0}" -lt 10000 ]; do
+    wrk -t"$threads" -c"$connections" -d5s -s "$work/submit.lua" "http://127.0.0.1:$port" >/dev/null
+    count=$(count)
+  done
+  read -r h1_rps h1_p99 _ < <(measure -t1 -c1 "http://127.0.0.1:$port/healthz")
+  for page in "/admin" "/admin/requests" "/admin/requests?status=all&page=100" "/admin/register"; do
+    read -r p_rps p_p99 p_err < <(measure -t1 -c1 -H "cookie: $cookie" "http://127.0.0.1:$port$page")
+    printf '%-10s %-24s %12s %10s %8s %10s\n' "$label" "GET $page" "$p_rps" "$p_p99" \
+      "$(awk -v a="$p_rps" -v b="$h1_rps" 'BEGIN {printf "%.3f", a/b}')" "$p_err"
+  done
+  printf '%-10s %-24s %12s %10s %8s %10s\n' "$label" "(one connection: /healthz)" "$h1_rps" "$h1_p99" "1.00" "-"
+  echo "$label: $count requests in the store; workspace pages on one connection: mean ms = 1000 / requests/s"
   pkill -TERM -P "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }

@@ -542,6 +542,11 @@ async fn a_dpo_works_the_queue_extends_a_request_and_downloads_the_register_in_a
     b.go(&format!("{}/admin/register", s.base)).await;
     b.wait_for("Record of processing activities").await;
     shoot("register").await;
+    b.go(&format!("{}/admin/register/map", s.base)).await;
+    b.wait_for("Transfers out of the EEA").await;
+    shoot("map").await;
+    b.go(&format!("{}/admin/register", s.base)).await;
+    b.wait_for("Record of processing activities").await;
     b.click("a[href='/admin/register.csv']").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let csv = loop {

@@ -665,6 +665,28 @@ async fn the_register_vendors_retention_and_audit_pages_show_what_the_policy_and
     assert_eq!(json.len(), policy.purposes.len());
     // Without a session, no download.
     assert_eq!(w.get("/admin/register.csv", None).await.status(), 303);
+    // The data map: drawn, and the transfers out of the EEA named in words.
+    let map = w
+        .get("/admin/register/map", Some(&b.cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(map.contains("<svg ") && map.contains("</svg>"), "{map}");
+    let (nodes, flows) = lethe::register::map::build(policy);
+    assert_eq!(map.matches("<rect ").count(), nodes.len());
+    for n in nodes.iter().filter(|n| n.leaves_eea) {
+        assert!(
+            map.contains(&format!(
+                "<li><span class=\"mark\">{}</span></li>",
+                minijinja_escape(&n.label)
+            )),
+            "{}",
+            n.label
+        );
+    }
+    let as_text = &map[map.find("The same links as text").unwrap()..];
+    assert_eq!(as_text.matches("<li>").count(), flows.len());
 
     // Vendors: the same findings and obligations as `lethe vendors check`.
     let page = w

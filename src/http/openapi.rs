@@ -750,6 +750,15 @@ pub fn routes() -> Vec<Route> {
         ),
         r(
             "get",
+            "/admin/register/map",
+            "Workspace: the data map: systems → collections → categories → purposes → recipients and their countries, as an SVG drawn on the server, with the transfers out of the EEA marked and the same links as text",
+            Session(false),
+            None,
+            &[(200, "HTML")],
+            "workspace",
+        ),
+        r(
+            "get",
             "/admin/vendors",
             "Workspace: vendor findings, agreements to review, what the agreements demand of us, and the controls × agreements matrix",
             Session(false),

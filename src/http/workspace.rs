@@ -98,6 +98,7 @@ pub fn routes() -> super::Routes {
         .route("/admin/register", get(register))
         .route("/admin/register.csv", get(register_csv))
         .route("/admin/register.json", get(register_json))
+        .route("/admin/register/map", get(data_map))
         .route("/admin/vendors", get(vendors))
         .route("/admin/retention", get(retention))
         .route("/admin/audit", get(audit))
@@ -160,6 +161,10 @@ fn templates() -> &'static Environment<'static> {
             (
                 "register.html",
                 include_str!("../../templates/workspace/register.html"),
+            ),
+            (
+                "map.html",
+                include_str!("../../templates/workspace/map.html"),
             ),
         ] {
             // The templates are part of the binary and checked by the tests.
@@ -1250,4 +1255,47 @@ async fn revoke_token(
         [(header::LOCATION, "/admin/tokens?done=revoked")],
     )
         .into_response()
+}
+
+async fn data_map(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let (nodes, flows) = crate::register::map::build(&state.policy);
+    let label = |key: &str| {
+        nodes
+            .iter()
+            .find(|n| n.key == key)
+            .map_or_else(|| key.to_owned(), |n| n.label.clone())
+    };
+    let column = |key: &str| nodes.iter().find(|n| n.key == key).map(|n| n.column);
+    let columns = crate::register::map::COLUMNS;
+    let links: Vec<minijinja::Value> = (0..columns.len() - 1)
+        .map(|c| {
+            let items: Vec<(String, String)> = flows
+                .iter()
+                .filter(|f| column(&f.from) == Some(c))
+                .map(|f| (label(&f.from), label(&f.to)))
+                .collect();
+            context! { heading => format!("{} → {}", columns[c], columns[c + 1]), items }
+        })
+        .collect();
+    let leaving: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.leaves_eea)
+        .map(|n| n.label.as_str())
+        .collect();
+    page(
+        StatusCode::OK,
+        "map.html",
+        context! {
+            controller => controller(&state),
+            who => signed.who(),
+            csrf => csrf(&signed.secret),
+            here => "register",
+            svg => crate::register::map::svg(&state.policy),
+            links, leaving,
+        },
+    )
 }

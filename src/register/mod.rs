@@ -1,6 +1,7 @@
 //! The record of processing activities (Art. 30(1)): one row per purpose, derived from the
 //! policy alone. No I/O: callers write the CSV or JSON where they need it.
 
+pub mod map;
 pub mod view;
 
 use serde::Serialize;
