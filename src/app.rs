@@ -106,6 +106,7 @@ impl Application {
         }
         let sources = Arc::new(Sources::default());
         let mailer = Arc::new(mailer(config, &policy, &audit)?);
+        let declared = specs.clone();
         let jobs = if options.jobs {
             Some(start_jobs(config, &policy, &store, &audit, &sources, &mailer, specs).await?)
         } else {
@@ -121,6 +122,7 @@ impl Application {
                 signer,
                 mailer: mailer.clone(),
                 settings,
+                jobs: declared,
             },
         )
         .await?;

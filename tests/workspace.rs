@@ -865,3 +865,76 @@ async fn a_dpo_creates_and_revokes_tokens_and_an_auditor_cannot() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_jobs_page_shows_each_declared_job_with_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let app_db = common::testapp::demo_app_db(dir.path(), 3).await;
+    common::testapp::demo_policies(dir.path(), &app_db, |_, t| t);
+    let config = common::testapp::config(dir.path());
+    std::fs::create_dir_all(&config.jobs).unwrap();
+    std::fs::write(
+        config.jobs.join("jobs.yaml"),
+        "jobs:\n  - name: nightly-retention\n    kind: retention\n    schedule: \"0 30 2 * * *\"\n  - name: checkpoint\n    kind: audit_checkpoint\n    schedule: \"0 0 3 * * *\"\n",
+    )
+    .unwrap();
+    let options = lethe::app::Options {
+        run_requests: false,
+        jobs: false,
+        ..Default::default()
+    };
+    let app = common::TestApp::start(&config, options).await;
+    let now = chrono::Utc::now();
+    let run = app
+        .store
+        .start_run("nightly-retention", "retention", None, "test", now)
+        .await
+        .unwrap()
+        .unwrap();
+    app.store
+        .finish_run(run, "completed", &serde_json::json!({ "deleted": 3 }), now)
+        .await
+        .unwrap();
+    let failed = app
+        .store
+        .start_run("checkpoint", "audit_checkpoint", None, "test", now)
+        .await
+        .unwrap()
+        .unwrap();
+    app.store
+        .finish_run(failed, "failed", &serde_json::json!({}), now)
+        .await
+        .unwrap();
+    let w = Workspace {
+        app,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        _dir: dir,
+    };
+    let b = w.sign_in(Role::Auditor).await;
+    let page = w
+        .get("/admin/jobs", Some(&b.cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "<td>nightly-retention</td><td>retention</td><td><code>0 30 2 * * *</code></td>",
+        "<td>checkpoint</td><td>audit_checkpoint</td>",
+        "<span class=\"mark\">failed</span>",
+        "{&quot;deleted&quot;: 3}",
+    ] {
+        assert!(page.contains(needle), "{needle} not in {page}");
+    }
+    // The next run of the nightly job: 02:30 UTC, today or tomorrow.
+    let next = if now.time() < chrono::NaiveTime::from_hms_opt(2, 30, 0).unwrap() {
+        now.date_naive()
+    } else {
+        now.date_naive().succ_opt().unwrap()
+    };
+    assert!(page.contains(&format!("<td>{next} 02:30</td>")), "{page}");
+    // The checkpoint job never succeeded.
+    assert!(page.contains("<td>never</td>"), "{page}");
+}

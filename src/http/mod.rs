@@ -61,6 +61,8 @@ pub struct AppState {
     pub webhook_wake: Arc<tokio::sync::Notify>,
     /// What the last check of the systems' live schemas found wrong (none: ready).
     pub live_problems: Arc<std::sync::RwLock<Vec<String>>>,
+    /// The scheduled jobs, as declared.
+    pub jobs: Arc<Vec<crate::policy::jobs::JobSpec>>,
 }
 
 impl AppState {
@@ -87,6 +89,8 @@ pub struct Parts {
     pub signer: Arc<crate::crypto::Signer>,
     pub mailer: Arc<Mailer>,
     pub settings: crate::requests::Settings,
+    /// The scheduled jobs, as `jobs/*.yaml` declares them (shown in the workspace).
+    pub jobs: Vec<crate::policy::jobs::JobSpec>,
 }
 
 /// The HTTP server with its background work (request workers, webhook delivery, live
@@ -128,6 +132,7 @@ impl Server {
             wake: Arc::new(tokio::sync::Notify::new()),
             webhook_wake: Arc::new(tokio::sync::Notify::new()),
             live_problems: Arc::default(),
+            jobs: Arc::new(parts.jobs),
         };
         let listener = TcpListener::bind(bind)
             .await

@@ -795,6 +795,15 @@ pub fn routes() -> Vec<Route> {
         ),
         r(
             "get",
+            "/admin/jobs",
+            "Workspace: the scheduled jobs with their next run, last run and last success, and the history of runs",
+            Session(false),
+            None,
+            &[(200, "HTML")],
+            "workspace",
+        ),
+        r(
+            "get",
             "/admin/tokens",
             "Workspace: the admin tokens (never their secrets), with forms to create and revoke (DPO)",
             Session(false),

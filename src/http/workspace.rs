@@ -103,6 +103,7 @@ pub fn routes() -> super::Routes {
         .route("/admin/retention", get(retention))
         .route("/admin/audit", get(audit))
         .route("/admin/audit/export.jsonl", get(audit_export))
+        .route("/admin/jobs", get(jobs))
         .route("/admin/tokens", get(tokens).post(create_token))
         .route("/admin/tokens/{id}/revoke", post(revoke_token))
 }
@@ -165,6 +166,10 @@ fn templates() -> &'static Environment<'static> {
             (
                 "map.html",
                 include_str!("../../templates/workspace/map.html"),
+            ),
+            (
+                "jobs.html",
+                include_str!("../../templates/workspace/jobs.html"),
             ),
         ] {
             // The templates are part of the binary and checked by the tests.
@@ -1296,6 +1301,47 @@ async fn data_map(State(state): State<AppState>, headers: HeaderMap) -> Response
             here => "register",
             svg => crate::register::map::svg(&state.policy),
             links, leaving,
+        },
+    )
+}
+
+async fn jobs(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let signed = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let runs = match state.store.job_runs(500).await {
+        Ok(r) => r,
+        Err(e) => return internal(&state, e),
+    };
+    let now = Utc::now();
+    let jobs: Vec<minijinja::Value> = state
+        .jobs
+        .iter()
+        .map(|j| {
+            let name = j.name.as_str();
+            let mine = || runs.iter().filter(move |r| r.job == name);
+            let next = crate::policy::jobs::parse_schedule(&j.schedule)
+                .ok()
+                .and_then(|c| c.find_next_occurrence(&now, false).ok())
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string());
+            context! {
+                name, kind => j.kind.key(), schedule => j.schedule.as_str(), next,
+                last => mine().next(),
+                success => mine().find(|r| r.status == "completed"),
+            }
+        })
+        .collect();
+    let runs: Vec<&crate::store::JobRun> = runs.iter().take(50).collect();
+    page(
+        StatusCode::OK,
+        "jobs.html",
+        context! {
+            controller => controller(&state),
+            who => signed.who(),
+            csrf => csrf(&signed.secret),
+            here => "jobs",
+            jobs, runs,
         },
     )
 }
