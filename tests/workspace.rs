@@ -14,12 +14,20 @@ struct Workspace {
 }
 
 /// The demo policies, erasures waiting for the DPO's approval; no background worker, no
-/// jobs.
+/// jobs; a SQLite store.
 async fn start() -> Workspace {
+    start_on(None).await
+}
+
+/// [`start`] with the store at `database`.
+async fn start_on(database: Option<secrecy::SecretString>) -> Workspace {
     let dir = tempfile::tempdir().unwrap();
     let app_db = common::testapp::demo_app_db(dir.path(), 5).await;
     common::testapp::demo_policies(dir.path(), &app_db, |_, t| t);
     let mut config = common::testapp::config(dir.path());
+    if let Some(url) = database {
+        config.database = url;
+    }
     config.approval = "erasure".into();
     // The test reads each state an action leaves: nothing runs the requests meanwhile.
     let options = lethe::app::Options {
@@ -305,7 +313,17 @@ async fn a_session_ends_after_thirty_idle_minutes_and_with_its_token() {
 
 #[tokio::test]
 async fn the_queue_filters_pages_and_marks_what_is_late() {
-    let w = start().await;
+    queue_filters_pages_and_marks(start().await).await;
+}
+
+#[tokio::test]
+async fn the_queue_filters_pages_and_marks_what_is_late_on_postgres() {
+    if let Some(url) = common::postgres_store("the_queue_on_postgres").await {
+        queue_filters_pages_and_marks(start_on(Some(url)).await).await;
+    }
+}
+
+async fn queue_filters_pages_and_marks(w: Workspace) {
     let b = w.sign_in(Role::Auditor).await;
     let mut access = Vec::new();
     for i in 0..52 {

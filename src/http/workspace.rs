@@ -430,15 +430,8 @@ async fn logout(
     resp
 }
 
-/// How the overview counts the open requests.
-#[derive(Default, serde::Serialize)]
-struct Counts {
-    overdue: usize,
-    due_soon: usize,
-    failed: usize,
-    approval: usize,
-    tasks: usize,
-}
+/// The overdue, failed and soon-due requests the overview lists, at most.
+const URGENT_SHOWN: i64 = 20;
 
 async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let signed = match signed_in(&state, &headers).await {
@@ -446,27 +439,12 @@ async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response
         Err(r) => return *r,
     };
     let now = Utc::now();
-    let open = match service(&state).list_open(None, now).await {
+    let svc = service(&state);
+    let (counts, urgent) = match tokio::try_join!(svc.counts(now), svc.urgent(now, URGENT_SHOWN)) {
         Ok(v) => v,
         Err(e) => return internal(&state, e),
     };
-    let week = now + chrono::Duration::days(7);
-    let week_s = crate::store::timestamp(week);
-    let mut counts = Counts::default();
-    let mut urgent = Vec::new();
-    for r in &open {
-        let status = Status::parse(&r.status);
-        let failed = status == Some(Status::Failed);
-        let soon = !r.overdue && r.due_at <= week_s;
-        counts.overdue += usize::from(r.overdue);
-        counts.due_soon += usize::from(soon);
-        counts.failed += usize::from(failed);
-        counts.approval += usize::from(status == Some(Status::AwaitingApproval));
-        counts.tasks += usize::from(status == Some(Status::InProgress) && is_task(&r.kind));
-        if r.overdue || failed || soon {
-            urgent.push(r);
-        }
-    }
+    let week = now + chrono::Duration::days(crate::requests::DUE_SOON_DAYS);
     let today = now.date_naive();
     let findings = crate::vendors::check(&state.policy, today);
     let reviews = crate::vendors::reviews_due(&state.policy, today, 30);
@@ -489,6 +467,7 @@ async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response
             csrf => csrf(&signed.secret),
             here => "overview",
             counts, urgent, findings, reviews, jobs,
+            more => urgent.len() as i64 == URGENT_SHOWN,
             week => week.date_naive().to_string(),
         },
     )
@@ -496,10 +475,7 @@ async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response
 
 /// A request the DPO carries out by hand once verified (the service's tasks).
 fn is_task(kind: &str) -> bool {
-    matches!(
-        Kind::parse(kind),
-        Some(Kind::Rectification | Kind::Restriction | Kind::Objection)
-    )
+    Kind::parse(kind).is_some_and(crate::requests::is_manual)
 }
 
 #[derive(Deserialize, Default)]

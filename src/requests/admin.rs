@@ -19,6 +19,21 @@ pub struct AdminView {
     pub extended: bool,
 }
 
+/// "Due soon": within this many days.
+pub const DUE_SOON_DAYS: i64 = 7;
+
+/// The open requests, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QueueCounts {
+    pub overdue: i64,
+    /// Not overdue, due within [`DUE_SOON_DAYS`].
+    pub due_soon: i64,
+    pub failed: i64,
+    pub approval: i64,
+    /// Tasks (rectification, restriction, objection) for the DPO to carry out.
+    pub tasks: i64,
+}
+
 /// Requests a page of the workspace's queue shows.
 pub const PAGE_SIZE: i64 = 50;
 
@@ -139,6 +154,85 @@ impl Service<'_> {
             })
             .collect::<Result<_, sqlx::Error>>()?;
         Ok((views, total))
+    }
+
+    /// The open requests counted as the workspace's overview shows them, by the store.
+    pub async fn counts(&self, now: DateTime<Utc>) -> Result<QueueCounts, RequestError> {
+        let tasks: Vec<String> = Kind::ALL
+            .into_iter()
+            .filter(|k| is_manual(*k))
+            .map(|k| format!("'{}'", k.key()))
+            .collect();
+        let sql = format!(
+            "SELECT \
+               COALESCE(SUM(CASE WHEN due_at < $1 THEN 1 ELSE 0 END), 0), \
+               COALESCE(SUM(CASE WHEN due_at >= $1 AND due_at <= $2 THEN 1 ELSE 0 END), 0), \
+               COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0), \
+               COALESCE(SUM(CASE WHEN status = 'awaiting_approval' THEN 1 ELSE 0 END), 0), \
+               COALESCE(SUM(CASE WHEN status = 'in_progress' AND kind IN ({}) THEN 1 ELSE 0 END), 0) \
+             FROM dsr_requests WHERE {}",
+            tasks.join(", "),
+            open()
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(timestamp(now))
+            .bind(timestamp(now + chrono::Duration::days(DUE_SOON_DAYS)))
+            .fetch_one(self.store.pool())
+            .await?;
+        // SUM is an integer on SQLite and a numeric on PostgreSQL: read as text.
+        let n = |i: usize| -> Result<i64, RequestError> {
+            let v: i64 = match row.try_get::<i64, _>(i) {
+                Ok(v) => v,
+                Err(_) => row
+                    .try_get::<String, _>(i)?
+                    .parse()
+                    .map_err(|_| RequestError::Store(sqlx::Error::Protocol("a count".into())))?,
+            };
+            Ok(v)
+        };
+        Ok(QueueCounts {
+            overdue: n(0)?,
+            due_soon: n(1)?,
+            failed: n(2)?,
+            approval: n(3)?,
+            tasks: n(4)?,
+        })
+    }
+
+    /// The open requests that are overdue, failed or due within [`DUE_SOON_DAYS`],
+    /// soonest due first, at most `limit`.
+    pub async fn urgent(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<AdminView>, RequestError> {
+        let sql = format!(
+            "SELECT id, kind, status, received_at, due_at, extended_at FROM dsr_requests \
+             WHERE {} AND (due_at <= $1 OR status = 'failed') ORDER BY due_at, id LIMIT $2",
+            open()
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(timestamp(now + chrono::Duration::days(DUE_SOON_DAYS)))
+            .bind(limit)
+            .fetch_all(self.store.pool())
+            .await?;
+        let now_s = timestamp(now);
+        rows.iter()
+            .map(|r| {
+                let due: String = r.try_get(4)?;
+                let extended: Option<String> = r.try_get(5)?;
+                Ok(AdminView {
+                    id: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    status: r.try_get(2)?,
+                    received_at: r.try_get(3)?,
+                    overdue: due < now_s,
+                    due_at: due,
+                    extended: extended.is_some(),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(RequestError::from)
     }
 
     async fn open_request(&self, id: &str) -> Result<OpenRequest, RequestError> {

@@ -701,7 +701,7 @@ mod verify;
 use crate::dsr::restriction_label;
 use personal::Personal;
 
-pub use admin::{AdminView, Full, Listing, PAGE_SIZE, StatusFilter};
+pub use admin::{AdminView, DUE_SOON_DAYS, Full, Listing, PAGE_SIZE, QueueCounts, StatusFilter};
 pub use execute::{
     Download, MAX_EXECUTIONS, Notice, PACKAGE_DAYS, Suppressed, erasure_notices, suppress_in,
     suppression_list,
