@@ -722,6 +722,14 @@ async fn the_register_vendors_retention_and_audit_pages_show_what_the_policy_and
         let shown = minijinja_escape(&f.message);
         assert!(page.contains(&shown), "{} not in the page", f.message);
     }
+    // Each gap of the matrix sits where a finding names the agreement and the measure.
+    let gaps = findings
+        .iter()
+        .filter(|f| f.agreement.is_some() && f.parameter.is_some())
+        .count();
+    let matrix = &page[page.find("Controls × agreements").unwrap()..];
+    let marked = matrix.matches("<span class=\"mark\">gap</span>").count();
+    assert!(marked > 0 && marked <= gaps, "{marked} of {gaps}");
     let obligations = lethe::vendors::obligations(policy);
     assert!(!obligations.is_empty());
     for o in &obligations {

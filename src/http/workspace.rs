@@ -908,6 +908,27 @@ async fn vendors(State(state): State<AppState>, headers: HeaderMap) -> Response 
         Err(r) => return *r,
     };
     let today = Utc::now().date_naive();
+    let findings = crate::vendors::check(&state.policy, today);
+    let matrix = crate::vendors::matrix(&state.policy);
+    // A cell is a gap where a finding names its agreement and its parameter.
+    let gap = |column: &str, parameter: &str| {
+        findings.iter().any(|f| {
+            f.agreement.as_deref() == Some(column) && f.parameter.as_deref() == Some(parameter)
+        })
+    };
+    let rows: Vec<minijinja::Value> = matrix
+        .rows
+        .iter()
+        .map(|r| {
+            let cells: Vec<minijinja::Value> = r
+                .cells
+                .iter()
+                .zip(&matrix.columns)
+                .map(|(text, c)| context! { text, gap => gap(&c.id, &r.parameter) })
+                .collect();
+            context! { label => r.label, cells }
+        })
+        .collect();
     page(
         StatusCode::OK,
         "vendors.html",
@@ -916,10 +937,10 @@ async fn vendors(State(state): State<AppState>, headers: HeaderMap) -> Response 
             who => signed.who(),
             csrf => csrf(&signed.secret),
             here => "vendors",
-            findings => crate::vendors::check(&state.policy, today),
             reviews => crate::vendors::reviews_due(&state.policy, today, 90),
             obligations => crate::vendors::obligations(&state.policy),
-            matrix => crate::vendors::matrix(&state.policy),
+            columns => matrix.columns,
+            findings, rows,
         },
     )
 }
