@@ -964,3 +964,154 @@ async fn the_jobs_page_shows_each_declared_job_with_its_runs() {
     // The checkpoint job never succeeded.
     assert!(page.contains("<td>never</td>"), "{page}");
 }
+
+/// Found by an attack on the workspace: two extensions posted at once (a double click,
+/// two tabs) both went through, with two e-mails naming two deadlines; a handful of
+/// actions at once each held a connection while waiting for a second, and stalled.
+#[tokio::test]
+async fn actions_posted_at_the_same_moment_are_each_done_once_and_none_stalls() {
+    let w = start().await;
+    let dpo = w.sign_in(Role::Dpo).await;
+    let id = w.request(Kind::Access, "person1@example.org").await;
+    let path = format!("/admin/requests/{id}/extend");
+    let extend = |months: &'static str| {
+        w.post(
+            &path,
+            Some(&dpo.cookie),
+            &[
+                ("csrf", &dpo.csrf),
+                ("months", months),
+                ("reason", "Many systems."),
+            ],
+        )
+        .send()
+    };
+    let (a, b) = tokio::join!(extend("1"), extend("2"));
+    let mut statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [303, 409]);
+    let entries = w.entries(Some(&id)).await;
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|(_, a)| a == "admin.extended")
+            .count(),
+        1,
+        "{entries:?}"
+    );
+    let mails: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM mail_outbox WHERE kind = 'extension'")
+            .fetch_one(w.app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(mails, 1);
+
+    // More actions at once than the store has connections: each is done, none waits long.
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(
+            w.request(Kind::Erasure, &format!("person{}@example.org", 10 + i))
+                .await,
+        );
+    }
+    let started = std::time::Instant::now();
+    let rejects = ids.iter().map(|id| {
+        w.post(
+            &format!("/admin/requests/{id}/reject"),
+            Some(&dpo.cookie),
+            &[("csrf", &dpo.csrf), ("reason", "Not yours.")],
+        )
+        .send()
+    });
+    for r in futures_util::future::join_all(rejects).await {
+        assert_eq!(r.unwrap().status(), 303);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    for id in &ids {
+        assert_eq!(w.status(id).await, "rejected");
+    }
+    // An ended request says so: 409, not "no such request".
+    let again = w
+        .post(
+            &format!("/admin/requests/{}/reject", ids[0]),
+            Some(&dpo.cookie),
+            &[("csrf", &dpo.csrf), ("reason", "Again.")],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+}
+
+#[tokio::test]
+async fn odd_filters_and_control_characters_get_a_page_saying_why() {
+    let w = start().await;
+    let dpo = w.sign_in(Role::Dpo).await;
+    for q in ["?status=completed&status=all", "?page=2&page=3"] {
+        let r = w
+            .get(&format!("/admin/requests{q}"), Some(&dpo.cookie))
+            .await;
+        assert_eq!(r.status(), 400, "{q}");
+        assert!(
+            r.text()
+                .await
+                .unwrap()
+                .contains("Those filters do not work")
+        );
+    }
+    let id = w.request(Kind::Erasure, "person2@example.org").await;
+    for reason in ["no\u{0}pe", "\u{202E}evil", "bell\u{7}"] {
+        let r = w
+            .post(
+                &format!("/admin/requests/{id}/reject"),
+                Some(&dpo.cookie),
+                &[("csrf", &dpo.csrf), ("reason", reason)],
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{reason:?}");
+    }
+    assert_eq!(w.status(&id).await, "awaiting_approval");
+    // Line breaks in a reason are fine.
+    let r = w
+        .post(
+            &format!("/admin/requests/{id}/reject"),
+            Some(&dpo.cookie),
+            &[
+                ("csrf", &dpo.csrf),
+                ("reason", "First line.\r\nSecond line."),
+            ],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let r = w
+        .post(
+            "/admin/tokens",
+            Some(&dpo.cookie),
+            &[
+                ("csrf", &dpo.csrf),
+                ("role", "auditor"),
+                ("label", "a\r\nX-Injected: 1"),
+                ("expires", "1d"),
+            ],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    // A duplicated `done` shows the page without the note.
+    let r = w
+        .get(
+            &format!("/admin/requests/{id}?done=extend&done=approve"),
+            Some(&dpo.cookie),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+}

@@ -477,9 +477,23 @@ impl AuditLog {
         if let Some(k) = self.cached(key_id) {
             return Ok(Some(k));
         }
+        let mut conn = self.store.pool().acquire().await?;
+        self.reading_key_in(&mut conn, key_id).await
+    }
+
+    /// [`AuditLog::reading_key`] on the caller's connection (inside its transaction: no
+    /// second connection is taken from the pool while the caller holds one).
+    async fn reading_key_in(
+        &self,
+        conn: &mut AnyConnection,
+        key_id: &str,
+    ) -> Result<Option<Arc<SealingKey>>, AuditError> {
+        if let Some(k) = self.cached(key_id) {
+            return Ok(Some(k));
+        }
         let row = sqlx::query("SELECT wrapped FROM audit_keys WHERE key_id = $1")
             .bind(key_id)
-            .fetch_optional(self.store.pool())
+            .fetch_optional(&mut *conn)
             .await?;
         let wrapped: Option<Vec<u8>> = match row {
             Some(r) => r.try_get(0)?,
@@ -514,11 +528,26 @@ impl AuditLog {
         label: &str,
         sealed: &[u8],
     ) -> Result<Option<Vec<u8>>, AuditError> {
+        let mut conn = self.store.pool().acquire().await?;
+        self.open_for_subject_in(&mut conn, subject, label, sealed)
+            .await
+    }
+
+    /// [`AuditLog::open_for_subject`] on the caller's connection: a caller inside a
+    /// transaction takes no second connection from the pool (with as many callers as
+    /// connections, each waiting for a second one, none would go on).
+    pub async fn open_for_subject_in(
+        &self,
+        conn: &mut AnyConnection,
+        subject: &str,
+        label: &str,
+        sealed: &[u8],
+    ) -> Result<Option<Vec<u8>>, AuditError> {
         let live: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM audit_keys WHERE key_id = $1 AND kind = 'subject' AND wrapped IS NOT NULL",
         )
         .bind(subject)
-        .fetch_optional(self.store.pool())
+        .fetch_optional(&mut *conn)
         .await?;
         if live.is_none() {
             if let Ok(mut m) = self.keys.subjects.lock() {
@@ -526,7 +555,7 @@ impl AuditLog {
             }
             return Ok(None);
         }
-        match self.reading_key(subject).await? {
+        match self.reading_key_in(conn, subject).await? {
             Some(key) => Ok(Some(key.open(sealed, label.as_bytes())?)),
             None => Ok(None),
         }

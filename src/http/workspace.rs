@@ -541,8 +541,10 @@ async fn queue(
         Ok(s) => s,
         Err(r) => return *r,
     };
-    let q = query.map(|Query(q)| q).unwrap_or_default();
-    let which = match listing(&q) {
+    let which = match query
+        .map_err(|_| "Each filter may be given once: status, type, due_by, page.".to_owned())
+        .and_then(|Query(q)| listing(&q))
+    {
         Ok(w) => w,
         Err(why) => {
             return message(
@@ -624,13 +626,15 @@ async fn request_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<DoneQuery>,
+    query: Result<Query<DoneQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let signed = match signed_in(&state, &headers).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
-    request_view(&state, &signed, &id, q.done.as_deref(), StatusCode::OK).await
+    // `done` only says what the last action did: an odd one is left out.
+    let done = query.ok().and_then(|Query(q)| q.done);
+    request_view(&state, &signed, &id, done.as_deref(), StatusCode::OK).await
 }
 
 #[derive(Deserialize, Default)]
@@ -727,6 +731,16 @@ pub(crate) struct ActionForm {
     months: String,
 }
 
+/// Text a person or a DPO reads back: no control characters (line breaks where `lines`)
+/// and no bidirectional overrides, which make text read other than it is stored.
+fn printable(text: &str, lines: bool) -> bool {
+    text.chars().all(|c| {
+        let control = c.is_control() && !(lines && matches!(c, '\n' | '\r' | '\t'));
+        let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+        !control && !bidi
+    })
+}
+
 /// The longest reason or note, in characters (as in the JSON API).
 const TEXT_MAX: usize = 4000;
 
@@ -760,13 +774,16 @@ async fn act(
         _ => form.note.trim(),
     };
     let needs_text = !matches!(action, Action::Approve | Action::Retry);
-    if needs_text && (text.is_empty() || text.chars().count() > TEXT_MAX) {
+    if needs_text && (text.is_empty() || text.chars().count() > TEXT_MAX || !printable(text, true))
+    {
         return message(
             &state,
             Some(&signed),
             StatusCode::UNPROCESSABLE_ENTITY,
             "Something is missing",
-            &format!("Write what the person will read: 1 to {TEXT_MAX} characters."),
+            &format!(
+                "Write what the person will read: 1 to {TEXT_MAX} characters, without control characters."
+            ),
             Some(&back),
         );
     }
@@ -1068,14 +1085,14 @@ struct TokensQuery {
 async fn tokens(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<TokensQuery>,
+    query: Result<Query<TokensQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let signed = match dpo_only(&state, &headers).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
-    let done = (q.done.as_deref() == Some("revoked"))
-        .then_some("The token is revoked: it opens nothing from now on.");
+    let revoked = query.is_ok_and(|Query(q)| q.done.as_deref() == Some("revoked"));
+    let done = revoked.then_some("The token is revoked: it opens nothing from now on.");
     tokens_page(&state, &signed, StatusCode::OK, None, done).await
 }
 
@@ -1189,13 +1206,13 @@ async fn create_token(
         },
     };
     let label = form.label.trim();
-    if label.chars().count() > 200 {
+    if label.chars().count() > 200 || !printable(label, false) {
         return message(
             &state,
             Some(&signed),
             StatusCode::UNPROCESSABLE_ENTITY,
             "Something is missing",
-            "A label has at most 200 characters.",
+            "A label has at most 200 characters, without control characters.",
             back,
         );
     }

@@ -235,16 +235,22 @@ impl Service<'_> {
             .map_err(RequestError::from)
     }
 
-    async fn open_request(&self, id: &str) -> Result<OpenRequest, RequestError> {
-        let sql = format!(
-            "SELECT kind, due_at, extended_at, received_at FROM dsr_requests WHERE id = $1 AND {}",
-            open()
-        );
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(self.store.pool())
-            .await?
-            .ok_or(RequestError::NotFound)?;
+    /// Request `id` while it is open; one that ended is `WrongState` for `action`.
+    async fn open_request(&self, id: &str, action: &str) -> Result<OpenRequest, RequestError> {
+        let r = sqlx::query(
+            "SELECT kind, due_at, extended_at, received_at, status FROM dsr_requests WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.store.pool())
+        .await?
+        .ok_or(RequestError::NotFound)?;
+        let status: String = r.try_get(4)?;
+        if status::stored(&status).is_final() {
+            return Err(RequestError::WrongState {
+                status,
+                action: action.to_owned(),
+            });
+        }
         let email = self.personal_of(id).await?.value().to_owned();
         Ok(OpenRequest {
             kind: r.try_get(0)?,
@@ -270,7 +276,7 @@ impl Service<'_> {
             due_at: due,
             extended_at: extended,
             received_at,
-        } = self.open_request(id).await?;
+        } = self.open_request(id, "extend").await?;
         if extended.is_some() {
             return Err(RequestError::AlreadyExtended);
         }
@@ -298,14 +304,19 @@ impl Service<'_> {
                     .summary(serde_json::json!({ "months": months, "due_at": new_due }))],
             )
             .await?;
-        sqlx::query(
-            "UPDATE dsr_requests SET due_at = $1, extended_at = $2, updated_at = $2 WHERE id = $3",
+        // Once: of two extensions at the same moment, the second changes nothing.
+        let changed = sqlx::query(
+            "UPDATE dsr_requests SET due_at = $1, extended_at = $2, updated_at = $2 WHERE id = $3 AND extended_at IS NULL",
         )
         .bind(&new_due)
         .bind(timestamp(now))
         .bind(id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            return Err(RequestError::AlreadyExtended);
+        }
         self.seal_reason_in(&mut tx, id, reason).await?;
         let text = format!(
             "We need more time to answer your {kind} request {id}: {reason}\n\nWe will answer by {} at the latest (Art. 12(3) GDPR).\n",
@@ -347,7 +358,7 @@ impl Service<'_> {
         actor: Actor,
         now: DateTime<Utc>,
     ) -> Result<(), RequestError> {
-        let OpenRequest { kind, email, .. } = self.open_request(id).await?;
+        let OpenRequest { kind, email, .. } = self.open_request(id, "reject").await?;
         let complain = match authority {
             Some(a) => format!("You may lodge a complaint with the supervisory authority, {a}, and seek a judicial remedy (Art. 77-79 GDPR)."),
             None => "You may lodge a complaint with a supervisory authority and seek a judicial remedy (Art. 77-79 GDPR).".to_owned(),

@@ -93,7 +93,7 @@ impl Service<'_> {
         let plain = match (sealed, by, own) {
             (Some(sealed), Some(subject), _) => self
                 .audit
-                .open_for_subject(&subject, id, &sealed)
+                .open_for_subject_in(&mut *conn, &subject, id, &sealed)
                 .await?
                 .ok_or(RequestError::Erased)?,
             (Some(sealed), None, Some(own)) => self.audit.open_with_own_key(id, &own, &sealed)?,
