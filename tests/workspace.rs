@@ -334,8 +334,11 @@ async fn queue_filters_pages_and_marks(w: Workspace) {
     }
     let erasure = w.request(Kind::Erasure, "person1@example.org").await;
     // One access overdue; one failed.
-    sqlx::query("UPDATE dsr_requests SET due_at = '2026-01-05T00:00:00.000000Z' WHERE id = $1")
+    // Due a month ago, whatever the clock says.
+    let late = chrono::Utc::now() - chrono::Duration::days(30);
+    sqlx::query("UPDATE dsr_requests SET due_at = $2 WHERE id = $1")
         .bind(&access[3])
+        .bind(lethe::store::timestamp(late))
         .execute(w.app.store.pool())
         .await
         .unwrap();
@@ -349,9 +352,10 @@ async fn queue_filters_pages_and_marks(w: Workspace) {
         .execute(w.app.store.pool())
         .await
         .unwrap();
-    let page = |q: &'static str| {
+    let page = |q: &str| {
         let w = &w;
         let cookie = b.cookie.clone();
+        let q = q.to_owned();
         async move {
             let r = w.get(&format!("/admin/requests{q}"), Some(&cookie)).await;
             (r.status().as_u16(), r.text().await.unwrap())
@@ -382,7 +386,11 @@ async fn queue_filters_pages_and_marks(w: Workspace) {
     assert!(erasures.contains(&erasure));
     let (_, failed) = page("?status=failed").await;
     assert!(failed.contains("1 request,") && failed.contains(&access[4]));
-    let (_, due) = page("?due_by=2026-02-01").await;
+    let due_by = format!(
+        "?due_by={}",
+        (late + chrono::Duration::days(1)).date_naive()
+    );
+    let (_, due) = page(&due_by).await;
     assert!(
         due.contains("1 request,") && due.contains(&access[3]),
         "{due}"
