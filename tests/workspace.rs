@@ -1123,3 +1123,88 @@ async fn odd_filters_and_control_characters_get_a_page_saying_why() {
         .await;
     assert_eq!(r.status(), 200);
 }
+
+/// The two actions the other tests do not reach: running a failed request again, and
+/// lifting a restriction (Art. 18(3)), the person told first.
+#[tokio::test]
+async fn a_dpo_runs_a_failed_request_again_and_lifts_a_restriction() {
+    let w = start().await;
+    let dpo = w.sign_in(Role::Dpo).await;
+    let failed = w.request(Kind::Access, "person1@example.org").await;
+    for status in ["in_progress", "failed"] {
+        sqlx::query("UPDATE dsr_requests SET status = $2 WHERE id = $1")
+            .bind(&failed)
+            .bind(status)
+            .execute(w.app.store.pool())
+            .await
+            .unwrap();
+    }
+    let path = format!("/admin/requests/{failed}");
+    let page = w.get(&path, Some(&dpo.cookie)).await.text().await.unwrap();
+    assert!(page.contains(&format!("action=\"{path}/retry\"")), "{page}");
+    assert!(page.contains(&format!("action=\"{path}/complete\"")));
+    let r = w
+        .post(
+            &format!("{path}/retry"),
+            Some(&dpo.cookie),
+            &[("csrf", &dpo.csrf)],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(w.status(&failed).await, "verified");
+
+    let restriction = w.request(Kind::Restriction, "person2@example.org").await;
+    let path = format!("/admin/requests/{restriction}");
+    let page = w.get(&path, Some(&dpo.cookie)).await.text().await.unwrap();
+    assert!(page.contains("in force"), "{page}");
+    assert!(page.contains(&format!("action=\"{path}/lift\"")));
+    let r = w
+        .post(
+            &format!("{path}/lift"),
+            Some(&dpo.cookie),
+            &[
+                ("csrf", &dpo.csrf),
+                ("note", "The accuracy is now verified."),
+            ],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let announced: Option<String> = sqlx::query_scalar(
+        "SELECT lift_announced_at FROM subject_restrictions WHERE request_id = $1",
+    )
+    .bind(&restriction)
+    .fetch_one(w.app.store.pool())
+    .await
+    .unwrap();
+    assert!(announced.is_some());
+    // Lifting again: nothing left to lift.
+    let again = w
+        .post(
+            &format!("{path}/lift"),
+            Some(&dpo.cookie),
+            &[("csrf", &dpo.csrf), ("note", "Again.")],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(again.status().is_client_error());
+    let who = format!("admin:{}", dpo.token_id);
+    let done = [
+        w.entries(Some(&failed)).await,
+        w.entries(Some(&restriction)).await,
+    ]
+    .concat();
+    assert!(
+        done.iter().any(|(a, x)| *a == who && x == "admin.retried"),
+        "{done:?}"
+    );
+    assert!(
+        done.iter()
+            .any(|(a, x)| *a == who && x == "restriction.lift_announced"),
+        "{done:?}"
+    );
+}
