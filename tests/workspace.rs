@@ -1114,6 +1114,25 @@ async fn odd_filters_and_control_characters_get_a_page_saying_why() {
         .await
         .unwrap();
     assert_eq!(r.status(), 422);
+    // A page asked with a method it does not take: a page saying so.
+    for path in ["/admin/logout", &format!("/admin/requests/{id}/approve")] {
+        let r = w.get(path, Some(&dpo.cookie)).await;
+        assert_eq!(r.status(), 405, "{path}");
+        assert!(r.text().await.unwrap().contains("Not like this"), "{path}");
+    }
+    // The JSON admin API refuses the same characters.
+    let (_, token) = w.app.store.create_admin_token(Role::Dpo).await.unwrap();
+    let other = w.request(Kind::Erasure, "person3@example.org").await;
+    let r = w
+        .http
+        .post(w.url(&format!("/v1/admin/requests/{other}/reject")))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "reason": "no\u{0}pe" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(w.status(&other).await, "awaiting_approval");
     // A duplicated `done` shows the page without the note.
     let r = w
         .get(

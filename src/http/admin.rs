@@ -203,11 +203,14 @@ async fn extend(
 ) -> Result<Json<crate::requests::AdminView>, ApiError> {
     let who = admin(&state, &headers, Role::Dpo).await?;
     let body: ExtendBody = parse(body)?;
-    if !(1..=2).contains(&body.months) || body.reason.trim().is_empty() {
+    if !(1..=2).contains(&body.months)
+        || body.reason.trim().is_empty()
+        || !super::printable(&body.reason, true)
+    {
         return Err(ApiError::client(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_extension",
-            "extend by 1 or 2 months, with a reason",
+            "extend by 1 or 2 months, with a reason without control characters",
         ));
     }
     Ok(Json(
@@ -238,11 +241,11 @@ async fn reject(
 ) -> Result<StatusCode, ApiError> {
     let who = admin(&state, &headers, Role::Dpo).await?;
     let body: RejectBody = parse(body)?;
-    if body.reason.trim().is_empty() {
+    if body.reason.trim().is_empty() || !super::printable(&body.reason, true) {
         return Err(ApiError::client(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_rejection",
-            "a rejection needs a reason",
+            "a rejection needs a reason, without control characters",
         ));
     }
     let authority = state
@@ -472,11 +475,11 @@ const NOTE_MAX: usize = 4000;
 fn note(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
     let b: NoteBody = parse(body)?;
     let n = b.note.trim();
-    if n.is_empty() || n.chars().count() > NOTE_MAX {
+    if n.is_empty() || n.chars().count() > NOTE_MAX || !super::printable(n, true) {
         return Err(ApiError::client(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_note",
-            "a note of 1 to 4000 characters is needed; the subject reads it",
+            "a note of 1 to 4000 characters, without control characters, is needed; the subject reads it",
         ));
     }
     Ok(n.to_owned())

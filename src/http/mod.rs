@@ -475,6 +475,16 @@ fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
     tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
 }
 
+/// Text a person or a DPO reads back: no control characters (line breaks where `lines`)
+/// and no bidirectional overrides, which make text read other than it is stored.
+pub(crate) fn printable(text: &str, lines: bool) -> bool {
+    text.chars().all(|c| {
+        let control = c.is_control() && !(lines && matches!(c, '\n' | '\r' | '\t'));
+        let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+        !control && !bidi
+    })
+}
+
 /// The process is up.
 #[derive(serde::Serialize, schemars::JsonSchema)]
 pub(crate) struct Health {

@@ -73,6 +73,19 @@ impl Action {
     }
 }
 
+/// A page's path asked with a method it does not take: a page saying so.
+async fn not_allowed(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let signed = signed_in(&state, &headers).await.ok();
+    message(
+        &state,
+        signed.as_ref(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Not like this",
+        "This address is a page to open or a form to send from the workspace's own pages.",
+        Some("/admin"),
+    )
+}
+
 pub fn routes() -> super::Routes {
     let act = |a: Action| {
         post(
@@ -106,11 +119,14 @@ pub fn routes() -> super::Routes {
         .route("/admin/jobs", get(jobs))
         .route("/admin/tokens", get(tokens).post(create_token))
         .route("/admin/tokens/{id}/revoke", post(revoke_token))
+        .map(|r| r.method_not_allowed_fallback(not_allowed))
 }
 
 /// The sign-in page, which anyone may call (and which is limited per client address).
 pub fn sign_in_routes() -> super::Routes {
-    super::Routes::new().route("/admin/login", get(login_page).post(login))
+    super::Routes::new()
+        .route("/admin/login", get(login_page).post(login))
+        .map(|r| r.method_not_allowed_fallback(not_allowed))
 }
 
 fn templates() -> &'static Environment<'static> {
@@ -731,16 +747,6 @@ pub(crate) struct ActionForm {
     months: String,
 }
 
-/// Text a person or a DPO reads back: no control characters (line breaks where `lines`)
-/// and no bidirectional overrides, which make text read other than it is stored.
-fn printable(text: &str, lines: bool) -> bool {
-    text.chars().all(|c| {
-        let control = c.is_control() && !(lines && matches!(c, '\n' | '\r' | '\t'));
-        let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
-        !control && !bidi
-    })
-}
-
 /// The longest reason or note, in characters (as in the JSON API).
 const TEXT_MAX: usize = 4000;
 
@@ -774,7 +780,8 @@ async fn act(
         _ => form.note.trim(),
     };
     let needs_text = !matches!(action, Action::Approve | Action::Retry);
-    if needs_text && (text.is_empty() || text.chars().count() > TEXT_MAX || !printable(text, true))
+    if needs_text
+        && (text.is_empty() || text.chars().count() > TEXT_MAX || !super::printable(text, true))
     {
         return message(
             &state,
@@ -1206,7 +1213,7 @@ async fn create_token(
         },
     };
     let label = form.label.trim();
-    if label.chars().count() > 200 || !printable(label, false) {
+    if label.chars().count() > 200 || !super::printable(label, false) {
         return message(
             &state,
             Some(&signed),
