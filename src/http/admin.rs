@@ -248,12 +248,7 @@ async fn reject(
             "a rejection needs a reason, without control characters",
         ));
     }
-    let authority = state
-        .policy
-        .controller
-        .as_ref()
-        .and_then(|c| c.supervisory_authority.as_ref())
-        .map(|a| a.name.clone());
+    let authority = state.authority();
     service(&state)
         .reject(
             &id,

@@ -66,6 +66,15 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The supervisory authority a rejected person may complain to (Art. 12(4)), by name.
+    pub fn authority(&self) -> Option<String> {
+        self.policy
+            .controller
+            .as_ref()
+            .and_then(|c| c.supervisory_authority.as_ref())
+            .map(|a| a.name.clone())
+    }
+
     /// Work for the workers exists (a request verified, approved, retried, a restriction
     /// lifted): this instance's worker starts on it now, and the others on the store are
     /// told.

@@ -819,12 +819,7 @@ async fn act(
             svc.extend(&id, months, text, actor, now).await.map(|_| ())
         }
         Action::Reject => {
-            let authority = state
-                .policy
-                .controller
-                .as_ref()
-                .and_then(|c| c.supervisory_authority.as_ref())
-                .map(|a| a.name.clone());
+            let authority = state.authority();
             svc.reject(&id, text, authority.as_deref(), actor, now)
                 .await
         }

@@ -58,6 +58,23 @@ pub enum StatusFilter {
     Is(Status),
 }
 
+/// A row of `id, kind, status, received_at, due_at, extended_at` as the DPO lists it;
+/// overdue when still open past its due date at `now_s`.
+fn admin_view(r: &sqlx::any::AnyRow, now_s: &str) -> Result<AdminView, sqlx::Error> {
+    let due: String = r.try_get(4)?;
+    let status: String = r.try_get(2)?;
+    let extended: Option<String> = r.try_get(5)?;
+    Ok(AdminView {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        overdue: due.as_str() < now_s && !status::stored(&status).is_final(),
+        status,
+        received_at: r.try_get(3)?,
+        due_at: due,
+        extended: extended.is_some(),
+    })
+}
+
 /// Requests not ended for good; a failed one stays until the DPO retries, rejects or
 /// completes it.
 fn open() -> String {
@@ -85,19 +102,7 @@ impl Service<'_> {
             .await?;
         let now_s = timestamp(now);
         rows.iter()
-            .map(|r| {
-                let due: String = r.try_get(4)?;
-                let extended: Option<String> = r.try_get(5)?;
-                Ok(AdminView {
-                    id: r.try_get(0)?,
-                    kind: r.try_get(1)?,
-                    status: r.try_get(2)?,
-                    received_at: r.try_get(3)?,
-                    overdue: due < now_s,
-                    due_at: due,
-                    extended: extended.is_some(),
-                })
-            })
+            .map(|r| admin_view(r, &now_s))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(RequestError::from)
     }
@@ -138,20 +143,7 @@ impl Service<'_> {
         let now_s = timestamp(now);
         let views = rows
             .iter()
-            .map(|r| {
-                let due: String = r.try_get(4)?;
-                let status: String = r.try_get(2)?;
-                let extended: Option<String> = r.try_get(5)?;
-                Ok(AdminView {
-                    id: r.try_get(0)?,
-                    kind: r.try_get(1)?,
-                    overdue: due < now_s && !status::stored(&status).is_final(),
-                    status,
-                    received_at: r.try_get(3)?,
-                    due_at: due,
-                    extended: extended.is_some(),
-                })
-            })
+            .map(|r| admin_view(r, &now_s))
             .collect::<Result<_, sqlx::Error>>()?;
         Ok((views, total))
     }
@@ -218,19 +210,7 @@ impl Service<'_> {
             .await?;
         let now_s = timestamp(now);
         rows.iter()
-            .map(|r| {
-                let due: String = r.try_get(4)?;
-                let extended: Option<String> = r.try_get(5)?;
-                Ok(AdminView {
-                    id: r.try_get(0)?,
-                    kind: r.try_get(1)?,
-                    status: r.try_get(2)?,
-                    received_at: r.try_get(3)?,
-                    overdue: due < now_s,
-                    due_at: due,
-                    extended: extended.is_some(),
-                })
-            })
+            .map(|r| admin_view(r, &now_s))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(RequestError::from)
     }

@@ -269,15 +269,6 @@ impl Service<'_> {
         }
         if let (Some((ak, rows)), Ok(_)) = (&accessed, &outcome) {
             let subject = self.audit.subject_in(&mut tx, &identity).await?;
-            let ctx = crate::dsr::Context {
-                policy,
-                audit: self.audit,
-                sources,
-                actor: Actor::Subject,
-                request_id: Some(id.clone()),
-                strict: false,
-                restriction: None,
-            };
             entries.push(crate::dsr::access_entry(
                 &ctx,
                 std::slice::from_ref(&identity),
